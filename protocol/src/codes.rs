@@ -1,0 +1,36 @@
+//! MySQL error codes and SQLSTATEs concord sends itself.
+
+/// An error code with its SQLSTATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Code(pub u16, pub &'static [u8; 5]);
+
+pub const CON_COUNT_ERROR: Code = Code(1040, b"08004");
+pub const HANDSHAKE_ERROR: Code = Code(1043, b"08S01");
+pub const ACCESS_DENIED: Code = Code(1045, b"28000");
+pub const NO_DB_ERROR: Code = Code(1046, b"3D000");
+pub const UNKNOWN_COM_ERROR: Code = Code(1047, b"08S01");
+pub const BAD_DB_ERROR: Code = Code(1049, b"42000");
+pub const SERVER_SHUTDOWN: Code = Code(1053, b"08S01");
+pub const PARSE_ERROR: Code = Code(1064, b"42000");
+pub const NET_PACKET_TOO_LARGE: Code = Code(1153, b"08S01");
+pub const NET_READ_ERROR: Code = Code(1158, b"08S01");
+pub const NET_PACKETS_OUT_OF_ORDER: Code = Code(1156, b"08S01");
+pub const NET_READ_INTERRUPTED: Code = Code(1159, b"08S01");
+pub const NOT_SUPPORTED_YET: Code = Code(1235, b"42000");
+pub const UNKNOWN_STMT_HANDLER: Code = Code(1243, b"HY000");
+pub const NOT_ALLOWED_COMMAND: Code = Code(1148, b"42000");
+pub const QUERY_INTERRUPTED: Code = Code(1317, b"70100");
+pub const LOCK_WAIT_TIMEOUT: Code = Code(1205, b"HY000");
+pub const OPTION_PREVENTS_STATEMENT: Code = Code(1290, b"HY000");
+pub const READ_ONLY_TRANSACTION: Code = Code(1792, b"25006");
+pub const SECURE_TRANSPORT_REQUIRED: Code = Code(3159, b"HY000");
+pub const HOST_IS_BLOCKED: Code = Code(1129, b"HY000");
+pub const USER_LIMIT_REACHED: Code = Code(1226, b"42000");
+pub const UNKNOWN_ERROR: Code = Code(1105, b"HY000");
+/// Client-side code for "Lost connection to MySQL server during query";
+/// concord sends it when a backend dies mid-command.
+pub const CR_SERVER_LOST: Code = Code(2013, b"HY000");
+/// "MySQL server has gone away": no backend could be reached.
+pub const CR_SERVER_GONE: Code = Code(2006, b"HY000");
+/// Cannot connect to a backend.
+pub const CR_CONN_HOST_ERROR: Code = Code(2003, b"HY000");

@@ -1,0 +1,172 @@
+//! OK packet (`0x00`, or `0xfe` when it ends a result set under
+//! DEPRECATE_EOF) and the old EOF packet.
+
+use crate::consts::{cap, status};
+use crate::rd::Rd;
+use crate::wr::Wr;
+use crate::ProtoError;
+use bytes::{BufMut, BytesMut};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OkPacket {
+    pub header: u8,
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    pub status: u16,
+    pub warnings: u16,
+    pub info: Vec<u8>,
+    /// Raw session-state-change block (SESSION_TRACK), if present.
+    pub session_state: Vec<u8>,
+}
+
+/// One entry of the session state change block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateChange {
+    /// `SESSION_TRACK_SYSTEM_VARIABLES`: name, value.
+    SystemVariable(Vec<u8>, Vec<u8>),
+    /// `SESSION_TRACK_SCHEMA`.
+    Schema(Vec<u8>),
+    /// `SESSION_TRACK_STATE_CHANGE`.
+    StateChanged(bool),
+    /// `SESSION_TRACK_GTIDS`: the GTID text.
+    Gtids(Vec<u8>),
+    /// Characteristics / transaction state and unknown kinds.
+    Other(u8),
+}
+
+impl OkPacket {
+    pub fn decode(payload: &[u8], caps: u32) -> Result<Self, ProtoError> {
+        let mut r = Rd::new(payload);
+        let header = r.u8("ok header")?;
+        if header != 0x00 && header != 0xfe {
+            return Err(ProtoError::malformed("not an OK packet"));
+        }
+        let affected_rows = r.lenenc("affected rows")?;
+        let last_insert_id = r.lenenc("last insert id")?;
+        let status = r.u16("status flags")?;
+        let warnings = r.u16("warnings")?;
+        let mut ok = OkPacket {
+            header,
+            affected_rows,
+            last_insert_id,
+            status,
+            warnings,
+            ..Default::default()
+        };
+        if caps & cap::SESSION_TRACK != 0 {
+            if !r.is_empty() {
+                ok.info = r.lenenc_bytes("info")?.to_vec();
+            }
+            if status & status::SESSION_STATE_CHANGED != 0 && !r.is_empty() {
+                ok.session_state = r.lenenc_bytes("session state")?.to_vec();
+            }
+        } else {
+            ok.info = r.rest().to_vec();
+        }
+        Ok(ok)
+    }
+
+    pub fn encode(&self, out: &mut BytesMut, caps: u32) {
+        out.put_u8(self.header);
+        out.put_lenenc(self.affected_rows);
+        out.put_lenenc(self.last_insert_id);
+        out.put_u16_le(self.status);
+        out.put_u16_le(self.warnings);
+        if caps & cap::SESSION_TRACK != 0 {
+            if !self.info.is_empty() || self.status & status::SESSION_STATE_CHANGED != 0 {
+                out.put_lenenc_bytes(&self.info);
+            }
+            if self.status & status::SESSION_STATE_CHANGED != 0 {
+                out.put_lenenc_bytes(&self.session_state);
+            }
+        } else {
+            out.put_slice(&self.info);
+        }
+    }
+
+    /// Parses the session state block into its entries.
+    pub fn state_changes(&self) -> Result<Vec<StateChange>, ProtoError> {
+        let mut out = Vec::new();
+        let mut r = Rd::new(&self.session_state);
+        while !r.is_empty() {
+            let kind = r.u8("state change type")?;
+            let data = r.lenenc_bytes("state change data")?;
+            let mut d = Rd::new(data);
+            out.push(match kind {
+                0 => {
+                    let name = d.lenenc_bytes("variable name")?.to_vec();
+                    let value = d.lenenc_bytes("variable value")?.to_vec();
+                    StateChange::SystemVariable(name, value)
+                }
+                1 => StateChange::Schema(d.lenenc_bytes("schema")?.to_vec()),
+                2 => StateChange::StateChanged(d.lenenc_bytes("state")? == b"1"),
+                3 => {
+                    // encoding specification byte, then the GTID text
+                    d.u8("gtid spec")?;
+                    StateChange::Gtids(d.lenenc_bytes("gtids")?.to_vec())
+                }
+                k => StateChange::Other(k),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Status flags of an OK (`0x00`/`0xfe` with OK layout) or EOF packet.
+/// EOF is `0xfe, warnings u16, status u16` and shorter than 9 bytes.
+pub fn terminator_status(payload: &[u8], deprecate_eof: bool) -> Option<u16> {
+    if !deprecate_eof && payload.first() == Some(&0xfe) && payload.len() < 9 {
+        return payload.get(3..5).map(|s| u16::from_le_bytes([s[0], s[1]]));
+    }
+    ok_status(payload)
+}
+
+/// Status flags of an OK-layout packet without decoding the rest.
+pub fn ok_status(payload: &[u8]) -> Option<u16> {
+    let mut r = Rd::new(payload);
+    r.u8("h").ok()?;
+    r.lenenc("a").ok()?;
+    r.lenenc("b").ok()?;
+    r.u16("s").ok()
+}
+
+/// Encodes an EOF packet (pre-DEPRECATE_EOF clients).
+pub fn encode_eof(out: &mut BytesMut, warnings: u16, status: u16) {
+    out.put_u8(0xfe);
+    out.put_u16_le(warnings);
+    out.put_u16_le(status);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ok_round_trip_with_session_track() {
+        let ok = OkPacket {
+            header: 0,
+            affected_rows: 3,
+            last_insert_id: 70000,
+            status: status::AUTOCOMMIT | status::SESSION_STATE_CHANGED,
+            warnings: 1,
+            info: b"Rows matched: 3".to_vec(),
+            session_state: vec![3, 8, 0, 6, b'0', b'-', b'1', b'-', b'4', b'2'],
+        };
+        let mut b = BytesMut::new();
+        ok.encode(&mut b, cap::SESSION_TRACK);
+        let back = OkPacket::decode(&b, cap::SESSION_TRACK).unwrap();
+        assert_eq!(back, ok);
+        assert_eq!(
+            back.state_changes().unwrap(),
+            vec![StateChange::Gtids(b"0-1-42".to_vec())]
+        );
+        assert_eq!(ok_status(&b), Some(ok.status));
+    }
+
+    #[test]
+    fn eof_status() {
+        let mut b = BytesMut::new();
+        encode_eof(&mut b, 0, status::MORE_RESULTS_EXISTS);
+        assert_eq!(terminator_status(&b, false), Some(status::MORE_RESULTS_EXISTS));
+    }
+}
