@@ -26,7 +26,8 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     if old.users != new.users {
         out.push(Change::Users);
     }
-    if old.listener.tls != new.listener.tls || old.listener.require_tls != new.listener.require_tls {
+    if old.listener.tls != new.listener.tls || old.listener.require_tls != new.listener.require_tls
+    {
         out.push(Change::ListenerTls);
     }
     if old.routing != new.routing {

@@ -31,7 +31,11 @@ impl std::str::FromStr for ByteSize {
             "k" | "kb" | "kib" => 1 << 10,
             "m" | "mb" | "mib" => 1 << 20,
             "g" | "gb" | "gib" => 1 << 30,
-            other => return Err(format!("invalid size unit {other:?} in {s:?}; use B, KiB, MiB or GiB")),
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {s:?}; use B, KiB, MiB or GiB"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)

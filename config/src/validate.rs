@@ -84,10 +84,7 @@ impl Config {
                 Some(own) if own != &c.raft_addr => {
                     return Err(ConfigError::invalid(
                         format!("cluster.peers.{}", self.node.id),
-                        format!(
-                            "{own:?} differs from cluster.raft_addr {:?}",
-                            c.raft_addr
-                        ),
+                        format!("{own:?} differs from cluster.raft_addr {:?}", c.raft_addr),
                     ))
                 }
                 Some(_) => {}
@@ -108,7 +105,10 @@ impl Config {
             ));
         }
         if c.snapshot_every < 10 {
-            return Err(ConfigError::invalid("cluster.snapshot_every", "must be at least 10"));
+            return Err(ConfigError::invalid(
+                "cluster.snapshot_every",
+                "must be at least 10",
+            ));
         }
         Ok(())
     }
@@ -117,7 +117,10 @@ impl Config {
         let l = &self.listener;
         check_addr("listener.addr", &l.addr)?;
         if let Some(tls) = &l.tls {
-            for (k, p) in [("listener.tls.cert", &tls.cert), ("listener.tls.key", &tls.key)] {
+            for (k, p) in [
+                ("listener.tls.cert", &tls.cert),
+                ("listener.tls.key", &tls.key),
+            ] {
                 if !p.is_file() {
                     return Err(ConfigError::invalid(
                         k,
@@ -141,7 +144,10 @@ impl Config {
             ));
         }
         if l.max_connections == 0 {
-            return Err(ConfigError::invalid("listener.max_connections", "must be 1 or more"));
+            return Err(ConfigError::invalid(
+                "listener.max_connections",
+                "must be 1 or more",
+            ));
         }
         if l.server_version.is_empty() || l.server_version.contains('\0') {
             return Err(ConfigError::invalid(
@@ -154,13 +160,19 @@ impl Config {
 
     fn validate_users(&self) -> R {
         if self.users.is_empty() {
-            return Err(ConfigError::invalid("users", "at least one [[users]] entry is required"));
+            return Err(ConfigError::invalid(
+                "users",
+                "at least one [[users]] entry is required",
+            ));
         }
         let mut seen = HashSet::new();
         for (i, u) in self.users.iter().enumerate() {
             let k = |f: &str| format!("users[{i}].{f}");
             if u.name.is_empty() || u.name.len() > 80 {
-                return Err(ConfigError::invalid(k("name"), "must be 1 to 80 characters"));
+                return Err(ConfigError::invalid(
+                    k("name"),
+                    "must be 1 to 80 characters",
+                ));
             }
             if !seen.insert(u.name.as_str()) {
                 return Err(ConfigError::invalid(
@@ -253,7 +265,10 @@ impl Config {
         positive("monitor.timeout", m.timeout)?;
         positive("monitor.heartbeat_interval", m.heartbeat_interval)?;
         if m.failure_threshold == 0 {
-            return Err(ConfigError::invalid("monitor.failure_threshold", "must be 1 or more"));
+            return Err(ConfigError::invalid(
+                "monitor.failure_threshold",
+                "must be 1 or more",
+            ));
         }
         match m.heartbeat_table.split_once('.') {
             Some((s, t)) if is_ident(s) && is_ident(t) => {}
@@ -278,11 +293,17 @@ impl Config {
             check_addr("http.addr", &self.http.addr)?;
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::invalid("log.format", "must be \"text\" or \"json\""));
+            return Err(ConfigError::invalid(
+                "log.format",
+                "must be \"text\" or \"json\"",
+            ));
         }
         positive("pool.connect_timeout", self.pool.connect_timeout)?;
         if self.pool.max_per_backend == 0 {
-            return Err(ConfigError::invalid("pool.max_per_backend", "must be 1 or more"));
+            return Err(ConfigError::invalid(
+                "pool.max_per_backend",
+                "must be 1 or more",
+            ));
         }
         if self.pool.min_idle > self.pool.max_per_backend {
             return Err(ConfigError::invalid(
@@ -296,7 +317,10 @@ impl Config {
                 "must be 1 or more",
             ));
         }
-        positive("failover.write_buffer_timeout", self.failover.write_buffer_timeout)?;
+        positive(
+            "failover.write_buffer_timeout",
+            self.failover.write_buffer_timeout,
+        )?;
         Ok(())
     }
 }

@@ -61,7 +61,13 @@ impl ErrPacket {
 
 impl std::fmt::Display for ErrPacket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ERROR {} ({}): {}", self.code, self.sqlstate(), self.message)
+        write!(
+            f,
+            "ERROR {} ({}): {}",
+            self.code,
+            self.sqlstate(),
+            self.message
+        )
     }
 }
 
@@ -72,7 +78,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let e = ErrPacket::new(codes::ACCESS_DENIED, "Access denied for user 'x'@'h' (using password: YES)");
+        let e = ErrPacket::new(
+            codes::ACCESS_DENIED,
+            "Access denied for user 'x'@'h' (using password: YES)",
+        );
         let b = e.to_payload();
         assert_eq!(ErrPacket::decode(&b).unwrap(), e);
         assert!(ErrPacket::decode(&[0xff]).is_err());

@@ -167,6 +167,9 @@ mod tests {
     fn eof_status() {
         let mut b = BytesMut::new();
         encode_eof(&mut b, 0, status::MORE_RESULTS_EXISTS);
-        assert_eq!(terminator_status(&b, false), Some(status::MORE_RESULTS_EXISTS));
+        assert_eq!(
+            terminator_status(&b, false),
+            Some(status::MORE_RESULTS_EXISTS)
+        );
     }
 }

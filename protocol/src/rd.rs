@@ -30,7 +30,10 @@ impl<'a> Rd<'a> {
 
     pub fn take(&mut self, n: usize, what: &'static str) -> R<&'a [u8]> {
         let end = self.pos.checked_add(n).ok_or(ProtoError::Truncated(what))?;
-        let s = self.buf.get(self.pos..end).ok_or(ProtoError::Truncated(what))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(ProtoError::Truncated(what))?;
         self.pos = end;
         Ok(s)
     }
@@ -82,7 +85,11 @@ impl<'a> Rd<'a> {
             0xfc => u64::from(self.u16(what)?),
             0xfd => u64::from(self.u24(what)?),
             0xfe => self.u64(what)?,
-            0xff => return Err(ProtoError::malformed(format!("invalid length prefix in {what}"))),
+            0xff => {
+                return Err(ProtoError::malformed(format!(
+                    "invalid length prefix in {what}"
+                )))
+            }
         }))
     }
 

@@ -194,7 +194,9 @@ impl Scanner {
             }
             State::ColumnsEof => {
                 if !is_terminator {
-                    return Err(ProtoError::malformed("expected EOF after column definitions"));
+                    return Err(ProtoError::malformed(
+                        "expected EOF after column definitions",
+                    ));
                 }
                 let s = terminator_status(payload, false).unwrap_or(0);
                 self.status = s;

@@ -206,7 +206,10 @@ mod tests {
         let mut s = PacketStream::new(());
         s.max_packet = 1024;
         s.rbuf.extend_from_slice(&[0xff, 0xff, 0xff, 0x00]);
-        assert!(matches!(s.try_take_packet(), Err(ProtoError::TooLarge { .. })));
+        assert!(matches!(
+            s.try_take_packet(),
+            Err(ProtoError::TooLarge { .. })
+        ));
         assert!(s.rbuf.capacity() < 1 << 20);
     }
 
@@ -218,6 +221,9 @@ mod tests {
         put_packet(&mut out, &mut seq, &vec![0u8; MAX_PAYLOAD + 1]);
         out[HEADER + MAX_PAYLOAD + 3] = 9;
         s.rbuf = out;
-        assert!(matches!(s.try_take_packet(), Err(ProtoError::Sequence { .. })));
+        assert!(matches!(
+            s.try_take_packet(),
+            Err(ProtoError::Sequence { .. })
+        ));
     }
 }

@@ -45,7 +45,14 @@ fn resultset_both_eof_modes() {
         let mut out = BytesMut::new();
         let mut seq = 1;
         let rows = vec![vec![Some("1".to_string())], vec![None]];
-        write_resultset(&mut out, &mut seq, caps, status::AUTOCOMMIT, &[Column::int("a")], &rows);
+        write_resultset(
+            &mut out,
+            &mut seq,
+            caps,
+            status::AUTOCOMMIT,
+            &[Column::int("a")],
+            &rows,
+        );
         let mut sc = Scanner::new(Expect::ResultSets, caps != 0);
         let steps = run(&mut sc, &out);
         assert_eq!(steps.last(), Some(&Step::Done));
@@ -60,7 +67,14 @@ fn multi_results_continue_until_last() {
     let mut out = BytesMut::new();
     let mut seq = 1;
     let more = status::AUTOCOMMIT | status::MORE_RESULTS_EXISTS;
-    write_resultset(&mut out, &mut seq, 0, more, &[Column::int("a")], &[vec![Some("1".into())]]);
+    write_resultset(
+        &mut out,
+        &mut seq,
+        0,
+        more,
+        &[Column::int("a")],
+        &[vec![Some("1".into())]],
+    );
     build(&mut out, &mut seq, |b| b.put_slice(&ok(more)));
     build(&mut out, &mut seq, |b| b.put_slice(&ok(status::AUTOCOMMIT)));
     let mut sc = Scanner::new(Expect::ResultSets, false);
@@ -77,7 +91,9 @@ fn error_mid_result_ends_response() {
     build(&mut out, &mut seq, |b| Column::int("a").encode(b));
     build(&mut out, &mut seq, |b| encode_eof(b, 0, 0));
     build(&mut out, &mut seq, |b| b.put_slice(b"\x011"));
-    build(&mut out, &mut seq, |b| b.put_slice(b"\xff\x14\x05#HY000boom"));
+    build(&mut out, &mut seq, |b| {
+        b.put_slice(b"\xff\x14\x05#HY000boom")
+    });
     let mut sc = Scanner::new(Expect::ResultSets, false);
     assert_eq!(run(&mut sc, &out).last(), Some(&Step::Done));
     assert_eq!(sc.error, Some(0x0514));
@@ -89,7 +105,9 @@ fn cursor_execute_stops_after_metadata() {
     let mut seq = 1;
     build(&mut out, &mut seq, |b| b.put_u8(1));
     build(&mut out, &mut seq, |b| Column::int("a").encode(b));
-    build(&mut out, &mut seq, |b| encode_eof(b, 0, status::CURSOR_EXISTS));
+    build(&mut out, &mut seq, |b| {
+        encode_eof(b, 0, status::CURSOR_EXISTS)
+    });
     let mut sc = Scanner::new(Expect::ResultSets, false);
     assert_eq!(run(&mut sc, &out).last(), Some(&Step::Done));
 }

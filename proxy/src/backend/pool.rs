@@ -1,0 +1,283 @@
+//! Warm connections to one backend, per (backend user, protocol flavor).
+//!
+//! Sessions check a connection out when they first need that backend and
+//! give it back when they end (reset first if they changed its state). The
+//! lock is held only to push or pop a connection, never across I/O.
+
+use super::conn::BackendConn;
+use super::login::Credentials;
+use crate::error::BackendError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Which idle connections a session may take: same backend account and
+/// same format-changing capability flags as its client.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub user: Arc<str>,
+    pub flavor: u32,
+}
+
+/// How to log in for a key (kept so the maintainer can open warm ones).
+#[derive(Clone, Debug)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    pub collation: u8,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_key: HashMap<PoolKey, Vec<BackendConn>>,
+    /// Keys used recently, with how to log in, so warm connections can be
+    /// kept for them.
+    recent: HashMap<PoolKey, (Login, Instant)>,
+}
+
+pub struct PoolSettings {
+    pub min_idle: u32,
+    pub max: u32,
+    pub connect_timeout: Duration,
+    pub max_idle_time: Duration,
+    pub acquire_timeout: Duration,
+}
+
+pub struct BackendPool {
+    pub name: Arc<str>,
+    pub addr: String,
+    idle: Mutex<Idle>,
+    /// Connections from this node to this backend, idle or in use.
+    open: AtomicU32,
+    /// Bumped when this backend is fenced: older connections are closed
+    /// instead of reused.
+    generation: AtomicU64,
+    released: Notify,
+    pub settings: PoolSettings,
+}
+
+impl BackendPool {
+    pub fn new(name: &str, addr: &str, settings: PoolSettings) -> Arc<Self> {
+        Arc::new(BackendPool {
+            name: name.into(),
+            addr: addr.to_string(),
+            idle: Mutex::new(Idle::default()),
+            open: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            released: Notify::new(),
+            settings,
+        })
+    }
+
+    pub fn open_count(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.lock().by_key.values().map(Vec::len).sum()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        // A panic while holding this lock cannot leave it inconsistent
+        // (push/pop only), so a poisoned lock is still usable.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes an idle connection for `key`, or opens one.
+    pub async fn acquire(
+        &self,
+        key: &PoolKey,
+        login: &Login,
+        db: Option<&str>,
+    ) -> Result<(BackendConn, u64), BackendError> {
+        let deadline = Instant::now() + self.settings.acquire_timeout;
+        loop {
+            let gen = self.generation();
+            while let Some(conn) = self.pop_idle(key, login) {
+                if conn.looks_alive() {
+                    return Ok((conn, gen));
+                }
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            if self.try_reserve() {
+                let creds = Credentials {
+                    user: &login.user,
+                    password: &login.password,
+                    database: db,
+                    collation: login.collation,
+                    flavor: key.flavor,
+                };
+                return match BackendConn::connect(&self.addr, &creds, self.settings.connect_timeout)
+                    .await
+                {
+                    Ok(c) => Ok((c, gen)),
+                    Err(e) => {
+                        self.open.fetch_sub(1, Ordering::Relaxed);
+                        self.released.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero()
+                || tokio::time::timeout(wait, self.released.notified())
+                    .await
+                    .is_err()
+            {
+                return Err(BackendError::PoolExhausted(self.open_count()));
+            }
+        }
+    }
+
+    fn pop_idle(&self, key: &PoolKey, login: &Login) -> Option<BackendConn> {
+        let mut idle = self.lock();
+        let now = Instant::now();
+        match idle.recent.get_mut(key) {
+            Some(r) => r.1 = now,
+            None => {
+                idle.recent.insert(key.clone(), (login.clone(), now));
+            }
+        }
+        idle.by_key.get_mut(key).and_then(Vec::pop)
+    }
+
+    fn try_reserve(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.settings.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a connection back. Connections in a transaction, broken, from
+    /// an older generation, or dirty (reset first, off the session's path)
+    /// are handled here so sessions need not care.
+    pub fn release(
+        self: &Arc<Self>,
+        mut conn: BackendConn,
+        key: PoolKey,
+        gen: u64,
+        reusable: bool,
+    ) {
+        use concord_protocol::consts::status;
+        if !reusable || gen != self.generation() || conn.status & status::IN_TRANS != 0 {
+            self.discard(conn);
+            return;
+        }
+        if conn.dirty || conn.state.synced.is_some() {
+            let pool = Arc::clone(self);
+            tokio::spawn(async move {
+                match conn.reset().await {
+                    Ok(Ok(())) => pool.put_idle(conn, key, gen),
+                    _ => pool.discard(conn),
+                }
+            });
+            return;
+        }
+        self.put_idle(conn, key, gen);
+    }
+
+    fn put_idle(&self, mut conn: BackendConn, key: PoolKey, gen: u64) {
+        if gen != self.generation() {
+            self.discard(conn);
+            return;
+        }
+        conn.idle_since = Instant::now();
+        conn.io.shrink();
+        self.lock().by_key.entry(key).or_default().push(conn);
+        self.released.notify_one();
+    }
+
+    /// Closes a connection that will not be reused.
+    pub fn discard(&self, conn: BackendConn) {
+        drop(conn);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.released.notify_one();
+    }
+
+    /// Closes every idle connection and makes in-use ones non-reusable.
+    pub fn close_all(&self) -> usize {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let drained: Vec<BackendConn> = {
+            let mut idle = self.lock();
+            idle.by_key.drain().flat_map(|(_, v)| v).collect()
+        };
+        let n = drained.len();
+        for c in drained {
+            self.discard(c);
+        }
+        n
+    }
+
+    /// Periodic upkeep: close connections idle too long, keep `min_idle`
+    /// warm ones for keys used in the last few minutes.
+    pub async fn maintain(self: &Arc<Self>) {
+        let now = Instant::now();
+        let (expired, wanted) = {
+            let mut idle = self.lock();
+            let max_idle = self.settings.max_idle_time;
+            let mut expired = Vec::new();
+            for conns in idle.by_key.values_mut() {
+                let mut i = 0;
+                while i < conns.len() {
+                    if now.duration_since(conns[i].idle_since) > max_idle
+                        && conns.len() > self.settings.min_idle as usize
+                    {
+                        expired.push(conns.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            idle.recent
+                .retain(|_, (_, used)| now.duration_since(*used) < Duration::from_secs(600));
+            let wanted: Vec<(PoolKey, Login, usize)> = idle
+                .recent
+                .iter()
+                .map(|(k, (login, _))| {
+                    let have = idle.by_key.get(k).map_or(0, Vec::len);
+                    (
+                        k.clone(),
+                        login.clone(),
+                        (self.settings.min_idle as usize).saturating_sub(have),
+                    )
+                })
+                .filter(|(_, _, n)| *n > 0)
+                .collect();
+            (expired, wanted)
+        };
+        for c in expired {
+            self.discard(c);
+        }
+        for (key, login, n) in wanted {
+            for _ in 0..n {
+                if !self.try_reserve() {
+                    return;
+                }
+                let gen = self.generation();
+                let creds = Credentials {
+                    user: &login.user,
+                    password: &login.password,
+                    database: None,
+                    collation: login.collation,
+                    flavor: key.flavor,
+                };
+                match BackendConn::connect(&self.addr, &creds, self.settings.connect_timeout).await
+                {
+                    Ok(c) => self.put_idle(c, key.clone(), gen),
+                    Err(e) => {
+                        self.open.fetch_sub(1, Ordering::Relaxed);
+                        tracing::debug!(backend = %self.name, "warming a connection failed: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

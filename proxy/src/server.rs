@@ -1,0 +1,62 @@
+//! The client listener: accept, enforce the global connection cap, spawn a
+//! session task per connection.
+
+use crate::shared::Shared;
+use concord_protocol::codes;
+use concord_protocol::err::ErrPacket;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// Decrements the live-connection count however the session ends.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.sessions.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub async fn serve_clients(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        if shared.shutting_down.load(Ordering::Acquire) {
+            drop(tcp);
+            continue;
+        }
+        crate::net::tune(&tcp);
+        let max = shared.config.load().listener.max_connections;
+        let n = shared.sessions.count.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(shared.clone());
+        if n >= max {
+            tokio::spawn(async move {
+                let _slot = slot;
+                let mut tcp = tcp;
+                let err = ErrPacket::new(
+                    codes::CON_COUNT_ERROR,
+                    format!("Too many connections: this concord node allows {max} (listener.max_connections)"),
+                );
+                let mut buf = bytes::BytesMut::new();
+                let mut seq = 0;
+                concord_protocol::packet::put_packet(&mut buf, &mut seq, &err.to_payload());
+                let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;
+            });
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            crate::session::run(shared, tcp, peer).await;
+        });
+    }
+}

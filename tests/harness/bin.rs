@@ -1,0 +1,112 @@
+//! Locating binaries: the workspace's own (built on demand with the same
+//! cargo profile as the tests) and the system's MariaDB tools.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// `target/<profile>` of the running test binary.
+pub fn target_profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.to_path_buf())
+        .expect("target dir")
+}
+
+/// Path of a workspace binary, built once per test process.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile = target_profile_dir();
+        let release = profile.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(cargo);
+        // Run cargo as a user would: the test's own CARGO_* / RUST_* env
+        // would otherwise change build-script fingerprints and force
+        // rebuilds that flip-flop with the user's next `cargo build`.
+        cmd.env_clear();
+        for (k, v) in std::env::vars() {
+            let keep = matches!(
+                k.as_str(),
+                "PATH"
+                    | "HOME"
+                    | "CARGO_HOME"
+                    | "RUSTUP_HOME"
+                    | "CARGO_TARGET_DIR"
+                    | "TMPDIR"
+                    | "LANG"
+            ) || k.starts_with("RUSTUP_");
+            if keep {
+                cmd.env(k, v);
+            }
+        }
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "concord-proxy",
+            "-p",
+            "concord-bench",
+            "--bins",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd
+            .status()
+            .expect("run cargo build for the concord binaries");
+        assert!(st.success(), "building the concord binaries failed");
+    });
+    let p = target_profile_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found; run cargo build --workspace",
+        p.display()
+    );
+    p
+}
+
+/// A system binary, looked up in PATH and the usual sbin dirs.
+pub fn system_bin(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs = path
+        .split(':')
+        .map(PathBuf::from)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"].map(PathBuf::from));
+    for d in dirs {
+        for n in names {
+            let p = d.join(n);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+pub fn mariadbd() -> PathBuf {
+    system_bin(&["mariadbd", "mysqld"])
+        .expect("mariadbd not found: install mariadb-server (scripts/test.sh and .ci/run do this)")
+}
+
+pub fn mariadb_client() -> PathBuf {
+    system_bin(&["mariadb", "mysql"]).expect("mariadb client not found: install mariadb-client")
+}
+
+pub fn install_db() -> PathBuf {
+    system_bin(&["mariadb-install-db", "mysql_install_db"]).expect("mariadb-install-db not found")
+}
+
+/// True when running as root (mariadbd then needs --user=root).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

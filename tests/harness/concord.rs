@@ -1,0 +1,255 @@
+//! Real `concord` processes for tests, configured through a small builder
+//! that writes the TOML file a user would write.
+
+use crate::bin;
+use crate::ports::free_port;
+use crate::PASSWORD;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ConcordConfig {
+    pub node_id: u64,
+    pub port: u16,
+    pub admin_port: u16,
+    pub http_port: u16,
+    pub raft_port: u16,
+    /// (node id, raft port) of every member, this node included; empty
+    /// for a one-node cluster.
+    pub peers: Vec<(u64, u16)>,
+    /// (name, addr, role) of each backend.
+    pub backends: Vec<(String, String, Option<String>)>,
+    /// Extra keys for `[listener]`.
+    pub listener_extra: String,
+    /// Extra TOML appended at the end (whole sections).
+    pub extra: String,
+    /// `[[users]]` entries; default: app with the test password.
+    pub users: String,
+}
+
+impl ConcordConfig {
+    /// One backend, the primary.
+    pub fn single(addr: &str) -> Self {
+        Self::new(vec![("db1".into(), addr.into(), Some("primary".into()))])
+    }
+
+    pub fn new(backends: Vec<(String, String, Option<String>)>) -> Self {
+        ConcordConfig {
+            node_id: 1,
+            port: free_port(),
+            admin_port: free_port(),
+            http_port: free_port(),
+            raft_port: free_port(),
+            peers: Vec::new(),
+            backends,
+            listener_extra: String::new(),
+            extra: String::new(),
+            users: format!("[[users]]\nname = \"app\"\npassword = \"{PASSWORD}\"\n"),
+        }
+    }
+
+    pub fn to_toml(&self, data_dir: &std::path::Path) -> String {
+        let mut t = format!(
+            "[node]\nid = {}\ndata_dir = \"{}\"\n\n[listener]\naddr = \"127.0.0.1:{}\"\n{}\n\n[admin]\naddr = \"127.0.0.1:{}\"\nuser = \"admin\"\npassword = \"{PASSWORD}\"\n\n[http]\naddr = \"127.0.0.1:{}\"\n\n[monitor]\nuser = \"monitor\"\npassword = \"{PASSWORD}\"\n\n",
+            self.node_id,
+            data_dir.display(),
+            self.port,
+            self.listener_extra,
+            self.admin_port,
+            self.http_port,
+        );
+        t.push_str(&format!(
+            "[cluster]\nraft_addr = \"127.0.0.1:{}\"\nsecret = \"test-secret\"\n",
+            self.raft_port
+        ));
+        if !self.peers.is_empty() {
+            let peers: Vec<String> = self
+                .peers
+                .iter()
+                .map(|(id, p)| format!("{id} = \"127.0.0.1:{p}\""))
+                .collect();
+            t.push_str(&format!("peers = {{ {} }}\n", peers.join(", ")));
+        }
+        t.push('\n');
+        t.push_str(&self.users);
+        t.push('\n');
+        for (name, addr, role) in &self.backends {
+            t.push_str(&format!(
+                "[[backends]]\nname = \"{name}\"\naddr = \"{addr}\"\n"
+            ));
+            if let Some(r) = role {
+                t.push_str(&format!("role = \"{r}\"\n"));
+            }
+            t.push('\n');
+        }
+        t.push_str(&self.extra);
+        t
+    }
+}
+
+/// One running `concord` node.
+pub struct Concord {
+    pub cfg: ConcordConfig,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Concord {
+    /// Writes the config, starts the process and waits for its listener.
+    pub async fn start(cfg: ConcordConfig) -> Concord {
+        let dir = tempfile::Builder::new()
+            .prefix("concord-node-")
+            .tempdir()
+            .unwrap();
+        let mut c = Concord {
+            cfg,
+            dir,
+            child: None,
+        };
+        c.spawn();
+        c.wait_listening().await;
+        c
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("concord.toml")
+    }
+
+    pub fn write_config(&self) {
+        let data = self.dir.path().join("data");
+        std::fs::write(self.config_path(), self.cfg.to_toml(&data)).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        self.write_config();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("concord.log"))
+            .unwrap();
+        let child = Command::new(bin::workspace_bin("concord"))
+            .arg("--config")
+            .arg(self.config_path())
+            .env(
+                "RUST_LOG",
+                std::env::var("CONCORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start concord");
+        self.child = Some(child);
+    }
+
+    pub async fn wait_listening(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.cfg.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            if let Some(ch) = self.child.as_mut() {
+                if let Ok(Some(st)) = ch.try_wait() {
+                    panic!("concord exited ({st}) while starting:\n{}", self.logs());
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "concord did not listen:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.cfg.port)
+    }
+
+    pub fn opts_for(&self, user: &str, pass: &str) -> mysql_async::OptsBuilder {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.cfg.port)
+            .user(Some(user))
+            .pass(Some(pass))
+            .prefer_socket(false)
+    }
+
+    /// Options for the default `app` user.
+    pub fn opts(&self) -> mysql_async::OptsBuilder {
+        self.opts_for("app", PASSWORD)
+    }
+
+    pub async fn conn(&self) -> mysql_async::Conn {
+        mysql_async::Conn::new(self.opts())
+            .await
+            .unwrap_or_else(|e| panic!("connect through concord: {e}\n{}", self.logs()))
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("concord.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_listening().await;
+    }
+
+    /// Resident set size of the process in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let Some(pid) = self.pid() else { return 0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Concord {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            eprintln!(
+                "--- concord node {} log (last 60 lines) ---\n{}",
+                self.cfg.node_id,
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+        self.kill();
+    }
+}

@@ -1,0 +1,33 @@
+//! Free loopback ports. Ports are handed out from a per-process counter
+//! starting at a random offset and checked by binding, so parallel tests
+//! and parallel test binaries do not collide.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
+
+fn counter() -> &'static AtomicU16 {
+    static C: OnceLock<AtomicU16> = OnceLock::new();
+    C.get_or_init(|| {
+        let seed = std::process::id() as u64
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+        AtomicU16::new(20000 + (seed % 30000) as u16)
+    })
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    loop {
+        let p = counter().fetch_add(1, Ordering::Relaxed);
+        if p < 20000 || p > 60000 {
+            counter().store(20000, Ordering::Relaxed);
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}

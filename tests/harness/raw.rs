@@ -1,0 +1,96 @@
+//! A minimal client on concord's own codec, for commands real drivers
+//! rarely send (COM_FIELD_LIST, cursors, COM_STMT_SEND_LONG_DATA, ...) and
+//! for feeding concord deliberately broken bytes.
+
+use concord_protocol::auth;
+use concord_protocol::consts::cap;
+use concord_protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
+use concord_protocol::scan::{Expect, Scanner, Step};
+use concord_protocol::{Packet, PacketStream};
+use tokio::net::TcpStream;
+
+pub struct RawClient {
+    pub s: PacketStream<TcpStream>,
+    pub caps: u32,
+}
+
+pub const CLIENT_CAPS: u32 = cap::LONG_PASSWORD
+    | cap::LONG_FLAG
+    | cap::PROTOCOL_41
+    | cap::TRANSACTIONS
+    | cap::SECURE_CONNECTION
+    | cap::MULTI_RESULTS
+    | cap::PS_MULTI_RESULTS
+    | cap::PLUGIN_AUTH
+    | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | cap::MULTI_STATEMENTS
+    | cap::CONNECT_WITH_DB;
+
+impl RawClient {
+    /// Connects and logs in with mysql_native_password.
+    pub async fn connect(port: u16, user: &str, password: &str, extra_caps: u32) -> RawClient {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut s = PacketStream::new(tcp);
+        s.max_packet = 1 << 30;
+        let g = s.read_packet().await.unwrap();
+        let hs = HandshakeV10::decode(&g.payload).unwrap();
+        let caps = (CLIENT_CAPS | extra_caps) & hs.capabilities;
+        let resp = HandshakeResponse {
+            capabilities: caps,
+            max_packet: 1 << 30,
+            collation: 45,
+            user: user.as_bytes().to_vec(),
+            auth_response: auth::native_scramble(password.as_bytes(), &hs.scramble),
+            database: Some(b"test".to_vec()),
+            auth_plugin: Some(b"mysql_native_password".to_vec()),
+            attrs: vec![],
+        };
+        let mut b = bytes::BytesMut::new();
+        resp.encode(&mut b);
+        let mut seq = 1;
+        s.send(&mut seq, &b).await.unwrap();
+        loop {
+            let p = s.read_packet().await.unwrap();
+            match p.first() {
+                Some(0x00) => break,
+                Some(0xfe) => {
+                    let sw = AuthSwitchRequest::decode(&p.payload).unwrap();
+                    let mut seq = p.next_seq();
+                    let r = auth::native_scramble(password.as_bytes(), &sw.data);
+                    s.send(&mut seq, &r).await.unwrap();
+                }
+                _ => panic!("login failed: {:?}", String::from_utf8_lossy(&p.payload)),
+            }
+        }
+        RawClient { s, caps }
+    }
+
+    /// Sends one command and returns every packet of its response.
+    pub async fn command(&mut self, payload: &[u8], expect: Expect) -> Vec<Packet> {
+        let mut seq = 0;
+        self.s.send(&mut seq, payload).await.unwrap();
+        self.read_response(expect).await
+    }
+
+    pub async fn read_response(&mut self, expect: Expect) -> Vec<Packet> {
+        let mut sc = Scanner::new(expect, self.caps & cap::DEPRECATE_EOF != 0);
+        let mut out = Vec::new();
+        loop {
+            let p = self.s.read_packet().await.unwrap();
+            let len = p.payload.len().min(concord_protocol::MAX_PAYLOAD - 1);
+            let step = sc.packet(&p.payload, len).unwrap();
+            out.push(p);
+            match step {
+                Step::More => {}
+                Step::Done => return out,
+                Step::LocalInfile => panic!("unexpected LOCAL INFILE"),
+            }
+        }
+    }
+
+    /// Sends a command that has no response.
+    pub async fn send(&mut self, payload: &[u8]) {
+        let mut seq = 0;
+        self.s.send(&mut seq, payload).await.unwrap();
+    }
+}
