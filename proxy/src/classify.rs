@@ -573,27 +573,24 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32) {
     while let Some(t) = lx.next() {
         match t {
             Tok::Word(w) => {
-                if eq_ci(w, b"UPDATE") && is_word(prev, b"FOR") {
-                    *flags |= flag::LOCKING;
-                } else if eq_ci(w, b"SHARE") && (is_word(prev, b"FOR") || is_word(prev, b"IN")) {
+                let locking = (eq_ci(w, b"UPDATE") && is_word(prev, b"FOR"))
+                    || (eq_ci(w, b"SHARE") && (is_word(prev, b"FOR") || is_word(prev, b"IN")));
+                let conn_func =
+                    (eq_ci(w, b"FOR") && is_word(prev, b"VALUE") && is_word(prev2, b"NEXT"))
+                        || CONN_FUNCS.iter().any(|f| eq_ci(w, f));
+                if locking {
                     *flags |= flag::LOCKING;
                 } else if eq_ci(w, b"INTO") {
                     *flags |= flag::INTO;
                 } else if eq_ci(w, b"TEMPORARY") {
                     *flags |= flag::TEMP_TABLE;
-                } else if eq_ci(w, b"FOR") && is_word(prev, b"VALUE") && is_word(prev2, b"NEXT") {
-                    *flags |= flag::CONN_FUNC;
-                } else if CONN_FUNCS.iter().any(|f| eq_ci(w, f)) {
+                } else if conn_func {
                     *flags |= flag::CONN_FUNC;
                 }
             }
             Tok::Punct(b'=') if prev == Some(Tok::Punct(b':')) => *flags |= flag::USER_VAR_WRITE,
             Tok::Var { system: false } => *flags |= flag::USER_VAR,
-            Tok::Punct(b';') => {
-                if lx.clone_next().is_some() {
-                    *flags |= flag::MULTI;
-                }
-            }
+            Tok::Punct(b';') if lx.clone_next().is_some() => *flags |= flag::MULTI,
             _ => {}
         }
         prev2 = prev;

@@ -43,7 +43,7 @@ impl BackendError {
 #[derive(Debug, Error)]
 pub enum SessionError {
     /// The client sent something invalid or went away: close the session.
-    #[error("client: {0}")]
+    #[error("client protocol error: {0}")]
     Client(ProtoError),
     /// A backend failed. `mid_response` means part of the answer already
     /// reached the client, so only closing the client is clean.

@@ -53,10 +53,11 @@ impl Shared {
     /// With `server_version = "auto"`, clients see the primary's version
     /// string, so drivers enable the same features they would directly.
     pub fn learn_server_version(&self, v: &[u8]) {
-        if self.config.load().listener.server_version == "auto" && !v.is_empty() {
-            if self.server_version.load().as_slice() != v {
-                self.server_version.store(Arc::new(v.to_vec()));
-            }
+        if self.config.load().listener.server_version == "auto"
+            && !v.is_empty()
+            && self.server_version.load().as_slice() != v
+        {
+            self.server_version.store(Arc::new(v.to_vec()));
         }
     }
 }
@@ -68,6 +69,8 @@ pub struct SessionInfo {
     pub user: Mutex<String>,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// `program_name` (or `_client_name`) from the connect attributes.
+    pub program: String,
     pub connected: Instant,
     pub queries: AtomicU64,
     pub in_txn: AtomicBool,

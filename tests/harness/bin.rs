@@ -20,37 +20,30 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile = target_profile_dir();
-        let release = profile.file_name().is_some_and(|n| n == "release");
+        let release = target_profile_dir()
+            .file_name()
+            .is_some_and(|n| n == "release");
         let mut cmd = Command::new(cargo);
-        // Run cargo as a user would: the test's own CARGO_* / RUST_* env
-        // would otherwise change build-script fingerprints and force
-        // rebuilds that flip-flop with the user's next `cargo build`.
-        cmd.env_clear();
-        for (k, v) in std::env::vars() {
-            let keep = matches!(
-                k.as_str(),
-                "PATH"
-                    | "HOME"
-                    | "CARGO_HOME"
-                    | "RUSTUP_HOME"
-                    | "CARGO_TARGET_DIR"
-                    | "TMPDIR"
-                    | "LANG"
-            ) || k.starts_with("RUSTUP_");
-            if keep {
-                cmd.env(k, v);
+        // Run cargo with the user's environment, minus what cargo set for
+        // this test process: build scripts fingerprint some variables, and
+        // a different set would force rebuilds that flip-flop with the
+        // user's next `cargo build`.
+        for (k, _) in std::env::vars() {
+            if k == "CARGO"
+                || k == "LD_LIBRARY_PATH"
+                || k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_CRATE_")
+                || k == "CARGO_PRIMARY_PACKAGE"
+                || k == "CARGO_TARGET_TMPDIR"
+                || k == "RUST_RECURSION_COUNT"
+            {
+                cmd.env_remove(k);
             }
         }
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "concord-proxy",
-            "-p",
-            "concord-bench",
-            "--bins",
-        ]);
+        // The same command scripts/test.sh and scripts/demo.sh run, so the
+        // feature set (and thus the artifacts) match and nothing rebuilds.
+        cmd.args(["build", "--quiet", "--workspace", "--bins", "--examples"]);
         if release {
             cmd.arg("--release");
         }
@@ -109,4 +102,17 @@ pub fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+/// Makes a child die with the process that started it, so a killed or
+/// timed-out test run leaves no servers behind.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
 }

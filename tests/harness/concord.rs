@@ -127,7 +127,9 @@ impl Concord {
             .append(true)
             .open(self.dir.path().join("concord.log"))
             .unwrap();
-        let child = Command::new(bin::workspace_bin("concord"))
+        let mut cmd = Command::new(bin::workspace_bin("concord"));
+        bin::die_with_parent(&mut cmd);
+        let child = cmd
             .arg("--config")
             .arg(self.config_path())
             .env(

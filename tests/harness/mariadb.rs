@@ -182,6 +182,7 @@ impl MariaDb {
         if bin::is_root() {
             cmd.arg("--user=root");
         }
+        bin::die_with_parent(&mut cmd);
         self.child = Some(cmd.spawn().expect("start mariadbd"));
     }
 

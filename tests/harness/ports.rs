@@ -22,7 +22,7 @@ fn counter() -> &'static AtomicU16 {
 pub fn free_port() -> u16 {
     loop {
         let p = counter().fetch_add(1, Ordering::Relaxed);
-        if p < 20000 || p > 60000 {
+        if !(20000..=60000).contains(&p) {
             counter().store(20000, Ordering::Relaxed);
             continue;
         }

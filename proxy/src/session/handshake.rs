@@ -83,7 +83,9 @@ pub async fn accept(
     if let Err(e) = stream.send(&mut seq, &buf).await {
         fail!(stream, SessionError::Client(e));
     }
-    let mut first = match stream.read_packet_seq(seq).await {
+    // Read exactly one packet: if it is an SSLRequest, the bytes after it
+    // are the TLS ClientHello and must stay on the socket for rustls.
+    let mut first = match read_one_exact(&mut stream, seq).await {
         Ok(p) => p,
         Err(e) => fail!(stream, SessionError::Client(e)),
     };
@@ -275,6 +277,53 @@ pub async fn accept(
         attrs: resp.attrs,
         seq,
     })
+}
+
+/// Reads one packet without reading past it (no read-ahead into the
+/// buffer), so a TLS upgrade can follow on the raw socket.
+async fn read_one_exact(
+    stream: &mut PacketStream<ClientIo>,
+    expected_seq: u8,
+) -> Result<concord_protocol::Packet, ProtoError> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 4];
+    stream
+        .io
+        .read_exact(&mut head)
+        .await
+        .map_err(eof_as_closed)?;
+    let (len, seq) = concord_protocol::packet::header(&head).unwrap_or((0, 0));
+    if seq != expected_seq {
+        return Err(ProtoError::Sequence {
+            expected: expected_seq,
+            got: seq,
+        });
+    }
+    if len > stream.max_packet {
+        return Err(ProtoError::TooLarge {
+            len,
+            limit: stream.max_packet,
+        });
+    }
+    let mut body = vec![0u8; len];
+    stream
+        .io
+        .read_exact(&mut body)
+        .await
+        .map_err(eof_as_closed)?;
+    Ok(concord_protocol::Packet {
+        seq,
+        last_seq: seq,
+        payload: body.into(),
+    })
+}
+
+fn eof_as_closed(e: std::io::Error) -> ProtoError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ProtoError::Closed
+    } else {
+        ProtoError::Io(e)
+    }
 }
 
 /// The method for the client's chosen plugin, if concord can check it.

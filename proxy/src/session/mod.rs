@@ -94,6 +94,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         user: std::sync::Mutex::new(user_name.clone()),
         peer,
         tls: auth.stream.io.is_tls(),
+        program: program_name(&auth.attrs),
         connected: std::time::Instant::now(),
         queries: Default::default(),
         in_txn: Default::default(),
@@ -706,6 +707,15 @@ impl Session {
     fn finish(&mut self) {
         self.release_all();
     }
+}
+
+/// The client's program name from its connect attributes, for SHOW SESSIONS.
+fn program_name(attrs: &[u8]) -> String {
+    let attrs = concord_protocol::handshake::parse_attrs(attrs).unwrap_or_default();
+    let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    get("program_name")
+        .or_else(|| get("_client_name"))
+        .unwrap_or_default()
 }
 
 struct ChangeUser {

@@ -66,7 +66,8 @@ pub fn command_ready(rbuf: &[u8], max_packet: usize) -> Result<Option<CmdHead>, 
             limit: max_packet,
         });
     }
-    let whole = len < MAX_PAYLOAD && len <= WHOLE_LIMIT;
+    // WHOLE_LIMIT is far below MAX_PAYLOAD: a packet this small is never split.
+    let whole = len <= WHOLE_LIMIT;
     let need = HEADER + if whole { len } else { WHOLE_LIMIT };
     Ok((rbuf.len() >= need).then_some(CmdHead { len, whole }))
 }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The full test suite: unit, property and end-to-end tests against real
+# MariaDB servers, real clients (mariadb CLI, sysbench, PyMySQL,
+# mysql_async) and real concord processes.
+#   scripts/test.sh            everything
+#   scripts/test.sh clients    only tests whose name matches
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cargo build --workspace --bins --examples
+# Each end-to-end test runs several server processes: two at a time on
+# small machines keeps them from starving each other.
+threads="${TEST_THREADS:-2}"
+cargo test --workspace -- --test-threads="$threads" "$@"
