@@ -18,6 +18,11 @@ pub use error::ConfigError;
 pub use schema::*;
 pub use size::ByteSize;
 
+/// Checks a `host:port` backend address given at run time (admin port).
+pub fn check_backend_addr(addr: &str) -> Result<(), String> {
+    validate::check_addr("address", addr).map_err(|e| e.to_string())
+}
+
 use std::path::Path;
 
 impl Config {

@@ -53,13 +53,20 @@ impl Default for NodeConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// Where this node listens for Raft peers.
+    /// Where this node listens for Raft peers. Outgoing peer connections
+    /// use this address's IP as their source.
     pub raft_addr: String,
+    /// The address peers reach this node at, when it differs from
+    /// `raft_addr` (NAT, proxies). Default: `raft_addr`.
+    pub advertise_addr: Option<String>,
     /// Node id -> Raft address of every initial member (this node included).
     /// Empty: a one-node cluster.
     pub peers: BTreeMap<u64, String>,
     /// Shared secret peers prove knowledge of before any Raft traffic.
     pub secret: String,
+    /// This node joins an existing fleet (`ADD NODE` on a member) and
+    /// never bootstraps a cluster of its own.
+    pub join: bool,
     /// A node routes writes only while a quorum confirmed its state within this.
     pub lease_timeout: Duration,
     /// Raft heartbeat period.
@@ -76,14 +83,23 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             raft_addr: "127.0.0.1:7001".into(),
+            advertise_addr: None,
             peers: BTreeMap::new(),
+            join: false,
             secret: String::new(),
-            lease_timeout: Duration::from_millis(2000),
+            lease_timeout: Duration::from_millis(1000),
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(600),
             snapshot_every: 1000,
             tls: None,
         }
+    }
+}
+
+impl ClusterConfig {
+    /// The address other nodes use for this one.
+    pub fn advertise(&self) -> &str {
+        self.advertise_addr.as_deref().unwrap_or(&self.raft_addr)
     }
 }
 
@@ -322,7 +338,7 @@ impl Default for MonitorConfig {
             timeout: Duration::from_millis(1000),
             heartbeat_interval: Duration::from_millis(250),
             heartbeat_table: "concord.heartbeat".into(),
-            failure_threshold: 3,
+            failure_threshold: 4,
             recover_after: 2,
         }
     }

@@ -55,6 +55,7 @@ impl Config {
         self.validate_users()?;
         self.validate_backends()?;
         self.validate_monitor()?;
+        self.validate_lease()?;
         self.validate_rest()
     }
 
@@ -67,6 +68,9 @@ impl Config {
         }
         let c = &self.cluster;
         check_addr("cluster.raft_addr", &c.raft_addr)?;
+        if let Some(a) = &c.advertise_addr {
+            check_addr("cluster.advertise_addr", a)?;
+        }
         for (id, addr) in &c.peers {
             if *id == 0 {
                 return Err(ConfigError::invalid("cluster.peers", "node ids start at 1"));
@@ -81,13 +85,22 @@ impl Config {
                         format!("must include this node (node.id = {})", self.node.id),
                     ))
                 }
-                Some(own) if own != &c.raft_addr => {
+                Some(own) if own != c.advertise() => {
                     return Err(ConfigError::invalid(
                         format!("cluster.peers.{}", self.node.id),
-                        format!("{own:?} differs from cluster.raft_addr {:?}", c.raft_addr),
+                        format!(
+                            "{own:?} differs from this node's address {:?} (cluster.advertise_addr, else cluster.raft_addr)",
+                            c.advertise()
+                        ),
                     ))
                 }
                 Some(_) => {}
+            }
+            if c.join {
+                return Err(ConfigError::invalid(
+                    "cluster.join",
+                    "a joining node takes its peers from the fleet; leave cluster.peers empty",
+                ));
             }
             if c.peers.len() > 1 && c.secret.is_empty() {
                 return Err(ConfigError::invalid(
@@ -95,6 +108,12 @@ impl Config {
                     "required when cluster.peers names other nodes",
                 ));
             }
+        }
+        if c.join && c.secret.is_empty() {
+            return Err(ConfigError::invalid(
+                "cluster.secret",
+                "required with cluster.join",
+            ));
         }
         positive("cluster.lease_timeout", c.lease_timeout)?;
         positive("cluster.heartbeat_interval", c.heartbeat_interval)?;
@@ -278,6 +297,25 @@ impl Config {
                     "must be schema.table (letters, digits, _)",
                 ))
             }
+        }
+        Ok(())
+    }
+
+    /// A node cut off from the quorum must stop routing writes before the
+    /// rest of the fleet can even declare the primary dead; otherwise a
+    /// minority could still write to an old primary after the fence.
+    fn validate_lease(&self) -> R {
+        let m = &self.monitor;
+        let detect = m.interval.get() * m.failure_threshold.saturating_sub(1);
+        let lease = self.cluster.lease_timeout.get() + self.failover.lease_drift.get();
+        if lease >= detect {
+            return Err(ConfigError::invalid(
+                "cluster.lease_timeout",
+                format!(
+                    "lease_timeout + failover.lease_drift ({lease:?}) must be shorter than the fastest failure verdict, \
+                     (monitor.failure_threshold - 1) x monitor.interval ({detect:?})"
+                ),
+            ));
         }
         Ok(())
     }

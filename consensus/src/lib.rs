@@ -1,1 +1,23 @@
+//! concord's Raft fleet.
+//!
+//! Why openraft 0.9: it is the maintained Raft library in Rust with joint
+//! consensus, snapshots and a storage test suite; 0.9 is its stable line
+//! (0.10 is still alpha), pinned to an exact version so a minor release
+//! cannot change consensus behaviour underneath us. 0.9 has no lease-read
+//! API, so [`lease`] holds the routing lease itself on top of
+//! `ensure_linearizable` (leader) and a read-index round trip (followers).
 
+pub mod lease;
+pub mod net;
+pub mod node;
+pub mod store;
+pub mod topology;
+pub mod types;
+
+pub use lease::Lease;
+pub use node::{Consensus, ConsensusError, Status};
+pub use store::Applied;
+pub use topology::{
+    Backend, BackendState, Command, Event, Op, Response, Role, SeedBackend, Topology,
+};
+pub use types::NodeId;

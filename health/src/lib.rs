@@ -1,1 +1,8 @@
+//! concord's view of its backends: probes of reachability, `read_only`,
+//! replication and GTID positions; heartbeat lag in milliseconds; the
+//! failure verdict; primary discovery and the failover workflows.
 
+pub mod discovery;
+pub mod probe;
+
+pub use probe::{Flavor, Probe, Prober, ReplicaStatus};

@@ -1,11 +1,15 @@
 //! concord's node: the MySQL-protocol data path, the admin port and HTTP.
 
+pub mod admin;
 pub mod backend;
 pub mod classify;
 pub mod error;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod session;

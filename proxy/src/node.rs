@@ -1,12 +1,12 @@
-//! Wires a node together from its config: users, TLS, pools, routing,
-//! listeners and background upkeep; then waits for a signal.
+//! Wires a node together from its config: listeners first (so a taken
+//! port fails fast with the key named), then the Raft fleet, the routing
+//! snapshot that follows the applied topology, leader duties, and upkeep.
 
-use crate::backend::{BackendPool, PoolSettings};
-use crate::routing::Routing;
+use crate::routing;
 use crate::shared::Shared;
 use crate::users::UserDb;
-use concord_config::{Config, Role};
-use std::collections::BTreeMap;
+use concord_config::Config;
+use concord_consensus::Consensus;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,72 +23,54 @@ pub enum NodeError {
     },
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Consensus(#[from] concord_consensus::ConsensusError),
 }
 
-fn pool_settings(c: &Config) -> PoolSettings {
-    PoolSettings {
-        min_idle: c.pool.min_idle,
-        max: c.pool.max_per_backend,
-        connect_timeout: c.pool.connect_timeout.get(),
-        max_idle_time: c.pool.max_idle_time.get(),
-        acquire_timeout: c.pool.acquire_timeout.get(),
+async fn bind(key: &'static str, addr: &str) -> Result<Option<TcpListener>, NodeError> {
+    if addr.is_empty() {
+        return Ok(None);
     }
-}
-
-/// The routing a node starts with before the fleet says otherwise: the
-/// backend marked `role = "primary"`, or the only backend.
-fn initial_routing(c: &Config) -> Routing {
-    let pools: BTreeMap<Arc<str>, Arc<BackendPool>> = c
-        .backends
-        .iter()
-        .map(|b| {
-            (
-                Arc::from(b.name.as_str()),
-                BackendPool::new(&b.name, &b.addr, pool_settings(c)),
-            )
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| NodeError::Bind {
+            key,
+            addr: addr.to_string(),
+            source: e,
         })
-        .collect();
-    let primary_name = c
-        .backends
-        .iter()
-        .find(|b| b.role == Some(Role::Primary))
-        .or(if c.backends.len() == 1 {
-            c.backends.first()
-        } else {
-            None
-        })
-        .map(|b| b.name.clone());
-    let primary = primary_name.as_deref().and_then(|n| pools.get(n).cloned());
-    Routing {
-        epoch: 1,
-        primary,
-        pools,
-        no_primary_reason: "no backend has role = \"primary\"".into(),
-    }
 }
 
-async fn bind(key: &'static str, addr: &str) -> Result<TcpListener, NodeError> {
-    TcpListener::bind(addr).await.map_err(|e| NodeError::Bind {
-        key,
-        addr: addr.to_string(),
-        source: e,
-    })
-}
-
-pub async fn run(config: Config, _path: PathBuf) -> Result<(), NodeError> {
+pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
     let tls = match &config.listener.tls {
         Some(t) => Some(crate::tls::acceptor(t, "listener.tls").map_err(NodeError::Setup)?),
         None => None,
     };
     let users = UserDb::from_config(&config.users);
-    let routing = initial_routing(&config);
-    let listen_addr = config.listener.addr.clone();
-    let shared = Arc::new(Shared::new(config, users, tls, routing));
+    let client_listener = bind("listener.addr", &config.listener.addr).await?;
+    let admin_listener = bind("admin.addr", &config.admin.addr).await?;
+    let http_listener = bind("http.addr", &config.http.addr).await?;
 
-    let listener = bind("listener.addr", &listen_addr).await?;
-    tracing::info!(node = shared.node_id, addr = %listen_addr, "concord listening for MySQL clients");
-    tokio::spawn(crate::server::serve_clients(shared.clone(), listener));
+    let consensus = Consensus::start(&config).await?;
+    let shared = Arc::new(Shared::new(config, users, tls, consensus));
+    follow_topology(shared.clone());
+    tokio::spawn(leader_duties(shared.clone()));
+
+    let cfg = shared.config.load_full();
+    if let Some(l) = client_listener {
+        tracing::info!(node = shared.node_id, addr = %cfg.listener.addr, "listening for MySQL clients");
+        tokio::spawn(crate::server::serve_clients(shared.clone(), l));
+    }
+    if let Some(l) = admin_listener {
+        tracing::info!(addr = %cfg.admin.addr, "admin port listening");
+        tokio::spawn(crate::admin::serve(shared.clone(), l, path.clone()));
+    }
+    if let Some(l) = http_listener {
+        tracing::info!(addr = %cfg.http.addr, "HTTP listening (/healthz, /readyz, /metrics, /api/v1)");
+        tokio::spawn(crate::http::serve(shared.clone(), l));
+    }
     tokio::spawn(upkeep(shared.clone()));
+    tokio::spawn(reload_on_sighup(shared.clone(), path));
 
     wait_for_shutdown().await;
     tracing::info!("shutting down");
@@ -102,7 +84,57 @@ pub async fn run(config: Config, _path: PathBuf) -> Result<(), NodeError> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    shared.consensus.shutdown().await;
     Ok(())
+}
+
+/// Rebuilds the routing snapshot every time Raft applies entries.
+fn follow_topology(shared: Arc<Shared>) {
+    let mut rx = shared.consensus.applied();
+    let first = rx.borrow_and_update().clone();
+    let r = routing::rebuild(&shared.routing.load(), &first, &shared.config.load());
+    shared.routing.store(Arc::new(r));
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let applied = rx.borrow_and_update().clone();
+            let old = shared.routing.load_full();
+            let new = routing::rebuild(&old, &applied, &shared.config.load());
+            if new.epoch != old.epoch
+                || new.primary.as_ref().map(|p| p.name.clone())
+                    != old.primary.as_ref().map(|p| p.name.clone())
+            {
+                tracing::info!(
+                    epoch = new.epoch,
+                    primary = new
+                        .primary
+                        .as_ref()
+                        .map(|p| p.name.to_string())
+                        .unwrap_or_default(),
+                    index = applied.index,
+                    "routing follows the applied topology"
+                );
+            }
+            shared.routing.store(Arc::new(new));
+        }
+    });
+}
+
+/// Work only the Raft leader does: seed the topology and discover the
+/// first primary.
+async fn leader_duties(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut bootstrapped = false;
+    loop {
+        tick.tick().await;
+        if !shared.consensus.is_leader() {
+            continue;
+        }
+        if !bootstrapped {
+            let cfg = shared.config.load_full();
+            bootstrapped = concord_health::discovery::bootstrap(&shared.consensus, &cfg).await;
+        }
+    }
 }
 
 /// Once a second: pool upkeep and idle-session timeouts.
@@ -128,24 +160,29 @@ async fn upkeep(shared: Arc<Shared>) {
     }
 }
 
-async fn wait_for_shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+async fn reload_on_sighup(shared: Arc<Shared>, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Err(e) = crate::reload::reload(&shared, &path) {
+            tracing::error!("SIGHUP reload refused, the running config stays: {e}");
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -1,8 +1,10 @@
-//! The routing snapshot: which backend takes writes, under which epoch.
-//! Rebuilt and swapped whole whenever the topology changes; sessions load
-//! it once per statement.
+//! The routing snapshot: which backend takes writes, under which epoch,
+//! and the pools of every backend. Rebuilt from the applied Raft topology
+//! and swapped whole (`ArcSwap`); sessions load it once per statement.
 
-use crate::backend::BackendPool;
+use crate::backend::{BackendPool, PoolSettings};
+use concord_config::Config;
+use concord_consensus::{Applied, BackendState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -14,10 +16,95 @@ pub struct Routing {
     pub pools: BTreeMap<Arc<str>, Arc<BackendPool>>,
     /// Why there is no primary, for the error clients get.
     pub no_primary_reason: String,
+    /// Raft log index this snapshot reflects.
+    pub applied_index: u64,
 }
 
 impl Routing {
+    pub fn empty() -> Self {
+        Routing {
+            epoch: 0,
+            primary: None,
+            pools: BTreeMap::new(),
+            no_primary_reason: "the fleet has not agreed on a topology yet".into(),
+            applied_index: 0,
+        }
+    }
+
     pub fn pool(&self, name: &str) -> Option<&Arc<BackendPool>> {
         self.pools.get(name)
+    }
+}
+
+pub fn pool_settings(c: &Config) -> PoolSettings {
+    PoolSettings {
+        min_idle: c.pool.min_idle,
+        max: c.pool.max_per_backend,
+        connect_timeout: c.pool.connect_timeout.get(),
+        max_idle_time: c.pool.max_idle_time.get(),
+        acquire_timeout: c.pool.acquire_timeout.get(),
+    }
+}
+
+/// Builds the snapshot for a newly applied topology, keeping the pools of
+/// backends that did not move. Pools of backends that stopped being the
+/// primary are closed (their connections could carry writes).
+pub fn rebuild(old: &Routing, applied: &Applied, cfg: &Config) -> Routing {
+    let topo = &applied.topology;
+    let mut pools = BTreeMap::new();
+    for b in topo.backends.values() {
+        let pool = match old.pools.get(b.name.as_str()) {
+            Some(p) if p.addr == b.addr => p.clone(),
+            _ => BackendPool::new(&b.name, &b.addr, pool_settings(cfg)),
+        };
+        pools.insert(Arc::<str>::from(b.name.as_str()), pool);
+    }
+    let primary = topo.primary.as_deref().and_then(|p| pools.get(p).cloned());
+    if let Some(old_primary) = &old.primary {
+        let still = primary
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, old_primary))
+            && topo.epoch == old.epoch;
+        if !still {
+            let closed = old_primary.close_all();
+            tracing::warn!(
+                backend = %old_primary.name,
+                epoch = topo.epoch,
+                "fenced: closed {closed} idle connections to the former primary; in-use ones close at their next statement"
+            );
+        }
+    }
+    for (name, p) in &old.pools {
+        if !pools.contains_key(name) {
+            p.close_all();
+        }
+    }
+    let no_primary_reason = if !topo.seeded {
+        "the fleet has not seeded its topology yet".to_string()
+    } else if topo.epoch == 0 {
+        "no primary discovered yet (SHOW EVENTS on the admin port says why)".to_string()
+    } else if topo.primary.is_none() {
+        format!(
+            "the primary was fenced at epoch {}; a failover is in progress",
+            topo.epoch
+        )
+    } else {
+        String::new()
+    };
+    let fenced: Vec<&str> = topo
+        .backends
+        .values()
+        .filter(|b| b.state == BackendState::Fenced)
+        .map(|b| b.name.as_str())
+        .collect();
+    if !fenced.is_empty() {
+        tracing::debug!(?fenced, "fenced backends are never routed to");
+    }
+    Routing {
+        epoch: topo.epoch,
+        primary,
+        pools,
+        no_primary_reason,
+        applied_index: applied.index,
     }
 }

@@ -6,6 +6,7 @@ use crate::routing::Routing;
 use crate::users::UserDb;
 use arc_swap::ArcSwap;
 use concord_config::Config;
+use concord_consensus::{Consensus, Lease};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -22,13 +23,24 @@ pub struct Shared {
     pub routing: ArcSwap<Routing>,
     server_version: ArcSwap<Vec<u8>>,
     pub sessions: Sessions,
+    pub consensus: Consensus,
+    /// May this node route writes (a quorum confirmed its state recently)?
+    pub lease: Arc<Lease>,
+    /// Statements waiting for a routable primary, and their bytes.
+    pub buffered: AtomicU32,
+    pub buffered_bytes: AtomicU64,
     /// Set when the node is shutting down: stop accepting.
     pub shutting_down: AtomicBool,
     pub started: Instant,
 }
 
 impl Shared {
-    pub fn new(config: Config, users: UserDb, tls: Option<TlsAcceptor>, routing: Routing) -> Self {
+    pub fn new(
+        config: Config,
+        users: UserDb,
+        tls: Option<TlsAcceptor>,
+        consensus: Consensus,
+    ) -> Self {
         let version = match config.listener.server_version.as_str() {
             "auto" => b"8.0.36-concord".to_vec(),
             v => v.as_bytes().to_vec(),
@@ -38,12 +50,62 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             tls: ArcSwap::from_pointee(tls),
-            routing: ArcSwap::from_pointee(routing),
+            routing: ArcSwap::from_pointee(Routing::empty()),
             server_version: ArcSwap::from_pointee(version),
             sessions: Sessions::default(),
+            lease: consensus.lease(),
+            consensus,
+            buffered: AtomicU32::new(0),
+            buffered_bytes: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
         }
+    }
+
+    /// Whether writes can be routed right now, and if not, why.
+    pub fn write_block_reason(&self) -> Option<String> {
+        let routing = self.routing.load();
+        if routing.primary.is_none() {
+            return Some(routing.no_primary_reason.clone());
+        }
+        if !self.lease.valid() {
+            return Some(format!(
+                "no quorum: this node could not confirm the fleet's state within cluster.lease_timeout ({:?})",
+                self.lease.timeout
+            ));
+        }
+        None
+    }
+
+    /// Reserves room for one statement waiting for a primary; `Err` says
+    /// which cap (`failover.write_buffer_max` / `_bytes`) is full.
+    pub fn buffer_slot(
+        self: &Arc<Self>,
+        bytes: usize,
+        f: &concord_config::FailoverConfig,
+    ) -> Result<BufferSlot, String> {
+        let n = self.buffered.fetch_add(1, Ordering::AcqRel) + 1;
+        let b = self
+            .buffered_bytes
+            .fetch_add(bytes as u64, Ordering::AcqRel)
+            + bytes as u64;
+        let slot = BufferSlot {
+            shared: self.clone(),
+            bytes: bytes as u64,
+        };
+        if n > f.write_buffer_max {
+            return Err(format!(
+                "the write buffer is full ({} statements, failover.write_buffer_max)",
+                f.write_buffer_max
+            ));
+        }
+        if b > f.write_buffer_bytes.get() {
+            return Err(format!(
+                "the write buffer is full ({} bytes, failover.write_buffer_bytes)",
+                f.write_buffer_bytes.get()
+            ));
+        }
+        Ok(slot)
     }
 
     pub fn server_version(&self) -> Arc<Vec<u8>> {
@@ -167,5 +229,21 @@ impl Sessions {
                 m.remove(user);
             }
         }
+    }
+}
+
+/// One statement held while no primary is routable; releases its share
+/// of the buffer caps when dropped.
+pub struct BufferSlot {
+    shared: Arc<Shared>,
+    bytes: u64,
+}
+
+impl Drop for BufferSlot {
+    fn drop(&mut self) {
+        self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
+        self.shared
+            .buffered_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }

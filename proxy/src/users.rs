@@ -72,6 +72,23 @@ impl UserDb {
         }
     }
 
+    /// The one admin account from `[admin]`.
+    pub fn admin(user: &str, password: &str) -> Self {
+        let u = UserConfig {
+            name: user.to_string(),
+            password: Some(password.to_string()),
+            password_sha1: None,
+            password_sha256: None,
+            backend_user: None,
+            backend_password: None,
+            max_connections: 0,
+            require_tls: false,
+            max_replica_lag: None,
+            read_your_writes: None,
+        };
+        Self::from_config(std::slice::from_ref(&u))
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
         self.by_name.get(name)
     }

@@ -14,9 +14,15 @@ pub struct ConcordConfig {
     pub admin_port: u16,
     pub http_port: u16,
     pub raft_port: u16,
-    /// (node id, raft port) of every member, this node included; empty
-    /// for a one-node cluster.
-    pub peers: Vec<(u64, u16)>,
+    /// IP the Raft listener binds (and outgoing peer connections use).
+    pub raft_ip: String,
+    /// Address peers use for this node (default: raft_ip:raft_port).
+    pub advertise: Option<String>,
+    /// (node id, advertised raft address) of every member, this node
+    /// included; empty for a one-node cluster.
+    pub peers: Vec<(u64, String)>,
+    /// Join an existing fleet instead of bootstrapping (`cluster.join`).
+    pub join_fleet: bool,
     /// (name, addr, role) of each backend.
     pub backends: Vec<(String, String, Option<String>)>,
     /// Extra keys for `[listener]`.
@@ -40,7 +46,10 @@ impl ConcordConfig {
             admin_port: free_port(),
             http_port: free_port(),
             raft_port: free_port(),
+            raft_ip: "127.0.0.1".into(),
+            advertise: None,
             peers: Vec::new(),
+            join_fleet: false,
             backends,
             listener_extra: String::new(),
             extra: String::new(),
@@ -59,14 +68,20 @@ impl ConcordConfig {
             self.http_port,
         );
         t.push_str(&format!(
-            "[cluster]\nraft_addr = \"127.0.0.1:{}\"\nsecret = \"test-secret\"\n",
-            self.raft_port
+            "[cluster]\nraft_addr = \"{}:{}\"\nsecret = \"test-secret\"\n",
+            self.raft_ip, self.raft_port
         ));
+        if let Some(a) = &self.advertise {
+            t.push_str(&format!("advertise_addr = \"{a}\"\n"));
+        }
+        if self.join_fleet {
+            t.push_str("join = true\n");
+        }
         if !self.peers.is_empty() {
             let peers: Vec<String> = self
                 .peers
                 .iter()
-                .map(|(id, p)| format!("{id} = \"127.0.0.1:{p}\""))
+                .map(|(id, a)| format!("{id} = \"{a}\""))
                 .collect();
             t.push_str(&format!("peers = {{ {} }}\n", peers.join(", ")));
         }
@@ -95,8 +110,17 @@ pub struct Concord {
 }
 
 impl Concord {
-    /// Writes the config, starts the process and waits for its listener.
+    /// Writes the config, starts the process and waits until `/readyz`
+    /// says it can route writes.
     pub async fn start(cfg: ConcordConfig) -> Concord {
+        let mut c = Self::start_unready(cfg).await;
+        c.wait_ready().await;
+        c
+    }
+
+    /// Starts the process and waits only for its listener (for fleets
+    /// whose nodes become ready together).
+    pub async fn start_unready(cfg: ConcordConfig) -> Concord {
         let dir = tempfile::Builder::new()
             .prefix("concord-node-")
             .tempdir()
@@ -109,6 +133,94 @@ impl Concord {
         c.spawn();
         c.wait_listening().await;
         c
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((200, _)) = self.http_get("/readyz").await {
+                return;
+            }
+            if let Some(ch) = self.child.as_mut() {
+                if let Ok(Some(st)) = ch.try_wait() {
+                    panic!("concord exited ({st}) while starting:\n{}", self.logs());
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "concord never became ready:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// GET on the node's HTTP port: (status, body).
+    pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.cfg.http_port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// A logged-in admin-port connection.
+    pub async fn admin(&self) -> mysql_async::Conn {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.cfg.admin_port)
+            .user(Some("admin"))
+            .pass(Some(PASSWORD))
+            .prefer_socket(false);
+        mysql_async::Conn::new(opts)
+            .await
+            .unwrap_or_else(|e| panic!("admin login: {e}\n{}", self.logs()))
+    }
+
+    /// Runs an admin statement; rows as maps of column name to text.
+    pub async fn admin_query(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<std::collections::BTreeMap<String, Option<String>>>, mysql_async::Error> {
+        use mysql_async::prelude::Queryable;
+        let mut c = self.admin().await;
+        let rows: Vec<mysql_async::Row> = c.query(sql).await?;
+        let _ = c.disconnect().await;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let cols: Vec<String> = r
+                    .columns_ref()
+                    .iter()
+                    .map(|c| c.name_str().to_string())
+                    .collect();
+                cols.into_iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let v = r
+                            .get_opt::<Option<String>, _>(i)
+                            .and_then(|v| v.ok())
+                            .flatten();
+                        (n, v)
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     pub fn config_path(&self) -> std::path::PathBuf {

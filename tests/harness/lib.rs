@@ -10,12 +10,14 @@ pub mod bin;
 pub mod certs;
 pub mod cli;
 pub mod concord;
+pub mod fleet;
 pub mod mariadb;
 pub mod ports;
 pub mod raw;
 pub mod relay;
 
 pub use concord::{Concord, ConcordConfig};
+pub use fleet::Fleet;
 pub use mariadb::{MariaDb, Topology};
 pub use relay::Relay;
 

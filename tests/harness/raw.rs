@@ -29,19 +29,33 @@ pub const CLIENT_CAPS: u32 = cap::LONG_PASSWORD
 impl RawClient {
     /// Connects and logs in with mysql_native_password.
     pub async fn connect(port: u16, user: &str, password: &str, extra_caps: u32) -> RawClient {
+        Self::connect_db(port, user, password, extra_caps, Some("test")).await
+    }
+
+    /// Like [`RawClient::connect`], choosing the database (or none).
+    pub async fn connect_db(
+        port: u16,
+        user: &str,
+        password: &str,
+        extra_caps: u32,
+        db: Option<&str>,
+    ) -> RawClient {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut s = PacketStream::new(tcp);
         s.max_packet = 1 << 30;
         let g = s.read_packet().await.unwrap();
         let hs = HandshakeV10::decode(&g.payload).unwrap();
-        let caps = (CLIENT_CAPS | extra_caps) & hs.capabilities;
+        let mut caps = (CLIENT_CAPS | extra_caps) & hs.capabilities;
+        if db.is_none() {
+            caps &= !cap::CONNECT_WITH_DB;
+        }
         let resp = HandshakeResponse {
             capabilities: caps,
             max_packet: 1 << 30,
             collation: 45,
             user: user.as_bytes().to_vec(),
             auth_response: auth::native_scramble(password.as_bytes(), &hs.scramble),
-            database: Some(b"test".to_vec()),
+            database: db.map(|d| d.as_bytes().to_vec()),
             auth_plugin: Some(b"mysql_native_password".to_vec()),
             attrs: vec![],
         };

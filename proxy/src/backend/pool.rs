@@ -215,6 +215,21 @@ impl BackendPool {
         n
     }
 
+    /// Closes idle connections (a draining backend keeps in-use ones until
+    /// their sessions move).
+    pub fn close_idle(&self) -> usize {
+        let drained: Vec<BackendConn> = {
+            let mut idle = self.lock();
+            idle.recent.clear();
+            idle.by_key.drain().flat_map(|(_, v)| v).collect()
+        };
+        let n = drained.len();
+        for c in drained {
+            self.discard(c);
+        }
+        n
+    }
+
     /// Periodic upkeep: close connections idle too long, keep `min_idle`
     /// warm ones for keys used in the last few minutes.
     pub async fn maintain(self: &Arc<Self>) {

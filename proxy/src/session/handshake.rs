@@ -49,11 +49,20 @@ fn denied(user: &[u8], peer: &SocketAddr, with_password: bool) -> SessionError {
     )
 }
 
+/// Who may log in on a port, and how.
+pub struct Gate<'a> {
+    pub users: &'a crate::users::UserDb,
+    pub require_tls: bool,
+    /// Largest packet after login.
+    pub max_packet: usize,
+}
+
 pub async fn accept(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     conn_id: u32,
+    gate: &Gate<'_>,
 ) -> Result<Authenticated, (Option<PacketStream<ClientIo>>, u8, SessionError)> {
     let mut stream = PacketStream::new(ClientIo::Plain(tcp));
     stream.max_packet = 1 << 16; // nothing in the connection phase is larger
@@ -131,7 +140,7 @@ pub async fn accept(
         Err(e) => fail!(stream, SessionError::Client(e)),
     };
     let is_tls = stream.io.is_tls();
-    if shared.config.load().listener.require_tls && !is_tls {
+    if gate.require_tls && !is_tls {
         fail!(
             stream,
             SessionError::fatal(
@@ -140,9 +149,8 @@ pub async fn accept(
             )
         );
     }
-    let users = shared.users.load();
     let name = String::from_utf8_lossy(&resp.user).into_owned();
-    let Some(user) = users.get(&name).cloned() else {
+    let Some(user) = gate.users.get(&name).cloned() else {
         fail!(
             stream,
             denied(&resp.user, &peer, !resp.auth_response.is_empty())
@@ -260,7 +268,7 @@ pub async fn accept(
     if !ok {
         fail!(stream, denied(&resp.user, &peer, !response.is_empty()));
     }
-    stream.max_packet = shared.config.load().listener.max_allowed_packet.as_usize();
+    stream.max_packet = gate.max_packet;
     Ok(Authenticated {
         stream,
         user,

@@ -6,7 +6,8 @@ use concord_protocol::column::Column;
 use concord_protocol::resultset::write_resultset;
 
 /// `SHOW CONCORD STATUS`: which node answered, the epoch and primary it
-/// routes writes under, and this session's id. Lets applications and tests
+/// routes writes under, this session's id, the epoch its last statement
+/// to the primary was routed under, and the node's lease. Lets applications and tests
 /// see the routing decision without the admin port.
 pub async fn concord_status(s: &mut Session, _sql: &[u8]) -> Result<(), (SessionError, u8)> {
     let routing = s.shared.routing.load();
@@ -16,6 +17,8 @@ pub async fn concord_status(s: &mut Session, _sql: &[u8]) -> Result<(), (Session
         Column::str("primary"),
         Column::int("session_id"),
         Column::str("backend"),
+        Column::int("write_epoch"),
+        Column::str("lease"),
     ];
     let backend = s.primary.as_ref().map(|b| b.pool.name.to_string());
     let rows = vec![vec![
@@ -24,6 +27,15 @@ pub async fn concord_status(s: &mut Session, _sql: &[u8]) -> Result<(), (Session
         routing.primary.as_ref().map(|p| p.name.to_string()),
         Some(s.info.id.to_string()),
         backend,
+        Some(s.write_epoch.to_string()),
+        Some(
+            if s.shared.lease.valid() {
+                "valid"
+            } else {
+                "expired"
+            }
+            .to_string(),
+        ),
     ]];
     let mut seq = 1;
     write_resultset(

@@ -2,7 +2,7 @@
 //! the answer, track what it changed, repeat. `Session::serve` is the whole
 //! loop; each command kind has one small method below it.
 
-mod handshake;
+pub mod handshake;
 pub mod local;
 pub mod relay;
 pub mod state;
@@ -33,6 +33,8 @@ pub struct Bound {
     pub pool: Arc<BackendPool>,
     pub key: PoolKey,
     pub gen: u64,
+    /// Epoch of the routing snapshot the connection was taken under.
+    pub epoch: u64,
 }
 
 pub struct Session {
@@ -49,14 +51,27 @@ pub struct Session {
     /// A backend died inside this session's transaction: everything but
     /// ROLLBACK fails until the client acknowledges it.
     txn_lost: bool,
+    /// Epoch the last statement sent to the primary was routed under.
+    write_epoch: u64,
 }
 
 /// Runs one client connection from accept to close.
 pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let id = shared.sessions.next_id();
     let timeout = shared.config.load().listener.handshake_timeout.get();
-    let accepted =
-        tokio::time::timeout(timeout, handshake::accept(tcp, peer, &shared, id as u32)).await;
+    let users = shared.users.load_full();
+    let cfg = shared.config.load_full();
+    let gate = handshake::Gate {
+        users: &users,
+        require_tls: cfg.listener.require_tls,
+        max_packet: cfg.listener.max_allowed_packet.as_usize(),
+    };
+    let accepted = tokio::time::timeout(
+        timeout,
+        handshake::accept(tcp, peer, &shared, id as u32, &gate),
+    )
+    .await;
+    drop(cfg);
     let auth = match accepted {
         Err(_) => {
             tracing::info!(session = id, %peer, "handshake not finished within {timeout:?} (listener.handshake_timeout); closed");
@@ -117,6 +132,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         primary: None,
         status: status::AUTOCOMMIT,
         txn_lost: false,
+        write_epoch: 0,
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
     if s.login_complete(auth.seq).await {
@@ -131,7 +147,7 @@ impl Session {
     /// Checks the requested database (if any) and sends the final OK.
     async fn login_complete(&mut self, seq: u8) -> bool {
         if self.state.db.is_some() {
-            if let Err(e) = self.ensure_primary().await {
+            if let Err(e) = self.ensure_primary(false, 0).await {
                 if let Some(p) = e.to_packet() {
                     let mut seq = seq;
                     let _ = self.client.send(&mut seq, &p.to_payload()).await;
@@ -309,7 +325,12 @@ impl Session {
             class.kind,
             Kind::SetSession | Kind::SetAutocommit(_) | Kind::SetTransaction
         ) || (matches!(class.kind, Kind::SetSession) && !cmd.whole);
-        let (failed, ok) = self.forward_tracked(cmd, Expect::ResultSets, dirty).await?;
+        // Plain reads may use the last known primary without the lease
+        // (they cannot write); everything else needs it.
+        let need_lease = !class.replica_ok();
+        let (failed, ok) = self
+            .forward_on_primary(cmd, Expect::ResultSets, dirty, need_lease)
+            .await?;
         if failed {
             return Ok(());
         }
@@ -380,7 +401,17 @@ impl Session {
         expect: Expect,
         dirty: bool,
     ) -> Result<(bool, Option<concord_protocol::ok::OkPacket>), (SessionError, u8)> {
-        if let Err(e) = self.ensure_primary().await {
+        self.forward_on_primary(cmd, expect, dirty, true).await
+    }
+
+    async fn forward_on_primary(
+        &mut self,
+        cmd: CmdHead,
+        expect: Expect,
+        dirty: bool,
+        need_lease: bool,
+    ) -> Result<(bool, Option<concord_protocol::ok::OkPacket>), (SessionError, u8)> {
+        if let Err(e) = self.ensure_primary(need_lease, cmd.len).await {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
             return Err((e, 1));
         }
@@ -393,6 +424,7 @@ impl Session {
         if dirty {
             b.conn.dirty = true;
         }
+        self.write_epoch = b.epoch;
         let in_txn_before = self.status & status::IN_TRANS != 0;
         let mut sc = Scanner::new(expect, b.conn.deprecate_eof());
         let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd).await {
@@ -451,7 +483,7 @@ impl Session {
     }
 
     async fn forward_no_reply(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        if let Err(e) = self.ensure_primary().await {
+        if let Err(e) = self.ensure_primary(false, cmd.len).await {
             // No reply is expected, so none can be sent: drop the command.
             self.discard(cmd).await.map_err(|e| (e, 1))?;
             tracing::debug!(session = self.info.id, "dropped a no-reply command: {e}");
@@ -578,7 +610,7 @@ impl Session {
         self.txn_lost = false;
         if let Some(db) = req.database {
             self.state.db = Some(db);
-            if let Err(e) = self.ensure_primary().await {
+            if let Err(e) = self.ensure_primary(false, 0).await {
                 return Err((e, seq));
             }
         }
@@ -615,44 +647,87 @@ impl Session {
         }
     }
 
-    /// Makes sure the session holds a primary connection in its state.
-    async fn ensure_primary(&mut self) -> Result<(), SessionError> {
-        let routing = self.shared.routing.load();
-        if let Some(b) = &self.primary {
-            let current = routing
-                .primary
-                .as_ref()
-                .is_some_and(|p| Arc::ptr_eq(p, &b.pool));
-            if current && b.gen == b.pool.generation() {
-                return Ok(());
-            }
-            if self.status & status::IN_TRANS != 0 {
-                // The primary changed under an open transaction.
-                if let Some(b) = self.primary.take() {
-                    b.pool.discard(b.conn);
+    /// Makes sure the session holds a connection to the current primary,
+    /// in its state. While no primary is routable (failover in progress,
+    /// or this node lost its lease) the statement waits, bounded by
+    /// `failover.write_buffer_timeout` and the buffer caps, then fails
+    /// with 1290 and a message that says why.
+    async fn ensure_primary(
+        &mut self,
+        need_lease: bool,
+        cmd_bytes: usize,
+    ) -> Result<(), SessionError> {
+        let mut waiting: Option<(std::time::Instant, crate::shared::BufferSlot)> = None;
+        let pool = loop {
+            let routing = self.shared.routing.load();
+            if let Some(b) = &self.primary {
+                let current = routing
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(p, &b.pool))
+                    && b.gen == b.pool.generation()
+                    && b.epoch == routing.epoch;
+                if !current {
+                    let in_txn = self.status & status::IN_TRANS != 0;
+                    if let Some(b) = self.primary.take() {
+                        b.pool.discard(b.conn);
+                    }
+                    if in_txn {
+                        self.txn_lost = true;
+                        self.status &= !status::IN_TRANS;
+                        return Err(SessionError::Reply(ErrPacket {
+                            code: codes::CR_SERVER_LOST.0,
+                            state: *b"08007",
+                            message: "The primary was fenced during this transaction; the transaction is lost. Issue ROLLBACK and retry".into(),
+                        }));
+                    }
                 }
-                self.txn_lost = true;
-                self.status &= !status::IN_TRANS;
-                return Err(SessionError::Reply(ErrPacket {
-                    code: 2013,
-                    state: *b"08007",
-                    message: "The primary changed during this transaction; it was rolled back. Issue ROLLBACK and retry".into(),
-                }));
             }
-            if let Some(b) = self.primary.take() {
-                b.pool.discard(b.conn);
+            let blocked = match &routing.primary {
+                None => Some(routing.no_primary_reason.clone()),
+                Some(_) if need_lease && !self.shared.lease.valid() => {
+                    self.shared.write_block_reason()
+                }
+                Some(p) => {
+                    if self.primary.is_some() {
+                        return Ok(());
+                    }
+                    break (p.clone(), routing.epoch);
+                }
+            };
+            let reason = blocked.unwrap_or_default();
+            let cfg = self.shared.config.load();
+            let limit = cfg.failover.write_buffer_timeout.get();
+            if waiting.is_none() {
+                let slot = self
+                    .shared
+                    .buffer_slot(cmd_bytes, &cfg.failover)
+                    .map_err(|why| {
+                        SessionError::reply(
+                            codes::OPTION_PREVENTS_STATEMENT,
+                            format!("concord: {reason}; {why}"),
+                        )
+                    })?;
+                waiting = Some((std::time::Instant::now(), slot));
             }
-        }
-        let Some(pool) = routing.primary.clone() else {
-            return Err(SessionError::reply(
-                codes::OPTION_PREVENTS_STATEMENT,
-                format!(
-                    "concord: no primary is routable ({}); retry later",
-                    routing.no_primary_reason
-                ),
-            ));
+            let since = waiting
+                .as_ref()
+                .map(|(t, _)| t.elapsed())
+                .unwrap_or_default();
+            if since >= limit {
+                return Err(SessionError::reply(
+                    codes::OPTION_PREVENTS_STATEMENT,
+                    format!(
+                        "concord held this statement {:.1}s (failover.write_buffer_timeout) and no primary became routable: {reason}; it was not executed, safe to retry",
+                        since.as_secs_f64()
+                    ),
+                ));
+            }
+            drop(routing);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         };
-        drop(routing);
+        drop(waiting);
+        let (pool, epoch) = pool;
         let key = PoolKey {
             user: self.user.backend_user.as_str().into(),
             flavor: self.caps & cap::FLAVOR,
@@ -692,6 +767,7 @@ impl Session {
             pool,
             key,
             gen,
+            epoch,
         });
         Ok(())
     }

@@ -1,0 +1,605 @@
+//! A node's consensus handle: starts openraft on its own runtime thread
+//! (so fsyncs and heartbeats never compete with the data path's tasks),
+//! bootstraps the cluster, keeps the routing lease fresh, and offers
+//! propose / membership / status to the rest of concord.
+
+use crate::lease::Lease;
+use crate::net::peer::{Network, PeerConn};
+use crate::net::rpc::{MembershipOp, Reply, Request};
+use crate::store::{Applied, LogStore, StateMachine};
+use crate::topology::{Command, Response};
+use crate::types::{NodeId, Raft};
+use concord_config::Config;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    #[error("node.data_dir: cannot use {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("node.data_dir: cannot open the Raft log: {0}")]
+    Store(String),
+    #[error("cluster.raft_addr: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("no Raft leader is reachable (no quorum?); retry later")]
+    NoLeader,
+    #[error("the leader did not answer: {0}")]
+    Forward(String),
+    #[error("timed out waiting for the cluster")]
+    Timeout,
+}
+
+/// One node's view of itself, as shown by SHOW CLUSTER.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub id: NodeId,
+    pub addr: String,
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub last_applied: u64,
+    pub epoch: u64,
+    pub primary: Option<String>,
+    pub lease_valid: bool,
+    pub lease_remaining_ms: u64,
+    pub voters: Vec<NodeId>,
+    pub members: BTreeMap<NodeId, String>,
+}
+
+/// Shared by the handle, the peer server and background tasks.
+pub struct Inner {
+    pub id: NodeId,
+    pub addr: String,
+    local_ip: Option<std::net::IpAddr>,
+    pub raft: Raft,
+    pub secret: Arc<[u8]>,
+    pub lease: Arc<Lease>,
+    applied: watch::Receiver<Arc<Applied>>,
+    peers: tokio::sync::Mutex<HashMap<NodeId, PeerConn>>,
+    /// Reports from other nodes (the leader aggregates them).
+    reports: Mutex<HashMap<NodeId, (Instant, serde_json::Value)>>,
+}
+
+/// The handle the rest of concord holds. Cheap to clone.
+#[derive(Clone)]
+pub struct Consensus {
+    inner: Arc<Inner>,
+    rt: Arc<RtGuard>,
+}
+
+/// Owns the consensus runtime; shut down without blocking when dropped.
+struct RtGuard(Option<tokio::runtime::Runtime>);
+
+impl Drop for RtGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl RtGuard {
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle().clone())
+    }
+}
+
+fn raft_config(c: &Config) -> Result<openraft::Config, ConsensusError> {
+    let hb = c.cluster.heartbeat_interval.as_millis();
+    let el = c.cluster.election_timeout.as_millis();
+    openraft::Config {
+        cluster_name: "concord".into(),
+        heartbeat_interval: hb,
+        election_timeout_min: el,
+        election_timeout_max: el * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.cluster.snapshot_every),
+        max_in_snapshot_log_to_keep: c.cluster.snapshot_every / 2,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ConsensusError::Raft(format!("cluster: {e}")))
+}
+
+impl Consensus {
+    /// Opens the durable state under `node.data_dir`, starts Raft and the
+    /// peer listener, and bootstraps a new cluster if this node is the
+    /// lowest id of `cluster.peers` (or alone).
+    pub async fn start(cfg: &Config) -> Result<Consensus, ConsensusError> {
+        let dir = cfg.node.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| ConsensusError::DataDir {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let probe = dir.join(".write-test");
+        std::fs::write(&probe, b"ok")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| ConsensusError::DataDir {
+                path: dir.clone(),
+                source: e,
+            })?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("concord-raft")
+            .enable_all()
+            .build()
+            .map_err(|e| ConsensusError::Raft(format!("cannot start the Raft runtime: {e}")))?;
+        let guard = Arc::new(RtGuard(Some(rt)));
+        let handle = guard.handle().ok_or(ConsensusError::Timeout)?;
+        let cfg = cfg.clone();
+        let inner = handle
+            .spawn(async move { start_inner(cfg, dir).await })
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))??;
+        Ok(Consensus { inner, rt: guard })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The applied state, updated after every apply.
+    pub fn applied(&self) -> watch::Receiver<Arc<Applied>> {
+        self.inner.applied.clone()
+    }
+
+    pub fn lease(&self) -> Arc<Lease> {
+        self.inner.lease.clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.inner.id) && m.state == ServerState::Leader
+    }
+
+    pub fn status(&self) -> Status {
+        self.inner.status()
+    }
+
+    /// Reports from peers newer than `max_age` (leader side).
+    pub fn reports(&self, max_age: Duration) -> HashMap<NodeId, serde_json::Value> {
+        let now = Instant::now();
+        self.inner
+            .reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (t, _))| now.duration_since(*t) <= max_age)
+            .map(|(id, (_, v))| (*id, v.clone()))
+            .collect()
+    }
+
+    async fn on_rt<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, ConsensusError> {
+        let h = self.rt.handle().ok_or(ConsensusError::Timeout)?;
+        h.spawn(f)
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+
+    /// Commits a command through the leader (forwarding if needed) and
+    /// returns its result once applied.
+    pub async fn propose(&self, cmd: Command) -> Result<Response, ConsensusError> {
+        let inner = self.inner.clone();
+        self.on_rt(async move { inner.propose(cmd).await }).await?
+    }
+
+    /// Sends this node's view of the backends to the leader.
+    pub async fn report(&self, v: serde_json::Value) -> Result<(), ConsensusError> {
+        let inner = self.inner.clone();
+        self.on_rt(async move { inner.send_report(v).await })
+            .await?
+    }
+
+    /// Adds a node as a voter (joint consensus via openraft).
+    pub async fn add_node(&self, id: NodeId, addr: String) -> Result<String, ConsensusError> {
+        let inner = self.inner.clone();
+        self.on_rt(async move { inner.membership(MembershipOp::Add { id, addr }).await })
+            .await?
+    }
+
+    pub async fn remove_node(&self, id: NodeId) -> Result<String, ConsensusError> {
+        let inner = self.inner.clone();
+        self.on_rt(async move { inner.membership(MembershipOp::Remove { id }).await })
+            .await?
+    }
+
+    /// Every member's status; unreachable members are marked so.
+    pub async fn cluster_status(&self) -> Vec<Result<Status, (NodeId, String)>> {
+        let inner = self.inner.clone();
+        self.on_rt(async move { inner.cluster_status().await })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn shutdown(&self) {
+        let raft = self.inner.raft.clone();
+        let _ = self.on_rt(async move { raft.shutdown().await }).await;
+    }
+}
+
+async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusError> {
+    let id = cfg.node.id;
+    let log = LogStore::open(&dir).map_err(|e| ConsensusError::Store(e.to_string()))?;
+    let (sm, applied) = StateMachine::open(&dir).map_err(|e| ConsensusError::DataDir {
+        path: dir.join("snapshot.json"),
+        source: e,
+    })?;
+    let secret: Arc<[u8]> = Arc::from(cfg.cluster.secret.as_bytes());
+    let local_ip = cfg
+        .cluster
+        .raft_addr
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let network = Network {
+        self_id: id,
+        secret: secret.clone(),
+        local_ip,
+    };
+    let rcfg = Arc::new(raft_config(&cfg)?);
+    let raft = Raft::new(id, rcfg, network, log, sm)
+        .await
+        .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.cluster.raft_addr)
+        .await
+        .map_err(|e| ConsensusError::Bind {
+            addr: cfg.cluster.raft_addr.clone(),
+            source: e,
+        })?;
+    let inner = Arc::new(Inner {
+        id,
+        addr: cfg.cluster.advertise().to_string(),
+        local_ip,
+        raft: raft.clone(),
+        secret,
+        lease: Arc::new(Lease::new(cfg.cluster.lease_timeout.get())),
+        applied,
+        peers: tokio::sync::Mutex::new(HashMap::new()),
+        reports: Mutex::new(HashMap::new()),
+    });
+    tokio::spawn(crate::net::server::serve(listener, inner.clone()));
+
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+    if !initialized && cfg.cluster.join {
+        tracing::info!(
+            node = id,
+            "waiting to be added to a fleet (ADD NODE {id} ADDRESS '{}' on a member)",
+            cfg.cluster.advertise()
+        );
+    } else if !initialized {
+        let members: BTreeMap<NodeId, BasicNode> = if cfg.cluster.peers.is_empty() {
+            BTreeMap::from([(id, BasicNode::new(cfg.cluster.advertise()))])
+        } else {
+            cfg.cluster
+                .peers
+                .iter()
+                .map(|(k, v)| (*k, BasicNode::new(v)))
+                .collect()
+        };
+        // One node bootstraps; the others learn the membership from it.
+        let bootstrapper = members.keys().next().copied() == Some(id);
+        if bootstrapper {
+            tracing::info!(node = id, members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new Raft cluster");
+            if let Err(e) = raft.initialize(members).await {
+                tracing::warn!("raft initialize: {e}");
+            }
+        } else {
+            tracing::info!(
+                node = id,
+                "waiting to be contacted by the bootstrapping node"
+            );
+        }
+    } else {
+        tracing::info!(
+            node = id,
+            "restarting from the Raft state in {}",
+            dir.display()
+        );
+    }
+    tokio::spawn(keep_lease(inner.clone()));
+    Ok(inner)
+}
+
+/// Refreshes the routing lease every quarter lease: the leader by
+/// confirming leadership with a quorum, followers by a read-index round
+/// trip to the leader and waiting until they applied that far.
+async fn keep_lease(inner: Arc<Inner>) {
+    let period = inner.lease.timeout / 4;
+    let mut metrics = inner.raft.metrics();
+    loop {
+        let t0 = Instant::now();
+        let ok = match confirm(&inner).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(node = inner.id, "lease not confirmed: {e}");
+                false
+            }
+        };
+        if ok {
+            inner.lease.extend_from(t0);
+        }
+        // Refresh sooner when leadership changes.
+        let _ = tokio::time::timeout(period, metrics.changed()).await;
+        let spent = t0.elapsed();
+        if spent < period / 2 && ok {
+            tokio::time::sleep(period / 2 - spent).await;
+        }
+    }
+}
+
+async fn confirm(inner: &Arc<Inner>) -> Result<(), ConsensusError> {
+    let budget = inner.lease.timeout / 2;
+    let (leader, leader_addr) = {
+        let m = inner.raft.metrics();
+        let m = m.borrow();
+        let addr = m.current_leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        (m.current_leader, addr)
+    };
+    let Some(leader) = leader else {
+        return Err(ConsensusError::NoLeader);
+    };
+    if leader == inner.id {
+        return match tokio::time::timeout(budget, inner.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ConsensusError::Raft(e.to_string())),
+            Err(_) => Err(ConsensusError::Timeout),
+        };
+    }
+    let addr = leader_addr.ok_or(ConsensusError::NoLeader)?;
+    let idx = match inner
+        .call(leader, &addr, &Request::ReadIndex, budget)
+        .await?
+    {
+        Reply::ReadIndex(Ok(i)) => i,
+        Reply::ReadIndex(Err(e)) => return Err(ConsensusError::Forward(e)),
+        _ => return Err(ConsensusError::Forward("unexpected reply".into())),
+    };
+    inner
+        .raft
+        .wait(Some(budget))
+        .applied_index_at_least(Some(idx), "lease read index")
+        .await
+        .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+    Ok(())
+}
+
+impl Inner {
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let applied = self.applied.borrow().clone();
+        Status {
+            id: self.id,
+            addr: self.addr.clone(),
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            epoch: applied.topology.epoch,
+            primary: applied.topology.primary.clone(),
+            lease_valid: self.lease.valid(),
+            lease_remaining_ms: self.lease.remaining().map_or(0, |d| d.as_millis() as u64),
+            voters: applied.voters.clone(),
+            members: applied.members.clone(),
+        }
+    }
+
+    fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let l = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&l)?.addr.clone();
+        Some((l, addr))
+    }
+
+    /// Waits (bounded) for a known leader.
+    async fn wait_leader(&self, within: Duration) -> Result<(NodeId, String), ConsensusError> {
+        let deadline = Instant::now() + within;
+        let mut m = self.raft.metrics();
+        loop {
+            if let Some(l) = self.leader() {
+                return Ok(l);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, m.changed()).await.is_err() {
+                return Err(ConsensusError::NoLeader);
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Reply, ConsensusError> {
+        let mut conn = {
+            let mut peers = self.peers.lock().await;
+            peers
+                .remove(&target)
+                .unwrap_or_else(|| PeerConn::new(addr, self.id, self.secret.clone(), self.local_ip))
+        };
+        let r = conn.call(req, timeout).await;
+        self.peers.lock().await.insert(target, conn);
+        r.map_err(|e| ConsensusError::Forward(e.to_string()))
+    }
+
+    /// Proposes on the leader, or forwards to it.
+    pub async fn propose(&self, cmd: Command) -> Result<Response, ConsensusError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (leader, addr) = self
+                .wait_leader(deadline.saturating_duration_since(Instant::now()))
+                .await?;
+            let r = if leader == self.id {
+                self.write_local(cmd.clone()).await
+            } else {
+                match self
+                    .call(
+                        leader,
+                        &addr,
+                        &Request::Write(cmd.clone()),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                {
+                    Ok(Reply::Write(r)) => r.map_err(ConsensusError::Forward),
+                    Ok(_) => Err(ConsensusError::Forward("unexpected reply".into())),
+                    Err(e) => Err(e),
+                }
+            };
+            match r {
+                Err(e) if Instant::now() < deadline && retryable(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn write_local(&self, cmd: Command) -> Result<Response, ConsensusError> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
+                ConsensusError::Forward(format!("not the leader (leader: {:?})", f.leader_id)),
+            ),
+            Err(e) => Err(ConsensusError::Raft(e.to_string())),
+        }
+    }
+
+    pub async fn read_index_local(&self) -> Result<u64, ConsensusError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(Some(l)) => Ok(l.index),
+            Ok(None) => Ok(0),
+            Err(e) => Err(ConsensusError::Raft(e.to_string())),
+        }
+    }
+
+    async fn membership(&self, op: MembershipOp) -> Result<String, ConsensusError> {
+        let (leader, addr) = self.wait_leader(Duration::from_secs(5)).await?;
+        if leader == self.id {
+            return self.membership_local(op).await;
+        }
+        match self
+            .call(
+                leader,
+                &addr,
+                &Request::Membership(op),
+                Duration::from_secs(30),
+            )
+            .await?
+        {
+            Reply::Membership(r) => r.map_err(ConsensusError::Forward),
+            _ => Err(ConsensusError::Forward("unexpected reply".into())),
+        }
+    }
+
+    pub async fn membership_local(&self, op: MembershipOp) -> Result<String, ConsensusError> {
+        let raft_err = |e: &dyn std::fmt::Display| ConsensusError::Raft(e.to_string());
+        match op {
+            MembershipOp::Add { id, addr } => {
+                self.raft
+                    .add_learner(id, BasicNode::new(&addr), true)
+                    .await
+                    .map_err(|e| raft_err(&e))?;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(|e| raft_err(&e))?;
+                Ok(format!("node {id} ({addr}) joined as a voter"))
+            }
+            MembershipOp::Remove { id } => {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(|e| raft_err(&e))?;
+                Ok(format!("node {id} removed"))
+            }
+        }
+    }
+
+    pub fn report(&self, v: serde_json::Value) -> Result<(), String> {
+        let Some(from) = v.get("node").and_then(|n| n.as_u64()) else {
+            return Err("report without a node id".into());
+        };
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(from, (Instant::now(), v));
+        Ok(())
+    }
+
+    async fn send_report(&self, v: serde_json::Value) -> Result<(), ConsensusError> {
+        let (leader, addr) = self.leader().ok_or(ConsensusError::NoLeader)?;
+        if leader == self.id {
+            return self.report(v).map_err(ConsensusError::Forward);
+        }
+        match self
+            .call(leader, &addr, &Request::Report(v), Duration::from_secs(1))
+            .await?
+        {
+            Reply::Report(r) => r.map_err(ConsensusError::Forward),
+            _ => Err(ConsensusError::Forward("unexpected reply".into())),
+        }
+    }
+
+    async fn cluster_status(&self) -> Vec<Result<Status, (NodeId, String)>> {
+        let members = self.applied.borrow().members.clone();
+        let mut out = Vec::new();
+        for (id, addr) in members {
+            if id == self.id {
+                out.push(Ok(self.status()));
+                continue;
+            }
+            match self
+                .call(id, &addr, &Request::Status, Duration::from_millis(500))
+                .await
+            {
+                Ok(Reply::Status(s)) => out.push(Ok(*s)),
+                Ok(_) => out.push(Err((id, addr))),
+                Err(_) => out.push(Err((id, addr))),
+            }
+        }
+        out
+    }
+}
+
+fn retryable(e: &ConsensusError) -> bool {
+    matches!(e, ConsensusError::Forward(_) | ConsensusError::NoLeader)
+}

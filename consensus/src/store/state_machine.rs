@@ -1,0 +1,242 @@
+//! The state machine: the topology plus what Raft needs (last applied log
+//! id, membership). It lives in memory; its snapshot is a JSON file written
+//! atomically (temp file, fsync, rename), and everything after the
+//! snapshot is replayed from the durable log at start.
+
+// openraft's storage traits return `StorageError` by value; helpers share it.
+#![allow(clippy::result_large_err)]
+
+use crate::topology::{Response, Topology};
+use crate::types::{
+    Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SmData {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub topology: Topology,
+}
+
+/// What the rest of concord sees after each apply.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub index: u64,
+    pub topology: Topology,
+    /// Voters and learners: node id -> Raft address.
+    pub members: BTreeMap<NodeId, String>,
+    pub voters: Vec<NodeId>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+pub struct StateMachine {
+    data: SmData,
+    dir: PathBuf,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+    publish: watch::Sender<Arc<Applied>>,
+}
+
+fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
+    StorageIOError::<NodeId>::write_state_machine(&e).into()
+}
+
+fn snap_err<E: std::error::Error + 'static>(e: E) -> StorageError {
+    StorageIOError::<NodeId>::write_snapshot(None, &e).into()
+}
+
+impl StateMachine {
+    /// Loads the last snapshot from `dir` (if any).
+    pub fn open(
+        dir: &Path,
+    ) -> Result<(StateMachine, watch::Receiver<Arc<Applied>>), std::io::Error> {
+        let path = dir.join("snapshot.json");
+        let (data, current) = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let snap: StoredSnapshot = serde_json::from_slice(&bytes)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+                let data: SmData = serde_json::from_slice(&snap.data)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+                (data, Some(snap))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (SmData::default(), None),
+            Err(e) => return Err(e),
+        };
+        let (tx, rx) = watch::channel(Arc::new(applied_view(&data)));
+        Ok((
+            StateMachine {
+                data,
+                dir: dir.to_path_buf(),
+                current: Arc::new(Mutex::new(current)),
+                publish: tx,
+            },
+            rx,
+        ))
+    }
+
+    fn publish(&self) {
+        self.publish
+            .send_replace(Arc::new(applied_view(&self.data)));
+    }
+}
+
+fn applied_view(d: &SmData) -> Applied {
+    let m = d.membership.membership();
+    Applied {
+        index: d.last_applied.map_or(0, |l| l.index),
+        topology: d.topology.clone(),
+        members: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+        voters: m.voter_ids().collect(),
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the
+/// new file, never a torn one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn save(dir: &Path, snap: &StoredSnapshot) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(snap).map_err(snap_err)?;
+    write_atomic(&dir.join("snapshot.json"), &bytes).map_err(snap_err)
+}
+
+pub struct Builder {
+    data: SmData,
+    dir: PathBuf,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let data = serde_json::to_vec(&self.data).map_err(snap_err)?;
+        let id = match self.data.last_applied {
+            Some(l) => format!(
+                "{}-{}-{}",
+                l.leader_id.term,
+                l.index,
+                crate::topology::now_ms()
+            ),
+            None => format!("0-0-{}", crate::topology::now_ms()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.data.last_applied,
+            last_membership: self.data.membership.clone(),
+            snapshot_id: id,
+        };
+        let snap = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        save(&self.dir, &snap)?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Builder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.data.last_applied, self.data.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        for e in entries {
+            self.data.last_applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => out.push(Response {
+                    ok: true,
+                    message: String::new(),
+                    epoch: self.data.topology.epoch,
+                }),
+                EntryPayload::Normal(cmd) => {
+                    out.push(self.data.topology.apply(e.log_id.index, &cmd))
+                }
+                EntryPayload::Membership(m) => {
+                    self.data.membership = StoredMembership::new(Some(e.log_id), m);
+                    out.push(Response {
+                        ok: true,
+                        message: "membership changed".into(),
+                        epoch: self.data.topology.epoch,
+                    });
+                }
+            }
+        }
+        self.publish();
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        Builder {
+            data: self.data.clone(),
+            dir: self.dir.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let data: SmData = serde_json::from_slice(&bytes).map_err(sm_err)?;
+        let snap = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        save(&self.dir, &snap)?;
+        self.data = data;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let cur = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Ok(cur.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

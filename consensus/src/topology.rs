@@ -1,0 +1,544 @@
+//! The replicated state: backends, roles, states, weights, the primary and
+//! its fencing epoch, and a bounded event log. Changed only by
+//! [`Topology::apply`], the one reducer shared by Raft, the admin port and
+//! config seeding, so every node applies the same command at the same log
+//! index and ends in the same state.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Events kept in the replicated log of decisions.
+pub const MAX_EVENTS: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    Active,
+    /// No new work; sessions move at their next transaction boundary.
+    Draining,
+    /// Out of rotation on purpose (DBA work).
+    Maintenance,
+    /// A former primary: never routed to until REJOIN makes it a replica.
+    Fenced,
+}
+
+impl BackendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Active => "active",
+            BackendState::Draining => "draining",
+            BackendState::Maintenance => "maintenance",
+            BackendState::Fenced => "fenced",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    pub name: String,
+    pub addr: String,
+    pub role: Role,
+    pub state: BackendState,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Raft log index of the command that produced it.
+    pub index: u64,
+    /// Wall-clock milliseconds on the proposing node.
+    pub at_ms: u64,
+    /// Node that decided.
+    pub by: u64,
+    pub epoch: u64,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A seed entry from a node's config file (first bootstrap only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedBackend {
+    pub name: String,
+    pub addr: String,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// First bootstrap: the backends from the config. Ignored once seeded.
+    Seed {
+        backends: Vec<SeedBackend>,
+    },
+    /// First primary, found by probing (the single writable backend).
+    Discover {
+        primary: String,
+    },
+    AddBackend {
+        name: String,
+        addr: String,
+        weight: u32,
+    },
+    RemoveBackend {
+        name: String,
+    },
+    SetWeight {
+        name: String,
+        weight: u32,
+    },
+    SetState {
+        name: String,
+        state: BackendState,
+    },
+    /// `(E, P) -> (E+1, None)`; applies only if the epoch is still
+    /// `expected_epoch` (so two deciders cannot fence twice).
+    Fence {
+        expected_epoch: u64,
+    },
+    /// `(E, None) -> (E, P')`, only under `epoch` and with no primary.
+    Promote {
+        epoch: u64,
+        primary: String,
+    },
+    /// A fenced former primary becomes a replica again.
+    Rejoin {
+        name: String,
+    },
+    /// Only records an event (evidence, progress of a workflow).
+    Note,
+}
+
+/// A command with who proposed it, when, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub op: Op,
+    pub by: u64,
+    pub at_ms: u64,
+    /// Evidence or reason, kept in the event log.
+    pub why: String,
+}
+
+impl Command {
+    pub fn new(op: Op, by: u64, why: impl Into<String>) -> Self {
+        Command {
+            op,
+            by,
+            at_ms: now_ms(),
+            why: why.into(),
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The outcome of applying a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Response {
+    pub ok: bool,
+    pub message: String,
+    pub epoch: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Fencing token: only ever grows.
+    pub epoch: u64,
+    pub primary: Option<String>,
+    pub backends: BTreeMap<String, Backend>,
+    pub seeded: bool,
+    pub events: VecDeque<Event>,
+    /// Wall-clock ms of the last fence (failover cooldown).
+    pub last_fence_ms: Option<u64>,
+}
+
+impl Topology {
+    /// Applies one committed command at log `index`.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Response {
+        let res = self.reduce(&cmd.op);
+        let kind = op_name(&cmd.op);
+        let mut detail = res.message.clone();
+        if !cmd.why.is_empty() {
+            detail = format!("{detail}; {}", cmd.why);
+        }
+        if res.ok || !matches!(cmd.op, Op::Seed { .. }) {
+            self.events.push_back(Event {
+                index,
+                at_ms: cmd.at_ms,
+                by: cmd.by,
+                epoch: self.epoch,
+                kind: if res.ok {
+                    kind.to_string()
+                } else {
+                    format!("{kind}_refused")
+                },
+                detail,
+            });
+            while self.events.len() > MAX_EVENTS {
+                self.events.pop_front();
+            }
+        }
+        if res.ok && matches!(cmd.op, Op::Fence { .. }) {
+            self.last_fence_ms = Some(cmd.at_ms);
+        }
+        Response {
+            epoch: self.epoch,
+            ..res
+        }
+    }
+
+    fn reduce(&mut self, op: &Op) -> Response {
+        let ok = |m: String| Response {
+            ok: true,
+            message: m,
+            epoch: 0,
+        };
+        let no = |m: String| Response {
+            ok: false,
+            message: m,
+            epoch: 0,
+        };
+        match op {
+            Op::Seed { backends } => {
+                if self.seeded {
+                    return no("already seeded".into());
+                }
+                for b in backends {
+                    self.backends.insert(
+                        b.name.clone(),
+                        Backend {
+                            name: b.name.clone(),
+                            addr: b.addr.clone(),
+                            role: Role::Replica,
+                            state: BackendState::Active,
+                            weight: b.weight,
+                        },
+                    );
+                }
+                self.seeded = true;
+                ok(format!("seeded {} backends", backends.len()))
+            }
+            Op::Discover { primary } => {
+                if self.epoch != 0 || self.primary.is_some() {
+                    return no(format!(
+                        "a primary was already chosen (epoch {})",
+                        self.epoch
+                    ));
+                }
+                let Some(b) = self.backends.get_mut(primary) else {
+                    return no(format!("unknown backend '{primary}'"));
+                };
+                b.role = Role::Primary;
+                self.primary = Some(primary.clone());
+                self.epoch = 1;
+                ok(format!("discovered primary '{primary}'"))
+            }
+            Op::AddBackend { name, addr, weight } => {
+                if self.backends.contains_key(name) {
+                    return no(format!("backend '{name}' already exists"));
+                }
+                if self.backends.values().any(|b| &b.addr == addr) {
+                    return no(format!("address {addr} is already used by another backend"));
+                }
+                self.backends.insert(
+                    name.clone(),
+                    Backend {
+                        name: name.clone(),
+                        addr: addr.clone(),
+                        role: Role::Replica,
+                        state: BackendState::Active,
+                        weight: *weight,
+                    },
+                );
+                ok(format!("added backend '{name}' at {addr}"))
+            }
+            Op::RemoveBackend { name } => {
+                if self.primary.as_deref() == Some(name) {
+                    return no(format!("'{name}' is the primary; switch over first"));
+                }
+                match self.backends.remove(name) {
+                    Some(_) => ok(format!("removed backend '{name}'")),
+                    None => no(format!("unknown backend '{name}'")),
+                }
+            }
+            Op::SetWeight { name, weight } => match self.backends.get_mut(name) {
+                Some(b) => {
+                    b.weight = *weight;
+                    ok(format!("backend '{name}' weight {weight}"))
+                }
+                None => no(format!("unknown backend '{name}'")),
+            },
+            Op::SetState { name, state } => match self.backends.get_mut(name) {
+                Some(b) if b.state == BackendState::Fenced => no(format!(
+                    "backend '{name}' is fenced; REJOIN BACKEND '{name}' makes it a replica first"
+                )),
+                Some(b) => {
+                    b.state = *state;
+                    ok(format!("backend '{name}' is {}", state.as_str()))
+                }
+                None => no(format!("unknown backend '{name}'")),
+            },
+            Op::Fence { expected_epoch } => {
+                if *expected_epoch != self.epoch {
+                    return no(format!(
+                        "stale fence: expected epoch {expected_epoch}, current is {}",
+                        self.epoch
+                    ));
+                }
+                self.epoch += 1;
+                let old = self.primary.take();
+                if let Some(b) = old.as_ref().and_then(|n| self.backends.get_mut(n)) {
+                    b.state = BackendState::Fenced;
+                }
+                ok(format!(
+                    "fenced {}; epoch {}",
+                    old.map(|n| format!("'{n}'"))
+                        .unwrap_or_else(|| "no primary".into()),
+                    self.epoch
+                ))
+            }
+            Op::Promote { epoch, primary } => {
+                if *epoch != self.epoch {
+                    return no(format!(
+                        "stale promotion for epoch {epoch}, current is {}",
+                        self.epoch
+                    ));
+                }
+                if let Some(p) = &self.primary {
+                    return no(format!("'{p}' is already the primary of epoch {epoch}"));
+                }
+                let Some(b) = self.backends.get_mut(primary) else {
+                    return no(format!("unknown backend '{primary}'"));
+                };
+                if b.state == BackendState::Fenced {
+                    return no(format!("'{primary}' is fenced"));
+                }
+                b.role = Role::Primary;
+                b.state = BackendState::Active;
+                for (n, other) in self.backends.iter_mut() {
+                    if n != primary && other.role == Role::Primary {
+                        other.role = Role::Replica;
+                    }
+                }
+                self.primary = Some(primary.clone());
+                ok(format!("promoted '{primary}' under epoch {epoch}"))
+            }
+            Op::Rejoin { name } => match self.backends.get_mut(name) {
+                Some(b) if b.state == BackendState::Fenced => {
+                    b.state = BackendState::Active;
+                    b.role = Role::Replica;
+                    ok(format!("'{name}' rejoined as a replica"))
+                }
+                Some(_) => no(format!("backend '{name}' is not fenced")),
+                None => no(format!("unknown backend '{name}'")),
+            },
+            Op::Note => ok(String::new()),
+        }
+    }
+
+    pub fn primary_backend(&self) -> Option<&Backend> {
+        self.primary.as_ref().and_then(|p| self.backends.get(p))
+    }
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Seed { .. } => "seed",
+        Op::Discover { .. } => "discover",
+        Op::AddBackend { .. } => "add_backend",
+        Op::RemoveBackend { .. } => "remove_backend",
+        Op::SetWeight { .. } => "set_weight",
+        Op::SetState { .. } => "set_state",
+        Op::Fence { .. } => "fence",
+        Op::Promote { .. } => "promote",
+        Op::Rejoin { .. } => "rejoin",
+        Op::Note => "note",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(op: Op) -> Command {
+        Command::new(op, 1, "")
+    }
+
+    fn seeded() -> Topology {
+        let mut t = Topology::default();
+        let seed = |n: &str, a: &str| SeedBackend {
+            name: n.into(),
+            addr: a.into(),
+            weight: 100,
+        };
+        let r = t.apply(
+            1,
+            &cmd(Op::Seed {
+                backends: vec![seed("a", "h:1"), seed("b", "h:2"), seed("c", "h:3")],
+            }),
+        );
+        assert!(r.ok);
+        assert!(
+            t.apply(
+                2,
+                &cmd(Op::Discover {
+                    primary: "a".into()
+                })
+            )
+            .ok
+        );
+        t
+    }
+
+    #[test]
+    fn fence_then_promote_moves_the_epoch_forward_once() {
+        let mut t = seeded();
+        assert_eq!((t.epoch, t.primary.as_deref()), (1, Some("a")));
+        let r = t.apply(3, &cmd(Op::Fence { expected_epoch: 1 }));
+        assert!(r.ok);
+        assert_eq!((t.epoch, t.primary.as_deref()), (2, None));
+        assert_eq!(t.backends["a"].state, BackendState::Fenced);
+        // A second decider with the old epoch is refused.
+        assert!(!t.apply(4, &cmd(Op::Fence { expected_epoch: 1 })).ok);
+        assert_eq!(t.epoch, 2);
+        assert!(
+            !t.apply(
+                5,
+                &cmd(Op::Promote {
+                    epoch: 1,
+                    primary: "b".into()
+                })
+            )
+            .ok
+        );
+        assert!(
+            !t.apply(
+                6,
+                &cmd(Op::Promote {
+                    epoch: 2,
+                    primary: "a".into()
+                })
+            )
+            .ok,
+            "fenced"
+        );
+        assert!(
+            t.apply(
+                7,
+                &cmd(Op::Promote {
+                    epoch: 2,
+                    primary: "b".into()
+                })
+            )
+            .ok
+        );
+        assert_eq!(t.primary.as_deref(), Some("b"));
+        assert_eq!(t.backends["b"].role, Role::Primary);
+        assert_eq!(t.backends["a"].role, Role::Replica);
+        assert!(
+            !t.apply(
+                8,
+                &cmd(Op::SetState {
+                    name: "a".into(),
+                    state: BackendState::Active
+                })
+            )
+            .ok
+        );
+        assert!(t.apply(9, &cmd(Op::Rejoin { name: "a".into() })).ok);
+        assert_eq!(t.backends["a"].state, BackendState::Active);
+    }
+
+    #[test]
+    fn seed_and_discover_only_once() {
+        let mut t = seeded();
+        assert!(!t.apply(3, &cmd(Op::Seed { backends: vec![] })).ok);
+        assert!(
+            !t.apply(
+                4,
+                &cmd(Op::Discover {
+                    primary: "b".into()
+                })
+            )
+            .ok
+        );
+        assert_eq!(t.primary.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn backend_admin_ops() {
+        let mut t = seeded();
+        assert!(
+            t.apply(
+                3,
+                &cmd(Op::AddBackend {
+                    name: "d".into(),
+                    addr: "h:4".into(),
+                    weight: 5
+                })
+            )
+            .ok
+        );
+        assert!(
+            !t.apply(
+                4,
+                &cmd(Op::AddBackend {
+                    name: "e".into(),
+                    addr: "h:4".into(),
+                    weight: 5
+                })
+            )
+            .ok
+        );
+        assert!(
+            t.apply(
+                5,
+                &cmd(Op::SetWeight {
+                    name: "d".into(),
+                    weight: 7
+                })
+            )
+            .ok
+        );
+        assert_eq!(t.backends["d"].weight, 7);
+        assert!(
+            !t.apply(6, &cmd(Op::RemoveBackend { name: "a".into() })).ok,
+            "primary"
+        );
+        assert!(t.apply(7, &cmd(Op::RemoveBackend { name: "d".into() })).ok);
+        assert!(
+            t.apply(
+                8,
+                &cmd(Op::SetState {
+                    name: "b".into(),
+                    state: BackendState::Draining
+                })
+            )
+            .ok
+        );
+        assert_eq!(t.backends["b"].state, BackendState::Draining);
+    }
+
+    #[test]
+    fn event_log_is_bounded() {
+        let mut t = seeded();
+        for i in 0..(MAX_EVENTS as u64 + 50) {
+            t.apply(10 + i, &cmd(Op::Note));
+        }
+        assert_eq!(t.events.len(), MAX_EVENTS);
+        assert_eq!(
+            t.events.back().map(|e| e.index),
+            Some(10 + MAX_EVENTS as u64 + 49)
+        );
+    }
+}
