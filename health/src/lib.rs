@@ -3,6 +3,9 @@
 //! failure verdict; primary discovery and the failover workflows.
 
 pub mod discovery;
+pub mod gtid;
+pub mod monitor;
 pub mod probe;
 
+pub use monitor::{BackendHealth, Health, HealthView};
 pub use probe::{Flavor, Probe, Prober, ReplicaStatus};

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod reload;
+pub mod router;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -1,46 +1,124 @@
-//! Prometheus text for `/metrics`.
+//! Prometheus metrics through the `metrics` crate. Hot-path counters are
+//! registered once and kept as handles (an atomic add per event, no map
+//! lookup); gauges that mirror state are set when `/metrics` is scraped.
+//! Names and labels are documented in `docs/metrics.md`.
 
+use crate::router::Reason;
 use crate::shared::Shared;
-use std::fmt::Write;
+use metrics::{counter, gauge, Counter};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder (once per process).
+pub fn install() -> Result<(), String> {
+    if HANDLE.get().is_some() {
+        return Ok(());
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    let _ = HANDLE.set(handle);
+    Ok(())
+}
+
+struct Hot {
+    /// [target (0 primary, 1 replica)][reason]
+    routed: Vec<Counter>,
+    commands: Vec<Counter>,
+}
+
+fn hot() -> &'static Hot {
+    static H: OnceLock<Hot> = OnceLock::new();
+    H.get_or_init(|| {
+        let mut routed = Vec::new();
+        for target in ["primary", "replica"] {
+            for r in Reason::ALL {
+                routed.push(counter!("concord_routed_total", "target" => target, "reason" => r.as_str()));
+            }
+        }
+        let commands = (0..=0x20u8)
+            .map(|c| counter!("concord_commands_total", "command" => concord_protocol::consts::com::name(c)))
+            .collect();
+        Hot { routed, commands }
+    })
+}
+
+/// One routing decision.
+#[inline]
+pub fn route(replica: bool, reason: Reason) {
+    let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+    let h = hot();
+    if let Some(c) = h.routed.get(usize::from(replica) * Reason::ALL.len() + i) {
+        c.increment(1);
+    }
+}
+
+/// One client command.
+#[inline]
+pub fn command(code: u8) {
+    let h = hot();
+    if let Some(c) = h.commands.get(usize::from(code.min(0x20))) {
+        c.increment(1);
+    }
+}
+
+/// An error packet sent to a client.
+pub fn client_error(code: u16) {
+    counter!("concord_client_errors_total", "code" => code.to_string()).increment(1);
+}
+
+/// Sets state gauges and renders the Prometheus text.
 pub fn render(shared: &Shared) -> String {
     let st = shared.consensus.status();
-    let mut out = String::new();
-    let mut g = |name: &str, help: &str, v: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    g("concord_up", "1 while the node runs.", 1.0);
-    g(
-        "concord_client_connections",
-        "Open client connections.",
-        shared.sessions.count.load(Ordering::Relaxed) as f64,
-    );
-    g("concord_raft_term", "Current Raft term.", st.term as f64);
-    g(
-        "concord_raft_is_leader",
-        "1 if this node is the Raft leader.",
-        (st.state == "leader") as u8 as f64,
-    );
-    g(
-        "concord_raft_last_applied",
-        "Last applied Raft log index.",
-        st.last_applied as f64,
-    );
-    g(
-        "concord_epoch",
-        "Fencing epoch of the current primary.",
-        st.epoch as f64,
-    );
-    g(
-        "concord_lease_valid",
-        "1 while this node holds the write lease.",
-        st.lease_valid as u8 as f64,
-    );
-    g(
-        "concord_buffered_writes",
-        "Statements waiting for a routable primary.",
-        shared.buffered.load(Ordering::Relaxed) as f64,
-    );
-    out
+    gauge!("concord_up").set(1.0);
+    gauge!("concord_client_connections").set(shared.sessions.count.load(Ordering::Relaxed) as f64);
+    gauge!("concord_raft_term").set(st.term as f64);
+    gauge!("concord_raft_is_leader").set(f64::from(u8::from(st.state == "leader")));
+    gauge!("concord_raft_leader_id").set(st.leader.unwrap_or(0) as f64);
+    gauge!("concord_raft_last_applied").set(st.last_applied as f64);
+    gauge!("concord_raft_last_log_index").set(st.last_log_index as f64);
+    gauge!("concord_raft_members").set(st.members.len() as f64);
+    gauge!("concord_epoch").set(st.epoch as f64);
+    gauge!("concord_lease_valid").set(f64::from(u8::from(st.lease_valid)));
+    gauge!("concord_lease_remaining_seconds").set(st.lease_remaining_ms as f64 / 1000.0);
+    gauge!("concord_buffered_writes").set(shared.buffered.load(Ordering::Relaxed) as f64);
+    gauge!("concord_buffered_write_bytes")
+        .set(shared.buffered_bytes.load(Ordering::Relaxed) as f64);
+    let routing = shared.routing.load();
+    for (name, pool) in &routing.pools {
+        let b = name.to_string();
+        let open = pool.open_count();
+        let idle = pool.idle_count() as u32;
+        gauge!("concord_pool_connections", "backend" => b.clone(), "state" => "idle")
+            .set(f64::from(idle));
+        gauge!("concord_pool_connections", "backend" => b.clone(), "state" => "active")
+            .set(f64::from(open.saturating_sub(idle)));
+        gauge!("concord_backend_outstanding_queries", "backend" => b.clone())
+            .set(f64::from(pool.outstanding.load(Ordering::Relaxed)));
+        let is_primary = routing.primary.as_ref().is_some_and(|p| &p.name == name);
+        gauge!("concord_backend_is_primary", "backend" => b.clone())
+            .set(f64::from(u8::from(is_primary)));
+    }
+    for (name, h) in shared.health.view.load().backends.iter() {
+        let b = name.clone();
+        gauge!("concord_backend_up", "backend" => b.clone()).set(f64::from(u8::from(h.reachable)));
+        gauge!("concord_backend_readable", "backend" => b.clone())
+            .set(f64::from(u8::from(h.readable)));
+        match h.lag_ms {
+            Some(l) => {
+                gauge!("concord_backend_lag_seconds", "backend" => b.clone()).set(l as f64 / 1000.0)
+            }
+            None => {
+                gauge!("concord_backend_lag_seconds", "backend" => b.clone()).set(f64::INFINITY)
+            }
+        }
+        gauge!("concord_backend_probe_failures", "backend" => b).set(f64::from(h.failures));
+    }
+    match HANDLE.get() {
+        Some(h) => h.render(),
+        None => "# metrics recorder not installed\n".into(),
+    }
 }

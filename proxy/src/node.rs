@@ -51,6 +51,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
     let admin_listener = bind("admin.addr", &config.admin.addr).await?;
     let http_listener = bind("http.addr", &config.http.addr).await?;
 
+    crate::metrics::install().map_err(NodeError::Setup)?;
     let consensus = Consensus::start(&config).await?;
     let shared = Arc::new(Shared::new(config, users, tls, consensus));
     follow_topology(shared.clone());
@@ -88,28 +89,45 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Rebuilds the routing snapshot every time Raft applies entries.
+/// Rebuilds the routing snapshot whenever Raft applies entries or a
+/// probe changes what this node knows about a backend, and runs the
+/// probes themselves.
 fn follow_topology(shared: Arc<Shared>) {
+    tokio::spawn(concord_health::monitor::run(
+        shared.node_id,
+        shared.config.clone(),
+        shared.consensus.applied(),
+        shared.health.clone(),
+        shared.lease.clone(),
+    ));
     let mut rx = shared.consensus.applied();
     let first = rx.borrow_and_update().clone();
-    let r = routing::rebuild(&shared.routing.load(), &first, &shared.config.load());
+    let r = routing::rebuild(
+        &shared.routing.load(),
+        &first,
+        &shared.health.view.load(),
+        &shared.config.load(),
+    );
     shared.routing.store(Arc::new(r));
     tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
+        loop {
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = shared.health.changed.notified() => {}
+            }
             let applied = rx.borrow_and_update().clone();
             let old = shared.routing.load_full();
-            let new = routing::rebuild(&old, &applied, &shared.config.load());
-            if new.epoch != old.epoch
-                || new.primary.as_ref().map(|p| p.name.clone())
-                    != old.primary.as_ref().map(|p| p.name.clone())
-            {
+            let new = routing::rebuild(
+                &old,
+                &applied,
+                &shared.health.view.load(),
+                &shared.config.load(),
+            );
+            let name = |r: &routing::Routing| r.primary.as_ref().map(|p| p.name.clone());
+            if new.epoch != old.epoch || name(&new) != name(&old) {
                 tracing::info!(
                     epoch = new.epoch,
-                    primary = new
-                        .primary
-                        .as_ref()
-                        .map(|p| p.name.to_string())
-                        .unwrap_or_default(),
+                    primary = name(&new).map(|n| n.to_string()).unwrap_or_default(),
                     index = applied.index,
                     "routing follows the applied topology"
                 );

@@ -5,8 +5,16 @@
 use crate::backend::{BackendPool, PoolSettings};
 use concord_config::Config;
 use concord_consensus::{Applied, BackendState};
+use concord_health::{BackendHealth, HealthView};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// A replica reads may go to, with its last probed health.
+pub struct Replica {
+    pub pool: Arc<BackendPool>,
+    pub weight: u32,
+    pub health: BackendHealth,
+}
 
 pub struct Routing {
     /// Fencing epoch the primary was chosen under.
@@ -18,6 +26,8 @@ pub struct Routing {
     pub no_primary_reason: String,
     /// Raft log index this snapshot reflects.
     pub applied_index: u64,
+    /// Active replicas (not draining, in maintenance or fenced).
+    pub replicas: Vec<Replica>,
 }
 
 impl Routing {
@@ -28,6 +38,7 @@ impl Routing {
             pools: BTreeMap::new(),
             no_primary_reason: "the fleet has not agreed on a topology yet".into(),
             applied_index: 0,
+            replicas: Vec::new(),
         }
     }
 
@@ -49,7 +60,7 @@ pub fn pool_settings(c: &Config) -> PoolSettings {
 /// Builds the snapshot for a newly applied topology, keeping the pools of
 /// backends that did not move. Pools of backends that stopped being the
 /// primary are closed (their connections could carry writes).
-pub fn rebuild(old: &Routing, applied: &Applied, cfg: &Config) -> Routing {
+pub fn rebuild(old: &Routing, applied: &Applied, health: &HealthView, cfg: &Config) -> Routing {
     let topo = &applied.topology;
     let mut pools = BTreeMap::new();
     for b in topo.backends.values() {
@@ -100,11 +111,28 @@ pub fn rebuild(old: &Routing, applied: &Applied, cfg: &Config) -> Routing {
     if !fenced.is_empty() {
         tracing::debug!(?fenced, "fenced backends are never routed to");
     }
+    let replicas = topo
+        .backends
+        .values()
+        .filter(|b| {
+            topo.primary.as_deref() != Some(b.name.as_str())
+                && b.state == BackendState::Active
+                && b.weight > 0
+        })
+        .filter_map(|b| {
+            Some(Replica {
+                pool: pools.get(b.name.as_str())?.clone(),
+                weight: b.weight,
+                health: health.backends.get(&b.name).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
     Routing {
         epoch: topo.epoch,
         primary,
         pools,
         no_primary_reason,
         applied_index: applied.index,
+        replicas,
     }
 }

@@ -17,13 +17,15 @@ use tokio_rustls::TlsAcceptor;
 
 pub struct Shared {
     pub node_id: u64,
-    pub config: ArcSwap<Config>,
+    pub config: Arc<ArcSwap<Config>>,
     pub users: ArcSwap<UserDb>,
     pub tls: ArcSwap<Option<TlsAcceptor>>,
     pub routing: ArcSwap<Routing>,
     server_version: ArcSwap<Vec<u8>>,
     pub sessions: Sessions,
     pub consensus: Consensus,
+    /// This node's probes of every backend.
+    pub health: Arc<concord_health::Health>,
     /// May this node route writes (a quorum confirmed its state recently)?
     pub lease: Arc<Lease>,
     /// Statements waiting for a routable primary, and their bytes.
@@ -47,13 +49,14 @@ impl Shared {
         };
         Shared {
             node_id: config.node.id,
-            config: ArcSwap::from_pointee(config),
+            config: Arc::new(ArcSwap::from_pointee(config)),
             users: ArcSwap::from_pointee(users),
             tls: ArcSwap::from_pointee(tls),
             routing: ArcSwap::from_pointee(Routing::empty()),
             server_version: ArcSwap::from_pointee(version),
             sessions: Sessions::default(),
             lease: consensus.lease(),
+            health: concord_health::Health::new(),
             consensus,
             buffered: AtomicU32::new(0),
             buffered_bytes: AtomicU64::new(0),

@@ -65,6 +65,7 @@ pub fn backends_table(shared: &Shared) -> Table {
         ("state", S),
         ("weight", I),
         ("lag_ms", I),
+        ("readable", S),
         ("gtid", S),
         ("active_conns", I),
         ("idle_conns", I),
@@ -77,6 +78,7 @@ pub fn backends_table(shared: &Shared) -> Table {
             .pool(&b.name)
             .map(|p| (p.open_count() as usize, p.idle_count()))
             .unwrap_or((0, 0));
+        let h = shared.health.get(&b.name);
         let role = if applied.topology.primary.as_deref() == Some(b.name.as_str()) {
             "primary"
         } else {
@@ -88,8 +90,18 @@ pub fn backends_table(shared: &Shared) -> Table {
             s(role),
             s(b.state.as_str()),
             s(b.weight),
-            None,
-            None,
+            h.as_ref().and_then(|h| h.lag_ms).map(|l| l.to_string()),
+            h.as_ref().map(|h| {
+                if !h.reachable {
+                    "down"
+                } else if h.readable || role == "primary" {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_string()
+            }),
+            h.as_ref().map(|h| h.gtid.clone()),
             s(open.saturating_sub(idle)),
             s(idle),
             s(applied.topology.epoch),

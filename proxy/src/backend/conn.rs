@@ -54,6 +54,8 @@ pub enum Reply {
     Ok(OkPacket),
     Err(ErrPacket),
     Rows(Vec<Vec<Option<String>>>),
+    /// COM_STMT_PREPARE succeeded.
+    Prepared(concord_protocol::scan::PrepareOk),
 }
 
 impl BackendConn {
@@ -122,6 +124,7 @@ impl BackendConn {
         self.io.send(&mut seq, payload).await?;
         let expect = match payload.first() {
             Some(&com::QUERY) => Expect::ResultSets,
+            Some(&com::STMT_PREPARE) => Expect::Prepare,
             _ => Expect::Single,
         };
         let mut sc = Scanner::new(expect, self.deprecate_eof());
@@ -157,6 +160,9 @@ impl BackendConn {
         self.status = sc.status;
         if let Some(e) = last_err {
             return Ok(Reply::Err(e));
+        }
+        if let Some(p) = sc.prepare {
+            return Ok(Reply::Prepared(p));
         }
         if sc.result_sets > 0 {
             return Ok(Reply::Rows(rows));

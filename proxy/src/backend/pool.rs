@@ -56,6 +56,8 @@ pub struct BackendPool {
     generation: AtomicU64,
     released: Notify,
     pub settings: PoolSettings,
+    /// Queries in flight on this backend from this node (router load).
+    pub outstanding: AtomicU32,
 }
 
 impl BackendPool {
@@ -68,6 +70,7 @@ impl BackendPool {
             generation: AtomicU64::new(0),
             released: Notify::new(),
             settings,
+            outstanding: AtomicU32::new(0),
         })
     }
 

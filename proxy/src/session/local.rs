@@ -9,7 +9,7 @@ use concord_protocol::resultset::write_resultset;
 /// routes writes under, this session's id, the epoch its last statement
 /// to the primary was routed under, and the node's lease. Lets applications and tests
 /// see the routing decision without the admin port.
-pub async fn concord_status(s: &mut Session, _sql: &[u8]) -> Result<(), (SessionError, u8)> {
+pub async fn concord_status(s: &mut Session) -> Result<(), (SessionError, u8)> {
     let routing = s.shared.routing.load();
     let columns = [
         Column::int("node_id"),
@@ -20,7 +20,7 @@ pub async fn concord_status(s: &mut Session, _sql: &[u8]) -> Result<(), (Session
         Column::int("write_epoch"),
         Column::str("lease"),
     ];
-    let backend = s.primary.as_ref().map(|b| b.pool.name.to_string());
+    let backend = s.conns.primary.as_ref().map(|b| b.pool.name.to_string());
     let rows = vec![vec![
         Some(s.shared.node_id.to_string()),
         Some(routing.epoch.to_string()),

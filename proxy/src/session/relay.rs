@@ -4,7 +4,7 @@
 
 use crate::net::ClientIo;
 use bytes::Buf;
-use concord_protocol::consts::cap;
+use concord_protocol::consts::{cap, status};
 use concord_protocol::err::ErrPacket;
 use concord_protocol::ok::OkPacket;
 use concord_protocol::packet::{header, HEADER, MAX_PAYLOAD};
@@ -20,7 +20,7 @@ pub enum RelayError {
     Client(ProtoError),
     /// The backend failed. `mid_packet`: the client got part of a packet,
     /// so an error packet cannot be injected cleanly. `next_seq`: the
-    /// sequence id an injected error must carry.
+    /// sequence id an injected error must carry (1: nothing was relayed).
     Backend {
         source: ProtoError,
         mid_packet: bool,
@@ -73,10 +73,14 @@ pub fn command_ready(rbuf: &[u8], max_packet: usize) -> Result<Option<CmdHead>, 
 }
 
 /// Sends the command at the head of the client buffer to the backend.
+/// With `consume_now = false` a whole command stays in the buffer (the
+/// caller drops it with [`consume`] once answered, or retries it
+/// elsewhere); large streamed commands are always consumed.
 pub async fn forward_command(
     client: &mut PacketStream<ClientIo>,
     backend: &mut PacketStream<TcpStream>,
     cmd: CmdHead,
+    consume_now: bool,
 ) -> Result<(), RelayError> {
     let lost = |e: std::io::Error| RelayError::Backend {
         source: ProtoError::Io(e),
@@ -90,7 +94,9 @@ pub async fn forward_command(
             .write_all(&client.rbuf[..n])
             .await
             .map_err(lost)?;
-        client.rbuf.advance(n);
+        if consume_now {
+            client.rbuf.advance(n);
+        }
         return Ok(());
     }
     let limit = client.max_packet;
@@ -102,6 +108,13 @@ pub async fn forward_command(
     )
     .await
     .map(|_| ())
+}
+
+/// Drops a whole command left in the buffer by `forward_command(.., false)`.
+pub fn consume(client: &mut PacketStream<ClientIo>, cmd: CmdHead) {
+    if cmd.whole {
+        client.rbuf.advance(HEADER + cmd.len);
+    }
 }
 
 /// Forwards physical packets from `src` to `dst` as bytes arrive until a
@@ -174,13 +187,15 @@ pub struct RelayEnd {
 }
 
 /// Relays the backend's response to the client until the scanner says it
-/// is complete.
+/// is complete. `prepare_id`: for COM_STMT_PREPARE, the statement id the
+/// client sees, written over the backend's own id in PREPARE_OK.
 pub async fn relay_response(
     backend: &mut PacketStream<TcpStream>,
     client: &mut PacketStream<ClientIo>,
     sc: &mut Scanner,
     client_caps: u32,
     backend_caps: u32,
+    prepare_id: Option<u32>,
 ) -> Result<RelayEnd, RelayError> {
     let mut end = RelayEnd::default();
     let mut skip = 0usize;
@@ -192,6 +207,7 @@ pub async fn relay_response(
         let mut pos = 0;
         let mut done = false;
         let mut infile_at: Option<(usize, u8)> = None;
+        let mut patch_at: Option<usize> = None;
         {
             let buf = &backend.rbuf[..];
             while pos < buf.len() {
@@ -213,12 +229,14 @@ pub async fn relay_response(
                         break;
                     }
                     let body = &buf[pos + HEADER..pos + HEADER + len];
+                    let had_prepare = sc.prepare.is_some();
                     let step = sc
                         .packet(body, len)
                         .map_err(|e| backend_err(e, false, next_seq))?;
-                    if sc.last_was_ok
-                        && sc.status & concord_protocol::consts::status::SESSION_STATE_CHANGED != 0
-                    {
+                    if !had_prepare && sc.prepare.is_some() {
+                        patch_at = Some(pos + HEADER + 1);
+                    }
+                    if sc.last_was_ok && sc.status & status::SESSION_STATE_CHANGED != 0 {
                         end.ok = OkPacket::decode(body, backend_caps).ok();
                     }
                     pos += HEADER + len;
@@ -245,6 +263,9 @@ pub async fn relay_response(
                     }
                 }
             }
+        }
+        if let (Some(at), Some(id)) = (patch_at, prepare_id) {
+            backend.rbuf[at..at + 4].copy_from_slice(&id.to_le_bytes());
         }
         let forward_to = match infile_at {
             Some((start, _)) if client_caps & cap::LOCAL_FILES == 0 => start,

@@ -1,0 +1,336 @@
+//! The per-backend probe loops of one node, the heartbeat it writes on the
+//! primary, and the published health view the router reads.
+//!
+//! Lag is measured in milliseconds by heartbeat, skew-free: each node
+//! writes its own row with its own wall clock on the primary and reads
+//! that row back on every replica, so `lag = now - ts` uses one clock. The
+//! figure is an upper bound (it includes up to one `heartbeat_interval`).
+//! Broken replication (`NULL` lag, IO or SQL thread stopped) is infinite
+//! lag, never 0. Hysteresis: after any bad probe a replica needs
+//! `monitor.recover_after` good ones before it is readable again.
+
+use crate::probe::{Probe, Prober};
+use arc_swap::ArcSwap;
+use concord_config::Config;
+use concord_consensus::{Applied, Lease};
+use mysql_async::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+/// What the router and SHOW BACKENDS know about one backend.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackendHealth {
+    pub reachable: bool,
+    pub read_only: bool,
+    /// Replication lag in ms; `None` = unknown or broken (infinite).
+    pub lag_ms: Option<u64>,
+    /// Consecutive good probes (reachable, replicating, lag known).
+    pub good_streak: u32,
+    /// Readable under the default lag bound, with hysteresis applied.
+    pub readable: bool,
+    pub gtid: String,
+    pub replicating: bool,
+    pub io_running: bool,
+    pub sql_running: bool,
+    /// The replica's source host:port, if it is one.
+    pub source: Option<String>,
+    pub last_error: Option<String>,
+    pub probed_ms_ago: u64,
+    /// Consecutive failed probes.
+    pub failures: u32,
+    #[serde(skip)]
+    pub probed_at: Option<Instant>,
+}
+
+/// All backends, as last probed by this node.
+#[derive(Clone, Debug, Default)]
+pub struct HealthView {
+    pub backends: BTreeMap<String, BackendHealth>,
+}
+
+/// Shared handle: the latest view and a change notification.
+pub struct Health {
+    pub view: ArcSwap<HealthView>,
+    pub changed: Notify,
+}
+
+impl Health {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Health {
+            view: ArcSwap::from_pointee(HealthView::default()),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<BackendHealth> {
+        self.view.load().backends.get(name).cloned()
+    }
+
+    fn update(&self, name: &str, h: BackendHealth) {
+        let mut v = (**self.view.load()).clone();
+        v.backends.insert(name.to_string(), h);
+        self.view.store(Arc::new(v));
+        self.changed.notify_waiters();
+    }
+
+    fn retain(&self, names: &[String]) {
+        let mut v = (**self.view.load()).clone();
+        v.backends.retain(|k, _| names.contains(k));
+        self.view.store(Arc::new(v));
+    }
+}
+
+/// Whether this node may write its heartbeat on `primary` right now.
+pub struct WriteGate {
+    pub lease: Arc<Lease>,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs probe loops for every backend in the applied topology (starting
+/// and stopping them as backends come and go) and the heartbeat writer.
+pub async fn run(
+    node_id: u64,
+    cfg: Arc<ArcSwap<Config>>,
+    mut applied: watch::Receiver<Arc<Applied>>,
+    health: Arc<Health>,
+    lease: Arc<Lease>,
+) {
+    let mut loops: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let hb_table = cfg.load().monitor.heartbeat_table.clone();
+    tokio::spawn(heartbeat_writer(
+        node_id,
+        cfg.clone(),
+        applied.clone(),
+        lease.clone(),
+    ));
+    loop {
+        let a = applied.borrow_and_update().clone();
+        let names: Vec<String> = a.topology.backends.keys().cloned().collect();
+        loops.retain(|name, (addr, task)| {
+            let keep = a
+                .topology
+                .backends
+                .get(name)
+                .is_some_and(|b| &b.addr == addr);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for b in a.topology.backends.values() {
+            if !loops.contains_key(&b.name) {
+                let task = tokio::spawn(probe_loop(
+                    node_id,
+                    b.name.clone(),
+                    b.addr.clone(),
+                    hb_table.clone(),
+                    cfg.clone(),
+                    health.clone(),
+                ));
+                loops.insert(b.name.clone(), (b.addr.clone(), task));
+            }
+        }
+        health.retain(&names);
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn probe_loop(
+    node_id: u64,
+    name: String,
+    addr: String,
+    table: String,
+    cfg: Arc<ArcSwap<Config>>,
+    health: Arc<Health>,
+) {
+    let c = cfg.load_full();
+    let mut prober = Prober::new(
+        &addr,
+        &c.monitor.user,
+        &c.monitor.password,
+        c.monitor.timeout.get(),
+    );
+    let mut state = BackendHealth::default();
+    let mut tick = tokio::time::interval(c.monitor.interval.get());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut logged_error = false;
+    loop {
+        tick.tick().await;
+        let c = cfg.load_full();
+        let p = prober.probe().await;
+        let lag = if p.reachable && p.replica.is_some() {
+            replica_lag_ms(&mut prober, &p, &table, node_id).await
+        } else {
+            None
+        };
+        if !p.reachable && !logged_error {
+            tracing::warn!(backend = %name, "probe failed: {}", p.error.clone().unwrap_or_default());
+        }
+        logged_error = !p.reachable;
+        state = next_state(state, &p, lag, &c);
+        health.update(&name, state.clone());
+    }
+}
+
+/// Folds one probe into the previous state (lag bound, hysteresis).
+pub fn next_state(
+    prev: BackendHealth,
+    p: &Probe,
+    lag_ms: Option<u64>,
+    c: &Config,
+) -> BackendHealth {
+    let bound = c.routing.max_replica_lag.as_millis();
+    let replicating = p.replicating();
+    let lag = if replicating { lag_ms } else { None };
+    let good =
+        p.reachable && (p.replica.is_none() || (replicating && lag.is_some_and(|l| l <= bound)));
+    let good_streak = if good {
+        prev.good_streak.saturating_add(1)
+    } else {
+        0
+    };
+    let readable = good && (prev.readable || good_streak >= c.monitor.recover_after.max(1));
+    let r = p.replica.as_ref();
+    BackendHealth {
+        reachable: p.reachable,
+        read_only: p.read_only,
+        lag_ms: if p.replica.is_none() && p.reachable {
+            Some(0)
+        } else {
+            lag
+        },
+        good_streak,
+        readable,
+        gtid: p.gtid_executed.clone(),
+        replicating,
+        io_running: r.is_some_and(|r| r.io_running),
+        sql_running: r.is_some_and(|r| r.sql_running),
+        source: r.map(|r| format!("{}:{}", r.source_host, r.source_port)),
+        last_error: p
+            .error
+            .clone()
+            .or_else(|| r.map(|r| r.last_error.clone()).filter(|e| !e.is_empty())),
+        probed_ms_ago: 0,
+        failures: if p.reachable {
+            0
+        } else {
+            prev.failures.saturating_add(1)
+        },
+        probed_at: Some(Instant::now()),
+    }
+}
+
+/// Reads this node's heartbeat row on a replica: now - ts, in ms.
+async fn replica_lag_ms(prober: &mut Prober, p: &Probe, table: &str, node_id: u64) -> Option<u64> {
+    if !p.replicating() {
+        return None;
+    }
+    let conn = prober.conn().await.ok()?;
+    let ts: Option<u64> = conn
+        .exec_first(format!("SELECT ts FROM {table} WHERE node = ?"), (node_id,))
+        .await
+        .ok()
+        .flatten();
+    match ts {
+        Some(ts) => Some(now_us().saturating_sub(ts) / 1000),
+        // No heartbeat replicated yet: fall back to Seconds_Behind_Master
+        // (whole seconds, but never NULL-as-0).
+        None => p
+            .replica
+            .as_ref()
+            .and_then(|r| r.seconds_behind)
+            .map(|s| s * 1000 + 999),
+    }
+}
+
+/// Writes this node's heartbeat row on the primary every
+/// `heartbeat_interval`, only while it holds the lease (heartbeats are
+/// writes too, and are fenced like any other).
+async fn heartbeat_writer(
+    node_id: u64,
+    cfg: Arc<ArcSwap<Config>>,
+    applied: watch::Receiver<Arc<Applied>>,
+    lease: Arc<Lease>,
+) {
+    let mut current: Option<(String, u64, Prober)> = None;
+    let mut created = false;
+    loop {
+        let c = cfg.load_full();
+        tokio::time::sleep(c.monitor.heartbeat_interval.get()).await;
+        let a = applied.borrow().clone();
+        let Some(p) = a.topology.primary_backend().cloned() else {
+            current = None;
+            continue;
+        };
+        if !lease.valid() {
+            continue;
+        }
+        if current
+            .as_ref()
+            .is_none_or(|(addr, epoch, _)| addr != &p.addr || *epoch != a.topology.epoch)
+        {
+            current = Some((
+                p.addr.clone(),
+                a.topology.epoch,
+                Prober::new(
+                    &p.addr,
+                    &c.monitor.user,
+                    &c.monitor.password,
+                    c.monitor.timeout.get(),
+                ),
+            ));
+            created = false;
+        }
+        let Some((_, _, prober)) = current.as_mut() else {
+            continue;
+        };
+        let table = c.monitor.heartbeat_table.clone();
+        let res = async {
+            let conn = prober.conn().await?;
+            if !created {
+                let schema = table.split('.').next().unwrap_or("concord");
+                conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {schema}"))
+                    .await?;
+                conn.query_drop(format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (node INT UNSIGNED NOT NULL PRIMARY KEY, ts BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
+                ))
+                .await?;
+            }
+            // Checked again right before the write: the lease may have
+            // lapsed while connecting.
+            if !lease.valid() {
+                return Ok::<bool, mysql_async::Error>(false);
+            }
+            conn.exec_drop(
+                format!("INSERT INTO {table} (node, ts) VALUES (?, ?) ON DUPLICATE KEY UPDATE ts = VALUES(ts)"),
+                (node_id, now_us()),
+            )
+            .await?;
+            Ok(true)
+        };
+        match tokio::time::timeout(c.monitor.timeout.get(), res).await {
+            Ok(Ok(_)) => created = true,
+            Ok(Err(e)) => {
+                tracing::debug!("heartbeat write failed: {e}");
+                prober.reset();
+            }
+            Err(_) => prober.reset(),
+        }
+    }
+}
+
+/// How long ago the probe behind `h` ran.
+pub fn age(h: &BackendHealth) -> Duration {
+    h.probed_at.map(|t| t.elapsed()).unwrap_or(Duration::MAX)
+}

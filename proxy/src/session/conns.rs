@@ -1,0 +1,455 @@
+//! The backend connections a session holds (the primary and any replicas
+//! it read from), getting them in the session's state, and forwarding one
+//! command on one of them.
+
+use super::relay::{self, CmdHead, RelayError};
+use super::{state, Session};
+use crate::backend::{BackendConn, BackendPool, Login, PoolKey};
+use crate::error::SessionError;
+use concord_protocol::codes;
+use concord_protocol::consts::{cap, status};
+use concord_protocol::err::ErrPacket;
+use concord_protocol::ok::OkPacket;
+use concord_protocol::scan::{Expect, PrepareOk, Scanner};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A backend connection the session holds, with what it needs to give it back.
+pub struct Bound {
+    pub conn: BackendConn,
+    pub pool: Arc<BackendPool>,
+    pub key: PoolKey,
+    pub gen: u64,
+    /// Epoch of the routing snapshot the connection was taken under.
+    pub epoch: u64,
+}
+
+/// Which held connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Primary,
+    /// Index into `Conns::replicas`.
+    Replica(usize),
+}
+
+#[derive(Default)]
+pub struct Conns {
+    pub primary: Option<Bound>,
+    pub replicas: Vec<Bound>,
+}
+
+impl Conns {
+    pub fn get_mut(&mut self, w: Which) -> Option<&mut Bound> {
+        match w {
+            Which::Primary => self.primary.as_mut(),
+            Which::Replica(i) => self.replicas.get_mut(i),
+        }
+    }
+
+    pub fn get(&self, w: Which) -> Option<&Bound> {
+        match w {
+            Which::Primary => self.primary.as_ref(),
+            Which::Replica(i) => self.replicas.get(i),
+        }
+    }
+
+    pub fn take(&mut self, w: Which) -> Option<Bound> {
+        match w {
+            Which::Primary => self.primary.take(),
+            Which::Replica(i) if i < self.replicas.len() => Some(self.replicas.remove(i)),
+            Which::Replica(_) => None,
+        }
+    }
+
+    /// The held connection with this id.
+    pub fn which_conn(&self, conn_id: u64) -> Option<Which> {
+        if self.primary.as_ref().is_some_and(|b| b.conn.id == conn_id) {
+            return Some(Which::Primary);
+        }
+        self.replicas
+            .iter()
+            .position(|b| b.conn.id == conn_id)
+            .map(Which::Replica)
+    }
+}
+
+/// What one forwarded command produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The backend answered with an error (or refused LOCAL INFILE).
+    pub failed: bool,
+    pub ok: Option<OkPacket>,
+    pub prepare: Option<PrepareOk>,
+    pub status: u16,
+}
+
+impl Session {
+    fn pool_key(&self) -> (PoolKey, Login) {
+        (
+            PoolKey {
+                user: self.user.backend_user.as_str().into(),
+                flavor: self.caps & cap::FLAVOR,
+            },
+            Login {
+                user: self.user.backend_user.clone(),
+                password: self.user.backend_password.clone(),
+                collation: self.state.collation,
+            },
+        )
+    }
+
+    /// Takes a connection from `pool` and brings it to the session's state.
+    async fn acquire(&mut self, pool: Arc<BackendPool>, epoch: u64) -> Result<Bound, SessionError> {
+        let (key, login) = self.pool_key();
+        let (mut conn, gen) = pool
+            .acquire(&key, &login, self.state.db.as_deref())
+            .await
+            .map_err(|e| SessionError::Backend {
+                backend: pool.name.clone(),
+                source: e,
+                mid_response: false,
+            })?;
+        self.shared.learn_server_version(&conn.server_version);
+        match state::sync(&mut conn, &self.state).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                pool.release(conn, key, gen, true);
+                return Err(SessionError::Reply(e));
+            }
+            Err(e) => {
+                pool.discard(conn);
+                return Err(SessionError::Backend {
+                    backend: pool.name.clone(),
+                    source: e,
+                    mid_response: false,
+                });
+            }
+        }
+        Ok(Bound {
+            conn,
+            pool,
+            key,
+            gen,
+            epoch,
+        })
+    }
+
+    /// Brings a held connection up to date with the session's state
+    /// (after SET / USE ran elsewhere).
+    pub(super) async fn sync_held(&mut self, w: Which) -> Result<(), SessionError> {
+        let Some(b) = self.conns.get_mut(w) else {
+            return Ok(());
+        };
+        match state::sync(&mut b.conn, &self.state).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SessionError::Reply(e)),
+            Err(e) => {
+                let name = b.pool.name.clone();
+                self.drop_conn(w);
+                Err(SessionError::Backend {
+                    backend: name,
+                    source: e,
+                    mid_response: false,
+                })
+            }
+        }
+    }
+
+    /// Makes sure the session holds a connection to the current primary,
+    /// in its state. While no primary is routable (failover in progress,
+    /// or this node lost its lease when `need_lease`) the statement waits,
+    /// bounded by `failover.write_buffer_timeout` and the buffer caps, then
+    /// fails with 1290 and a message that says why.
+    pub(super) async fn ensure_primary(
+        &mut self,
+        need_lease: bool,
+        cmd_bytes: usize,
+    ) -> Result<(), SessionError> {
+        let mut waiting: Option<(Instant, crate::shared::BufferSlot)> = None;
+        let (pool, epoch) = loop {
+            let routing = self.shared.routing.load();
+            if let Some(b) = &self.conns.primary {
+                let current = routing
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(p, &b.pool))
+                    && b.gen == b.pool.generation()
+                    && b.epoch == routing.epoch;
+                if !current {
+                    let in_txn = self.txn == Some(Which::Primary);
+                    self.drop_conn(Which::Primary);
+                    if in_txn {
+                        self.txn_lost = true;
+                        self.txn = None;
+                        self.status &= !status::IN_TRANS;
+                        return Err(SessionError::Reply(ErrPacket {
+                            code: codes::CR_SERVER_LOST.0,
+                            state: *b"08007",
+                            message: "The primary was fenced during this transaction; the transaction is lost. Issue ROLLBACK and retry".into(),
+                        }));
+                    }
+                }
+            }
+            let blocked = match &routing.primary {
+                None => routing.no_primary_reason.clone(),
+                Some(_) if need_lease && !self.shared.lease.valid() => {
+                    self.shared.write_block_reason().unwrap_or_default()
+                }
+                Some(p) => {
+                    if self.conns.primary.is_some() {
+                        return self.sync_held(Which::Primary).await;
+                    }
+                    break (p.clone(), routing.epoch);
+                }
+            };
+            let cfg = self.shared.config.load();
+            let limit = cfg.failover.write_buffer_timeout.get();
+            if waiting.is_none() {
+                let slot = self
+                    .shared
+                    .buffer_slot(cmd_bytes, &cfg.failover)
+                    .map_err(|why| {
+                        SessionError::reply(
+                            codes::OPTION_PREVENTS_STATEMENT,
+                            format!("concord: {blocked}; {why}"),
+                        )
+                    })?;
+                waiting = Some((Instant::now(), slot));
+            }
+            let since = waiting
+                .as_ref()
+                .map(|(t, _)| t.elapsed())
+                .unwrap_or_default();
+            if since >= limit {
+                return Err(SessionError::reply(
+                    codes::OPTION_PREVENTS_STATEMENT,
+                    format!(
+                        "concord held this statement {:.1}s (failover.write_buffer_timeout) and no primary became routable: {blocked}; it was not executed, safe to retry",
+                        since.as_secs_f64()
+                    ),
+                ));
+            }
+            drop(routing);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        drop(waiting);
+        let b = self.acquire(pool, epoch).await?;
+        *self.info.backend.lock().unwrap_or_else(|p| p.into_inner()) = Some(b.pool.name.clone());
+        self.conns.primary = Some(b);
+        Ok(())
+    }
+
+    /// A held (or new) connection to the replica behind `pool`.
+    pub(super) async fn ensure_replica(
+        &mut self,
+        pool: &Arc<BackendPool>,
+    ) -> Result<Which, SessionError> {
+        if let Some(i) = self
+            .conns
+            .replicas
+            .iter()
+            .position(|b| Arc::ptr_eq(&b.pool, pool))
+        {
+            if self.conns.replicas[i].gen == pool.generation() {
+                let w = Which::Replica(i);
+                self.sync_held(w).await?;
+                return Ok(w);
+            }
+            self.drop_conn(Which::Replica(i));
+        }
+        let epoch = self.shared.routing.load().epoch;
+        let b = self.acquire(pool.clone(), epoch).await?;
+        self.conns.replicas.push(b);
+        Ok(Which::Replica(self.conns.replicas.len() - 1))
+    }
+
+    /// Forwards the command at the head of the client buffer on `w` and
+    /// relays the response. `consume_now = false` leaves a whole command in
+    /// the buffer for a retry elsewhere if the backend fails before
+    /// answering anything.
+    pub(super) async fn forward_to(
+        &mut self,
+        w: Which,
+        cmd: CmdHead,
+        expect: Expect,
+        dirty: bool,
+        prepare_id: Option<u32>,
+        consume_now: bool,
+    ) -> Result<Outcome, (SessionError, u8)> {
+        let Some(b) = self.conns.get_mut(w) else {
+            return Err((
+                SessionError::reply(codes::UNKNOWN_ERROR, "concord: no backend connection"),
+                1,
+            ));
+        };
+        if dirty {
+            b.conn.dirty = true;
+        }
+        if w == Which::Primary {
+            self.write_epoch = b.epoch;
+        }
+        let mut sc = Scanner::new(expect, b.conn.deprecate_eof());
+        b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
+        let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
+            .await
+        {
+            Ok(()) => {
+                relay::relay_response(
+                    &mut b.conn.io,
+                    &mut self.client,
+                    &mut sc,
+                    self.caps,
+                    b.conn.caps,
+                    prepare_id,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        b.pool.outstanding.fetch_sub(1, Ordering::Relaxed);
+        match res {
+            Ok(end) => {
+                if !consume_now {
+                    relay::consume(&mut self.client, cmd);
+                }
+                b.conn.status = sc.status;
+                if expect != Expect::Single || sc.error.is_none() {
+                    self.status = sc.status;
+                    self.txn = (sc.status & status::IN_TRANS != 0).then_some(w);
+                }
+                Ok(Outcome {
+                    failed: sc.error.is_some() || end.refused_infile,
+                    ok: end.ok,
+                    prepare: sc.prepare,
+                    status: sc.status,
+                })
+            }
+            Err(e) => {
+                let e = self.lost(w, e);
+                if !consume_now && !retryable(&e) {
+                    relay::consume(&mut self.client, cmd);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends a command with no reply (COM_STMT_CLOSE, SEND_LONG_DATA).
+    pub(super) async fn forward_no_reply_on(
+        &mut self,
+        w: Which,
+        cmd: CmdHead,
+    ) -> Result<(), (SessionError, u8)> {
+        let Some(b) = self.conns.get_mut(w) else {
+            return Ok(());
+        };
+        match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, true).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.lost(w, e) {
+                (SessionError::Client(pe), _) => Err((SessionError::Client(pe), 1)),
+                // The client expects no reply; it learns at its next command.
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// A relay failed: drop the connection and decide what the client sees.
+    fn lost(&mut self, w: Which, e: RelayError) -> (SessionError, u8) {
+        let in_txn = self.txn == Some(w);
+        let name = self.conns.get(w).map(|b| b.pool.name.clone());
+        self.drop_conn(w);
+        match e {
+            RelayError::Client(pe) => (SessionError::Client(pe), 1),
+            RelayError::Backend {
+                source,
+                mid_packet,
+                next_seq,
+            } => {
+                if in_txn {
+                    self.txn_lost = true;
+                }
+                if in_txn || self.txn.is_none() {
+                    self.txn = None;
+                    self.status &= !status::IN_TRANS;
+                }
+                (
+                    SessionError::Backend {
+                        backend: name.unwrap_or_else(|| "?".into()),
+                        source: source.into(),
+                        mid_response: mid_packet,
+                    },
+                    next_seq,
+                )
+            }
+        }
+    }
+
+    /// Closes a held connection (it will not be reused).
+    pub(super) fn drop_conn(&mut self, w: Which) {
+        if let Some(b) = self.conns.take(w) {
+            self.stmts.forget_conn(b.conn.id);
+            if let Some(Which::Replica(t)) = self.txn {
+                if let Which::Replica(i) = w {
+                    if t > i {
+                        self.txn = Some(Which::Replica(t - 1));
+                    }
+                }
+            }
+            b.pool.discard(b.conn);
+        }
+    }
+
+    /// Gives a held connection back to its pool (reset if it changed).
+    pub(super) fn release(&mut self, w: Which) {
+        if let Some(b) = self.conns.take(w) {
+            self.stmts.forget_conn(b.conn.id);
+            let reusable = b.conn.status & status::IN_TRANS == 0;
+            b.pool.release(b.conn, b.key, b.gen, reusable);
+        }
+    }
+
+    /// Between transactions: lets go of replica connections the routing no
+    /// longer offers (drained, removed, fenced), so a drain completes.
+    pub(super) fn release_stale_replicas(&mut self) {
+        if self.txn.is_some() || self.conns.replicas.is_empty() {
+            return;
+        }
+        let routing = self.shared.routing.load();
+        let mut i = 0;
+        while i < self.conns.replicas.len() {
+            let b = &self.conns.replicas[i];
+            let offered = routing
+                .replicas
+                .iter()
+                .any(|r| Arc::ptr_eq(&r.pool, &b.pool))
+                && b.gen == b.pool.generation();
+            if offered {
+                i += 1;
+            } else {
+                self.release(Which::Replica(i));
+            }
+        }
+    }
+
+    pub(super) fn release_all(&mut self) {
+        while !self.conns.replicas.is_empty() {
+            self.release(Which::Replica(0));
+        }
+        self.release(Which::Primary);
+    }
+}
+
+/// Nothing reached the client yet: a read can be retried elsewhere.
+pub fn retryable(e: &(SessionError, u8)) -> bool {
+    matches!(
+        e,
+        (
+            SessionError::Backend {
+                mid_response: false,
+                ..
+            },
+            1
+        )
+    )
+}

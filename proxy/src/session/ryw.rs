@@ -1,0 +1,154 @@
+//! Read-your-writes: after a session writes, its reads go only to
+//! replicas that have applied that write. The write's GTID is fetched
+//! lazily (only when a read follows), from the connection that wrote it;
+//! a replica qualifies if its probed position covers it, or after a
+//! bounded `MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET` on it;
+//! otherwise the read goes to the primary.
+
+use super::conns::Which;
+use super::Session;
+use crate::backend::Reply;
+use crate::error::SessionError;
+use crate::routing::Routing;
+use concord_config::ReadYourWrites;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Ryw {
+    /// A write happened and its GTID has not been fetched yet.
+    pub pending: bool,
+    /// The GTID reads must see (None: nothing to wait for).
+    pub gtid: Option<String>,
+    /// Replicas known to have applied `gtid` (by waiting on them).
+    pub covered: Vec<Arc<str>>,
+}
+
+impl Session {
+    pub(super) fn ryw_enabled(&self) -> bool {
+        let cfg = self.shared.config.load();
+        self.user
+            .read_your_writes
+            .unwrap_or(cfg.routing.read_your_writes)
+            == ReadYourWrites::Session
+    }
+
+    /// After a statement on the primary that may have written.
+    pub(super) fn ryw_note_write(&mut self) {
+        if self.ryw_enabled() {
+            self.ryw.pending = true;
+            self.ryw.gtid = None;
+            self.ryw.covered.clear();
+        }
+    }
+
+    /// The GTID the next read must see.
+    pub(super) async fn ryw_gtid(&mut self) -> Result<Option<String>, SessionError> {
+        if !self.ryw.pending {
+            return Ok(self.ryw.gtid.clone());
+        }
+        let Some(b) = self.conns.primary.as_mut() else {
+            // The writing connection is gone: the primary's whole position
+            // is a safe (stricter) stand-in.
+            self.ryw.pending = false;
+            return Ok(None);
+        };
+        let mariadb = String::from_utf8_lossy(&b.conn.server_version).contains("MariaDB");
+        let sql = if mariadb {
+            "SELECT @@last_gtid"
+        } else {
+            "SELECT @@global.gtid_executed"
+        };
+        let name = b.pool.name.clone();
+        let rows = match b.conn.exec(sql).await {
+            Ok(Ok(Reply::Rows(rows))) => rows,
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                self.drop_conn(Which::Primary);
+                return Err(SessionError::Backend {
+                    backend: name,
+                    source: e,
+                    mid_response: false,
+                });
+            }
+        };
+        let gtid = rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+            .map(|g| concord_health::probe::normalize_gtids(&g))
+            // Only GTID characters: the value is put into SQL later.
+            .filter(|g| {
+                !g.is_empty()
+                    && g.bytes()
+                        .all(|c| c.is_ascii_hexdigit() || matches!(c, b'-' | b':' | b','))
+            });
+        self.ryw.pending = false;
+        self.ryw.gtid = gtid.clone();
+        Ok(gtid)
+    }
+
+    /// No replica's probed position covers the write yet: try a covered
+    /// one, else wait (bounded) on the least lagged one. Returns the
+    /// replica index in `routing` to use.
+    pub(super) async fn ryw_wait(
+        &mut self,
+        routing: &Routing,
+        max_lag: Duration,
+        gtid: &str,
+    ) -> Option<usize> {
+        let eligible = |i: usize| {
+            let h = &routing.replicas[i].health;
+            h.reachable
+                && h.replicating
+                && h.readable
+                && h.lag_ms
+                    .is_some_and(|l| u128::from(l) <= max_lag.as_millis())
+        };
+        if let Some(i) = (0..routing.replicas.len())
+            .find(|&i| eligible(i) && self.ryw.covered.contains(&routing.replicas[i].pool.name))
+        {
+            return Some(i);
+        }
+        let wait = self
+            .shared
+            .config
+            .load()
+            .routing
+            .read_your_writes_wait
+            .get();
+        if wait.is_zero() {
+            return None;
+        }
+        let i = crate::router::pick_replica(routing, max_lag, None)?;
+        let pool = routing.replicas[i].pool.clone();
+        let w = self.ensure_replica(&pool).await.ok()?;
+        let b = self.conns.get_mut(w)?;
+        let mariadb = String::from_utf8_lossy(&b.conn.server_version).contains("MariaDB");
+        let secs = wait.as_secs_f64();
+        let sql = if mariadb {
+            format!("SELECT MASTER_GTID_WAIT('{gtid}', {secs})")
+        } else {
+            format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{gtid}', {secs})")
+        };
+        match b.conn.exec(&sql).await {
+            Ok(Ok(Reply::Rows(rows)))
+                if rows
+                    .first()
+                    .and_then(|r| r.first())
+                    .cloned()
+                    .flatten()
+                    .as_deref()
+                    == Some("0") =>
+            {
+                self.ryw.covered.push(pool.name.clone());
+                Some(i)
+            }
+            Ok(_) => None,
+            Err(_) => {
+                self.drop_conn(w);
+                None
+            }
+        }
+    }
+}

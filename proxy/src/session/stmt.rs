@@ -1,0 +1,458 @@
+//! Prepared statements across backends. The client sees statement ids
+//! concord assigns; each backend connection gets the statement prepared
+//! lazily when a statement first executes there, and the id in every
+//! COM_STMT_* packet is rewritten in place. Each connection keeps at most
+//! `pool.max_prepared_per_connection` statements (least recently used ones
+//! are closed), so backends never hit `max_prepared_stmt_count`.
+
+use super::conns::Which;
+use super::relay::CmdHead;
+use super::Session;
+use crate::backend::Reply;
+use crate::classify::{self, Class};
+use crate::error::SessionError;
+use concord_protocol::codes;
+use concord_protocol::consts::{com, status};
+use concord_protocol::err::ErrPacket;
+use concord_protocol::packet::HEADER;
+use concord_protocol::scan::Expect;
+use std::collections::{HashMap, VecDeque};
+
+pub struct ClientStmt {
+    pub sql: Vec<u8>,
+    pub class: Class,
+    pub params: u16,
+    /// (backend connection id, that backend's statement id)
+    pub on: Vec<(u64, u32)>,
+    /// Parameter types from the last execute that bound them.
+    pub types: Option<Vec<u8>>,
+    /// Connections that have seen `types`.
+    pub types_on: Vec<u64>,
+    /// COM_STMT_SEND_LONG_DATA went to the primary since the last execute.
+    pub long_data: bool,
+    /// Connection holding this statement's open cursor.
+    pub cursor_on: Option<u64>,
+    /// Connection of the last execute (for COM_STMT_RESET).
+    pub last_on: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct Stmts {
+    next: u32,
+    map: HashMap<u32, ClientStmt>,
+    /// Per backend connection, client statement ids, least recent first.
+    lru: HashMap<u64, VecDeque<u32>>,
+}
+
+impl Stmts {
+    fn alloc(&mut self) -> u32 {
+        self.next = self.next.wrapping_add(1).max(1);
+        self.next
+    }
+
+    pub fn forget_conn(&mut self, conn_id: u64) {
+        for s in self.map.values_mut() {
+            s.on.retain(|(c, _)| *c != conn_id);
+            s.types_on.retain(|c| *c != conn_id);
+            if s.cursor_on == Some(conn_id) {
+                s.cursor_on = None;
+            }
+        }
+        self.lru.remove(&conn_id);
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.lru.clear();
+    }
+
+    fn backend_id(&self, id: u32, conn_id: u64) -> Option<u32> {
+        self.map
+            .get(&id)?
+            .on
+            .iter()
+            .find(|(c, _)| *c == conn_id)
+            .map(|(_, b)| *b)
+    }
+
+    /// Records `id` as prepared on `conn_id`; returns a (client id,
+    /// backend id) the connection must close to stay within `max`.
+    fn note(&mut self, id: u32, conn_id: u64, backend_id: u32, max: usize) -> Option<u32> {
+        if let Some(s) = self.map.get_mut(&id) {
+            s.on.retain(|(c, _)| *c != conn_id);
+            s.on.push((conn_id, backend_id));
+        }
+        let q = self.lru.entry(conn_id).or_default();
+        q.retain(|x| *x != id);
+        q.push_back(id);
+        if q.len() <= max {
+            return None;
+        }
+        let victim = q.pop_front()?;
+        let s = self.map.get_mut(&victim)?;
+        let pos = s.on.iter().position(|(c, _)| *c == conn_id)?;
+        let (_, bid) = s.on.remove(pos);
+        s.types_on.retain(|c| *c != conn_id);
+        Some(bid)
+    }
+
+    fn touch(&mut self, id: u32, conn_id: u64) {
+        if let Some(q) = self.lru.get_mut(&conn_id) {
+            if let Some(p) = q.iter().position(|x| *x == id) {
+                q.remove(p);
+                q.push_back(id);
+            }
+        }
+    }
+}
+
+fn unknown(id: u32, what: &str) -> SessionError {
+    SessionError::Reply(ErrPacket::new(
+        codes::UNKNOWN_STMT_HANDLER,
+        format!("Unknown prepared statement handler ({id}) given to {what}"),
+    ))
+}
+
+fn stmt_id(payload: &[u8]) -> Option<u32> {
+    payload
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+impl Session {
+    fn max_prepared(&self) -> usize {
+        self.shared.config.load().pool.max_prepared_per_connection as usize
+    }
+
+    /// Writes the backend's statement id over the client's in the command.
+    fn rewrite_id(&mut self, backend_id: u32) {
+        self.client.rbuf[HEADER + 1..HEADER + 5].copy_from_slice(&backend_id.to_le_bytes());
+    }
+
+    /// Closes a backend statement (no reply expected).
+    async fn close_on(&mut self, w: Which, backend_id: u32) {
+        if let Some(b) = self.conns.get_mut(w) {
+            let mut p = [com::STMT_CLOSE, 0, 0, 0, 0];
+            p[1..5].copy_from_slice(&backend_id.to_le_bytes());
+            let mut seq = 0;
+            if b.conn.io.send(&mut seq, &p).await.is_err() {
+                self.drop_conn(w);
+            }
+        }
+    }
+
+    /// The statement prepared on `w`, preparing it there if needed.
+    async fn prepared_on(&mut self, id: u32, w: Which) -> Result<u32, SessionError> {
+        let Some(conn_id) = self.conns.get(w).map(|b| b.conn.id) else {
+            return Err(SessionError::reply(
+                codes::UNKNOWN_ERROR,
+                "concord: no backend connection",
+            ));
+        };
+        if let Some(bid) = self.stmts.backend_id(id, conn_id) {
+            self.stmts.touch(id, conn_id);
+            return Ok(bid);
+        }
+        let Some(sql) = self.stmts.map.get(&id).map(|s| s.sql.clone()) else {
+            return Err(unknown(id, "mysqld_stmt_execute"));
+        };
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(com::STMT_PREPARE);
+        p.extend_from_slice(&sql);
+        let Some(b) = self.conns.get_mut(w) else {
+            return Err(SessionError::reply(
+                codes::UNKNOWN_ERROR,
+                "concord: no backend connection",
+            ));
+        };
+        b.conn.dirty = true;
+        let name = b.pool.name.clone();
+        let reply = b.conn.command(&p).await;
+        let bid = match reply {
+            Ok(Reply::Prepared(pr)) => pr.statement_id,
+            Ok(Reply::Err(e)) => return Err(SessionError::Reply(e)),
+            Ok(_) => {
+                return Err(SessionError::reply(
+                    codes::UNKNOWN_ERROR,
+                    "concord: unexpected prepare reply",
+                ))
+            }
+            Err(e) => {
+                self.drop_conn(w);
+                return Err(SessionError::Backend {
+                    backend: name,
+                    source: e,
+                    mid_response: false,
+                });
+            }
+        };
+        let max = self.max_prepared();
+        if let Some(victim) = self.stmts.note(id, conn_id, bid, max) {
+            self.close_on(w, victim).await;
+        }
+        Ok(bid)
+    }
+
+    /// COM_STMT_PREPARE: prepare where the statement will most likely run
+    /// and hand the client concord's own statement id.
+    pub(super) async fn stmt_prepare(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        if !cmd.whole {
+            self.discard(cmd).await.map_err(|e| (e, 1))?;
+            return Err((
+                SessionError::reply(
+                    codes::UNKNOWN_ERROR,
+                    "concord: statements to prepare are limited to 64 KiB",
+                ),
+                1,
+            ));
+        }
+        let sql = cmd.visible(&self.client.rbuf)[1..].to_vec();
+        let class = classify::classify(&sql);
+        let (w, _reason) = match self.place(&class, cmd.len, true).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        };
+        let id = self.stmts.alloc();
+        let out = self
+            .forward_to(w, cmd, Expect::Prepare, true, Some(id), true)
+            .await?;
+        if let (false, Some(p)) = (out.failed, out.prepare) {
+            let conn_id = self.conns.get(w).map(|b| b.conn.id).unwrap_or(0);
+            self.stmts.map.insert(
+                id,
+                ClientStmt {
+                    sql,
+                    class,
+                    params: p.params,
+                    on: Vec::new(),
+                    types: None,
+                    types_on: Vec::new(),
+                    long_data: false,
+                    cursor_on: None,
+                    last_on: None,
+                },
+            );
+            let max = self.max_prepared();
+            if let Some(victim) = self.stmts.note(id, conn_id, p.statement_id, max) {
+                self.close_on(w, victim).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_EXECUTE: route like the statement's text, prepare there if
+    /// needed, re-send parameter types a new backend has not seen.
+    pub(super) async fn stmt_execute(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        let payload = cmd.visible(&self.client.rbuf);
+        let id = stmt_id(payload).unwrap_or(0);
+        let cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
+        let Some(stmt) = self.stmts.map.get(&id) else {
+            self.discard(cmd).await.map_err(|e| (e, 1))?;
+            return Err((unknown(id, "mysqld_stmt_execute"), 1));
+        };
+        let class = stmt.class;
+        let params = stmt.params;
+        let long_data = stmt.long_data;
+        let placed = if long_data {
+            self.ensure_primary(!class.replica_ok(), cmd.len)
+                .await
+                .map(|_| (Which::Primary, crate::router::Reason::Write))
+        } else {
+            self.place(&class, cmd.len, false).await
+        };
+        let (w, reason) = match placed {
+            Ok(x) => x,
+            Err(e) => {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        };
+        crate::metrics::route(w != Which::Primary, reason);
+        let bid = match self.prepared_on(id, w).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        };
+        let conn_id = self.conns.get(w).map(|b| b.conn.id).unwrap_or(0);
+        let cmd = match self.bind_types(id, conn_id, params, cmd) {
+            Ok(c) => c,
+            Err(e) => {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        };
+        self.rewrite_id(bid);
+        let out = self
+            .forward_to(w, cmd, Expect::ResultSets, false, None, true)
+            .await?;
+        if let Some(s) = self.stmts.map.get_mut(&id) {
+            s.long_data = false;
+            s.last_on = Some(conn_id);
+            if cursor && out.status & status::CURSOR_EXISTS != 0 {
+                s.cursor_on = Some(conn_id);
+            }
+        }
+        self.after_write_check(w, &class, out.failed);
+        Ok(())
+    }
+
+    /// Tracks the parameter types a client binds, and re-sends them to a
+    /// connection that has not seen them (the client only sends types
+    /// when they change). May rebuild the packet in the buffer.
+    fn bind_types(
+        &mut self,
+        id: u32,
+        conn_id: u64,
+        params: u16,
+        cmd: CmdHead,
+    ) -> Result<CmdHead, SessionError> {
+        if params == 0 {
+            return Ok(cmd);
+        }
+        let nb = (usize::from(params)).div_ceil(8);
+        let flag_at = 1 + 4 + 1 + 4 + nb;
+        let payload = cmd.visible(&self.client.rbuf);
+        let Some(&bound) = payload.get(flag_at) else {
+            return Err(SessionError::Client(
+                concord_protocol::ProtoError::Truncated("execute parameters"),
+            ));
+        };
+        let Some(s) = self.stmts.map.get_mut(&id) else {
+            return Ok(cmd);
+        };
+        if bound == 1 {
+            let types = payload
+                .get(flag_at + 1..flag_at + 1 + 2 * usize::from(params))
+                .ok_or(SessionError::Client(
+                    concord_protocol::ProtoError::Truncated("parameter types"),
+                ))?;
+            s.types = Some(types.to_vec());
+            s.types_on = vec![conn_id];
+            return Ok(cmd);
+        }
+        if s.types_on.contains(&conn_id) {
+            return Ok(cmd);
+        }
+        let Some(types) = s.types.clone() else {
+            return Err(SessionError::reply(
+                codes::UNKNOWN_ERROR,
+                "concord: the statement was executed without parameter types ever being bound",
+            ));
+        };
+        if !cmd.whole {
+            return Err(SessionError::reply(
+                codes::UNKNOWN_ERROR,
+                "concord: cannot re-bind parameter types on a statement over 64 KiB; bind types on each execute",
+            ));
+        }
+        // Rebuild: same packet with the bound flag set and types inserted.
+        let mut newp = Vec::with_capacity(cmd.len + types.len());
+        newp.extend_from_slice(&payload[..flag_at]);
+        newp.push(1);
+        newp.extend_from_slice(&types);
+        newp.extend_from_slice(&payload[flag_at + 1..]);
+        s.types_on.push(conn_id);
+        let rest = self.client.rbuf.split_off(HEADER + cmd.len);
+        self.client.rbuf.clear();
+        let mut seq = 0;
+        concord_protocol::packet::put_packet(&mut self.client.rbuf, &mut seq, &newp);
+        self.client.rbuf.extend_from_slice(&rest);
+        Ok(CmdHead {
+            len: newp.len(),
+            whole: newp.len() <= concord_protocol::scan::WHOLE_LIMIT,
+        })
+    }
+
+    /// COM_STMT_FETCH: to the connection holding the cursor.
+    pub(super) async fn stmt_fetch(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let target = self
+            .stmts
+            .map
+            .get(&id)
+            .and_then(|s| s.cursor_on)
+            .and_then(|c| self.conns.which_conn(c).map(|w| (c, w)));
+        let Some((conn_id, w)) = target else {
+            self.discard(cmd).await.map_err(|e| (e, 1))?;
+            return Err((unknown(id, "mysqld_stmt_fetch"), 1));
+        };
+        let Some(bid) = self.stmts.backend_id(id, conn_id) else {
+            self.discard(cmd).await.map_err(|e| (e, 1))?;
+            return Err((unknown(id, "mysqld_stmt_fetch"), 1));
+        };
+        self.rewrite_id(bid);
+        self.forward_to(w, cmd, Expect::Rows, false, None, true)
+            .await
+            .map(|_| ())
+    }
+
+    /// COM_STMT_CLOSE: close it everywhere it was prepared; no reply.
+    pub(super) async fn stmt_close(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        self.discard(cmd).await.map_err(|e| (e, 1))?;
+        let Some(s) = self.stmts.map.remove(&id) else {
+            return Ok(());
+        };
+        for q in self.stmts.lru.values_mut() {
+            q.retain(|x| *x != id);
+        }
+        for (conn_id, bid) in s.on {
+            if let Some(w) = self.conns.which_conn(conn_id) {
+                self.close_on(w, bid).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_RESET: where it last ran (or nothing to reset).
+    pub(super) async fn stmt_reset(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let Some(s) = self.stmts.map.get_mut(&id) else {
+            self.discard(cmd).await.map_err(|e| (e, 1))?;
+            return Err((unknown(id, "mysqld_stmt_reset"), 1));
+        };
+        s.long_data = false;
+        s.cursor_on = None;
+        let target = s.last_on.and_then(|c| {
+            self.conns
+                .which_conn(c)
+                .and_then(|w| Some((w, self.stmts.backend_id(id, c)?)))
+        });
+        match target {
+            Some((w, bid)) => {
+                self.rewrite_id(bid);
+                self.forward_to(w, cmd, Expect::Single, false, None, true)
+                    .await
+                    .map(|_| ())
+            }
+            None => self.local_ok(cmd).await,
+        }
+    }
+
+    /// COM_STMT_SEND_LONG_DATA: to the primary, where the next execute of
+    /// this statement will then run.
+    pub(super) async fn stmt_long_data(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        if !self.stmts.map.contains_key(&id) {
+            // No reply is expected; the error surfaces at execute.
+            return self.discard(cmd).await.map_err(|e| (e, 1));
+        }
+        if self.ensure_primary(false, cmd.len).await.is_err() {
+            return self.discard(cmd).await.map_err(|e| (e, 1));
+        }
+        let bid = match self.prepared_on(id, Which::Primary).await {
+            Ok(b) => b,
+            Err(_) => return self.discard(cmd).await.map_err(|e| (e, 1)),
+        };
+        if let Some(s) = self.stmts.map.get_mut(&id) {
+            s.long_data = true;
+        }
+        self.rewrite_id(bid);
+        self.forward_no_reply_on(Which::Primary, cmd).await
+    }
+}
