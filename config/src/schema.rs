@@ -96,6 +96,18 @@ impl Default for ClusterConfig {
     }
 }
 
+impl Config {
+    /// How this node connects to backend `name` (its `connect_addr`, or the
+    /// agreed address).
+    pub fn connect_addr<'a>(&'a self, name: &str, agreed: &'a str) -> &'a str {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .and_then(|b| b.connect_addr.as_deref())
+            .unwrap_or(agreed)
+    }
+}
+
 impl ClusterConfig {
     /// The address other nodes use for this one.
     pub fn advertise(&self) -> &str {
@@ -267,6 +279,11 @@ pub struct BackendConfig {
     /// Optional hint; the fleet discovers roles itself at first bootstrap.
     #[serde(default)]
     pub role: Option<Role>,
+    /// How this node reaches the backend when it differs from `addr`
+    /// (a local endpoint, a tunnel). `addr` stays the address replicas
+    /// replicate from and the fleet agrees on.
+    #[serde(default)]
+    pub connect_addr: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -401,6 +418,10 @@ pub struct FailoverConfig {
     pub catchup_timeout: Duration,
     /// Extra wait past the lease timeout before promoting (clock drift margin).
     pub lease_drift: Duration,
+    /// Account a former primary replicates with after a switchover or
+    /// REJOIN (it has no replication settings of its own).
+    pub replication_user: String,
+    pub replication_password: String,
 }
 
 impl Default for FailoverConfig {
@@ -413,6 +434,8 @@ impl Default for FailoverConfig {
             write_buffer_bytes: ByteSize::mib(64),
             catchup_timeout: Duration::from_secs(10),
             lease_drift: Duration::from_millis(200),
+            replication_user: String::new(),
+            replication_password: String::new(),
         }
     }
 }

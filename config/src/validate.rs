@@ -254,6 +254,9 @@ impl Config {
                 ));
             }
             check_addr(&k("addr"), &b.addr)?;
+            if let Some(c) = &b.connect_addr {
+                check_addr(&k("connect_addr"), c)?;
+            }
             if !addrs.insert(b.addr.as_str()) {
                 return Err(ConfigError::invalid(
                     k("addr"),

@@ -15,7 +15,7 @@ pub mod topology;
 pub mod types;
 
 pub use lease::Lease;
-pub use node::{Consensus, ConsensusError, Status};
+pub use node::{Consensus, ConsensusError, Status, Workflow, WorkflowHandler};
 pub use store::Applied;
 pub use topology::{
     Backend, BackendState, Command, Event, Op, Response, Role, SeedBackend, Topology,

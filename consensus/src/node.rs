@@ -61,6 +61,24 @@ pub struct Status {
     pub members: BTreeMap<NodeId, String>,
 }
 
+/// Admin workflows that must run on the Raft leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Workflow {
+    Switchover { to: String },
+    Failover,
+    Rejoin { name: String },
+}
+
+/// Runs a workflow on this node (registered by the proxy).
+pub type WorkflowHandler = Arc<
+    dyn Fn(
+            Workflow,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Shared by the handle, the peer server and background tasks.
 pub struct Inner {
     pub id: NodeId,
@@ -73,6 +91,7 @@ pub struct Inner {
     peers: tokio::sync::Mutex<HashMap<NodeId, PeerConn>>,
     /// Reports from other nodes (the leader aggregates them).
     reports: Mutex<HashMap<NodeId, (Instant, serde_json::Value)>>,
+    workflow: std::sync::OnceLock<WorkflowHandler>,
 }
 
 /// The handle the rest of concord holds. Cheap to clone.
@@ -229,6 +248,30 @@ impl Consensus {
             .unwrap_or_default()
     }
 
+    /// Registers how this node runs workflows when it is the leader.
+    pub fn set_workflow_handler(&self, h: WorkflowHandler) {
+        let _ = self.inner.workflow.set(h);
+    }
+
+    /// Runs a workflow on the leader (here, or forwarded) and returns its
+    /// outcome.
+    pub async fn run_workflow(&self, w: Workflow) -> Result<String, String> {
+        let inner = self.inner.clone();
+        match self.on_rt(async move { inner.workflow(w).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Waits until every member has applied log `index`; returns the
+    /// members that did not confirm within `timeout`.
+    pub async fn wait_all_applied(&self, index: u64, timeout: Duration) -> Vec<NodeId> {
+        let inner = self.inner.clone();
+        self.on_rt(async move { inner.wait_all_applied(index, timeout).await })
+            .await
+            .unwrap_or_default()
+    }
+
     pub async fn shutdown(&self) {
         let raft = self.inner.raft.clone();
         let _ = self.on_rt(async move { raft.shutdown().await }).await;
@@ -275,6 +318,7 @@ async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusE
         applied,
         peers: tokio::sync::Mutex::new(HashMap::new()),
         reports: Mutex::new(HashMap::new()),
+        workflow: std::sync::OnceLock::new(),
     });
     tokio::spawn(crate::net::server::serve(listener, inner.clone()));
 
@@ -597,6 +641,92 @@ impl Inner {
             }
         }
         out
+    }
+
+    pub async fn workflow_local(&self, w: Workflow) -> Result<String, String> {
+        let is_leader = self.raft.metrics().borrow().current_leader == Some(self.id);
+        if !is_leader {
+            return Err("this node is not the Raft leader any more; retry".into());
+        }
+        match self.workflow.get() {
+            Some(h) => h(w).await,
+            None => Err("this node cannot run workflows".into()),
+        }
+    }
+
+    async fn workflow(&self, w: Workflow) -> Result<String, String> {
+        let (leader, addr) = self
+            .wait_leader(Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
+        if leader == self.id {
+            return self.workflow_local(w).await;
+        }
+        match self
+            .call_fresh(&addr, &Request::Workflow(w), Duration::from_secs(120))
+            .await
+        {
+            Ok(Reply::Workflow(r)) => r,
+            Ok(_) => Err("unexpected reply from the leader".into()),
+            Err(e) => Err(format!("the leader (node {leader}) did not answer: {e}")),
+        }
+    }
+
+    pub async fn wait_applied_local(
+        &self,
+        index: u64,
+        timeout: Duration,
+    ) -> Result<u64, ConsensusError> {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "wait applied")
+            .await
+            .map(|m| m.last_applied.map_or(0, |l| l.index))
+            .map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+
+    async fn wait_all_applied(&self, index: u64, timeout: Duration) -> Vec<NodeId> {
+        let members = self.applied.borrow().members.clone();
+        let mut waits = Vec::new();
+        for (id, addr) in members {
+            let me = self.id;
+            waits.push(async move {
+                let ok = if id == me {
+                    self.wait_applied_local(index, timeout).await.is_ok()
+                } else {
+                    let req = Request::WaitApplied {
+                        index,
+                        timeout_ms: timeout.as_millis() as u64,
+                    };
+                    matches!(
+                        self.call_fresh(&addr, &req, timeout + Duration::from_millis(200))
+                            .await,
+                        Ok(Reply::WaitApplied(Ok(_)))
+                    )
+                };
+                (id, ok)
+            });
+        }
+        futures::future::join_all(waits)
+            .await
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// A one-off call on its own connection (for fan-outs that must not
+    /// queue behind each other on the shared per-peer connection).
+    async fn call_fresh(
+        &self,
+        addr: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Reply, ConsensusError> {
+        let mut conn = PeerConn::new(addr, self.id, self.secret.clone(), self.local_ip);
+        conn.call(req, timeout)
+            .await
+            .map_err(|e| ConsensusError::Forward(e.to_string()))
     }
 }
 

@@ -96,15 +96,24 @@ pub enum Op {
         name: String,
         state: BackendState,
     },
-    /// `(E, P) -> (E+1, None)`; applies only if the epoch is still
-    /// `expected_epoch` (so two deciders cannot fence twice).
+    /// `(E, P) -> (E+1, None)`, P fenced; applies only if the epoch is
+    /// still `expected_epoch` (so two deciders cannot fence twice).
     Fence {
+        expected_epoch: u64,
+    },
+    /// Planned switchover: `(E, P) -> (E+1, None)` with P kept healthy
+    /// (it becomes a replica of the new primary, or is restored on abort).
+    Freeze {
         expected_epoch: u64,
     },
     /// `(E, None) -> (E, P')`, only under `epoch` and with no primary.
     Promote {
         epoch: u64,
         primary: String,
+        /// The GTID position the new primary starts from (what it had
+        /// received from the old one); a fenced server holding more diverged.
+        #[serde(default)]
+        from_pos: String,
     },
     /// A fenced former primary becomes a replica again.
     Rejoin {
@@ -148,6 +157,8 @@ pub struct Response {
     pub ok: bool,
     pub message: String,
     pub epoch: u64,
+    /// Log index the command was applied at.
+    pub index: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +171,9 @@ pub struct Topology {
     pub events: VecDeque<Event>,
     /// Wall-clock ms of the last fence (failover cooldown).
     pub last_fence_ms: Option<u64>,
+    /// GTID position the current primary was promoted from.
+    #[serde(default)]
+    pub promoted_from: Option<String>,
 }
 
 impl Topology {
@@ -188,11 +202,12 @@ impl Topology {
                 self.events.pop_front();
             }
         }
-        if res.ok && matches!(cmd.op, Op::Fence { .. }) {
+        if res.ok && matches!(cmd.op, Op::Fence { .. } | Op::Freeze { .. }) {
             self.last_fence_ms = Some(cmd.at_ms);
         }
         Response {
             epoch: self.epoch,
+            index,
             ..res
         }
     }
@@ -201,12 +216,12 @@ impl Topology {
         let ok = |m: String| Response {
             ok: true,
             message: m,
-            epoch: 0,
+            ..Default::default()
         };
         let no = |m: String| Response {
             ok: false,
             message: m,
-            epoch: 0,
+            ..Default::default()
         };
         match op {
             Op::Seed { backends } => {
@@ -307,7 +322,27 @@ impl Topology {
                     self.epoch
                 ))
             }
-            Op::Promote { epoch, primary } => {
+            Op::Freeze { expected_epoch } => {
+                if *expected_epoch != self.epoch {
+                    return no(format!(
+                        "stale switchover: expected epoch {expected_epoch}, current is {}",
+                        self.epoch
+                    ));
+                }
+                self.epoch += 1;
+                let old = self.primary.take();
+                ok(format!(
+                    "writes held for a switchover away from {}; epoch {}",
+                    old.map(|n| format!("'{n}'"))
+                        .unwrap_or_else(|| "no primary".into()),
+                    self.epoch
+                ))
+            }
+            Op::Promote {
+                epoch,
+                primary,
+                from_pos,
+            } => {
                 if *epoch != self.epoch {
                     return no(format!(
                         "stale promotion for epoch {epoch}, current is {}",
@@ -331,6 +366,7 @@ impl Topology {
                     }
                 }
                 self.primary = Some(primary.clone());
+                self.promoted_from = (!from_pos.is_empty()).then(|| from_pos.clone());
                 ok(format!("promoted '{primary}' under epoch {epoch}"))
             }
             Op::Rejoin { name } => match self.backends.get_mut(name) {
@@ -360,6 +396,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::SetWeight { .. } => "set_weight",
         Op::SetState { .. } => "set_state",
         Op::Fence { .. } => "fence",
+        Op::Freeze { .. } => "freeze",
         Op::Promote { .. } => "promote",
         Op::Rejoin { .. } => "rejoin",
         Op::Note => "note",
@@ -416,7 +453,8 @@ mod tests {
                 5,
                 &cmd(Op::Promote {
                     epoch: 1,
-                    primary: "b".into()
+                    primary: "b".into(),
+                    from_pos: String::new()
                 })
             )
             .ok
@@ -426,7 +464,8 @@ mod tests {
                 6,
                 &cmd(Op::Promote {
                     epoch: 2,
-                    primary: "a".into()
+                    primary: "a".into(),
+                    from_pos: String::new()
                 })
             )
             .ok,
@@ -437,7 +476,8 @@ mod tests {
                 7,
                 &cmd(Op::Promote {
                     epoch: 2,
-                    primary: "b".into()
+                    primary: "b".into(),
+                    from_pos: String::new()
                 })
             )
             .ok

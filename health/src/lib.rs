@@ -3,6 +3,7 @@
 //! failure verdict; primary discovery and the failover workflows.
 
 pub mod discovery;
+pub mod failover;
 pub mod gtid;
 pub mod monitor;
 pub mod probe;

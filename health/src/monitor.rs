@@ -37,6 +37,16 @@ pub struct BackendHealth {
     pub sql_running: bool,
     /// The replica's source host:port, if it is one.
     pub source: Option<String>,
+    /// The replica's IO thread is connected and still receiving from its
+    /// source (heartbeats or events arrived since the previous probe).
+    pub receiving: bool,
+    /// Received-GTID position (what a promotion would start from).
+    pub gtid_io_pos: String,
+    #[serde(skip)]
+    pub heartbeats: Option<u64>,
+    /// When heartbeats or events last arrived from the source.
+    #[serde(skip)]
+    pub last_receive: Option<Instant>,
     pub last_error: Option<String>,
     pub probed_ms_ago: u64,
     /// Consecutive failed probes.
@@ -115,12 +125,13 @@ pub async fn run(
     loop {
         let a = applied.borrow_and_update().clone();
         let names: Vec<String> = a.topology.backends.keys().cloned().collect();
+        let c = cfg.load_full();
         loops.retain(|name, (addr, task)| {
             let keep = a
                 .topology
                 .backends
                 .get(name)
-                .is_some_and(|b| &b.addr == addr);
+                .is_some_and(|b| c.connect_addr(&b.name, &b.addr) == addr.as_str());
             if !keep {
                 task.abort();
             }
@@ -128,10 +139,11 @@ pub async fn run(
         });
         for b in a.topology.backends.values() {
             if !loops.contains_key(&b.name) {
+                let addr = cfg.load().connect_addr(&b.name, &b.addr).to_string();
                 let task = tokio::spawn(probe_loop(
                     node_id,
                     b.name.clone(),
-                    b.addr.clone(),
+                    addr,
                     hb_table.clone(),
                     cfg.clone(),
                     health.clone(),
@@ -202,6 +214,28 @@ pub fn next_state(
     };
     let readable = good && (prev.readable || good_streak >= c.monitor.recover_after.max(1));
     let r = p.replica.as_ref();
+    let heartbeats = r.and_then(|r| r.received_heartbeats);
+    let io_pos = r.map(|r| r.gtid_io_pos.clone()).unwrap_or_default();
+    // Alive link: IO thread up and heartbeats or events arrived recently
+    // (within two heartbeat periods). With no heartbeat counter (MySQL) a
+    // running IO thread has to do.
+    let arrived = match (heartbeats, prev.heartbeats) {
+        (Some(now), Some(before)) => now > before || io_pos != prev.gtid_io_pos,
+        _ => true,
+    };
+    let last_receive = if arrived {
+        Some(Instant::now())
+    } else {
+        prev.last_receive
+    };
+    let period = r
+        .and_then(|r| r.heartbeat_period)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::ZERO)
+        .max(c.monitor.interval.get());
+    let window = period * 2 + c.monitor.interval.get();
+    let receiving = r.is_some_and(|r| r.io_running)
+        && (heartbeats.is_none() || last_receive.is_some_and(|t| t.elapsed() <= window));
     BackendHealth {
         reachable: p.reachable,
         read_only: p.read_only,
@@ -217,6 +251,10 @@ pub fn next_state(
         io_running: r.is_some_and(|r| r.io_running),
         sql_running: r.is_some_and(|r| r.sql_running),
         source: r.map(|r| format!("{}:{}", r.source_host, r.source_port)),
+        receiving,
+        gtid_io_pos: io_pos,
+        heartbeats,
+        last_receive,
         last_error: p
             .error
             .clone()
@@ -269,10 +307,11 @@ async fn heartbeat_writer(
         let c = cfg.load_full();
         tokio::time::sleep(c.monitor.heartbeat_interval.get()).await;
         let a = applied.borrow().clone();
-        let Some(p) = a.topology.primary_backend().cloned() else {
+        let Some(mut p) = a.topology.primary_backend().cloned() else {
             current = None;
             continue;
         };
+        p.addr = c.connect_addr(&p.name, &p.addr).to_string();
         if !lease.valid() {
             continue;
         }

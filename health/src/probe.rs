@@ -15,7 +15,7 @@ pub enum Flavor {
 }
 
 /// Replication as the replica sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaStatus {
     pub io_running: bool,
     /// IO thread state "Connecting" (it lost its source).
@@ -28,6 +28,12 @@ pub struct ReplicaStatus {
     pub last_error: String,
     /// GTIDs received (MariaDB `Gtid_IO_Pos`, MySQL `Retrieved_Gtid_Set`).
     pub gtid_io_pos: String,
+    /// Heartbeats received from the source so far (MariaDB
+    /// `Slave_received_heartbeats`): it grows while the link is alive even
+    /// when the primary writes nothing.
+    pub received_heartbeats: Option<u64>,
+    /// `Slave_heartbeat_period` in seconds (MariaDB).
+    pub heartbeat_period: Option<f64>,
 }
 
 /// The result of one probe.
@@ -235,6 +241,8 @@ fn replica_status(r: &Row, flavor: Flavor) -> ReplicaStatus {
             .collect::<Vec<_>>()
             .join("; "),
         gtid_io_pos: normalize_gtids(&col(r, &[gtid]).unwrap_or_default()),
+        received_heartbeats: col(r, &["Slave_received_heartbeats"]).and_then(|v| v.parse().ok()),
+        heartbeat_period: col(r, &["Slave_heartbeat_period"]).and_then(|v| v.parse().ok()),
     }
 }
 

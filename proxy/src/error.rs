@@ -21,6 +21,10 @@ pub enum BackendError {
     ConnectTimeout { addr: String },
     #[error("login refused by the backend: {0}")]
     Auth(ErrPacket),
+    /// The connection broke before login finished (the server, or a
+    /// proxy in front of it, is not answering).
+    #[error("connection lost during login: {0}")]
+    Handshake(ProtoError),
     #[error("{0}")]
     Unsupported(String),
     #[error("protocol error: {0}")]
@@ -30,6 +34,16 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// The backend could not be reached at all (nothing was sent).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Connect { .. }
+                | BackendError::ConnectTimeout { .. }
+                | BackendError::Handshake(_)
+        )
+    }
+
     /// True when the connection died (as opposed to a refusal).
     pub fn is_lost(&self) -> bool {
         matches!(
@@ -110,7 +124,7 @@ pub fn backend_packet(backend: &str, e: &BackendError) -> ErrPacket {
             state: p.state,
             message: format!("concord could not log in to backend '{backend}': {}", p.message),
         },
-        BackendError::Connect { .. } | BackendError::ConnectTimeout { .. } => ErrPacket::new(
+                BackendError::Connect { .. } | BackendError::ConnectTimeout { .. } | BackendError::Handshake(_) => ErrPacket::new(
             codes::CR_CONN_HOST_ERROR,
             format!("concord cannot reach backend '{backend}': {e}; safe to retry"),
         ),

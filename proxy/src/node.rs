@@ -55,7 +55,9 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
     let consensus = Consensus::start(&config).await?;
     let shared = Arc::new(Shared::new(config, users, tls, consensus));
     follow_topology(shared.clone());
-    tokio::spawn(leader_duties(shared.clone()));
+    crate::duties::register_workflows(&shared);
+    tokio::spawn(crate::duties::leader_duties(shared.clone()));
+    tokio::spawn(crate::duties::report_loop(shared.clone()));
 
     let cfg = shared.config.load_full();
     if let Some(l) = client_listener {
@@ -135,24 +137,6 @@ fn follow_topology(shared: Arc<Shared>) {
             shared.routing.store(Arc::new(new));
         }
     });
-}
-
-/// Work only the Raft leader does: seed the topology and discover the
-/// first primary.
-async fn leader_duties(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(300));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut bootstrapped = false;
-    loop {
-        tick.tick().await;
-        if !shared.consensus.is_leader() {
-            continue;
-        }
-        if !bootstrapped {
-            let cfg = shared.config.load_full();
-            bootstrapped = concord_health::discovery::bootstrap(&shared.consensus, &cfg).await;
-        }
-    }
 }
 
 /// Once a second: pool upkeep and idle-session timeouts.

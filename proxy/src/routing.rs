@@ -64,9 +64,10 @@ pub fn rebuild(old: &Routing, applied: &Applied, health: &HealthView, cfg: &Conf
     let topo = &applied.topology;
     let mut pools = BTreeMap::new();
     for b in topo.backends.values() {
+        let addr = cfg.connect_addr(&b.name, &b.addr);
         let pool = match old.pools.get(b.name.as_str()) {
-            Some(p) if p.addr == b.addr => p.clone(),
-            _ => BackendPool::new(&b.name, &b.addr, pool_settings(cfg)),
+            Some(p) if p.addr == addr => p.clone(),
+            _ => BackendPool::new(&b.name, addr, pool_settings(cfg)),
         };
         pools.insert(Arc::<str>::from(b.name.as_str()), pool);
     }

@@ -31,6 +31,8 @@ pub struct Shared {
     /// Statements waiting for a routable primary, and their bytes.
     pub buffered: AtomicU32,
     pub buffered_bytes: AtomicU64,
+    /// Failover workflows run one at a time on a node.
+    pub workflow_lock: tokio::sync::Mutex<()>,
     /// Set when the node is shutting down: stop accepting.
     pub shutting_down: AtomicBool,
     pub started: Instant,
@@ -60,6 +62,7 @@ impl Shared {
             consensus,
             buffered: AtomicU32::new(0),
             buffered_bytes: AtomicU64::new(0),
+            workflow_lock: tokio::sync::Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
         }

@@ -25,10 +25,14 @@ pub struct ConcordConfig {
     pub join_fleet: bool,
     /// (name, addr, role) of each backend.
     pub backends: Vec<(String, String, Option<String>)>,
+    /// (backend name, address this node connects to it at).
+    pub connect_addrs: Vec<(String, String)>,
     /// Extra keys for `[listener]`.
     pub listener_extra: String,
     /// Extra TOML appended at the end (whole sections).
     pub extra: String,
+    /// Extra keys for `[cluster]`.
+    pub cluster_extra: String,
     /// `[[users]]` entries; default: app with the test password.
     pub users: String,
 }
@@ -51,7 +55,9 @@ impl ConcordConfig {
             peers: Vec::new(),
             join_fleet: false,
             backends,
+            connect_addrs: Vec::new(),
             listener_extra: String::new(),
+            cluster_extra: String::new(),
             extra: String::new(),
             users: format!("[[users]]\nname = \"app\"\npassword = \"{PASSWORD}\"\n"),
         }
@@ -77,6 +83,7 @@ impl ConcordConfig {
         if self.join_fleet {
             t.push_str("join = true\n");
         }
+        t.push_str(&self.cluster_extra);
         if !self.peers.is_empty() {
             let peers: Vec<String> = self
                 .peers
@@ -95,11 +102,35 @@ impl ConcordConfig {
             if let Some(r) = role {
                 t.push_str(&format!("role = \"{r}\"\n"));
             }
+            if let Some((_, c)) = self.connect_addrs.iter().find(|(n, _)| n == name) {
+                t.push_str(&format!("connect_addr = \"{c}\"\n"));
+            }
             t.push('\n');
         }
-        t.push_str(&self.extra);
-        t
+        merge_sections(&t, &self.extra)
     }
+}
+
+/// Merges `extra` into `base` section by section (keys in `extra` win),
+/// so a test can add `[monitor] interval` without a duplicate table.
+fn merge_sections(base: &str, extra: &str) -> String {
+    let mut b: toml::Table = base.parse().expect("harness config");
+    let e: toml::Table = extra
+        .parse()
+        .unwrap_or_else(|err| panic!("test config snippet: {err}\n{extra}"));
+    for (k, v) in e {
+        match (b.get_mut(&k), v) {
+            (Some(toml::Value::Table(bt)), toml::Value::Table(et)) => {
+                for (kk, vv) in et {
+                    bt.insert(kk, vv);
+                }
+            }
+            (_, v) => {
+                b.insert(k, v);
+            }
+        }
+    }
+    toml::to_string(&b).expect("serialize config")
 }
 
 /// One running `concord` node.

@@ -15,6 +15,7 @@ pub mod mariadb;
 pub mod ports;
 pub mod raw;
 pub mod relay;
+pub mod rig;
 
 pub use concord::{Concord, ConcordConfig};
 pub use fleet::Fleet;

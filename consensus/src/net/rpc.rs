@@ -26,6 +26,13 @@ pub enum Request {
     Report(serde_json::Value),
     /// This node's Raft and lease status (for SHOW CLUSTER).
     Status,
+    /// "Answer once you have applied this log index" (bounded wait).
+    WaitApplied {
+        index: u64,
+        timeout_ms: u64,
+    },
+    /// A failover workflow to run on the leader.
+    Workflow(crate::node::Workflow),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,4 +51,6 @@ pub enum Reply {
     Membership(Result<String, String>),
     Report(Result<(), String>),
     Status(Box<crate::node::Status>),
+    WaitApplied(Result<u64, String>),
+    Workflow(Result<String, String>),
 }

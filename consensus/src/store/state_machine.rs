@@ -178,8 +178,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match e.payload {
                 EntryPayload::Blank => out.push(Response {
                     ok: true,
-                    message: String::new(),
                     epoch: self.data.topology.epoch,
+                    index: e.log_id.index,
+                    ..Default::default()
                 }),
                 EntryPayload::Normal(cmd) => {
                     out.push(self.data.topology.apply(e.log_id.index, &cmd))
@@ -190,6 +191,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         ok: true,
                         message: "membership changed".into(),
                         epoch: self.data.topology.epoch,
+                        index: e.log_id.index,
                     });
                 }
             }

@@ -5,7 +5,7 @@ use super::parse::AdminCmd;
 use super::views::{self, Table};
 use super::Output;
 use crate::shared::Shared;
-use concord_consensus::{BackendState, Command, Op};
+use concord_consensus::{BackendState, Command, Op, Workflow};
 use concord_protocol::codes;
 use concord_protocol::column::Column;
 use concord_protocol::err::ErrPacket;
@@ -69,12 +69,9 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCmd, config_path: &Path) -> Out
             Ok(m) => Output::Ok(m),
             Err(e) => err(format!("REMOVE NODE failed: {e}")),
         },
-        AdminCmd::Switchover { .. } | AdminCmd::Failover | AdminCmd::Rejoin { .. } => {
-            Output::Err(ErrPacket::new(
-                codes::NOT_SUPPORTED_YET,
-                "SWITCHOVER, FAILOVER and REJOIN are not available in this build yet",
-            ))
-        }
+        AdminCmd::Switchover { to } => workflow(shared, Workflow::Switchover { to }).await,
+        AdminCmd::Failover => workflow(shared, Workflow::Failover).await,
+        AdminCmd::Rejoin { name } => workflow(shared, Workflow::Rejoin { name }).await,
         AdminCmd::ReloadConfig => match crate::reload::reload(shared, config_path) {
             Ok(msg) => Output::Ok(msg),
             Err(e) => err(format!(
@@ -90,6 +87,14 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCmd, config_path: &Path) -> Out
             columns: vec![Column::str(&col)],
             rows: vec![vec![Some(val)]],
         }),
+    }
+}
+
+/// Runs a failover workflow on the leader (wherever the command came in).
+async fn workflow(shared: &Shared, w: Workflow) -> Output {
+    match shared.consensus.run_workflow(w).await {
+        Ok(m) => Output::Ok(m),
+        Err(e) => err(e),
     }
 }
 

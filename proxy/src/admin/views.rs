@@ -162,6 +162,7 @@ pub fn events_table(shared: &Shared, limit: usize) -> Table {
     let mut t = Table::new(&[
         ("index", I),
         ("time", S),
+        ("at_ms", I),
         ("node", I),
         ("epoch", I),
         ("event", S),
@@ -173,6 +174,7 @@ pub fn events_table(shared: &Shared, limit: usize) -> Table {
         t.rows.push(vec![
             s(e.index),
             s(fmt_ms(e.at_ms)),
+            s(e.at_ms),
             s(e.by),
             s(e.epoch),
             s(&e.kind),

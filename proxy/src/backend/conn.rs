@@ -74,7 +74,10 @@ impl BackendConn {
             crate::net::tune(&tcp);
             let mut io = PacketStream::new(tcp);
             io.max_packet = 1 << 30;
-            let info: LoginInfo = login(&mut io, creds).await?;
+            let info: LoginInfo = login(&mut io, creds).await.map_err(|e| match e {
+                BackendError::Protocol(pe) => BackendError::Handshake(pe),
+                other => other,
+            })?;
             Ok::<_, BackendError>((io, info))
         };
         let (io, info) = tokio::time::timeout(timeout, fut).await.map_err(|_| {

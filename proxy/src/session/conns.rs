@@ -15,6 +15,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A held connection unused for longer than this is checked for life
+/// (one non-blocking read) before the next statement goes out on it.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A backend connection the session holds, with what it needs to give it back.
 pub struct Bound {
     pub conn: BackendConn,
@@ -167,8 +171,8 @@ impl Session {
         cmd_bytes: usize,
     ) -> Result<(), SessionError> {
         let mut waiting: Option<(Instant, crate::shared::BufferSlot)> = None;
-        let (pool, epoch) = loop {
-            let routing = self.shared.routing.load();
+        loop {
+            let routing = self.shared.routing.load_full();
             if let Some(b) = &self.conns.primary {
                 let current = routing
                     .primary
@@ -176,7 +180,11 @@ impl Session {
                     .is_some_and(|p| Arc::ptr_eq(p, &b.pool))
                     && b.gen == b.pool.generation()
                     && b.epoch == routing.epoch;
-                if !current {
+                // A connection idle for a while may have died with its
+                // server: find out before sending anything on it.
+                let dead =
+                    current && b.conn.idle_since.elapsed() > IDLE_CHECK && !b.conn.looks_alive();
+                if !current || dead {
                     let in_txn = self.txn == Some(Which::Primary);
                     self.drop_conn(Which::Primary);
                     if in_txn {
@@ -186,7 +194,7 @@ impl Session {
                         return Err(SessionError::Reply(ErrPacket {
                             code: codes::CR_SERVER_LOST.0,
                             state: *b"08007",
-                            message: "The primary was fenced during this transaction; the transaction is lost. Issue ROLLBACK and retry".into(),
+                            message: "The primary was fenced or lost during this transaction; the transaction is lost. Issue ROLLBACK and retry".into(),
                         }));
                     }
                 }
@@ -200,7 +208,22 @@ impl Session {
                     if self.conns.primary.is_some() {
                         return self.sync_held(Which::Primary).await;
                     }
-                    break (p.clone(), routing.epoch);
+                    match self.acquire(p.clone(), routing.epoch).await {
+                        Ok(b) => {
+                            *self.info.backend.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(b.pool.name.clone());
+                            self.conns.primary = Some(b);
+                            return Ok(());
+                        }
+                        // Nothing was sent: hold the statement while the
+                        // fleet decides (the primary may be failing over).
+                        Err(SessionError::Backend {
+                            backend, source, ..
+                        }) if source.is_unreachable() => {
+                            format!("the primary '{backend}' is unreachable ({source})")
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             };
             let cfg = self.shared.config.load();
@@ -231,13 +254,8 @@ impl Session {
                 ));
             }
             drop(routing);
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        };
-        drop(waiting);
-        let b = self.acquire(pool, epoch).await?;
-        *self.info.backend.lock().unwrap_or_else(|p| p.into_inner()) = Some(b.pool.name.clone());
-        self.conns.primary = Some(b);
-        Ok(())
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// A held (or new) connection to the replica behind `pool`.
@@ -308,6 +326,7 @@ impl Session {
             Err(e) => Err(e),
         };
         b.pool.outstanding.fetch_sub(1, Ordering::Relaxed);
+        b.conn.idle_since = Instant::now();
         match res {
             Ok(end) => {
                 if !consume_now {

@@ -1,0 +1,147 @@
+//! Background work of a node: reporting its view of the backends to the
+//! leader, and, on the leader only, seeding the topology, discovering the
+//! first primary, detecting a dead primary and running failovers,
+//! switchovers and rejoins (one at a time).
+
+use crate::shared::Shared;
+use concord_consensus::Workflow;
+use concord_health::failover::{self, Detector, Fleet, Verdict};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Lets the admin port of any node run a workflow on the leader.
+pub fn register_workflows(shared: &Arc<Shared>) {
+    let rt = tokio::runtime::Handle::current();
+    let s = shared.clone();
+    shared
+        .consensus
+        .set_workflow_handler(Arc::new(move |w: Workflow| {
+            let s = s.clone();
+            let rt = rt.clone();
+            Box::pin(async move {
+                match rt.spawn(async move { run(&s, w).await }).await {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("workflow task failed: {e}")),
+                }
+            })
+        }));
+}
+
+/// Runs one workflow here (this node is the leader).
+async fn run(shared: &Arc<Shared>, w: Workflow) -> Result<String, String> {
+    let _one_at_a_time = shared.workflow_lock.lock().await;
+    let fleet = Fleet {
+        consensus: &shared.consensus,
+        cfg: shared.config.load_full(),
+        health: &shared.health,
+    };
+    let r = match w {
+        Workflow::Switchover { to } => failover::switchover(&fleet, &to).await,
+        Workflow::Failover => {
+            failover::failover(
+                &fleet,
+                format!(
+                    "FAILOVER requested on the admin port of node {}",
+                    shared.node_id
+                ),
+            )
+            .await
+        }
+        Workflow::Rejoin { name } => failover::rejoin(&fleet, &name).await,
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Every probe interval: send this node's view to the leader.
+pub async fn report_loop(shared: Arc<Shared>) {
+    loop {
+        let interval = shared.config.load().monitor.interval.get();
+        tokio::time::sleep(interval).await;
+        let applied = shared.consensus.applied().borrow().clone();
+        let v = failover::report(shared.node_id, &applied, &shared.health);
+        if let Err(e) = shared.consensus.report(v).await {
+            tracing::debug!("report to the leader failed: {e}");
+        }
+    }
+}
+
+/// Leader-only duties, every probe interval.
+pub async fn leader_duties(shared: Arc<Shared>) {
+    let mut bootstrapped = false;
+    let mut detector = Detector::default();
+    let mut fenced_seen = BTreeMap::new();
+    let mut last_verdict = Verdict::Healthy;
+    loop {
+        let interval = shared.config.load().monitor.interval.get();
+        tokio::time::sleep(interval.min(Duration::from_millis(300))).await;
+        if !shared.consensus.is_leader() {
+            bootstrapped = false;
+            detector = Detector::default();
+            continue;
+        }
+        let cfg = shared.config.load_full();
+        if !bootstrapped {
+            bootstrapped = concord_health::discovery::bootstrap(&shared.consensus, &cfg).await;
+            continue;
+        }
+        let fleet = Fleet {
+            consensus: &shared.consensus,
+            cfg: cfg.clone(),
+            health: &shared.health,
+        };
+        let topo = shared.consensus.applied().borrow().topology.clone();
+        failover::keep_fenced_read_only(&fleet, &mut fenced_seen).await;
+        if topo.primary.is_none() && topo.epoch > 0 {
+            // A failover whose leader died (or whose promotion failed).
+            if let Ok(_guard) = shared.workflow_lock.try_lock() {
+                match failover::resume(&fleet).await {
+                    Ok(m) => tracing::warn!("failover finished: {m}"),
+                    Err(e) => {
+                        tracing::error!("failover could not promote a replica: {e}");
+                        note(&shared, format!("failover attempt failed: {e}")).await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            continue;
+        }
+        let verdict = detector.evaluate(&fleet);
+        if verdict != last_verdict {
+            match &verdict {
+                Verdict::Healthy => tracing::info!("primary healthy again"),
+                Verdict::Suspect(e) => tracing::warn!("primary suspect: {e}"),
+                Verdict::Dead(e) => tracing::error!("primary dead: {e}"),
+            }
+            last_verdict = verdict.clone();
+        }
+        let Verdict::Dead(evidence) = verdict else {
+            continue;
+        };
+        if !cfg.failover.automatic {
+            continue;
+        }
+        if let Some(since) = failover::since_last_fence(&topo) {
+            if since < cfg.failover.cooldown.get() {
+                tracing::warn!(
+                    "primary dead but the last failover was {since:?} ago (failover.cooldown {:?}): not failing over again",
+                    cfg.failover.cooldown.get()
+                );
+                continue;
+            }
+        }
+        let Ok(_guard) = shared.workflow_lock.try_lock() else {
+            continue;
+        };
+        match failover::failover(&fleet, format!("automatic failover: {evidence}")).await {
+            Ok(m) => tracing::warn!("{m}"),
+            Err(e) => tracing::error!("failover failed: {e}"),
+        }
+        detector = Detector::default();
+    }
+}
+
+async fn note(shared: &Shared, what: String) {
+    let cmd = concord_consensus::Command::new(concord_consensus::Op::Note, shared.node_id, what);
+    let _ = shared.consensus.propose(cmd).await;
+}

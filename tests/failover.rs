@@ -1,0 +1,395 @@
+//! Failover, switchover and proxy-layer fencing on a real MariaDB primary
+//! with two GTID replicas and three concord nodes, relays on every link.
+//! Each Altair scenario is a named test; the figures they print go into
+//! bench/RESULTS.md.
+
+use harness::rig::{
+    missing_on, query_one, timeline, write_gap, Load, Rig, SEMI_SYNC_PRIMARY, SEMI_SYNC_REPLICA,
+};
+use mysql_async::prelude::*;
+use std::time::{Duration, Instant};
+
+/// Faster detection for tests that are not about the defaults:
+/// verdict in ~1 s, leases of 500 ms (below (4-1) x 250 ms).
+const FAST: &str = "[monitor]\ninterval = \"250ms\"\nheartbeat_interval = \"100ms\"\ntimeout = \"500ms\"\nfailure_threshold = 4\n";
+const FAST_CLUSTER: &str = "lease_timeout = \"500ms\"\n";
+
+async fn fast_rig() -> Rig {
+    Rig::start_with(FAST, FAST_CLUSTER, &[], &[]).await
+}
+
+/// Milliseconds since the epoch of the newest fence in the event log.
+async fn fence_ms(rig: &Rig) -> u64 {
+    for n in rig.fleet.nodes.iter().filter(|n| n.pid().is_some()) {
+        if let Ok(ev) = n.admin_query("SHOW EVENTS LIMIT 1000").await {
+            if let Some(e) = ev
+                .iter()
+                .rev()
+                .find(|e| matches!(e["event"].as_deref(), Some("fence") | Some("freeze")))
+            {
+                return e["at_ms"].as_deref().unwrap_or("0").parse().unwrap();
+            }
+        }
+    }
+    panic!("no fence in the event log");
+}
+
+/// Rows committed on `db` after the fence (split-brain writes).
+async fn writes_after(db: &harness::MariaDb, fence_ms: u64) -> i64 {
+    query_one(
+        db,
+        &format!("SELECT COUNT(*) FROM test.w WHERE origin = @@server_id AND ts > FROM_UNIXTIME({fence_ms} / 1000)"),
+    )
+    .await
+}
+
+async fn no_failover_for(rig: &Rig, d: Duration, what: &str) {
+    let before = rig.fences().await;
+    tokio::time::sleep(d).await;
+    assert_eq!(rig.fences().await, before, "{what}: a failover happened");
+    let (p, _) = rig.primary_of(&rig.fleet.nodes[0]).await.unwrap();
+    assert_eq!(p, "db1", "{what}");
+    println!("{what}: no failover in {d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_process_killed_under_load_fails_over_with_defaults() {
+    let mut rig = Rig::start("").await;
+    let load = Load::start(&rig.fleet, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = Instant::now();
+    rig.primary.kill();
+    let (new, epoch, detected) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (acked, samples, errors) = load.stop().await;
+    let gap = write_gap(&samples, killed_at - Duration::from_millis(200));
+    let lost = missing_on(rig.server(&new), &acked).await;
+    println!(
+        "kill -9 primary (defaults): new primary {new} at epoch {epoch} agreed after {detected:?}; longest write gap {gap:?}; \
+         {} client errors; {} acknowledged writes, {lost} lost (async replication)",
+        errors.len(),
+        acked.len()
+    );
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in &errors {
+        *kinds.entry(e.chars().take(90).collect()).or_default() += 1;
+    }
+    println!("client errors by kind: {kinds:#?}");
+    let tl = timeline(
+        &samples,
+        killed_at - Duration::from_millis(500),
+        Duration::from_secs(8),
+    );
+    println!("timeline (per 100 ms from kill-0.5s: ok/err): {tl:?}");
+    assert!(epoch >= 2);
+    assert!(
+        gap < Duration::from_secs(10),
+        "writes were unavailable for {gap:?}"
+    );
+    // Writes landed on the new primary after the failover.
+    let after: i64 = query_one(rig.server(&new), "SELECT COUNT(*) FROM test.w").await;
+    assert!(after > 0);
+    // The old primary comes back: it stays fenced and is made read-only.
+    rig.primary.restart().await;
+    let fence = fence_ms(&rig).await;
+    assert_eq!(
+        writes_after(&rig.primary, fence).await,
+        0,
+        "split brain: writes on the old primary after the fence"
+    );
+    harness::wait_for(
+        "the returning old primary to be made read-only",
+        Duration::from_secs(15),
+        || async {
+            let ro: i64 = query_one(&rig.primary, "SELECT @@read_only").await;
+            (ro == 1).then_some(())
+        },
+    )
+    .await;
+    let rows = rig.fleet.nodes[1]
+        .admin_query("SHOW BACKENDS")
+        .await
+        .unwrap();
+    let db1 = rows
+        .iter()
+        .find(|r| r["name"].as_deref() == Some("db1"))
+        .unwrap();
+    assert_eq!(db1["state"].as_deref(), Some("fenced"));
+    // REJOIN makes it a replica of the new primary, unless the kill cut
+    // off a transaction it had already written (async replication):
+    // then it diverged and REJOIN must say so.
+    match rig.fleet.nodes[2].admin_query("REJOIN BACKEND 'db1'").await {
+        Ok(_) => {
+            harness::wait_for("db1 replicating", Duration::from_secs(15), || async {
+                let rows = rig.fleet.nodes[0].admin_query("SHOW BACKENDS").await.ok()?;
+                let db1 = rows.iter().find(|r| r["name"].as_deref() == Some("db1"))?;
+                (db1["state"].as_deref() == Some("active")
+                    && db1["readable"].as_deref() == Some("yes"))
+                .then_some(())
+            })
+            .await;
+        }
+        Err(e) => {
+            assert!(e.to_string().contains("diverged"), "{e}");
+            println!("REJOIN refused, as it must: {e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_sync_loses_no_acknowledged_write() {
+    let mut rig = Rig::start_with(FAST, FAST_CLUSTER, SEMI_SYNC_PRIMARY, SEMI_SYNC_REPLICA).await;
+    let load = Load::start(&rig.fleet, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.primary.kill();
+    let (new, _, took) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, _, errors) = load.stop().await;
+    let lost = missing_on(rig.server(&new), &acked).await;
+    println!(
+        "semi-sync kill -9: new primary {new} after {took:?}; {} acknowledged writes, {lost} lost, {} client errors",
+        acked.len(),
+        errors.len()
+    );
+    assert_eq!(lost, 0, "semi-sync must not lose an acknowledged write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_dead_black_hole_fails_over() {
+    let rig = fast_rig().await;
+    let t = Instant::now();
+    for r in rig
+        .node_relays
+        .iter()
+        .chain(std::iter::once(&rig.repl_relay))
+    {
+        r.black_hole();
+    }
+    let (new, epoch, took) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    println!("host dead (black hole): {new} promoted at epoch {epoch} after {took:?} (replica IO threads notice after slave_net_timeout=2s)");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    let mut c = rig.fleet.nodes[0].conn().await;
+    c.query_drop("INSERT INTO test.w (writer, seq) VALUES (999, 1)")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn false_positive_screen_then_both_views_dead_fails_over() {
+    let rig = fast_rig().await;
+    let settle = Duration::from_secs(4);
+
+    // Replicas cut from the primary, concord nodes still reach it.
+    rig.repl_relay.cut();
+    no_failover_for(&rig, settle, "replicas cut from the primary only").await;
+    rig.repl_relay.heal();
+    rig.wait_replicas_readable().await;
+
+    // Concord nodes cut from the primary, replicas still replicating.
+    for r in &rig.node_relays {
+        r.cut();
+    }
+    no_failover_for(
+        &rig,
+        settle,
+        "all concord nodes cut from the primary, replicas replicating",
+    )
+    .await;
+    for r in &rig.node_relays {
+        r.heal();
+    }
+
+    // One concord node cut from the primary alone.
+    rig.node_relays[0].cut();
+    no_failover_for(&rig, settle, "one concord node cut from the primary").await;
+    rig.node_relays[0].heal();
+
+    // Both views say dead: failover.
+    let t = Instant::now();
+    rig.repl_relay.cut();
+    for r in &rig.node_relays {
+        r.cut();
+    }
+    let (new, _, took) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    println!("concord and replicas both cut from the primary: {new} promoted after {took:?} ({:?} since the cut)", t.elapsed());
+    let ev = rig.fleet.nodes[0]
+        .admin_query("SHOW EVENTS LIMIT 100")
+        .await
+        .unwrap();
+    let fence = ev
+        .iter()
+        .find(|e| e["event"].as_deref() == Some("fence"))
+        .unwrap();
+    assert!(
+        fence["detail"]
+            .as_deref()
+            .unwrap()
+            .contains("replicas receiving from it: none"),
+        "{fence:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_under_load_fails_no_autocommit_write() {
+    let rig = fast_rig().await;
+    let load = Load::start(&rig.fleet, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    let out = rig.fleet.nodes[1].admin_query("SWITCHOVER TO 'db2'").await;
+    let took = t.elapsed();
+    assert!(out.is_ok(), "{out:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (acked, samples, errors) = load.stop().await;
+    let gap = write_gap(&samples, t - Duration::from_millis(100));
+    println!(
+        "switchover under load: admin command took {took:?}; longest write pause {gap:?}; {} acknowledged writes, {} client errors",
+        acked.len(),
+        errors.len()
+    );
+    assert!(
+        errors.is_empty(),
+        "autocommit writes failed during a switchover: {errors:?}"
+    );
+    assert_eq!(rig.primary_of(&rig.fleet.nodes[0]).await.unwrap().0, "db2");
+    assert_eq!(missing_on(&rig.replicas[0], &acked).await, 0);
+    // The old primary became a replica of the new one.
+    harness::wait_for(
+        "db1 replicating from db2",
+        Duration::from_secs(10),
+        || async {
+            let rows: Vec<mysql_async::Row> = rig.primary.query("SHOW SLAVE STATUS").await;
+            let io: Option<String> = rows.first().and_then(|r| r.get("Slave_IO_Running"));
+            (io.as_deref() == Some("Yes")).then_some(())
+        },
+    )
+    .await;
+    // A planned switchover lets statements already running on the old
+    // primary finish (read_only waits for them) and hands their effects
+    // over: everything the old primary committed must be on the new one.
+    let on_old: Vec<(u32, u32)> = rig
+        .primary
+        .query("SELECT writer, seq FROM test.w WHERE origin = 1")
+        .await;
+    assert_eq!(
+        missing_on(&rig.replicas[0], &on_old).await,
+        0,
+        "the old primary has writes the new one lacks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_failover_cooldown_and_diverged_rejoin() {
+    let mut rig = fast_rig().await;
+    rig.fleet.nodes[0].admin_query("FAILOVER").await.unwrap();
+    let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(10)).await;
+    // The old primary (alive, fenced, read-only) gets a write behind
+    // concord's back: it diverged and REJOIN must refuse.
+    rig.primary.exec("SET GLOBAL read_only = 0").await;
+    rig.primary
+        .exec("INSERT INTO test.w (writer, seq) VALUES (777, 1)")
+        .await;
+    let e = rig.fleet.nodes[1]
+        .admin_query("REJOIN BACKEND 'db1'")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("diverged"), "{e}");
+    // The new primary dies right after: no second automatic failover
+    // within failover.cooldown (default 60 s).
+    let fences = rig.fences().await;
+    let idx = if new == "db2" { 0 } else { 1 };
+    rig.replicas[idx].kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        rig.fences().await,
+        fences,
+        "a second failover within the cooldown"
+    );
+    assert_eq!(rig.primary_of(&rig.fleet.nodes[0]).await.unwrap().0, new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_with_the_old_primary_never_writes_after_the_fence_20_times() {
+    // 0 s cooldown: the loop fails over again and again on purpose.
+    let rig = Rig::start_with(
+        &format!("{FAST}[failover]\ncooldown = \"0s\"\n"),
+        FAST_CLUSTER,
+        &[],
+        &[],
+    )
+    .await;
+    let mut total_acked = 0;
+    for round in 0..20 {
+        // Back to db1 as primary for the next round.
+        let (p, _) = rig.primary_of(&rig.fleet.nodes[0]).await.unwrap();
+        assert_eq!(p, "db1", "round {round}");
+        let load = Load::start(&rig.fleet, 1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Node 3 keeps the old primary, loses the quorum; nodes 1 and 2
+        // and the replicas lose the old primary.
+        rig.fleet.isolate(2);
+        rig.node_relays[0].cut();
+        rig.node_relays[1].cut();
+        rig.repl_relay.cut();
+        let t0 = Instant::now();
+        let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(20)).await;
+        let t_failover = t0.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (acked, _, _) = load.stop().await;
+        total_acked += acked.len();
+        let fence = fence_ms(&rig).await;
+        let split = writes_after(&rig.primary, fence).await;
+        assert_eq!(
+            split, 0,
+            "round {round}: {split} writes committed on the old primary after the fence"
+        );
+        // Heal, make db1 a replica again, switch back.
+        rig.fleet.heal(2);
+        for r in rig
+            .node_relays
+            .iter()
+            .chain(std::iter::once(&rig.repl_relay))
+        {
+            r.heal();
+        }
+        // Writes the old primary took before the fence never reached the
+        // replicas (async replication cut): discard them so db1 can rejoin.
+        rig.primary.exec("SET GLOBAL read_only = 0").await;
+        let newest = query_one::<String>(rig.server(&new), "SELECT @@gtid_current_pos").await;
+        reset_to(&rig.primary, &newest).await;
+        let t1 = Instant::now();
+        rig.fleet.nodes[0]
+            .admin_query("REJOIN BACKEND 'db1'")
+            .await
+            .unwrap();
+        harness::wait_for("db1 caught up", Duration::from_secs(15), || async {
+            let rows = rig.fleet.nodes[0].admin_query("SHOW BACKENDS").await.ok()?;
+            let db1 = rows.iter().find(|r| r["name"].as_deref() == Some("db1"))?;
+            (db1["readable"].as_deref() == Some("yes")).then_some(())
+        })
+        .await;
+        let t2 = Instant::now();
+        rig.fleet.nodes[0]
+            .admin_query("SWITCHOVER TO 'db1'")
+            .await
+            .unwrap();
+        let t3 = Instant::now();
+        rig.wait_replicas_readable().await;
+        println!("round {round}: failover {t_failover:?}, rejoin+catch-up {:?}, switchover {:?}, replicas readable {:?}", t2 - t1, t3 - t2, t3.elapsed());
+    }
+    println!("20 partition rounds: 0 writes on the old primary after any fence ({total_acked} acknowledged writes in all)");
+}
+
+/// Replaces a diverged server's data position with the new primary's (test
+/// shortcut for "rebuild it from a backup").
+async fn reset_to(db: &harness::MariaDb, pos: &str) {
+    let mut c = db.conn().await;
+    c.query_drop("STOP SLAVE").await.ok();
+    c.query_drop("RESET SLAVE ALL").await.ok();
+    // Copy the rows the new primary has, drop the ones it never got.
+    c.query_drop("SET sql_log_bin = 0").await.unwrap();
+    c.query_drop("RESET MASTER").await.unwrap();
+    c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{pos}'"))
+        .await
+        .unwrap();
+    c.query_drop("SET GLOBAL read_only = 1").await.unwrap();
+}

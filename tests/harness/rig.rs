@@ -1,0 +1,314 @@
+//! The failover rig: a MariaDB primary and two GTID replicas, three
+//! concord nodes, and relays on every link that matters:
+//! - each node reaches the primary through its own relay (`connect_addr`),
+//! - the replicas replicate through one relay (the primary's agreed address),
+//! - the nodes' Raft links go through the fleet's relays.
+//!
+//! Plus a write load that records every acknowledged insert.
+
+use crate::{Concord, Fleet, MariaDb, Relay, PASSWORD};
+use mysql_async::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Rig {
+    pub primary: MariaDb,
+    pub replicas: Vec<MariaDb>,
+    /// Replication link to the primary (its agreed address goes here).
+    pub repl_relay: Relay,
+    /// Node i's link to the primary.
+    pub node_relays: Vec<Relay>,
+    pub fleet: Fleet,
+}
+
+/// Semi-sync replication: the primary waits for a replica's ack (after
+/// sync) before a commit returns; replicas ack.
+pub const SEMI_SYNC_PRIMARY: &[&str] = &[
+    "--rpl-semi-sync-master-enabled=ON",
+    "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+    "--rpl-semi-sync-master-timeout=30000",
+];
+pub const SEMI_SYNC_REPLICA: &[&str] = &["--rpl-semi-sync-slave-enabled=ON"];
+
+impl Rig {
+    /// `extra`: TOML appended to every node's config.
+    pub async fn start(extra: &str) -> Rig {
+        Self::start_with(extra, "", &[], &[]).await
+    }
+
+    /// Like [`Rig::start`], with extra `[cluster]` keys (lease_timeout).
+    pub async fn start_with(
+        extra: &str,
+        cluster: &str,
+        primary_args: &[&str],
+        replica_args: &[&str],
+    ) -> Rig {
+        let mut args = vec!["--slave-net-timeout=2"];
+        args.extend_from_slice(primary_args);
+        let primary = MariaDb::start_with("primary", 1, &args).await;
+        let mut args = vec!["--slave-net-timeout=2"];
+        args.extend_from_slice(replica_args);
+        let repl_relay = Relay::start(&primary.addr()).await;
+        let mut replicas = Vec::new();
+        for i in 0..2 {
+            let r = MariaDb::start_with(&format!("replica{}", i + 1), 2 + i, &args).await;
+            r.replicate_from(&repl_relay.addr()).await;
+            replicas.push(r);
+        }
+        primary
+                        .exec("CREATE TABLE test.w (writer INT, seq INT, origin INT NOT NULL DEFAULT 0, ts DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (writer, seq))")
+            .await;
+        let mut node_relays = Vec::new();
+        for _ in 0..3 {
+            node_relays.push(Relay::start(&primary.addr()).await);
+        }
+        let backends = vec![
+            (
+                "db1".to_string(),
+                repl_relay.addr(),
+                Some("primary".to_string()),
+            ),
+            (
+                "db2".to_string(),
+                replicas[0].addr(),
+                Some("replica".to_string()),
+            ),
+            (
+                "db3".to_string(),
+                replicas[1].addr(),
+                Some("replica".to_string()),
+            ),
+        ];
+        let relay_addrs: Vec<String> = node_relays.iter().map(Relay::addr).collect();
+        // Tests may set their own [failover] keys; the replication account
+        // is added to that section.
+        let extra = if extra.contains("[failover]") {
+            extra.replace(
+                "[failover]\n",
+                &format!("[failover]\nreplication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n"),
+            )
+        } else {
+            format!("{extra}\n[failover]\nreplication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n")
+        };
+        let fleet = Fleet::start(3, backends, |i, c| {
+            c.connect_addrs.push(("db1".into(), relay_addrs[i].clone()));
+            c.extra.push_str(&extra);
+            c.cluster_extra.push_str(cluster);
+        })
+        .await;
+        let rig = Rig {
+            primary,
+            replicas,
+            repl_relay,
+            node_relays,
+            fleet,
+        };
+        rig.wait_replicas_readable().await;
+        rig
+    }
+
+    pub async fn wait_replicas_readable(&self) {
+        crate::wait_for("replicas readable", Duration::from_secs(20), || async {
+            let rows = self.fleet.nodes[0]
+                .admin_query("SHOW BACKENDS")
+                .await
+                .ok()?;
+            let ok = rows
+                .iter()
+                .filter(|r| r["role"].as_deref() == Some("replica"))
+                .all(|r| r["readable"].as_deref() == Some("yes"));
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    /// The primary every live node agrees on (name, epoch).
+    pub async fn primary_of(&self, node: &Concord) -> Option<(String, u64)> {
+        let rows = node.admin_query("SHOW CLUSTER").await.ok()?;
+        let me = rows
+            .iter()
+            .find(|r| r["node_id"].as_deref() == Some(&node.cfg.node_id.to_string()))?;
+        Some((me["primary"].clone()?, me["epoch"].clone()?.parse().ok()?))
+    }
+
+    /// Waits until the fleet agrees on a primary other than `old`.
+    pub async fn wait_new_primary(&self, old: &str, within: Duration) -> (String, u64, Duration) {
+        let t = Instant::now();
+        crate::wait_for("a new primary", within, || async {
+            for n in self.fleet.nodes.iter().filter(|n| n.pid().is_some()) {
+                if let Some((p, e)) = self.primary_of(n).await {
+                    if p != old {
+                        return Some((p, e, t.elapsed()));
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Counts failover-like events (fences) in the replicated log.
+    pub async fn fences(&self) -> usize {
+        for n in self.fleet.nodes.iter().filter(|n| n.pid().is_some()) {
+            if let Ok(ev) = n.admin_query("SHOW EVENTS LIMIT 1000").await {
+                return ev
+                    .iter()
+                    .filter(|e| e["event"].as_deref() == Some("fence"))
+                    .count();
+            }
+        }
+        0
+    }
+
+    /// The MariaDB server behind a backend name.
+    pub fn server(&self, name: &str) -> &MariaDb {
+        match name {
+            "db1" => &self.primary,
+            "db2" => &self.replicas[0],
+            _ => &self.replicas[1],
+        }
+    }
+}
+
+/// One write attempt: when, and whether it was acknowledged.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub at: Instant,
+    pub ok: bool,
+}
+
+/// Unique, acknowledged inserts through every node until stopped.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub acked: Arc<Mutex<Vec<(u32, u32)>>>,
+    pub samples: Arc<Mutex<Vec<Sample>>>,
+    pub errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Load {
+    pub fn start(fleet: &Fleet, writers_per_node: u32) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, n) in fleet.nodes.iter().enumerate() {
+            for w in 0..writers_per_node {
+                let writer = (i as u32) * 100 + w;
+                let opts = n.opts();
+                let (stop, acked, samples, errors) =
+                    (stop.clone(), acked.clone(), samples.clone(), errors.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut seq = 0u32;
+                    let mut conn: Option<mysql_async::Conn> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        if conn.is_none() {
+                            match mysql_async::Conn::new(opts.clone()).await {
+                                Ok(c) => conn = Some(c),
+                                Err(e) => {
+                                    errors.lock().unwrap().push(format!("connect: {e}"));
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    continue;
+                                }
+                            }
+                        }
+                        let Some(c) = conn.as_mut() else { continue };
+                        seq += 1;
+                                                // origin: the server that executed it (replicated as a value).
+                        let r = c
+                            .exec_drop("INSERT INTO test.w (writer, seq, origin) VALUES (?, ?, @@server_id)", (writer, seq))
+                            .await;
+                        let ok = r.is_ok();
+                        samples.lock().unwrap().push(Sample {
+                            at: Instant::now(),
+                            ok,
+                        });
+                        match r {
+                            Ok(()) => acked.lock().unwrap().push((writer, seq)),
+                            Err(e) => {
+                                errors.lock().unwrap().push(e.to_string());
+                                if !matches!(e, mysql_async::Error::Server(_)) {
+                                    conn = None;
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        Load {
+            stop,
+            tasks,
+            acked,
+            samples,
+            errors,
+        }
+    }
+
+    pub async fn stop(self) -> (Vec<(u32, u32)>, Vec<Sample>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        // A writer may be inside a held statement (up to the write buffer
+        // timeout); acknowledged writes are already recorded, so stop it.
+        for t in self.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_millis(300), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let a = self.acked.lock().unwrap().clone();
+        let s = self.samples.lock().unwrap().clone();
+        let e = self.errors.lock().unwrap().clone();
+        (a, s, e)
+    }
+}
+
+/// The longest stretch without an acknowledged write after `from`.
+pub fn write_gap(samples: &[Sample], from: Instant) -> Duration {
+    let mut oks: Vec<Instant> = samples.iter().filter(|s| s.ok).map(|s| s.at).collect();
+    oks.sort();
+    let mut last = from;
+    let mut gap = Duration::ZERO;
+    for t in oks.into_iter().filter(|t| *t >= from) {
+        gap = gap.max(t - last);
+        last = t;
+    }
+    gap
+}
+
+/// Acknowledged writes that are not on `db`.
+pub async fn missing_on(db: &MariaDb, acked: &[(u32, u32)]) -> usize {
+    let rows: Vec<(u32, u32)> = db.query("SELECT writer, seq FROM test.w").await;
+    let have: std::collections::HashSet<(u32, u32)> = rows.into_iter().collect();
+    acked.iter().filter(|k| !have.contains(k)).count()
+}
+
+/// Per-100 ms buckets of (ok, errors) from `from`.
+pub fn timeline(samples: &[Sample], from: Instant, len: Duration) -> Vec<(u32, u32)> {
+    let n = (len.as_millis() / 100) as usize + 1;
+    let mut b = vec![(0u32, 0u32); n];
+    for s in samples {
+        if s.at < from {
+            continue;
+        }
+        let i = ((s.at - from).as_millis() / 100) as usize;
+        if let Some(x) = b.get_mut(i) {
+            if s.ok {
+                x.0 += 1;
+            } else {
+                x.1 += 1;
+            }
+        }
+    }
+    b
+}
+
+pub async fn query_one<T: FromValue + Send + 'static>(db: &MariaDb, sql: &str) -> T {
+    let mut c = db.conn().await;
+    c.query_first(sql).await.unwrap().unwrap()
+}
