@@ -194,9 +194,11 @@ impl Load {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for (i, n) in fleet.nodes.iter().enumerate() {
-            for w in 0..writers_per_node {
-                let writer = (i as u32) * 100 + w;
+                // Writer ids are unique across loads in a process, so rows never clash.
+        static NEXT_WRITER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        for n in fleet.nodes.iter() {
+            for _ in 0..writers_per_node {
+                let writer = NEXT_WRITER.fetch_add(1, Ordering::Relaxed);
                 let opts = n.opts();
                 let (stop, acked, samples, errors) =
                     (stop.clone(), acked.clone(), samples.clone(), errors.clone());

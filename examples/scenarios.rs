@@ -1,0 +1,199 @@
+//! Reproducible measurement scenarios for bench/RESULTS.md, built on the
+//! test harness (real MariaDB, real concord processes, sysbench):
+//!
+//!   cargo run --release --example scenarios -- routing   read-only QPS: 2 replicas via concord vs direct
+//!   cargo run --release --example scenarios -- raft      1 vs 3 nodes on the hot path; leader failover; minority stop
+//!   cargo run --release --example scenarios -- failover  kill -9 and switchover under write load, per-100 ms timeline
+//!
+//! Rounds are interleaved so every target sees the same machine noise;
+//! figures are medians.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use harness::rig::{missing_on, timeline, write_gap, Load, Rig};
+use harness::{Concord, ConcordConfig, Fleet, MariaDb, Topology, PASSWORD};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs sysbench; returns (qps, p95 ms).
+fn sysbench(test: &str, port: u16, extra: &[&str]) -> (f64, f64) {
+    let out = Command::new("sysbench")
+        .arg(test)
+        .args([
+            "--mysql-host=127.0.0.1",
+            &format!("--mysql-port={port}"),
+            "--mysql-user=app",
+            &format!("--mysql-password={PASSWORD}"),
+            "--mysql-db=test",
+            "--tables=4",
+            "--table-size=20000",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "sysbench failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    let num = |label: &str, idx: usize| -> f64 {
+        text.lines()
+            .find(|l| l.contains(label))
+            .and_then(|l| l.split_whitespace().nth(idx))
+            .map(|v| v.trim_start_matches('(').parse().unwrap_or(0.0))
+            .unwrap_or(0.0)
+    };
+    (num("queries:", 2), num("95th percentile:", 2))
+}
+
+fn prepare(port: u16) {
+    let out = Command::new("sysbench")
+        .arg("oltp_read_only")
+        .args([
+            "--mysql-host=127.0.0.1",
+            &format!("--mysql-port={port}"),
+            "--mysql-user=app",
+            &format!("--mysql-password={PASSWORD}"),
+            "--mysql-db=test",
+            "--tables=4",
+            "--table-size=20000",
+            "prepare",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+async fn routing() {
+    let topo = Topology::start(2).await;
+    let backends = vec![
+        ("db1".into(), topo.primary.addr(), Some("primary".into())),
+        ("db2".into(), topo.replicas[0].addr(), Some("replica".into())),
+        ("db3".into(), topo.replicas[1].addr(), Some("replica".into())),
+    ];
+    let mut cfg = ConcordConfig::new(backends);
+    cfg.extra = "[log]\nlevel = \"warn\"\n".into();
+    let node = Concord::start(cfg).await;
+    prepare(topo.primary.port);
+    topo.wait_replicated().await;
+    let args = ["--threads=16", "--time=10", "--skip_trx=on", "--db-ps-mode=disable", "run"];
+    let (mut d, mut c) = (Vec::new(), Vec::new());
+    let (mut dl, mut cl) = (Vec::new(), Vec::new());
+    for round in 1..=3 {
+        let (q, l) = sysbench("oltp_read_only", topo.primary.port, &args);
+        println!("round {round} direct-to-primary: qps={q:.0} p95={l}ms");
+        d.push(q);
+        dl.push(l);
+        let (q, l) = sysbench("oltp_read_only", node.cfg.port, &args);
+        println!("round {round} concord (2 replicas): qps={q:.0} p95={l}ms");
+        c.push(q);
+        cl.push(l);
+    }
+    let (_, m) = node.http_get("/metrics").await.unwrap();
+    let routed: Vec<&str> = m.lines().filter(|l| l.starts_with("concord_routed_total") && !l.ends_with(" 0")).collect();
+    println!("\nmedian direct-to-primary: {:.0} qps, p95 {} ms", median(&mut d), median(&mut dl));
+    println!("median concord, reads on 2 replicas: {:.0} qps, p95 {} ms", median(&mut c), median(&mut cl));
+    println!("routing decisions:\n{}", routed.join("\n"));
+}
+
+async fn raft() {
+    let db = MariaDb::start("primary", 1).await;
+    prepare(db.port);
+    let single = {
+        let mut c = ConcordConfig::single(&db.addr());
+        c.extra = "[log]\nlevel = \"warn\"\n".into();
+        Concord::start(c).await
+    };
+    let mut fleet = Fleet::start(3, vec![("db1".into(), db.addr(), None)], |_, c| {
+        c.extra = "[log]\nlevel = \"warn\"\n".into();
+    })
+    .await;
+    let args = ["--threads=16", "--time=10", "--db-ps-mode=disable", "run"];
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    for round in 1..=3 {
+        let (q, l) = sysbench("oltp_point_select", single.cfg.port, &args);
+        println!("round {round} 1-node concord: qps={q:.0} p95={l}ms");
+        one.push(q);
+        let (q, l) = sysbench("oltp_point_select", fleet.nodes[0].cfg.port, &args);
+        println!("round {round} node 1 of a 3-node fleet: qps={q:.0} p95={l}ms");
+        three.push(q);
+    }
+    println!("\nmedian point-select qps: 1 node {:.0}, 3 nodes {:.0}", median(&mut one), median(&mut three));
+    let mut elections = Vec::new();
+    for _ in 0..3 {
+        let l = fleet.leader(Duration::from_secs(10)).await;
+        fleet.nodes[l].kill();
+        let t = Instant::now();
+        fleet.leader(Duration::from_secs(20)).await;
+        elections.push(t.elapsed().as_secs_f64());
+        fleet.nodes[l].restart().await;
+        fleet.nodes[l].wait_ready().await;
+    }
+    println!("leader kill -9 -> new leader agreed (s): {elections:.2?}, median {:.2}", median(&mut elections));
+    let mut stops = Vec::new();
+    for i in [1usize, 2, 0] {
+        let t = Instant::now();
+        fleet.isolate(i);
+        loop {
+            if let Some((503, _)) = fleet.nodes[i].http_get("/readyz").await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stops.push(t.elapsed().as_secs_f64());
+        fleet.heal(i);
+        fleet.nodes[i].wait_ready().await;
+    }
+    println!("cut-off node stops routing writes after (s): {stops:.2?}, median {:.2} (cluster.lease_timeout 1s)", median(&mut stops));
+}
+
+async fn failover() {
+    let mut rig = Rig::start("[log]\nlevel = \"warn\"\n").await;
+    let load = Load::start(&rig.fleet, 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t0 = Instant::now();
+    rig.primary.kill();
+    let (new, epoch, agreed) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (acked, samples, errors) = load.stop().await;
+    let gap = write_gap(&samples, t0 - Duration::from_millis(200));
+    let lost = missing_on(rig.server(&new), &acked).await;
+    println!("kill -9 of the primary (defaults): {new} primary at epoch {epoch}, agreed {:.2}s after the kill", agreed.as_secs_f64());
+    println!("  write-unavailability window {:.2}s; client errors {}; acknowledged {}; lost with async replication {lost}", gap.as_secs_f64(), errors.len(), acked.len());
+    println!("timeline_ms,ok,errors");
+    for (i, (ok, err)) in timeline(&samples, t0 - Duration::from_secs(1), Duration::from_secs(7)).iter().enumerate() {
+        println!("{},{ok},{err}", i as i64 * 100 - 1000);
+    }
+    // Switchover back and forth under load.
+    rig.primary.restart().await;
+    let load = Load::start(&rig.fleet, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let target = if new == "db2" { "db3" } else { "db2" };
+    let t1 = Instant::now();
+    let out = rig.fleet.nodes[0].admin_query(&format!("SWITCHOVER TO '{target}'")).await;
+    let took = t1.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+        let (acked, samples, errors) = load.stop().await;
+    if let Some(e) = errors.first() {
+        println!("first error: {e}");
+    }
+    println!(
+        "switchover to {target}: {out:?}; command {:.0} ms; longest write pause {:.0} ms; client errors {}; acknowledged {}",
+        took.as_secs_f64() * 1000.0,
+        write_gap(&samples, t1 - Duration::from_millis(100)).as_secs_f64() * 1000.0,
+        errors.len(),
+        acked.len()
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("routing") => routing().await,
+        Some("raft") => raft().await,
+        Some("failover") => failover().await,
+        _ => println!("usage: scenarios routing | raft | failover"),
+    }
+}
