@@ -10,14 +10,21 @@
 use harness::{Fleet, Topology, PASSWORD};
 use std::process::Stdio;
 
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     println!("starting MariaDB: a primary and two replicas (GTID replication) ...");
     let topo = Topology::start(2).await;
-    let mut backends = vec![("db1".to_string(), topo.primary.addr(), Some("primary".to_string()))];
+    let mut backends = vec![(
+        "db1".to_string(),
+        topo.primary.addr(),
+        Some("primary".to_string()),
+    )];
     for (i, r) in topo.replicas.iter().enumerate() {
-        backends.push((format!("db{}", i + 2), r.addr(), Some("replica".to_string())));
+        backends.push((
+            format!("db{}", i + 2),
+            r.addr(),
+            Some("replica".to_string()),
+        ));
     }
     println!("starting a 3-node concord fleet ...");
     let fleet = Fleet::start(3, backends, |_, c| {
@@ -36,7 +43,11 @@ async fn main() {
     println!(
         "backends: primary {}, replicas {}",
         topo.primary.addr(),
-        topo.replicas.iter().map(|r| r.addr()).collect::<Vec<_>>().join(", ")
+        topo.replicas
+            .iter()
+            .map(|r| r.addr())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!();
     let ports = fleet
@@ -60,19 +71,38 @@ async fn main() {
         c.arg(cmd);
         c
     };
-    let st = sb("oltp_read_only", "prepare").stdout(Stdio::null()).status().await.unwrap();
+    let st = sb("oltp_read_only", "prepare")
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .unwrap();
     assert!(st.success(), "sysbench prepare failed");
     println!("live workload over the 3 nodes, one line per second each; Ctrl-C stops");
     println!("  [reads ] sysbench oltp_read_only (autocommit: concord sends them to the replicas)");
     println!("  [writes] sysbench oltp_insert (to the primary)");
     let mut reads = sb("oltp_read_only", "run");
-    reads.args(["--threads=4", "--time=0", "--report-interval=1", "--rate=200", "--skip_trx=on"]);
+    reads.args([
+        "--threads=4",
+        "--time=0",
+        "--report-interval=1",
+        "--rate=200",
+        "--skip_trx=on",
+    ]);
     let mut writes = sb("oltp_insert", "run");
-    writes.args(["--threads=2", "--time=0", "--report-interval=1", "--rate=200"]);
+    writes.args([
+        "--threads=2",
+        "--time=0",
+        "--report-interval=1",
+        "--rate=200",
+    ]);
     let mut children = Vec::new();
     let mut printers = Vec::new();
     for (tag, mut cmd) in [("reads ", reads), ("writes", writes)] {
-        let mut child = cmd.kill_on_drop(true).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .kill_on_drop(true)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
         printers.push(tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;

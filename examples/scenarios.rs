@@ -37,7 +37,11 @@ fn sysbench(test: &str, port: u16, extra: &[&str]) -> (f64, f64) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "sysbench failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sysbench failed:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let num = |label: &str, idx: usize| -> f64 {
         text.lines()
             .find(|l| l.contains(label))
@@ -70,15 +74,29 @@ async fn routing() {
     let topo = Topology::start(2).await;
     let backends = vec![
         ("db1".into(), topo.primary.addr(), Some("primary".into())),
-        ("db2".into(), topo.replicas[0].addr(), Some("replica".into())),
-        ("db3".into(), topo.replicas[1].addr(), Some("replica".into())),
+        (
+            "db2".into(),
+            topo.replicas[0].addr(),
+            Some("replica".into()),
+        ),
+        (
+            "db3".into(),
+            topo.replicas[1].addr(),
+            Some("replica".into()),
+        ),
     ];
     let mut cfg = ConcordConfig::new(backends);
     cfg.extra = "[log]\nlevel = \"warn\"\n".into();
     let node = Concord::start(cfg).await;
     prepare(topo.primary.port);
     topo.wait_replicated().await;
-    let args = ["--threads=16", "--time=10", "--skip_trx=on", "--db-ps-mode=disable", "run"];
+    let args = [
+        "--threads=16",
+        "--time=10",
+        "--skip_trx=on",
+        "--db-ps-mode=disable",
+        "run",
+    ];
     let (mut d, mut c) = (Vec::new(), Vec::new());
     let (mut dl, mut cl) = (Vec::new(), Vec::new());
     for round in 1..=3 {
@@ -92,9 +110,20 @@ async fn routing() {
         cl.push(l);
     }
     let (_, m) = node.http_get("/metrics").await.unwrap();
-    let routed: Vec<&str> = m.lines().filter(|l| l.starts_with("concord_routed_total") && !l.ends_with(" 0")).collect();
-    println!("\nmedian direct-to-primary: {:.0} qps, p95 {} ms", median(&mut d), median(&mut dl));
-    println!("median concord, reads on 2 replicas: {:.0} qps, p95 {} ms", median(&mut c), median(&mut cl));
+    let routed: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("concord_routed_total") && !l.ends_with(" 0"))
+        .collect();
+    println!(
+        "\nmedian direct-to-primary: {:.0} qps, p95 {} ms",
+        median(&mut d),
+        median(&mut dl)
+    );
+    println!(
+        "median concord, reads on 2 replicas: {:.0} qps, p95 {} ms",
+        median(&mut c),
+        median(&mut cl)
+    );
     println!("routing decisions:\n{}", routed.join("\n"));
 }
 
@@ -120,7 +149,11 @@ async fn raft() {
         println!("round {round} node 1 of a 3-node fleet: qps={q:.0} p95={l}ms");
         three.push(q);
     }
-    println!("\nmedian point-select qps: 1 node {:.0}, 3 nodes {:.0}", median(&mut one), median(&mut three));
+    println!(
+        "\nmedian point-select qps: 1 node {:.0}, 3 nodes {:.0}",
+        median(&mut one),
+        median(&mut three)
+    );
     let mut elections = Vec::new();
     for _ in 0..3 {
         let l = fleet.leader(Duration::from_secs(10)).await;
@@ -131,7 +164,10 @@ async fn raft() {
         fleet.nodes[l].restart().await;
         fleet.nodes[l].wait_ready().await;
     }
-    println!("leader kill -9 -> new leader agreed (s): {elections:.2?}, median {:.2}", median(&mut elections));
+    println!(
+        "leader kill -9 -> new leader agreed (s): {elections:.2?}, median {:.2}",
+        median(&mut elections)
+    );
     let mut stops = Vec::new();
     for i in [1usize, 2, 0] {
         let t = Instant::now();
@@ -163,7 +199,14 @@ async fn failover() {
     println!("kill -9 of the primary (defaults): {new} primary at epoch {epoch}, agreed {:.2}s after the kill", agreed.as_secs_f64());
     println!("  write-unavailability window {:.2}s; client errors {}; acknowledged {}; lost with async replication {lost}", gap.as_secs_f64(), errors.len(), acked.len());
     println!("timeline_ms,ok,errors");
-    for (i, (ok, err)) in timeline(&samples, t0 - Duration::from_secs(1), Duration::from_secs(7)).iter().enumerate() {
+    for (i, (ok, err)) in timeline(
+        &samples,
+        t0 - Duration::from_secs(1),
+        Duration::from_secs(7),
+    )
+    .iter()
+    .enumerate()
+    {
         println!("{},{ok},{err}", i as i64 * 100 - 1000);
     }
     // Switchover back and forth under load.
@@ -172,10 +215,12 @@ async fn failover() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let target = if new == "db2" { "db3" } else { "db2" };
     let t1 = Instant::now();
-    let out = rig.fleet.nodes[0].admin_query(&format!("SWITCHOVER TO '{target}'")).await;
+    let out = rig.fleet.nodes[0]
+        .admin_query(&format!("SWITCHOVER TO '{target}'"))
+        .await;
     let took = t1.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-        let (acked, samples, errors) = load.stop().await;
+    let (acked, samples, errors) = load.stop().await;
     if let Some(e) = errors.first() {
         println!("first error: {e}");
     }

@@ -150,6 +150,9 @@ pub struct ListenerConfig {
     /// Failed logins allowed per source IP per minute before throttling.
     #[serde(default = "default_auth_failures")]
     pub max_auth_failures_per_minute: u32,
+    /// On SIGTERM, sessions inside a transaction get this long to finish.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
 }
 
 fn default_handshake_timeout() -> Duration {
@@ -169,6 +172,9 @@ fn default_server_version() -> String {
 }
 fn default_auth_failures() -> u32 {
     30
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -36,20 +36,19 @@ async fn run(shared: &Arc<Shared>, w: Workflow) -> Result<String, String> {
         cfg: shared.config.load_full(),
         health: &shared.health,
     };
-    let r = match w {
-        Workflow::Switchover { to } => failover::switchover(&fleet, &to).await,
+    let started = std::time::Instant::now();
+    let (kind, r) = match w {
+        Workflow::Switchover { to } => ("switchover", failover::switchover(&fleet, &to).await),
         Workflow::Failover => {
-            failover::failover(
-                &fleet,
-                format!(
-                    "FAILOVER requested on the admin port of node {}",
-                    shared.node_id
-                ),
-            )
-            .await
+            let why = format!(
+                "FAILOVER requested on the admin port of node {}",
+                shared.node_id
+            );
+            ("forced", failover::failover(&fleet, why).await)
         }
-        Workflow::Rejoin { name } => failover::rejoin(&fleet, &name).await,
+        Workflow::Rejoin { name } => ("rejoin", failover::rejoin(&fleet, &name).await),
     };
+    crate::metrics::workflow(kind, r.is_ok(), started.elapsed().as_secs_f64());
     r.map_err(|e| e.to_string())
 }
 
@@ -133,7 +132,10 @@ pub async fn leader_duties(shared: Arc<Shared>) {
         let Ok(_guard) = shared.workflow_lock.try_lock() else {
             continue;
         };
-        match failover::failover(&fleet, format!("automatic failover: {evidence}")).await {
+        let started = std::time::Instant::now();
+        let r = failover::failover(&fleet, format!("automatic failover: {evidence}")).await;
+        crate::metrics::workflow("automatic", r.is_ok(), started.elapsed().as_secs_f64());
+        match r {
             Ok(m) => tracing::warn!("{m}"),
             Err(e) => tracing::error!("failover failed: {e}"),
         }

@@ -18,6 +18,14 @@ pub fn install() -> Result<(), String> {
         return Ok(());
     }
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ],
+        )
+        .map_err(|e| format!("metrics buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let _ = HANDLE.set(handle);
@@ -65,6 +73,16 @@ pub fn command(code: u8) {
     }
 }
 
+/// A failover workflow finished (`kind`: automatic, forced, switchover,
+/// rejoin; `outcome`: ok or failed).
+pub fn workflow(kind: &'static str, ok: bool, seconds: f64) {
+    let outcome = if ok { "ok" } else { "failed" };
+    counter!("concord_failovers_total", "kind" => kind, "outcome" => outcome).increment(1);
+    if ok {
+        metrics::histogram!("concord_failover_duration_seconds", "kind" => kind).record(seconds);
+    }
+}
+
 /// An error packet sent to a client.
 pub fn client_error(code: u16) {
     counter!("concord_client_errors_total", "code" => code.to_string()).increment(1);
@@ -101,6 +119,10 @@ pub fn render(shared: &Shared) -> String {
         let is_primary = routing.primary.as_ref().is_some_and(|p| &p.name == name);
         gauge!("concord_backend_is_primary", "backend" => b.clone())
             .set(f64::from(u8::from(is_primary)));
+        counter!("concord_backend_queries_total", "backend" => b.clone())
+            .absolute(pool.stats.queries.load(Ordering::Relaxed));
+        counter!("concord_backend_errors_total", "backend" => b.clone())
+            .absolute(pool.stats.errors.load(Ordering::Relaxed));
     }
     for (name, h) in shared.health.view.load().backends.iter() {
         let b = name.clone();

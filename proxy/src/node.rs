@@ -76,17 +76,26 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
     tokio::spawn(reload_on_sighup(shared.clone(), path));
 
     wait_for_shutdown().await;
-    tracing::info!("shutting down");
+    let grace = shared.config.load().listener.shutdown_timeout.get();
+    tracing::info!(
+        "shutting down: no new clients, /readyz says no; transactions get {grace:?} to finish"
+    );
     shared.shutting_down.store(true, Ordering::Release);
+    // Idle sessions and sessions between transactions close now; the
+    // others at the end of their transaction.
     for s in shared.sessions.list() {
-        s.kill("the concord node is shutting down");
+        s.kill.notify_one();
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + grace;
     while shared.sessions.count.load(Ordering::Acquire) > 0
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    for s in shared.sessions.list() {
+        s.kill("the concord node shut down (listener.shutdown_timeout passed)");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     shared.consensus.shutdown().await;
     Ok(())
 }
@@ -147,6 +156,7 @@ async fn upkeep(shared: Arc<Shared>) {
         tick.tick().await;
         let pools: Vec<_> = shared.routing.load().pools.values().cloned().collect();
         for p in pools {
+            p.stats.tick();
             p.maintain().await;
         }
         let idle = shared.config.load().listener.idle_timeout.get();

@@ -70,6 +70,9 @@ impl Shared {
 
     /// Whether writes can be routed right now, and if not, why.
     pub fn write_block_reason(&self) -> Option<String> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Some("this concord node is shutting down".into());
+        }
         let routing = self.routing.load();
         if routing.primary.is_none() {
             return Some(routing.no_primary_reason.clone());

@@ -194,7 +194,7 @@ impl Load {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-                // Writer ids are unique across loads in a process, so rows never clash.
+        // Writer ids are unique across loads in a process, so rows never clash.
         static NEXT_WRITER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         for n in fleet.nodes.iter() {
             for _ in 0..writers_per_node {

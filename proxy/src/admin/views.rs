@@ -69,15 +69,21 @@ pub fn backends_table(shared: &Shared) -> Table {
         ("gtid", S),
         ("active_conns", I),
         ("idle_conns", I),
+        ("qps", I),
+        ("queries", I),
+        ("errors", I),
         ("epoch", I),
     ]);
     let applied = shared.consensus.applied().borrow().clone();
     let routing = shared.routing.load();
     for b in applied.topology.backends.values() {
-        let (open, idle) = routing
-            .pool(&b.name)
+        let pool = routing.pool(&b.name);
+        let (open, idle) = pool
             .map(|p| (p.open_count() as usize, p.idle_count()))
             .unwrap_or((0, 0));
+        let stat = |f: fn(&crate::backend::pool::Stats) -> &std::sync::atomic::AtomicU64| {
+            pool.map(|p| f(&p.stats).load(Ordering::Relaxed).to_string())
+        };
         let h = shared.health.get(&b.name);
         let role = if applied.topology.primary.as_deref() == Some(b.name.as_str()) {
             "primary"
@@ -104,6 +110,9 @@ pub fn backends_table(shared: &Shared) -> Table {
             h.as_ref().map(|h| h.gtid.clone()),
             s(open.saturating_sub(idle)),
             s(idle),
+            stat(|s| &s.qps),
+            stat(|s| &s.queries),
+            stat(|s| &s.errors),
             s(applied.topology.epoch),
         ]);
     }

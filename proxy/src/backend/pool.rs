@@ -58,6 +58,37 @@ pub struct BackendPool {
     pub settings: PoolSettings,
     /// Queries in flight on this backend from this node (router load).
     pub outstanding: AtomicU32,
+    pub stats: Stats,
+}
+
+/// Per-backend counters for SHOW BACKENDS and /metrics.
+pub struct Stats {
+    pub queries: AtomicU64,
+    pub errors: AtomicU64,
+    /// Queries per second over the last second (set by the upkeep task).
+    pub qps: AtomicU64,
+    last_queries: AtomicU64,
+    pub latency: metrics::Histogram,
+}
+
+impl Stats {
+    fn new(name: &str) -> Self {
+        Stats {
+            queries: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            qps: AtomicU64::new(0),
+            last_queries: AtomicU64::new(0),
+            latency: metrics::histogram!("concord_backend_query_duration_seconds", "backend" => name.to_string()),
+        }
+    }
+
+    /// Called once a second.
+    pub fn tick(&self) {
+        let now = self.queries.load(Ordering::Relaxed);
+        let before = self.last_queries.swap(now, Ordering::Relaxed);
+        self.qps
+            .store(now.saturating_sub(before), Ordering::Relaxed);
+    }
 }
 
 impl BackendPool {
@@ -71,6 +102,7 @@ impl BackendPool {
             released: Notify::new(),
             settings,
             outstanding: AtomicU32::new(0),
+            stats: Stats::new(name),
         })
     }
 

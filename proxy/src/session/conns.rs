@@ -309,6 +309,7 @@ impl Session {
         }
         let mut sc = Scanner::new(expect, b.conn.deprecate_eof());
         b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
             .await
         {
@@ -326,7 +327,16 @@ impl Session {
             Err(e) => Err(e),
         };
         b.pool.outstanding.fetch_sub(1, Ordering::Relaxed);
-        b.conn.idle_since = Instant::now();
+        let now = Instant::now();
+        b.conn.idle_since = now;
+        let stats = &b.pool.stats;
+        stats.queries.fetch_add(1, Ordering::Relaxed);
+        stats
+            .latency
+            .record(now.duration_since(started).as_secs_f64());
+        if res.is_err() || sc.error.is_some() {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
         match res {
             Ok(end) => {
                 if !consume_now {

@@ -204,12 +204,21 @@ impl Session {
             if self.conns.primary.is_none() && self.conns.replicas.is_empty() {
                 self.client.shrink();
             }
+            // Node shutting down: close at the next transaction boundary.
+            if self.txn.is_none() && self.shared.shutting_down.load(Ordering::Acquire) {
+                return Err(SessionError::fatal(
+                    codes::SERVER_SHUTDOWN,
+                    "Server shutdown in progress: this concord node is stopping; reconnect (another node serves you)",
+                ));
+            }
             tokio::select! {
                 r = self.client.fill() => { r.map_err(SessionError::Client)?; }
                 _ = self.info.kill.notified() => {
                     let why = self.info.kill_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    return Err(SessionError::fatal(codes::QUERY_INTERRUPTED, format!(
-                        "concord closed this session: {}", why.unwrap_or_else(|| "killed".into()))));
+                    // Without a reason it is the shutdown nudge: loop and check.
+                    if let Some(why) = why {
+                        return Err(SessionError::fatal(codes::QUERY_INTERRUPTED, format!("concord closed this session: {why}")));
+                    }
                 }
             }
         }

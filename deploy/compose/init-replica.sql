@@ -1,0 +1,10 @@
+SET sql_log_bin = 0;
+CREATE USER 'app'@'%' IDENTIFIED BY 'app-secret';
+GRANT ALL ON *.* TO 'app'@'%';
+CREATE USER 'concord'@'%' IDENTIFIED BY 'monitor-secret';
+GRANT ALL ON *.* TO 'concord'@'%';
+CREATE USER 'repl'@'%' IDENTIFIED BY 'repl-secret';
+GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
+SET sql_log_bin = 1;
+CHANGE MASTER TO MASTER_HOST='db1', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='repl-secret', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=0.5;
+START SLAVE;

@@ -1,0 +1,424 @@
+//! What DBAs and SREs use: the admin port through the real mariadb client,
+//! metrics that exist and move, drain under load, reload, graceful
+//! shutdown, and the deployment files kept in step with the real config,
+//! flags and metric names.
+
+use harness::cli::{mariadb, mariadb_ok};
+use harness::{Concord, ConcordConfig, MariaDb, Topology, PASSWORD};
+use mysql_async::prelude::*;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn concord_bin() -> std::path::PathBuf {
+    harness::bin::workspace_bin("concord")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_port_with_the_mariadb_client() {
+    let db = MariaDb::start("primary", 1).await;
+    let node = Concord::start(ConcordConfig::single(&db.addr())).await;
+    let port = node.cfg.admin_port;
+    let out = mariadb_ok(port, "admin", PASSWORD, &[], "SHOW BACKENDS");
+    assert!(out.contains("db1") && out.contains("primary"), "{out}");
+    let out = mariadb_ok(port, "admin", PASSWORD, &[], "SHOW CLUSTER");
+    assert!(out.contains("leader"), "{out}");
+    let bad = mariadb(port, "admin", "wrong", &[], "SHOW BACKENDS");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ERROR 1045 (28000)"));
+    let bad = mariadb(port, "admin", PASSWORD, &[], "DROP TABLE everything");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("ERROR 1064") && err.contains("SHOW BACKENDS"),
+        "{err}"
+    );
+    let bad = mariadb(port, "admin", PASSWORD, &[], "SET BACKEND 'nope' WEIGHT 5");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown backend 'nope'"));
+    // KILL SESSION closes a client session.
+    let mut c = node.conn().await;
+    c.query_drop("SELECT 1").await.unwrap();
+    let sessions = node.admin_query("SHOW SESSIONS").await.unwrap();
+    let id = sessions[0]["id"].clone().unwrap();
+    node.admin_query(&format!("KILL SESSION {id}"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(c.query_drop("SELECT 1").await.is_err());
+}
+
+fn scrape_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Metric names in a Prometheus text scrape.
+fn names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("concord_"))
+        .map(|l| {
+            let n = l.split(['{', ' ']).next().unwrap_or("");
+            n.trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count")
+                .to_string()
+        })
+        .collect()
+}
+
+fn documented() -> (BTreeSet<String>, BTreeSet<String>) {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let mut all = BTreeSet::new();
+    let mut event_driven = BTreeSet::new();
+    for l in doc.lines().filter(|l| l.starts_with("| `concord_")) {
+        let name = l.split('`').nth(1).unwrap().to_string();
+        if l.contains("appears after the first") {
+            event_driven.insert(name.clone());
+        }
+        all.insert(name);
+    }
+    (all, event_driven)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exist_are_documented_and_move_under_load() {
+    let topo = Topology::start(1).await;
+    let backends = vec![
+        ("db1".into(), topo.primary.addr(), Some("primary".into())),
+        (
+            "db2".into(),
+            topo.replicas[0].addr(),
+            Some("replica".into()),
+        ),
+    ];
+    let node = Concord::start(ConcordConfig::new(backends)).await;
+    harness::wait_for(
+        "the replica to be readable",
+        Duration::from_secs(20),
+        || async {
+            let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
+            rows.iter()
+                .any(|r| {
+                    r["name"].as_deref() == Some("db2") && r["readable"].as_deref() == Some("yes")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, before) = node.http_get("/metrics").await.unwrap();
+    let mut c = node.conn().await;
+    for i in 0..200 {
+        let _: Option<i64> = c.query_first(format!("SELECT {i}")).await.unwrap();
+    }
+    c.query_drop("CREATE TABLE test.m (a INT)").await.unwrap();
+    let _ = c.query_drop("SELECT * FROM no_such_table").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, after) = node.http_get("/metrics").await.unwrap();
+    for s in [
+        "concord_commands_total{command=\"query\"}",
+        "concord_routed_total{target=\"replica\",reason=\"read\"}",
+        "concord_backend_queries_total{backend=\"db2\"}",
+    ] {
+        assert!(
+            scrape_value(&after, s) > scrape_value(&before, s),
+            "{s} did not move"
+        );
+    }
+    assert!(after.contains("concord_backend_query_duration_seconds_bucket{backend=\"db2\""));
+    assert!(scrape_value(&after, "concord_lease_valid") == 1.0);
+    let (docs, event_driven) = documented();
+    let scraped = names(&after);
+    for n in &docs {
+        assert!(
+            scraped.contains(n) || event_driven.contains(n),
+            "documented metric {n} is not exported"
+        );
+    }
+    for n in &scraped {
+        assert!(
+            docs.contains(n),
+            "exported metric {n} is not in docs/metrics.md"
+        );
+    }
+    // The dashboard only uses metrics that exist.
+    let dash = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/concord-dashboard.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dash).unwrap();
+    let mut used = BTreeSet::new();
+    for p in v["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let e = t["expr"].as_str().unwrap();
+            for w in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if w.starts_with("concord_") {
+                    used.insert(w.trim_end_matches("_bucket").to_string());
+                }
+            }
+        }
+    }
+    for u in used {
+        assert!(docs.contains(&u), "dashboard uses unknown metric {u}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_under_sysbench_load_moves_reads_with_zero_errors() {
+    let topo = Topology::start(2).await;
+    let backends = vec![
+        ("db1".into(), topo.primary.addr(), Some("primary".into())),
+        (
+            "db2".into(),
+            topo.replicas[0].addr(),
+            Some("replica".into()),
+        ),
+        (
+            "db3".into(),
+            topo.replicas[1].addr(),
+            Some("replica".into()),
+        ),
+    ];
+    let node = Concord::start(ConcordConfig::new(backends)).await;
+    harness::wait_for("replicas readable", Duration::from_secs(20), || async {
+        let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
+        (rows
+            .iter()
+            .filter(|r| r["readable"].as_deref() == Some("yes"))
+            .count()
+            == 3)
+            .then_some(())
+    })
+    .await;
+    let port = node.cfg.port.to_string();
+    let sb = move |args: Vec<String>| {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            Command::new("sysbench")
+                .arg("oltp_read_only")
+                .args([
+                    "--mysql-host=127.0.0.1".to_string(),
+                    format!("--mysql-port={port}"),
+                    "--mysql-user=app".into(),
+                    format!("--mysql-password={PASSWORD}"),
+                    "--mysql-db=test".into(),
+                    "--tables=2".into(),
+                    "--table-size=2000".into(),
+                ])
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    assert!(sb(vec!["prepare".into()]).join().unwrap().status.success());
+    topo.wait_replicated().await;
+    let run = sb([
+        "--threads=8",
+        "--time=8",
+        "--skip_trx=on",
+        "--mysql-ignore-errors=none",
+        "run",
+    ]
+    .map(String::from)
+    .to_vec());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    let rows = node
+        .admin_query("DRAIN BACKEND 'db2' TIMEOUT '10s'")
+        .await
+        .unwrap();
+    drop(rows);
+    println!("drain of db2 under load finished in {:?}", t.elapsed());
+    let q0 = backend_queries(&node, "db2").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let q1 = backend_queries(&node, "db2").await;
+    assert_eq!(q0, q1, "queries still reach the drained backend");
+    let out = run.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ignored errors:                      0"),
+        "{text}"
+    );
+    let b = node.admin_query("SHOW BACKENDS").await.unwrap();
+    let db2 = b
+        .iter()
+        .find(|r| r["name"].as_deref() == Some("db2"))
+        .unwrap();
+    assert_eq!(db2["state"].as_deref(), Some("draining"));
+    assert_eq!(db2["active_conns"].as_deref(), Some("0"));
+    node.admin_query("UNDRAIN BACKEND 'db2'").await.unwrap();
+}
+
+async fn backend_queries(node: &Concord, name: &str) -> String {
+    let b = node.admin_query("SHOW BACKENDS").await.unwrap();
+    b.iter()
+        .find(|r| r["name"].as_deref() == Some(name))
+        .and_then(|r| r["queries"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_users_and_graceful_shutdown() {
+    let db = MariaDb::start("primary", 1).await;
+    db.exec("CREATE USER 'late'@'%' IDENTIFIED BY 'late-pw'")
+        .await;
+    db.exec("GRANT ALL ON *.* TO 'late'@'%'").await;
+    let mut node = Concord::start(ConcordConfig::single(&db.addr())).await;
+    assert!(mysql_async::Conn::new(node.opts_for("late", "late-pw"))
+        .await
+        .is_err());
+    let mut keep = node.conn().await;
+    // SIGHUP reloads users without dropping sessions; a broken file is
+    // refused and changes nothing.
+    let path = node.config_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{good}\n[[users]]\nname = \"late\"\npassword = \"late-pw\"\n"),
+    )
+    .unwrap();
+    node.signal("HUP");
+    harness::wait_for("the new user", Duration::from_secs(5), || async {
+        mysql_async::Conn::new(node.opts_for("late", "late-pw"))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    std::fs::write(&path, "[listener]\naddr = 'broken").unwrap();
+    let e = node.admin_query("RELOAD CONFIG").await.unwrap_err();
+    assert!(e.to_string().contains("running config stays"), "{e}");
+    keep.query_drop("SELECT 1").await.unwrap();
+    std::fs::write(&path, &good).unwrap();
+
+    // SIGTERM: an open transaction may finish, then the node exits.
+    keep.query_drop("CREATE TABLE test.g (a INT)")
+        .await
+        .unwrap();
+    keep.query_drop("BEGIN").await.unwrap();
+    keep.query_drop("INSERT INTO test.g VALUES (1)")
+        .await
+        .unwrap();
+    node.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        node.http_get("/readyz").await,
+        Some((503, _)) | None
+    ));
+    keep.query_drop("INSERT INTO test.g VALUES (2)")
+        .await
+        .unwrap();
+    keep.query_drop("COMMIT").await.unwrap();
+    let n: Option<i64> = db
+        .conn()
+        .await
+        .query_first("SELECT COUNT(*) FROM test.g")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(2), "the transaction finished during shutdown");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while node.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "concord did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn deployment_files_match_the_real_config_and_flags() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = |path: &std::path::Path| {
+        let out = Command::new(concord_bin())
+            .arg("check-config")
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for i in 1..=3 {
+        check(&root.join(format!("deploy/compose/concord-{i}.toml")));
+    }
+    // The Kubernetes template, rendered the way its init container does.
+    let k8s = std::fs::read_to_string(root.join("deploy/kubernetes/concord.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml_out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
+        .arg(root.join("deploy/kubernetes/concord.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        yaml_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&yaml_out.stderr)
+    );
+    let docs: serde_json::Value = serde_json::from_slice(&yaml_out.stdout).unwrap();
+    let cm = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .unwrap();
+    let tmpl = cm["data"]["concord.toml.tmpl"].as_str().unwrap();
+    let rendered = tmpl
+        .replace("__NODE_ID__", "1")
+        .replace("__POD__", "concord-0")
+        .replace("__SECRET__", "s")
+        .replace("__ADMIN_PASSWORD__", "a")
+        .replace("__APP_PASSWORD__", "p")
+        .replace("__MONITOR_PASSWORD__", "m");
+    let f = dir.path().join("k8s.toml");
+    std::fs::write(&f, rendered).unwrap();
+    check(&f);
+    let sts = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "StatefulSet")
+        .unwrap();
+    let args = &sts["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[0], "--config");
+    assert!(k8s.contains("/readyz") && k8s.contains("/healthz"));
+    // Compose parses and runs concord with the flags concord has.
+    let compose = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg("import sys, yaml, json; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))")
+        .arg(root.join("deploy/compose/docker-compose.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        compose.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compose.stderr)
+    );
+    let c: serde_json::Value = serde_json::from_slice(&compose.stdout).unwrap();
+    for n in 1..=3 {
+        assert_eq!(
+            c["services"][format!("concord{n}")]["command"][0],
+            "--config"
+        );
+    }
+    let help = Command::new(concord_bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--config") && help.contains("check-config"),
+        "{help}"
+    );
+    let unit = std::fs::read_to_string(root.join("deploy/systemd/concord.service")).unwrap();
+    assert!(unit.contains("concord check-config /etc/concord/concord.toml"));
+    assert!(unit.contains("concord --config /etc/concord/concord.toml"));
+}
