@@ -1,0 +1,247 @@
+//! Drives many connections on few threads: closed loop (each connection
+//! back to back) or open loop (a fixed total rate; latency counts from the
+//! moment a query was due, so a stall shows up in the figures instead of
+//! silently lowering the load). Several targets = fleet mode.
+
+use crate::client::Client;
+use crate::stats::{merge, Latency, Summary, TaskStats};
+use crate::workload::{Shape, Worker};
+use crate::BenchError;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub targets: Vec<String>,
+    pub user: String,
+    pub password: String,
+    pub db: Option<String>,
+    pub connections: u32,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Total queries per second (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
+    pub shape: Shape,
+    /// Print a progress line every second on stderr.
+    pub progress: bool,
+    /// Keep every sample (timelines).
+    pub keep_samples: bool,
+}
+
+pub struct Outcome {
+    pub per_target: Vec<Summary>,
+    pub total: Summary,
+    /// (ms since the measured phase began, latency µs, ok)
+    pub samples: Vec<(u32, u32, bool)>,
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+struct Shared {
+    phase: AtomicU8,
+    measure_start: Mutex<Instant>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    target: String,
+    opts: Arc<Opts>,
+    idx: u32,
+    stats: Arc<Mutex<TaskStats>>,
+    shared: Arc<Shared>,
+    interval: Option<Duration>,
+    start: Instant,
+) {
+    let mut worker: Option<Worker> = None;
+    // Stagger open-loop connections across one interval.
+    let mut next = start
+        + interval.map_or(Duration::ZERO, |iv| {
+            iv.mul_f64(f64::from(idx) / f64::from(opts.connections.max(1)))
+        });
+    loop {
+        let phase = shared.phase.load(Ordering::Relaxed);
+        if phase == STOP {
+            return;
+        }
+        if worker.is_none() {
+            let t = Instant::now();
+            let made = async {
+                let c = Client::connect(&target, &opts.user, &opts.password, opts.db.as_deref())
+                    .await?;
+                Worker::new(c, opts.shape.clone(), u64::from(idx) * 7919 + 1).await
+            }
+            .await;
+            match made {
+                Ok(w) => worker = Some(w),
+                Err(e) => {
+                    if phase == MEASURE {
+                        let at = ms_since(&shared);
+                        let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+                        s.record(t.elapsed().as_micros() as u64, false, at);
+                        s.last_error = Some(format!("connect: {e}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(w) = worker.as_mut() else { continue };
+        let intended = match interval {
+            Some(iv) => {
+                tokio::time::sleep_until(next.into()).await;
+                let t = next;
+                next += iv;
+                t
+            }
+            None => Instant::now(),
+        };
+        let r = w.step().await;
+        let latency = intended.elapsed();
+        if shared.phase.load(Ordering::Relaxed) == MEASURE {
+            let at = ms_since(&shared);
+            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+            s.record(latency.as_micros() as u64, r.is_ok(), at);
+            if let Err(e) = &r {
+                s.last_error = Some(e.to_string());
+            }
+        }
+        if let Err(e) = r {
+            if !matches!(e, BenchError::Server { .. }) {
+                worker = None;
+            }
+        }
+    }
+}
+
+fn ms_since(shared: &Shared) -> u32 {
+    let start = *shared
+        .measure_start
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX)
+}
+
+pub async fn run(opts: Opts) -> Result<Outcome, BenchError> {
+    if opts.targets.is_empty() {
+        return Err(BenchError::Usage("no target".into()));
+    }
+    let opts = Arc::new(opts);
+    let shared = Arc::new(Shared {
+        phase: AtomicU8::new(if opts.warmup.is_zero() {
+            MEASURE
+        } else {
+            WARMUP
+        }),
+        measure_start: Mutex::new(Instant::now()),
+    });
+    let interval = opts
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(f64::from(opts.connections) / r));
+    let start = Instant::now();
+    let mut stats: Vec<(usize, Arc<Mutex<TaskStats>>)> = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..opts.connections {
+        let ti = (i as usize) % opts.targets.len();
+        let s = TaskStats::new(opts.keep_samples);
+        stats.push((ti, s.clone()));
+        tasks.push(tokio::spawn(connection(
+            opts.targets[ti].clone(),
+            opts.clone(),
+            i,
+            s,
+            shared.clone(),
+            interval,
+            start,
+        )));
+    }
+    if !opts.warmup.is_zero() {
+        tokio::time::sleep(opts.warmup).await;
+        for (_, s) in &stats {
+            s.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        }
+        *shared
+            .measure_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        shared.phase.store(MEASURE, Ordering::Relaxed);
+    } else {
+        *shared
+            .measure_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+    let measured = Instant::now();
+    let deadline = measured + opts.duration;
+    let mut tick = 1u64;
+    while Instant::now() < deadline {
+        let until = (measured + Duration::from_secs(tick)).min(deadline);
+        tokio::time::sleep_until(until.into()).await;
+        if opts.progress {
+            crate::report::progress(
+                measured.elapsed(),
+                &stats.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(),
+            );
+        }
+        tick += 1;
+    }
+    shared.phase.store(STOP, Ordering::Relaxed);
+    let seconds = measured.elapsed().as_secs_f64();
+    for t in tasks {
+        let abort = t.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), t)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    let summarize = |name: String, group: Vec<Arc<Mutex<TaskStats>>>| {
+        let (h, ok, errors, last_error) = merge(&group);
+        Summary {
+            target: name,
+            queries: ok,
+            errors,
+            seconds,
+            qps: ok as f64 / seconds.max(1e-9),
+            latency: Latency::of(&h),
+            proxy_cpu_seconds: None,
+            last_error,
+        }
+    };
+    let per_target = opts
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            summarize(
+                t.clone(),
+                stats
+                    .iter()
+                    .filter(|(ti, _)| *ti == i)
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+            )
+        })
+        .collect();
+    let total = summarize(
+        opts.targets.join(","),
+        stats.iter().map(|(_, s)| s.clone()).collect(),
+    );
+    let mut samples = Vec::new();
+    if opts.keep_samples {
+        for (_, s) in &stats {
+            if let Some(v) = s.lock().unwrap_or_else(|p| p.into_inner()).samples.take() {
+                samples.extend(v);
+            }
+        }
+    }
+    Ok(Outcome {
+        per_target,
+        total,
+        samples,
+    })
+}
