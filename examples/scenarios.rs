@@ -4,6 +4,8 @@
 //!   cargo run --release --example scenarios -- routing   read-only QPS: 2 replicas via concord vs direct
 //!   cargo run --release --example scenarios -- raft      1 vs 3 nodes on the hot path; leader failover; minority stop
 //!   cargo run --release --example scenarios -- failover  kill -9 and switchover under write load, per-100 ms timeline
+//!   cargo run --release --example scenarios -- compare   concord-bench compare: MariaDB direct vs concord vs HAProxy
+//!   cargo run --release --example scenarios -- fleet     concord-bench fleet mode over 3 nodes vs 1 node (mock backend)
 //!
 //! Rounds are interleaved so every target sees the same machine noise;
 //! figures are medians.
@@ -233,12 +235,133 @@ async fn failover() {
     );
 }
 
+/// Runs concord-bench with `args`, echoing its output.
+fn bench(args: &[&str]) {
+    let out = Command::new(harness::bin::workspace_bin("concord-bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    println!("$ concord-bench {}", args.join(" "));
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for l in err.lines().filter(|l| l.starts_with("round")) {
+        println!("{l}");
+    }
+    assert!(out.status.success(), "{err}");
+}
+
+async fn compare() {
+    let db = MariaDb::start_with("primary", 1, &["--innodb-buffer-pool-size=256M"]).await;
+    let addr = db.addr();
+    let common = [
+        "compare",
+        "--direct",
+        &addr,
+        "--user",
+        "root",
+        "--password",
+        PASSWORD,
+        "--start-concord",
+        "--haproxy",
+        "--rounds",
+        "5",
+        "--duration",
+        "8s",
+        "--connections",
+        "32",
+        "--threads",
+        "1",
+        "--tables",
+        "4",
+        "--table-size",
+        "20000",
+        "--extrapolate",
+    ];
+    let mut first = common.to_vec();
+    first.push("--setup");
+    bench(&first);
+    let mut ps = common.to_vec();
+    ps.extend(["--workload", "point-select-ps"]);
+    bench(&ps);
+    let mut open = common.to_vec();
+    open.extend(["--rate", "12000"]);
+    bench(&open);
+}
+
+async fn fleet() {
+    let mock_port = harness::ports::free_port();
+    let mock_addr = format!("127.0.0.1:{mock_port}");
+    let mut mock = Command::new(harness::bin::workspace_bin("concord-bench"))
+        .args(["mock-server", "--listen", &mock_addr])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fleet = Fleet::start(
+        3,
+        vec![("db1".into(), mock_addr.clone(), Some("primary".into()))],
+        |_, c| {
+            c.extra = "[log]\nlevel = \"warn\"\n".into();
+            c.users = "[[users]]\nname = \"root\"\npassword = \"\"\n".into();
+            c.extra
+                .push_str("[monitor]\nuser = \"root\"\npassword = \"\"\n");
+        },
+    )
+    .await;
+    let addrs: Vec<String> = fleet.nodes.iter().map(|n| n.addr()).collect();
+    let pids: Vec<String> = fleet
+        .nodes
+        .iter()
+        .map(|n| n.pid().unwrap().to_string())
+        .collect();
+    bench(&[
+        "run",
+        "--target",
+        &addrs[0],
+        "--user",
+        "root",
+        "--connections",
+        "48",
+        "--duration",
+        "8s",
+        "--threads",
+        "1",
+        "--proxy-pid",
+        &pids[0],
+        "--extrapolate",
+    ]);
+    bench(&[
+        "run",
+        "--target",
+        &addrs[0],
+        "--target",
+        &addrs[1],
+        "--target",
+        &addrs[2],
+        "--user",
+        "root",
+        "--connections",
+        "48",
+        "--duration",
+        "8s",
+        "--threads",
+        "1",
+        "--proxy-pid",
+        &pids.join(","),
+        "--extrapolate",
+    ]);
+    let _ = mock.kill();
+    let _ = mock.wait();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("routing") => routing().await,
         Some("raft") => raft().await,
         Some("failover") => failover().await,
-        _ => println!("usage: scenarios routing | raft | failover"),
+        Some("compare") => compare().await,
+        Some("fleet") => fleet().await,
+        _ => println!("usage: scenarios routing | raft | failover | compare | fleet"),
     }
 }

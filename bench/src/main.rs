@@ -44,6 +44,25 @@ enum Cmd {
     Compare(CompareArgs),
     /// QPS / errors / p99 per 100 ms while something happens.
     Timeline(TimelineArgs),
+    /// Open N logged-in connections and hold them idle; report the
+    /// proxy's resident memory per connection.
+    Connections {
+        #[arg(long, default_value = "127.0.0.1:3306")]
+        target: String,
+        #[arg(long, default_value = "root")]
+        user: String,
+        #[arg(long, default_value = "")]
+        password: String,
+        #[arg(long, default_value_t = 10000)]
+        count: u32,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+        /// The proxy whose RSS to measure.
+        #[arg(long)]
+        proxy_pid: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -205,6 +224,15 @@ async fn dispatch(cmd: Cmd) -> Result<(), BenchError> {
             Ok(())
         }
         Cmd::Compare(a) => compare(a).await,
+        Cmd::Connections {
+            target,
+            user,
+            password,
+            count,
+            hold,
+            proxy_pid,
+            json,
+        } => connections(&target, &user, &password, count, hold, proxy_pid, json).await,
         Cmd::Timeline(a) => timeline(a).await,
     }
 }
@@ -365,6 +393,92 @@ async fn compare(a: CompareArgs) -> Result<(), BenchError> {
         }
     }
     Ok(())
+}
+
+async fn connections(
+    target: &str,
+    user: &str,
+    password: &str,
+    count: u32,
+    hold: Duration,
+    pid: Option<u32>,
+    json: bool,
+) -> Result<(), BenchError> {
+    let rss0 = pid.and_then(procstat::rss_kib);
+    let started = std::time::Instant::now();
+    let mut conns = Vec::with_capacity(count as usize);
+    let mut failed = 0u32;
+    let mut last_error = None;
+    // Log in 200 at a time.
+    let mut i = 0;
+    while i < count {
+        let n = (count - i).min(200);
+        let batch: Vec<_> = (0..n)
+            .map(|_| {
+                let (t, u, p) = (target.to_string(), user.to_string(), password.to_string());
+                async move { concord_bench::client::Client::connect(&t, &u, &p, None).await }
+            })
+            .collect();
+        for r in futures_join(batch).await {
+            match r {
+                Ok(c) => conns.push(c),
+                Err(e) => {
+                    failed += 1;
+                    last_error = Some(e.to_string());
+                }
+            }
+        }
+        i += n;
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(hold).await;
+    let rss1 = pid.and_then(procstat::rss_kib);
+    // Every connection still works after idling.
+    let mut alive = 0u32;
+    for c in conns.iter_mut() {
+        if c.ping().await.is_ok() {
+            alive += 1;
+        }
+    }
+    let per = match (rss0, rss1) {
+        (Some(a), Some(b)) if !conns.is_empty() => {
+            Some((b.saturating_sub(a)) as f64 / conns.len() as f64)
+        }
+        _ => None,
+    };
+    let v = json!({
+        "requested": count,
+        "connected": conns.len(),
+        "failed": failed,
+        "alive_after_hold": alive,
+        "connect_seconds": connect_secs,
+        "proxy_rss_kib_before": rss0,
+        "proxy_rss_kib_after": rss1,
+        "proxy_rss_kib_per_connection": per,
+        "last_error": last_error,
+    });
+    if json {
+        report::json(&v);
+    } else {
+        report::line(&format!("{v:#}"));
+    }
+    Ok(())
+}
+
+/// Awaits a batch of futures concurrently.
+async fn futures_join<F>(fs: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
 }
 
 async fn timeline(a: TimelineArgs) -> Result<(), BenchError> {

@@ -105,7 +105,7 @@ fn value_for(expr: &str) -> String {
         "67108864".into()
     } else if e.contains("timeout") {
         "28800".into()
-        } else {
+    } else {
         // server_id and anything else
         "1".into()
     }
@@ -320,7 +320,7 @@ async fn session(s: TcpStream, conn_id: u32, opts: &MockOpts) -> Result<(), Benc
     let mut out = BytesMut::with_capacity(4096);
     loop {
         // Answer every complete command in the buffer, then write once.
-                while let Some((len, _)) = header(&io.rbuf) {
+        while let Some((len, _)) = header(&io.rbuf) {
             if io.rbuf.len() < HEADER + len {
                 break;
             }

@@ -39,6 +39,13 @@ pub struct NodeConfig {
     pub id: u64,
     /// Raft log, vote and snapshots live here.
     pub data_dir: PathBuf,
+    /// Threads serving client sessions (0: one per CPU core). Raft has
+    /// its own thread besides.
+    pub worker_threads: usize,
+    /// "work-stealing" (one tokio runtime for all sessions) or "per-core"
+    /// (one single-threaded runtime per thread, each with its own
+    /// SO_REUSEPORT listener: no cross-thread wake-ups).
+    pub runtime: String,
 }
 
 impl Default for NodeConfig {
@@ -46,6 +53,8 @@ impl Default for NodeConfig {
         NodeConfig {
             id: 1,
             data_dir: PathBuf::from("concord-data"),
+            worker_threads: 0,
+            runtime: "work-stealing".into(),
         }
     }
 }

@@ -63,6 +63,12 @@ impl Config {
         if self.node.id == 0 {
             return Err(ConfigError::invalid("node.id", "must be 1 or more"));
         }
+        if !matches!(self.node.runtime.as_str(), "work-stealing" | "per-core") {
+            return Err(ConfigError::invalid(
+                "node.runtime",
+                "must be \"work-stealing\" or \"per-core\"",
+            ));
+        }
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("node.data_dir", "must not be empty"));
         }

@@ -61,8 +61,13 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
 
     let cfg = shared.config.load_full();
     if let Some(l) = client_listener {
-        tracing::info!(node = shared.node_id, addr = %cfg.listener.addr, "listening for MySQL clients");
-        tokio::spawn(crate::server::serve_clients(shared.clone(), l));
+        tracing::info!(node = shared.node_id, addr = %cfg.listener.addr, runtime = %cfg.node.runtime, "listening for MySQL clients");
+        if cfg.node.runtime == "per-core" {
+            drop(l);
+            start_per_core(&shared, &cfg)?;
+        } else {
+            tokio::spawn(crate::server::serve_clients(shared.clone(), l));
+        }
     }
     if let Some(l) = admin_listener {
         tracing::info!(addr = %cfg.admin.addr, "admin port listening");
@@ -146,6 +151,50 @@ fn follow_topology(shared: Arc<Shared>) {
             shared.routing.store(Arc::new(new));
         }
     });
+}
+
+/// Client sessions on one single-threaded runtime per thread, each with
+/// its own SO_REUSEPORT listener, so a session's wake-ups stay on its
+/// thread.
+fn start_per_core(shared: &Arc<Shared>, cfg: &Config) -> Result<(), NodeError> {
+    let threads = if cfg.node.worker_threads > 0 {
+        cfg.node.worker_threads
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    };
+    for i in 0..threads {
+        let std_listener =
+            crate::server::bind_reuseport(&cfg.listener.addr).map_err(|e| NodeError::Bind {
+                key: "listener.addr",
+                addr: cfg.listener.addr.clone(),
+                source: e,
+            })?;
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("concord-sessions-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("session thread {i}: cannot start a runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match TcpListener::from_std(std_listener) {
+                        Ok(l) => crate::server::serve_clients(shared, l).await,
+                        Err(e) => tracing::error!("session thread {i}: {e}"),
+                    }
+                });
+            })
+            .map_err(|e| NodeError::Setup(format!("cannot start session thread {i}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Once a second: pool upkeep and idle-session timeouts.

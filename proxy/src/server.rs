@@ -10,6 +10,28 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
+/// A listening socket with SO_REUSEPORT (several, one per session thread).
+pub fn bind_reuseport(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let sa = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{addr} did not resolve"),
+        )
+    })?;
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(sa),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&sa.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
 /// Decrements the live-connection count however the session ends.
 struct Slot(Arc<Shared>);
 
