@@ -188,7 +188,9 @@ async fn raft() {
 }
 
 async fn failover() {
-    let mut rig = Rig::start("[log]\nlevel = \"warn\"\n").await;
+    // Defaults except failover.cooldown (60 s), which would (rightly)
+    // refuse the third failover of this scenario inside a minute.
+    let mut rig = Rig::start("[log]\nlevel = \"warn\"\n[failover]\ncooldown = \"5s\"\n").await;
     let load = Load::start(&rig.fleet, 2);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t0 = Instant::now();
@@ -233,6 +235,56 @@ async fn failover() {
         errors.len(),
         acked.len()
     );
+    // The picture of a failover: concord-bench timeline across the three
+    // nodes while the current primary is killed.
+    tokio::time::sleep(Duration::from_secs(5)).await; // failover.cooldown
+    let pid = rig.server(target).pid().expect("primary running");
+    let addrs: Vec<String> = rig.fleet.nodes.iter().map(|n| n.addr()).collect();
+    let mut args = vec!["timeline"];
+    for a in &addrs {
+        args.extend(["--target", a.as_str()]);
+    }
+    let kill = format!("kill -9 {pid}");
+    args.extend([
+        "--user",
+        "app",
+        "--password",
+        harness::PASSWORD,
+        "--workload",
+        "insert",
+        "--setup",
+        "--table-size",
+        "100",
+        "--connections",
+        "12",
+        "--duration",
+        "10s",
+        "--at",
+        "3s",
+        "--exec",
+        &kill,
+        "--csv",
+        "bench/failover-timeline.csv",
+        "--svg",
+        "bench/failover-timeline.svg",
+        "--title",
+        "kill -9 of the primary at 3 s: 3 concord nodes, 12 writers",
+    ]);
+    bench(&args);
+    if std::env::var_os("SCENARIO_DEBUG").is_some() {
+        for q in ["SHOW CLUSTER", "SHOW BACKENDS"] {
+            println!("{q}: {:?}", rig.fleet.nodes[0].admin_query(q).await);
+        }
+        for n in &rig.fleet.nodes {
+            let logs = n.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            println!(
+                "--- node {} log tail:\n{}",
+                n.cfg.node_id,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
 }
 
 /// Runs concord-bench with `args`, echoing its output.

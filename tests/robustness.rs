@@ -5,7 +5,7 @@
 use concord_protocol::consts::com;
 use concord_protocol::err::ErrPacket;
 use concord_protocol::scan::Expect;
-use harness::raw::RawClient;
+use harness::raw::{find_err, read_until_closed, RawClient};
 use harness::{Concord, ConcordConfig, MariaDb, PASSWORD};
 use mysql_async::prelude::*;
 use std::time::{Duration, Instant};
@@ -18,34 +18,6 @@ async fn setup(listener_extra: &str) -> (MariaDb, Concord) {
     cfg.listener_extra = listener_extra.to_string();
     let node = Concord::start(cfg).await;
     (db, node)
-}
-
-/// Reads until the peer closes; returns what arrived (bounded wait).
-async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(all),
-            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
-            Err(_) => return None,
-        }
-    }
-}
-
-/// The ERR packet in a byte stream (after the greeting, if any).
-fn find_err(bytes: &[u8]) -> Option<ErrPacket> {
-    let mut rest = bytes;
-    while let Some((len, _)) = concord_protocol::packet::header(rest) {
-        let body = rest.get(4..4 + len)?;
-        if body.first() == Some(&0xff) {
-            return ErrPacket::decode(body).ok();
-        }
-        rest = &rest[4 + len..];
-    }
-    None
 }
 
 async fn still_serves(node: &Concord) {

@@ -13,6 +13,7 @@ pub mod column;
 pub mod consts;
 pub mod err;
 pub mod error;
+pub mod fuzzing;
 pub mod handshake;
 pub mod ok;
 pub mod packet;

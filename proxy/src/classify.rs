@@ -673,3 +673,11 @@ pub fn set_target(sql: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Fuzz entry (property tests and `fuzz/`): every parser that sees client
+/// SQL, on arbitrary bytes.
+pub fn fuzz_entry(sql: &[u8]) {
+    let _ = classify(sql);
+    let _ = use_target(sql);
+    let _ = set_target(sql);
+}

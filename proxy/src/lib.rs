@@ -16,5 +16,6 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod throttle;
 pub mod tls;
 pub mod users;

@@ -88,6 +88,16 @@ pub fn client_error(code: u16) {
     counter!("concord_client_errors_total", "code" => code.to_string()).increment(1);
 }
 
+/// A login refused with a wrong password or unknown user.
+pub fn auth_failed() {
+    counter!("concord_auth_failures_total").increment(1);
+}
+
+/// A connection refused because its address failed to log in too often.
+pub fn auth_throttled() {
+    counter!("concord_auth_throttled_total").increment(1);
+}
+
 /// Sets state gauges and renders the Prometheus text.
 pub fn render(shared: &Shared) -> String {
     let st = shared.consensus.status();

@@ -31,14 +31,30 @@ async fn bind(key: &'static str, addr: &str) -> Result<Option<TcpListener>, Node
     if addr.is_empty() {
         return Ok(None);
     }
-    TcpListener::bind(addr)
-        .await
+    crate::server::bind_listener(addr, false)
+        .and_then(TcpListener::from_std)
         .map(Some)
         .map_err(|e| NodeError::Bind {
             key,
             addr: addr.to_string(),
             source: e,
         })
+}
+
+/// Raises the open-file limit to the hard limit (as HAProxy and nginx do):
+/// each client costs one descriptor and its backend connections more, and a
+/// distribution's default soft limit of 1024 would cap a node far below
+/// `listener.max_connections`.
+fn raise_fd_limit(config: &Config) {
+    let want = u64::from(config.listener.max_connections) * 2 + 1024;
+    match rlimit::increase_nofile_limit(want) {
+        Ok(got) if got < want => tracing::warn!(
+            "open-file limit is {got}; listener.max_connections = {} needs about {want} (a client and a backend connection each): raise LimitNOFILE / ulimit -n",
+            config.listener.max_connections
+        ),
+        Ok(got) => tracing::debug!("open-file limit {got}"),
+        Err(e) => tracing::warn!("cannot read or raise the open-file limit: {e}"),
+    }
 }
 
 pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
@@ -51,6 +67,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
     let admin_listener = bind("admin.addr", &config.admin.addr).await?;
     let http_listener = bind("http.addr", &config.http.addr).await?;
 
+    raise_fd_limit(&config);
     crate::metrics::install().map_err(NodeError::Setup)?;
     let consensus = Consensus::start(&config).await?;
     let shared = Arc::new(Shared::new(config, users, tls, consensus));
@@ -165,12 +182,13 @@ fn start_per_core(shared: &Arc<Shared>, cfg: &Config) -> Result<(), NodeError> {
             .unwrap_or(1)
     };
     for i in 0..threads {
-        let std_listener =
-            crate::server::bind_reuseport(&cfg.listener.addr).map_err(|e| NodeError::Bind {
+        let std_listener = crate::server::bind_listener(&cfg.listener.addr, true).map_err(|e| {
+            NodeError::Bind {
                 key: "listener.addr",
                 addr: cfg.listener.addr.clone(),
                 source: e,
-            })?;
+            }
+        })?;
         let shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("concord-sessions-{i}"))
@@ -204,8 +222,16 @@ async fn upkeep(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let pools: Vec<_> = shared.routing.load().pools.values().cloned().collect();
+        let threshold = shared.config.load().monitor.failure_threshold;
         for p in pools {
             p.stats.tick();
+            if shared
+                .health
+                .get(&p.name)
+                .is_some_and(|h| h.failures >= threshold)
+            {
+                p.down.notify_waiters();
+            }
             p.maintain().await;
         }
         let idle = shared.config.load().listener.idle_timeout.get();

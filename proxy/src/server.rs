@@ -10,8 +10,14 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-/// A listening socket with SO_REUSEPORT (several, one per session thread).
-pub fn bind_reuseport(addr: &str) -> std::io::Result<std::net::TcpListener> {
+/// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`):
+/// a burst of connects larger than tokio's default of 1024 would otherwise
+/// have SYNs dropped and clients waiting for retransmits.
+const BACKLOG: i32 = 4096;
+
+/// A listening socket; with `reuse_port`, one of several (one per session
+/// thread) sharing the address.
+pub fn bind_listener(addr: &str, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use std::net::ToSocketAddrs;
     let sa = addr.to_socket_addrs()?.next().ok_or_else(|| {
         std::io::Error::new(
@@ -25,10 +31,12 @@ pub fn bind_reuseport(addr: &str) -> std::io::Result<std::net::TcpListener> {
         None,
     )?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     s.set_nonblocking(true)?;
     s.bind(&sa.into())?;
-    s.listen(1024)?;
+    s.listen(BACKLOG)?;
     Ok(s.into())
 }
 

@@ -36,6 +36,8 @@ pub struct Shared {
     /// Set when the node is shutting down: stop accepting.
     pub shutting_down: AtomicBool,
     pub started: Instant,
+    /// Failed logins per source address.
+    pub auth_throttle: crate::throttle::AuthThrottle,
 }
 
 impl Shared {
@@ -65,6 +67,7 @@ impl Shared {
             workflow_lock: tokio::sync::Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
+            auth_throttle: Default::default(),
         }
     }
 

@@ -272,13 +272,14 @@ impl Concord {
             .unwrap();
         let mut cmd = Command::new(bin::workspace_bin("concord"));
         bin::die_with_parent(&mut cmd);
+        // `[log] level` from the config, unless CONCORD_TEST_LOG overrides.
+        match std::env::var("CONCORD_TEST_LOG") {
+            Ok(v) => cmd.env("RUST_LOG", v),
+            Err(_) => cmd.env_remove("RUST_LOG"),
+        };
         let child = cmd
             .arg("--config")
             .arg(self.config_path())
-            .env(
-                "RUST_LOG",
-                std::env::var("CONCORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

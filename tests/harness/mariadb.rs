@@ -214,6 +214,14 @@ impl MariaDb {
             })
     }
 
+    /// A connection, or None when the server does not answer in 2 s.
+    pub async fn try_conn(&self) -> Option<mysql_async::Conn> {
+        tokio::time::timeout(Duration::from_secs(2), mysql_async::Conn::new(self.opts()))
+            .await
+            .ok()?
+            .ok()
+    }
+
     async fn wait_ready(&mut self) {
         let opts = self.opts();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -4,9 +4,12 @@
 
 use concord_protocol::auth;
 use concord_protocol::consts::cap;
+use concord_protocol::err::ErrPacket;
 use concord_protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use concord_protocol::scan::{Expect, Scanner, Step};
 use concord_protocol::{Packet, PacketStream};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 pub struct RawClient {
@@ -107,4 +110,32 @@ impl RawClient {
         let mut seq = 0;
         self.s.send(&mut seq, payload).await.unwrap();
     }
+}
+
+/// Reads until the peer closes; returns what arrived (bounded wait).
+pub async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(all),
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The ERR packet in a byte stream (after the greeting, if any).
+pub fn find_err(bytes: &[u8]) -> Option<ErrPacket> {
+    let mut rest = bytes;
+    while let Some((len, _)) = concord_protocol::packet::header(rest) {
+        let body = rest.get(4..4 + len)?;
+        if body.first() == Some(&0xff) {
+            return ErrPacket::decode(body).ok();
+        }
+        rest = &rest[4 + len..];
+    }
+    None
 }

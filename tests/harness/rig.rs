@@ -109,18 +109,72 @@ impl Rig {
     }
 
     pub async fn wait_replicas_readable(&self) {
-        crate::wait_for("replicas readable", Duration::from_secs(20), || async {
-            let rows = self.fleet.nodes[0]
-                .admin_query("SHOW BACKENDS")
-                .await
-                .ok()?;
-            let ok = rows
-                .iter()
-                .filter(|r| r["role"].as_deref() == Some("replica"))
-                .all(|r| r["readable"].as_deref() == Some("yes"));
-            ok.then_some(())
-        })
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(rows) = self.fleet.nodes[0].admin_query("SHOW BACKENDS").await {
+                let ok = rows
+                    .iter()
+                    .filter(|r| r["role"].as_deref() == Some("replica"))
+                    .all(|r| r["readable"].as_deref() == Some("yes"));
+                if ok {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after 20s waiting for replicas readable\n{}",
+                    self.diagnose().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What a failed wait prints: the fleet's view and each server's
+    /// replication state.
+    pub async fn diagnose(&self) -> String {
+        let mut out = String::new();
+        for q in ["SHOW BACKENDS", "SHOW CLUSTER", "SHOW EVENTS LIMIT 12"] {
+            out.push_str(&format!(
+                "{q}: {:?}\n",
+                self.fleet.nodes[0].admin_query(q).await
+            ));
+        }
+        for db in std::iter::once(&self.primary).chain(&self.replicas) {
+            let status = match db.try_conn().await {
+                Some(mut c) => {
+                    let rows: Result<Vec<mysql_async::Row>, _> = c.query("SHOW SLAVE STATUS").await;
+                    match rows {
+                        Ok(rows) => rows
+                            .iter()
+                            .map(|r| {
+                                let col = |n: &str| {
+                                    r.get_opt::<Option<String>, _>(n)
+                                        .and_then(Result::ok)
+                                        .flatten()
+                                        .unwrap_or_default()
+                                };
+                                format!(
+                                    "master {}:{} io={} sql={} lag={} io_err={:?} sql_err={:?}",
+                                    col("Master_Host"),
+                                    col("Master_Port"),
+                                    col("Slave_IO_Running"),
+                                    col("Slave_SQL_Running"),
+                                    col("Seconds_Behind_Master"),
+                                    col("Last_IO_Error"),
+                                    col("Last_SQL_Error")
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        Err(e) => format!("SHOW SLAVE STATUS failed: {e}"),
+                    }
+                }
+                None => "unreachable".to_string(),
+            };
+            out.push_str(&format!("{} ({}): {status}\n", db.name, db.addr()));
+        }
+        out
     }
 
     /// The primary every live node agrees on (name, epoch).

@@ -46,23 +46,8 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, config_path: Path
                 max_packet: 1 << 20,
             };
             let id = shared.sessions.next_id() as u32;
-            let timeout = cfg.listener.handshake_timeout.get();
-            let auth = match tokio::time::timeout(
-                timeout,
-                handshake::accept(tcp, peer, &shared, id, &gate),
-            )
-            .await
-            {
-                Ok(Ok(a)) => a,
-                Ok(Err((stream, seq, e))) => {
-                    tracing::info!(%peer, "admin login failed: {e}");
-                    if let (Some(mut s), Some(p)) = (stream, e.to_packet()) {
-                        let mut seq = seq;
-                        let _ = s.send(&mut seq, &p.to_payload()).await;
-                    }
-                    return;
-                }
-                Err(_) => return,
+            let Some(auth) = handshake::login(tcp, peer, &shared, id, &gate, "admin").await else {
+                return;
             };
             let mut seq = auth.seq;
             let mut stream = auth.stream;

@@ -55,6 +55,9 @@ pub struct BackendPool {
     /// instead of reused.
     generation: AtomicU64,
     released: Notify,
+    /// Fired while the health checks consider this backend down, to wake
+    /// sessions stuck waiting on it (see `relay::Stall`).
+    pub down: Notify,
     pub settings: PoolSettings,
     /// Queries in flight on this backend from this node (router load).
     pub outstanding: AtomicU32,
@@ -100,6 +103,7 @@ impl BackendPool {
             open: AtomicU32::new(0),
             generation: AtomicU64::new(0),
             released: Notify::new(),
+            down: Notify::new(),
             settings,
             outstanding: AtomicU32::new(0),
             stats: Stats::new(name),

@@ -128,14 +128,11 @@ fn comments_and_executable_comments() {
 proptest! {
     #[test]
     fn never_panics(s in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = classify(&s);
-        let _ = use_target(&s);
-        let _ = set_target(&s);
+        fuzz_entry(&s);
     }
 
     #[test]
     fn sql_like_never_panics(s in "[a-zA-Z '\"`@;:=()/*#\\-\\\\0-9\n]{0,120}") {
-        let _ = classify(s.as_bytes());
-        let _ = set_target(s.as_bytes());
+        fuzz_entry(s.as_bytes());
     }
 }

@@ -308,6 +308,7 @@ impl Session {
             self.write_epoch = b.epoch;
         }
         let mut sc = Scanner::new(expect, b.conn.deprecate_eof());
+        let stall_after = self.shared.config.load().monitor.timeout.get();
         b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
@@ -321,6 +322,10 @@ impl Session {
                     self.caps,
                     b.conn.caps,
                     prepare_id,
+                    &relay::Stall {
+                        down: &b.pool.down,
+                        after: stall_after,
+                    },
                 )
                 .await
             }

@@ -10,10 +10,12 @@ use crate::users::User;
 use concord_protocol::auth;
 use concord_protocol::codes;
 use concord_protocol::consts::{cap, status, CACHING_SHA2, NATIVE_PASSWORD};
+use concord_protocol::err::ErrPacket;
 use concord_protocol::handshake::{sha2_more, AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use concord_protocol::{PacketStream, ProtoError};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A client that proved who it is.
@@ -55,6 +57,70 @@ pub struct Gate<'a> {
     pub require_tls: bool,
     /// Largest packet after login.
     pub max_packet: usize,
+}
+
+/// The whole connection phase for one client on any port: refuse a
+/// throttled source address, run [`accept`] within
+/// `listener.handshake_timeout`, send the error of a failed login and count
+/// it against the address. `None`: the connection is done.
+pub async fn login(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    conn_id: u32,
+    gate: &Gate<'_>,
+    port: &str,
+) -> Option<Authenticated> {
+    let (timeout, limit) = {
+        let cfg = shared.config.load();
+        (
+            cfg.listener.handshake_timeout.get(),
+            cfg.listener.max_auth_failures_per_minute,
+        )
+    };
+    if let Some(wait) = shared
+        .auth_throttle
+        .blocked(peer.ip(), limit, std::time::Instant::now())
+    {
+        tracing::warn!(%peer, port, "refused: too many failed logins from this address");
+        crate::metrics::auth_throttled();
+        let e = ErrPacket::new(
+            codes::HOST_IS_BLOCKED,
+            format!(
+                "Host '{}' is blocked for {}s: more than {limit} failed logins in a minute (listener.max_auth_failures_per_minute)",
+                peer.ip(),
+                wait.as_secs().max(1)
+            ),
+        );
+        let mut buf = bytes::BytesMut::new();
+        let mut seq = 0;
+        concord_protocol::packet::put_packet(&mut buf, &mut seq, &e.to_payload());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(&buf)).await;
+        return None;
+    }
+    match tokio::time::timeout(timeout, accept(tcp, peer, shared, conn_id, gate)).await {
+        Err(_) => {
+            tracing::info!(session = conn_id, %peer, port, "handshake not finished within {timeout:?} (listener.handshake_timeout); closed");
+            None
+        }
+        Ok(Err((stream, seq, e))) => {
+            tracing::info!(session = conn_id, %peer, port, "login failed: {e}");
+            if let Some(p) = e.to_packet() {
+                if p.code == codes::ACCESS_DENIED.0 {
+                    shared
+                        .auth_throttle
+                        .failed(peer.ip(), std::time::Instant::now());
+                    crate::metrics::auth_failed();
+                }
+                if let Some(mut s) = stream {
+                    let mut seq = seq;
+                    let _ = s.send(&mut seq, &p.to_payload()).await;
+                }
+            }
+            None
+        }
+        Ok(Ok(a)) => Some(a),
+    }
 }
 
 pub async fn accept(

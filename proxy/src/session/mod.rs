@@ -68,28 +68,9 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         require_tls: cfg.listener.require_tls,
         max_packet: cfg.listener.max_allowed_packet.as_usize(),
     };
-    let timeout = cfg.listener.handshake_timeout.get();
-    let accepted = tokio::time::timeout(
-        timeout,
-        handshake::accept(tcp, peer, &shared, id as u32, &gate),
-    )
-    .await;
+    let auth = handshake::login(tcp, peer, &shared, id as u32, &gate, "client").await;
     drop(cfg);
-    let auth = match accepted {
-        Err(_) => {
-            tracing::info!(session = id, %peer, "handshake not finished within {timeout:?} (listener.handshake_timeout); closed");
-            return;
-        }
-        Ok(Err((stream, seq, e))) => {
-            tracing::info!(session = id, %peer, "login failed: {e}");
-            if let (Some(mut s), Some(p)) = (stream, e.to_packet()) {
-                let mut seq = seq;
-                let _ = s.send(&mut seq, &p.to_payload()).await;
-            }
-            return;
-        }
-        Ok(Ok(a)) => a,
-    };
+    let Some(auth) = auth else { return };
     let user_name = auth.user.name.clone();
     if !shared
         .sessions

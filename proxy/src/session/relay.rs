@@ -13,6 +13,34 @@ use concord_protocol::{codes, PacketStream, ProtoError};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// When to give up on a backend that stopped answering mid-query: the
+/// health checks declared it down (`down` fires, once per upkeep tick while
+/// they do) and nothing arrived from it for `after`. A black-holed server
+/// never resets the connection, so without this a session would wait for
+/// TCP keepalive (hours).
+pub struct Stall<'a> {
+    pub down: &'a tokio::sync::Notify,
+    pub after: std::time::Duration,
+}
+
+impl Stall<'_> {
+    async fn wait(&self, last_rx: std::time::Instant) -> ProtoError {
+        loop {
+            self.down.notified().await;
+            let quiet = last_rx.elapsed();
+            if quiet >= self.after {
+                return ProtoError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the health checks declare it down and it sent nothing for {:.1}s",
+                        quiet.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum RelayError {
     /// The client failed or misbehaved; the backend connection is in an
@@ -196,8 +224,10 @@ pub async fn relay_response(
     client_caps: u32,
     backend_caps: u32,
     prepare_id: Option<u32>,
+    stall: &Stall<'_>,
 ) -> Result<RelayEnd, RelayError> {
     let mut end = RelayEnd::default();
+    let mut last_rx = std::time::Instant::now();
     let mut skip = 0usize;
     let mut next_seq = 1u8;
     // After a refused LOCAL INFILE the rest of the response is swallowed
@@ -320,10 +350,15 @@ pub async fn relay_response(
             }
             return Ok(end);
         }
-        if let Err(e) = backend.fill().await {
+        let filled = tokio::select! {
+            r = backend.fill() => r,
+            e = stall.wait(last_rx) => Err(e),
+        };
+        if let Err(e) = filled {
             let _ = client.io.flush().await;
             return Err(backend_err(e, skip > 0, next_seq));
         }
+        last_rx = std::time::Instant::now();
     }
 }
 
