@@ -7,6 +7,7 @@
 //! API, so [`lease`] holds the routing lease itself on top of
 //! `ensure_linearizable` (leader) and a read-index round trip (followers).
 
+pub mod gate;
 pub mod lease;
 pub mod net;
 pub mod node;
@@ -14,6 +15,7 @@ pub mod store;
 pub mod topology;
 pub mod types;
 
+pub use gate::{WriteGate, WriteGuard};
 pub use lease::Lease;
 pub use node::{Consensus, ConsensusError, Status, Workflow, WorkflowHandler};
 pub use store::Applied;

@@ -3,6 +3,7 @@
 //! bootstraps the cluster, keeps the routing lease fresh, and offers
 //! propose / membership / status to the rest of concord.
 
+use crate::gate::WriteGate;
 use crate::lease::Lease;
 use crate::net::peer::{Network, PeerConn};
 use crate::net::rpc::{MembershipOp, Reply, Request};
@@ -87,6 +88,7 @@ pub struct Inner {
     pub raft: Raft,
     pub secret: Arc<[u8]>,
     pub lease: Arc<Lease>,
+    pub gate: Arc<WriteGate>,
     applied: watch::Receiver<Arc<Applied>>,
     peers: tokio::sync::Mutex<HashMap<NodeId, PeerConn>>,
     /// Reports from other nodes (the leader aggregates them).
@@ -178,6 +180,11 @@ impl Consensus {
 
     pub fn lease(&self) -> Arc<Lease> {
         self.inner.lease.clone()
+    }
+
+    /// The write gate every statement sent to a primary passes.
+    pub fn gate(&self) -> Arc<WriteGate> {
+        self.inner.gate.clone()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -285,6 +292,7 @@ async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusE
         path: dir.join("snapshot.json"),
         source: e,
     })?;
+    let gate = sm.gate();
     let secret: Arc<[u8]> = Arc::from(cfg.cluster.secret.as_bytes());
     let local_ip = cfg
         .cluster
@@ -315,6 +323,7 @@ async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusE
         raft: raft.clone(),
         secret,
         lease: Arc::new(Lease::new(cfg.cluster.lease_timeout.get())),
+        gate,
         applied,
         peers: tokio::sync::Mutex::new(HashMap::new()),
         reports: Mutex::new(HashMap::new()),
@@ -677,12 +686,26 @@ impl Inner {
         index: u64,
         timeout: Duration,
     ) -> Result<u64, ConsensusError> {
-        self.raft
+        let started = Instant::now();
+        let applied = self
+            .raft
             .wait(Some(timeout))
             .applied_index_at_least(Some(index), "wait applied")
             .await
             .map(|m| m.last_applied.map_or(0, |l| l.index))
-            .map_err(|e| ConsensusError::Raft(e.to_string()))
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        // Fenced (no primary): confirm only once every statement routed
+        // under the old epoch has been answered (see `gate`).
+        if self.applied.borrow().topology.primary.is_none() {
+            let left = timeout.saturating_sub(started.elapsed());
+            if !self.gate.drained(left).await {
+                return Err(ConsensusError::Raft(format!(
+                    "{} statements routed under an older epoch still in flight after {timeout:?}",
+                    self.gate.inflight()
+                )));
+            }
+        }
+        Ok(applied)
     }
 
     async fn wait_all_applied(&self, index: u64, timeout: Duration) -> Vec<NodeId> {

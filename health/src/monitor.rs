@@ -12,7 +12,7 @@
 use crate::probe::{Probe, Prober};
 use arc_swap::ArcSwap;
 use concord_config::Config;
-use concord_consensus::{Applied, Lease};
+use concord_consensus::{Applied, Lease, WriteGate};
 use mysql_async::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -93,11 +93,6 @@ impl Health {
     }
 }
 
-/// Whether this node may write its heartbeat on `primary` right now.
-pub struct WriteGate {
-    pub lease: Arc<Lease>,
-}
-
 fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,6 +108,7 @@ pub async fn run(
     mut applied: watch::Receiver<Arc<Applied>>,
     health: Arc<Health>,
     lease: Arc<Lease>,
+    gate: Arc<WriteGate>,
 ) {
     let mut loops: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
     let hb_table = cfg.load().monitor.heartbeat_table.clone();
@@ -121,6 +117,7 @@ pub async fn run(
         cfg.clone(),
         applied.clone(),
         lease.clone(),
+        gate,
     ));
     loop {
         let a = applied.borrow_and_update().clone();
@@ -300,6 +297,7 @@ async fn heartbeat_writer(
     cfg: Arc<ArcSwap<Config>>,
     applied: watch::Receiver<Arc<Applied>>,
     lease: Arc<Lease>,
+    gate: Arc<WriteGate>,
 ) {
     let mut current: Option<(String, u64, Prober)> = None;
     let mut created = false;
@@ -331,9 +329,10 @@ async fn heartbeat_writer(
             ));
             created = false;
         }
-        let Some((_, _, prober)) = current.as_mut() else {
+        let Some((_, epoch, prober)) = current.as_mut() else {
             continue;
         };
+        let epoch = *epoch;
         let table = c.monitor.heartbeat_table.clone();
         let res = async {
             let conn = prober.conn().await?;
@@ -347,10 +346,11 @@ async fn heartbeat_writer(
                 .await?;
             }
             // Checked again right before the write: the lease may have
-            // lapsed while connecting.
-            if !lease.valid() {
+            // lapsed while connecting. The guard makes a fence wait for
+            // this write instead of racing it (see `concord_consensus::gate`).
+            let Some(_guard) = gate.enter(epoch).filter(|_| lease.valid()) else {
                 return Ok::<bool, mysql_async::Error>(false);
-            }
+            };
             conn.exec_drop(
                 format!("INSERT INTO {table} (node, ts) VALUES (?, ?) ON DUPLICATE KEY UPDATE ts = VALUES(ts)"),
                 (node_id, now_us()),

@@ -132,6 +132,7 @@ fn follow_topology(shared: Arc<Shared>) {
         shared.consensus.applied(),
         shared.health.clone(),
         shared.lease.clone(),
+        shared.consensus.gate(),
     ));
     let mut rx = shared.consensus.applied();
     let first = rx.borrow_and_update().clone();

@@ -28,6 +28,8 @@ pub struct Shared {
     pub health: Arc<concord_health::Health>,
     /// May this node route writes (a quorum confirmed its state recently)?
     pub lease: Arc<Lease>,
+    /// Every statement sent to a primary holds a guard from it.
+    pub gate: Arc<concord_consensus::WriteGate>,
     /// Statements waiting for a routable primary, and their bytes.
     pub buffered: AtomicU32,
     pub buffered_bytes: AtomicU64,
@@ -60,6 +62,7 @@ impl Shared {
             server_version: ArcSwap::from_pointee(version),
             sessions: Sessions::default(),
             lease: consensus.lease(),
+            gate: consensus.gate(),
             health: concord_health::Health::new(),
             consensus,
             buffered: AtomicU32::new(0),

@@ -6,6 +6,7 @@
 // openraft's storage traits return `StorageError` by value; helpers share it.
 #![allow(clippy::result_large_err)]
 
+use crate::gate::WriteGate;
 use crate::topology::{Response, Topology};
 use crate::types::{
     Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -47,6 +48,7 @@ pub struct StateMachine {
     dir: PathBuf,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
     publish: watch::Sender<Arc<Applied>>,
+    gate: Arc<WriteGate>,
 }
 
 fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
@@ -75,18 +77,29 @@ impl StateMachine {
             Err(e) => return Err(e),
         };
         let (tx, rx) = watch::channel(Arc::new(applied_view(&data)));
+        let gate = Arc::new(WriteGate::new(data.topology.epoch));
         Ok((
             StateMachine {
                 data,
                 dir: dir.to_path_buf(),
                 current: Arc::new(Mutex::new(current)),
                 publish: tx,
+                gate,
             },
             rx,
         ))
     }
 
+    /// The write gate this state machine raises as it applies epochs.
+    pub fn gate(&self) -> Arc<WriteGate> {
+        self.gate.clone()
+    }
+
+    /// Makes the applied state visible: first to the write gate (so no
+    /// statement can still be routed under an older epoch), then to the
+    /// watchers.
     fn publish(&self) {
+        self.gate.raise(self.data.topology.epoch);
         self.publish
             .send_replace(Arc::new(applied_view(&self.data)));
     }

@@ -199,12 +199,26 @@ impl Session {
                     }
                 }
             }
+            // Raft applied a newer epoch than the routing snapshot shows
+            // (the rebuild follows within moments): the snapshot's primary
+            // is fenced already.
+            let applied_epoch = self.shared.gate.epoch();
             let blocked = match &routing.primary {
+                _ if routing.epoch < applied_epoch => {
+                    format!("epoch {applied_epoch} is being applied")
+                }
                 None => routing.no_primary_reason.clone(),
                 Some(_) if need_lease && !self.shared.lease.valid() => {
                     self.shared.write_block_reason().unwrap_or_default()
                 }
                 Some(p) => {
+                    // The guard covers everything sent to the primary for
+                    // this command, state replay included; a fence applied
+                    // since the snapshot was read refuses it (loop again).
+                    let Some(guard) = self.shared.gate.enter(routing.epoch) else {
+                        continue;
+                    };
+                    self.write_guard = Some(guard);
                     if self.conns.primary.is_some() {
                         return self.sync_held(Which::Primary).await;
                     }
@@ -226,6 +240,8 @@ impl Session {
                     }
                 }
             };
+            // Held statements hold no guard: a fence must not wait on them.
+            self.write_guard = None;
             let cfg = self.shared.config.load();
             let limit = cfg.failover.write_buffer_timeout.get();
             if waiting.is_none() {

@@ -56,6 +56,9 @@ pub struct Session {
     /// Epoch the last statement sent to the primary was routed under.
     write_epoch: u64,
     ryw: ryw::Ryw,
+    /// Held from routing a command to the primary until its answer is
+    /// relayed: a fence waits for it (see `concord_consensus::gate`).
+    write_guard: Option<concord_consensus::WriteGuard>,
 }
 
 /// Runs one client connection from accept to close.
@@ -121,6 +124,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         txn_lost: false,
         write_epoch: 0,
         ryw: ryw::Ryw::default(),
+        write_guard: None,
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
     if s.login_complete(auth.seq).await {
@@ -159,7 +163,9 @@ impl Session {
             };
             self.info.touch();
             self.info.queries.fetch_add(1, Ordering::Relaxed);
-            match self.dispatch(cmd).await {
+            let done = self.dispatch(cmd).await;
+            self.write_guard = None;
+            match done {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err((e, seq)) => {
