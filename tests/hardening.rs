@@ -469,3 +469,231 @@ async fn passwords_never_reach_logs_or_admin_output() {
         "a password in admin output: {shown}"
     );
 }
+
+/// A tmpfs of `bytes` mounted on a temp dir (unmounted on drop): a disk
+/// that really fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (CI runs as root): {st}"
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        let mut n = 0u64;
+        while f.write_all(&chunk).is_ok() {
+            n += 4096;
+        }
+        let _ = f.sync_all();
+        n
+    }
+
+    fn free(&self) {
+        let _ = std::fs::remove_file(self.path().join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_writes_and_never_corrupts_the_raft_log() {
+    let db = MariaDb::start("primary", 1).await;
+    db.exec("CREATE TABLE IF NOT EXISTS test.d (id INT PRIMARY KEY)")
+        .await;
+    let disk = SmallDisk::mount(8 << 20);
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.data_dir = Some(disk.path().join("data"));
+    cfg.extra = "[failover]\nwrite_buffer_timeout = \"1s\"\n".into();
+    let mut node = Concord::start(cfg).await;
+    let mut c = node.conn().await;
+    c.query_drop("INSERT INTO test.d VALUES (1)").await.unwrap();
+    let filled = disk.fill();
+    // Every admin mutation is a Raft entry: they succeed while redb has
+    // room in its file, then one fails with the reason.
+    let mut last_ok = 0;
+    let mut failure = None;
+    for i in 1..=5000u32 {
+        match node
+            .admin_query(&format!("SET BACKEND 'db1' WEIGHT {i}"))
+            .await
+        {
+            Ok(_) => last_ok = i,
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("a mutation fails once the disk is full");
+    println!("disk filled ({filled} bytes): weight {last_ok} acknowledged, then: {failure}");
+    assert!(failure.contains("No space left on device"), "{failure}");
+    // The node stays up, refuses writes with the reason, keeps reads.
+    assert!(node.is_running());
+    let (code, body) = node.http_get("/readyz").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("Raft stopped") && body.contains("node.data_dir"),
+        "{body}"
+    );
+    let e = c
+        .query_drop("INSERT INTO test.d VALUES (2)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1290") && e.contains("Raft stopped"), "{e}");
+    let v: Option<i64> = c.query_first("SELECT COUNT(*) FROM test.d").await.unwrap();
+    assert_eq!(
+        v,
+        Some(1),
+        "reads keep working; the refused write did not run"
+    );
+    assert!(!node.logs().contains("panicked"));
+    // Free the disk and restart from the same data dir: the log is intact
+    // and holds every acknowledged entry.
+    drop(c);
+    disk.free();
+    node.restart().await;
+    node.wait_ready().await;
+    let rows = node.admin_query("SHOW BACKENDS").await.unwrap();
+    let weight: u32 = rows[0]["weight"].as_deref().unwrap().parse().unwrap();
+    assert!(
+        weight == last_ok || weight == last_ok + 1,
+        "acknowledged weight {last_ok}, after restart {weight}"
+    );
+    let mut c = node.conn().await;
+    c.query_drop("INSERT INTO test.d VALUES (3)").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_caps_tls_per_user_and_idle_timeout() {
+    let db = MariaDb::start("primary", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = harness::certs::self_signed(dir.path());
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.listener_extra = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\nidle_timeout = \"2s\"",
+        cert.display(),
+        key.display()
+    );
+    cfg.users.push_str(&format!(
+        "\n[[users]]\nname = \"capped\"\npassword = \"{PASSWORD}\"\nbackend_user = \"app\"\nmax_connections = 2\n\n[[users]]\nname = \"secure\"\npassword = \"{PASSWORD}\"\nbackend_user = \"app\"\nrequire_tls = true\n"
+    ));
+    let node = Concord::start(cfg).await;
+
+    // Per-user cap: the third connection of `capped` gets 1226; others
+    // are unaffected.
+    let a = mysql_async::Conn::new(node.opts_for("capped", PASSWORD))
+        .await
+        .unwrap();
+    let b = mysql_async::Conn::new(node.opts_for("capped", PASSWORD))
+        .await
+        .unwrap();
+    let e = mysql_async::Conn::new(node.opts_for("capped", PASSWORD))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1226") && e.contains("max_connections"), "{e}");
+    still_serves(&node).await;
+    drop((a, b));
+    harness::wait_for(
+        "capped slots free again",
+        Duration::from_secs(5),
+        || async {
+            mysql_async::Conn::new(node.opts_for("capped", PASSWORD))
+                .await
+                .ok()
+        },
+    )
+    .await;
+
+    // TLS per user: refused in clear text, served over TLS.
+    let e = mysql_async::Conn::new(node.opts_for("secure", PASSWORD))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1045") && e.contains("TLS"), "{e}");
+    let ssl = mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true);
+    let mut s = mysql_async::Conn::new(node.opts_for("secure", PASSWORD).ssl_opts(ssl))
+        .await
+        .unwrap();
+    let v: Option<i64> = s.query_first("SELECT 7").await.unwrap();
+    assert_eq!(v, Some(7));
+
+    // Idle timeout: a session silent for longer than 2 s is closed.
+    let mut idle = node.conn().await;
+    idle.query_drop("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        idle.query_drop("SELECT 1").await.is_err(),
+        "the idle session was closed"
+    );
+    assert!(node.logs().contains("listener.idle_timeout"));
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_port_rejects_peers_without_the_secret() {
+    let (_db, node) = single("").await;
+    let raft = format!("127.0.0.1:{}", node.cfg.raft_port);
+    // A well-formed handshake with a wrong MAC, then garbage, then a
+    // length header of 60 MiB before authenticating.
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let attempts: Vec<Vec<u8>> = vec![
+        frame(br#"{"node_id":9,"nonce":"00","mac":"00"}"#),
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        (60u32 << 20).to_be_bytes().to_vec(),
+    ];
+    for bytes in attempts {
+        let mut s = TcpStream::connect(&raft).await.unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut hello).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let rest = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        assert_eq!(rest.as_deref(), Some(&[][..]), "closed without a reply");
+    }
+    assert!(
+        node.logs().contains("rejected a Raft peer"),
+        "{}",
+        node.logs()
+    );
+    // The node still leads its cluster and routes writes.
+    let (code, _) = node.http_get("/readyz").await.unwrap();
+    assert_eq!(code, 200);
+    let mut c = node.conn().await;
+    c.query_drop("CREATE TABLE IF NOT EXISTS test.r (id INT)")
+        .await
+        .unwrap();
+}

@@ -60,6 +60,8 @@ pub struct Status {
     pub lease_remaining_ms: u64,
     pub voters: Vec<NodeId>,
     pub members: BTreeMap<NodeId, String>,
+    /// Why Raft stopped on this node, if it did.
+    pub stopped: Option<String>,
 }
 
 /// Admin workflows that must run on the Raft leader.
@@ -94,6 +96,8 @@ pub struct Inner {
     /// Reports from other nodes (the leader aggregates them).
     reports: Mutex<HashMap<NodeId, (Instant, serde_json::Value)>>,
     workflow: std::sync::OnceLock<WorkflowHandler>,
+    /// Set once if the Raft core stopped for good (a storage error).
+    stopped: std::sync::OnceLock<String>,
 }
 
 /// The handle the rest of concord holds. Cheap to clone.
@@ -180,6 +184,11 @@ impl Consensus {
 
     pub fn lease(&self) -> Arc<Lease> {
         self.inner.lease.clone()
+    }
+
+    /// Why Raft stopped on this node for good, if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.inner.stopped.get().cloned()
     }
 
     /// The write gate every statement sent to a primary passes.
@@ -328,6 +337,7 @@ async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusE
         peers: tokio::sync::Mutex::new(HashMap::new()),
         reports: Mutex::new(HashMap::new()),
         workflow: std::sync::OnceLock::new(),
+        stopped: std::sync::OnceLock::new(),
     });
     tokio::spawn(crate::net::server::serve(listener, inner.clone()));
 
@@ -372,6 +382,7 @@ async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusE
         );
     }
     tokio::spawn(keep_lease(inner.clone()));
+    tokio::spawn(watch_core(inner.clone()));
     Ok(inner)
 }
 
@@ -390,7 +401,7 @@ async fn keep_lease(inner: Arc<Inner>) {
                 false
             }
         };
-        if ok {
+        if ok && inner.stopped.get().is_none() {
             inner.lease.extend_from(t0);
         }
         // Refresh sooner when leadership changes.
@@ -400,6 +411,39 @@ async fn keep_lease(inner: Arc<Inner>) {
             tokio::time::sleep(period / 2 - spent).await;
         }
     }
+}
+
+/// openraft stops its core for good on a storage error (disk full, data
+/// dir unwritable): nothing more can be made durable, so this node drops
+/// its lease at once (no write waits out `lease_timeout` on a node that
+/// can never confirm again) and says why on `/readyz` and to clients.
+/// What is on disk stays as last fsynced; a restart after fixing the disk
+/// rejoins from it.
+async fn watch_core(inner: Arc<Inner>) {
+    let mut m = inner.raft.metrics();
+    let why = loop {
+        let fatal = m
+            .borrow()
+            .running_state
+            .as_ref()
+            .err()
+            .map(|f| f.to_string());
+        if let Some(f) = fatal {
+            break f;
+        }
+        if m.changed().await.is_err() {
+            break "the Raft core exited".to_string();
+        }
+    };
+    if inner.stopped.get().is_some() {
+        return;
+    }
+    let msg = format!(
+        "Raft stopped on this node ({why}); it routes no writes until restarted: check that node.data_dir is writable and has free space"
+    );
+    tracing::error!(node = inner.id, "{msg}");
+    inner.lease.revoke();
+    let _ = inner.stopped.set(msg);
 }
 
 async fn confirm(inner: &Arc<Inner>) -> Result<(), ConsensusError> {
@@ -469,6 +513,7 @@ impl Inner {
             lease_remaining_ms: self.lease.remaining().map_or(0, |d| d.as_millis() as u64),
             voters: applied.voters.clone(),
             members: applied.members.clone(),
+            stopped: self.stopped.get().cloned(),
         }
     }
 

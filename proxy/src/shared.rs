@@ -79,6 +79,9 @@ impl Shared {
         if self.shutting_down.load(Ordering::Acquire) {
             return Some("this concord node is shutting down".into());
         }
+        if let Some(why) = self.consensus.stopped() {
+            return Some(why);
+        }
         let routing = self.routing.load();
         if routing.primary.is_none() {
             return Some(routing.no_primary_reason.clone());

@@ -35,6 +35,8 @@ pub struct ConcordConfig {
     pub cluster_extra: String,
     /// `[[users]]` entries; default: app with the test password.
     pub users: String,
+    /// `[node] data_dir`; default: `data` in the node's temp dir.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl ConcordConfig {
@@ -60,6 +62,7 @@ impl ConcordConfig {
             cluster_extra: String::new(),
             extra: String::new(),
             users: format!("[[users]]\nname = \"app\"\npassword = \"{PASSWORD}\"\n"),
+            data_dir: None,
         }
     }
 
@@ -259,7 +262,11 @@ impl Concord {
     }
 
     pub fn write_config(&self) {
-        let data = self.dir.path().join("data");
+        let data = self
+            .cfg
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"));
         std::fs::write(self.config_path(), self.cfg.to_toml(&data)).unwrap();
     }
 

@@ -12,6 +12,9 @@ use tokio::net::TcpStream;
 
 /// Largest frame accepted from a peer (snapshot chunks are far smaller).
 pub const MAX_FRAME: usize = 64 << 20;
+/// Largest frame accepted before a peer has proved it knows the secret:
+/// an unauthenticated connection cannot make the node allocate more.
+pub const MAX_HANDSHAKE_FRAME: usize = 1024;
 /// A peer must finish the handshake within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -42,14 +45,26 @@ pub async fn write_frame<T: Serialize>(s: &mut TcpStream, msg: &T) -> Result<(),
 }
 
 pub async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> Result<T, FrameError> {
+    read_frame_max(s, MAX_FRAME).await
+}
+
+/// Reads one frame of at most `max` bytes. The buffer grows with the bytes
+/// that actually arrive, not with what the length header claims.
+pub async fn read_frame_max<T: DeserializeOwned>(
+    s: &mut TcpStream,
+    max: usize,
+) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(FrameError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await?;
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    (&mut *s).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() != len {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(serde_json::from_slice(&body)?)
 }
 
@@ -106,7 +121,7 @@ pub async fn accept_handshake(s: &mut TcpStream, secret: &[u8]) -> Result<u64, F
     let fut = async {
         let ns = nonce();
         write_frame(s, &Hello { nonce: ns.clone() }).await?;
-        let a: Auth = read_frame(s).await?;
+        let a: Auth = read_frame_max(s, MAX_HANDSHAKE_FRAME).await?;
         let want = mac(
             secret,
             &[
@@ -135,7 +150,7 @@ pub async fn connect_handshake(
     node_id: u64,
 ) -> Result<(), FrameError> {
     let fut = async {
-        let h: Hello = read_frame(s).await?;
+        let h: Hello = read_frame_max(s, MAX_HANDSHAKE_FRAME).await?;
         let nc = nonce();
         let m = mac(
             secret,
@@ -155,7 +170,9 @@ pub async fn connect_handshake(
             },
         )
         .await?;
-        let ok: AuthOk = read_frame(s).await.map_err(|_| FrameError::Auth)?;
+        let ok: AuthOk = read_frame_max(s, MAX_HANDSHAKE_FRAME)
+            .await
+            .map_err(|_| FrameError::Auth)?;
         let want = mac(secret, &[b"server", nc.as_bytes(), h.nonce.as_bytes()]);
         if !same(&want, &ok.mac) {
             return Err(FrameError::Auth);
@@ -193,6 +210,20 @@ mod tests {
         let (s, c) = pair(b"s3cret", b"s3cret").await;
         assert_eq!(s.unwrap(), 7);
         c.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_peer_cannot_announce_a_big_frame() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let srv = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            accept_handshake(&mut s, b"s3cret").await
+        });
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let _: Hello = read_frame(&mut c).await.unwrap();
+        c.write_all(&(60u32 << 20).to_be_bytes()).await.unwrap();
+        assert!(matches!(srv.await.unwrap(), Err(FrameError::TooLarge(_))));
     }
 
     #[tokio::test]
