@@ -220,6 +220,16 @@ fn is_mariadb(c: &Conn) -> bool {
 }
 
 /// Makes a server writable and not a replica any more.
+/// The statement that waits up to `secs` until the server behind `c` has
+/// applied `pos` (answers 0 when it has), in that server's dialect.
+fn gtid_wait_sql(c: &Conn, pos: &str, secs: f64) -> String {
+    if is_mariadb(c) {
+        format!("SELECT MASTER_GTID_WAIT('{pos}', {secs})")
+    } else {
+        format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{pos}', {secs})")
+    }
+}
+
 async fn promote_server(c: &mut Conn, name: &str) -> R<()> {
     if is_mariadb(c) {
         exec(c, name, "stop replication", "STOP SLAVE").await?;
@@ -486,10 +496,7 @@ async fn promote_phase(
     let mut c = connect(f, &cand.name, &cand.addr).await?;
     let secs = f.cfg.failover.catchup_timeout.get().as_secs_f64();
     let waited: Option<i64> = c
-        .query_first(format!(
-            "SELECT MASTER_GTID_WAIT('{}', {secs})",
-            cand.io_pos
-        ))
+        .query_first(gtid_wait_sql(&c, &cand.io_pos, secs))
         .await
         .map_err(|e| step(&cand.name, "apply relay log", e))?;
     if waited != Some(0) {
@@ -602,12 +609,10 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
         }
     };
     let secs = f.cfg.failover.catchup_timeout.get().as_secs_f64();
-    let wait_sql = if is_mariadb(&tc) {
-        format!("SELECT MASTER_GTID_WAIT('{pos}', {secs})")
-    } else {
-        format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{pos}', {secs})")
-    };
-    match tc.query_first::<i64, _>(wait_sql).await {
+    match tc
+        .query_first::<i64, _>(gtid_wait_sql(&tc, &pos, secs))
+        .await
+    {
         Ok(Some(0)) => {}
         other => {
             let _ = pc.query_drop("SET GLOBAL read_only = 0").await;
@@ -805,4 +810,45 @@ pub fn since_last_fence(topo: &Topology) -> Option<Duration> {
     Some(Duration::from_millis(
         concord_consensus::topology::now_ms().saturating_sub(last),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(name: &str, weight: u32, io_pos: &str) -> Candidate {
+        Candidate {
+            name: name.into(),
+            addr: String::new(),
+            weight,
+            io_pos: io_pos.into(),
+            executed: io_pos.into(),
+        }
+    }
+
+    #[test]
+    fn promotes_only_a_replica_that_has_everything_the_others_have() {
+        // db3 received more: it wins whatever the weights say.
+        let c = [cand("db2", 500, "0-1-10"), cand("db3", 1, "0-1-12")];
+        assert_eq!(
+            most_advanced(&c).ok().map(|i| c[i].name.as_str()),
+            Some("db3")
+        );
+        // Equal positions: the higher weight.
+        let c = [cand("db2", 1, "0-1-12"), cand("db3", 9, "0-1-12")];
+        assert_eq!(
+            most_advanced(&c).ok().map(|i| c[i].name.as_str()),
+            Some("db3")
+        );
+        // Diverged (each has a domain the other lacks): refuse, naming both.
+        let c = [cand("db2", 1, "0-1-12,1-2-3"), cand("db3", 1, "0-1-13")];
+        let e = most_advanced(&c)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("db2=0-1-12,1-2-3") && e.contains("refusing"),
+            "{e}"
+        );
+    }
 }

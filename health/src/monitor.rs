@@ -7,7 +7,11 @@
 //! figure is an upper bound (it includes up to one `heartbeat_interval`).
 //! Broken replication (`NULL` lag, IO or SQL thread stopped) is infinite
 //! lag, never 0. Hysteresis: after any bad probe a replica needs
-//! `monitor.recover_after` good ones before it is readable again.
+//! `monitor.recover_after` good ones before it is readable again, and the
+//! lag the router compares with a bound is the highest of the last
+//! `recover_after` probes, so a replica that went over a bound (the
+//! default, a user's or a query hint's) comes back only after staying
+//! under it.
 
 use crate::probe::{Probe, Prober};
 use arc_swap::ArcSwap;
@@ -27,9 +31,16 @@ pub struct BackendHealth {
     pub read_only: bool,
     /// Replication lag in ms; `None` = unknown or broken (infinite).
     pub lag_ms: Option<u64>,
+    /// What routing compares with a lag bound: the highest lag of the
+    /// last `monitor.recover_after` probes (`None` = infinite).
+    pub route_lag_ms: Option<u64>,
+    /// Lags of the last probes, newest last (bounded).
+    #[serde(skip)]
+    pub recent_lags: Vec<Option<u64>>,
     /// Consecutive good probes (reachable, replicating, lag known).
     pub good_streak: u32,
-    /// Readable under the default lag bound, with hysteresis applied.
+    /// Replicating and reachable, with hysteresis applied; the lag bound
+    /// is applied on top by [`BackendHealth::within`].
     pub readable: bool,
     pub gtid: String,
     pub replicating: bool,
@@ -53,6 +64,18 @@ pub struct BackendHealth {
     pub failures: u32,
     #[serde(skip)]
     pub probed_at: Option<Instant>,
+}
+
+impl BackendHealth {
+    /// May serve a read that tolerates `bound` of lag.
+    pub fn within(&self, bound: Duration) -> bool {
+        self.reachable
+            && self.replicating
+            && self.readable
+            && self
+                .route_lag_ms
+                .is_some_and(|l| u128::from(l) <= bound.as_millis())
+    }
 }
 
 /// All backends, as last probed by this node.
@@ -199,11 +222,18 @@ pub fn next_state(
     lag_ms: Option<u64>,
     c: &Config,
 ) -> BackendHealth {
-    let bound = c.routing.max_replica_lag.as_millis();
     let replicating = p.replicating();
     let lag = if replicating { lag_ms } else { None };
-    let good =
-        p.reachable && (p.replica.is_none() || (replicating && lag.is_some_and(|l| l <= bound)));
+    let good = p.reachable && (p.replica.is_none() || (replicating && lag.is_some()));
+    let window = (c.monitor.recover_after.max(1) as usize).min(16);
+    let mut recent_lags = prev.recent_lags;
+    recent_lags.push(lag);
+    let drop = recent_lags.len().saturating_sub(window);
+    recent_lags.drain(..drop);
+    // Any unknown (broken) lag in the window counts as infinite.
+    let route_lag_ms = recent_lags
+        .iter()
+        .try_fold(0u64, |m, l| l.map(|l| m.max(l)));
     let good_streak = if good {
         prev.good_streak.saturating_add(1)
     } else {
@@ -241,6 +271,12 @@ pub fn next_state(
         } else {
             lag
         },
+        route_lag_ms: if p.replica.is_none() && p.reachable {
+            Some(0)
+        } else {
+            route_lag_ms
+        },
+        recent_lags,
         good_streak,
         readable,
         gtid: p.gtid_executed.clone(),
@@ -372,4 +408,56 @@ async fn heartbeat_writer(
 /// How long ago the probe behind `h` ran.
 pub fn age(h: &BackendHealth) -> Duration {
     h.probed_at.map(|t| t.elapsed()).unwrap_or(Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::ReplicaStatus;
+
+    fn replica_probe() -> Probe {
+        Probe {
+            reachable: true,
+            replica: Some(ReplicaStatus {
+                io_running: true,
+                sql_running: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lag_over_a_bound_needs_recover_after_probes_under_it() {
+        let cfg: Config = Config::from_toml(
+            "[listener]\naddr = \"127.0.0.1:3306\"\n[[users]]\nname = \"a\"\npassword = \"b\"\n[[backends]]\nname = \"db1\"\naddr = \"127.0.0.1:3307\"\n[monitor]\nrecover_after = 3\n",
+        )
+        .expect("config");
+        let second = Duration::from_secs(1);
+        let mut h = BackendHealth::default();
+        for lag in [100, 100, 100] {
+            h = next_state(h, &replica_probe(), Some(lag), &cfg);
+        }
+        assert!(h.within(second));
+        h = next_state(h, &replica_probe(), Some(1500), &cfg);
+        assert!(!h.within(second), "over the bound at once");
+        assert!(
+            h.within(Duration::from_secs(2)),
+            "a looser bound still admits it"
+        );
+        for _ in 0..2 {
+            h = next_state(h, &replica_probe(), Some(100), &cfg);
+            assert!(!h.within(second), "not back before 3 probes under it");
+        }
+        h = next_state(h, &replica_probe(), Some(100), &cfg);
+        assert!(h.within(second));
+        // Stopped replication is infinite lag, for every bound.
+        let mut stopped = replica_probe();
+        if let Some(r) = stopped.replica.as_mut() {
+            r.sql_running = false;
+        }
+        h = next_state(h, &stopped, Some(5), &cfg);
+        assert!(!h.within(Duration::from_secs(3600)));
+        assert_eq!(h.lag_ms, None);
+    }
 }

@@ -158,13 +158,12 @@ pub fn pick_replica(
     max_lag: Duration,
     need_gtid: Option<&str>,
 ) -> Option<usize> {
-    let bound = u64::try_from(max_lag.as_millis()).unwrap_or(u64::MAX);
     let mut cands: [(usize, u64); 16] = [(0, 0); 16];
     let mut n = 0;
     let mut total = 0u64;
     for (i, r) in routing.replicas.iter().enumerate() {
         let h = &r.health;
-        if !(h.reachable && h.replicating && h.readable) || h.lag_ms.is_none_or(|l| l > bound) {
+        if !h.within(max_lag) {
             continue;
         }
         if let Some(g) = need_gtid {
@@ -221,6 +220,7 @@ mod tests {
                 replicating: true,
                 readable: lag.is_some(),
                 lag_ms: lag,
+                route_lag_ms: lag,
                 gtid: gtid.into(),
                 ..Default::default()
             },
@@ -264,6 +264,23 @@ mod tests {
             route(&classify(b"SELECT 1"), &f, &r, None),
             Route::Refuse(_)
         ));
+    }
+
+    #[test]
+    fn a_looser_bound_admits_a_lagging_replica() {
+        // 2 s behind: out of the default 1 s bound, inside a 5 s one (a
+        // user's max_replica_lag or a /* concord:max_lag=5s */ hint).
+        let r = routing(vec![replica("a", Some(2000), 100, "")]);
+        assert_eq!(
+            route(&classify(b"SELECT 1"), &facts(), &r, None),
+            Route::Primary(Reason::NoReplica)
+        );
+        let mut f = facts();
+        f.max_lag = Duration::from_secs(5);
+        assert_eq!(
+            route(&classify(b"SELECT 1"), &f, &r, None),
+            Route::Replica(0, Reason::Read)
+        );
     }
 
     #[test]

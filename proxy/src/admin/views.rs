@@ -76,6 +76,8 @@ pub fn backends_table(shared: &Shared) -> Table {
     ]);
     let applied = shared.consensus.applied().borrow().clone();
     let routing = shared.routing.load();
+    // "readable": under the default bound (users and hints may differ).
+    let bound = shared.config.load().routing.max_replica_lag.get();
     for b in applied.topology.backends.values() {
         let pool = routing.pool(&b.name);
         let (open, idle) = pool
@@ -100,7 +102,7 @@ pub fn backends_table(shared: &Shared) -> Table {
             h.as_ref().map(|h| {
                 if !h.reachable {
                     "down"
-                } else if h.readable || role == "primary" {
+                } else if role == "primary" || h.within(bound) {
                     "yes"
                 } else {
                     "no"

@@ -47,17 +47,23 @@ impl Session {
         if !self.ryw.pending {
             return Ok(self.ryw.gtid.clone());
         }
+        // The writing connection is gone (fenced, failed): the primary's
+        // whole position is a safe, stricter stand-in for the write's GTID.
+        let own = self.conns.primary.is_some();
+        if !own {
+            self.ensure_primary(false, 0).await?;
+        }
         let Some(b) = self.conns.primary.as_mut() else {
-            // The writing connection is gone: the primary's whole position
-            // is a safe (stricter) stand-in.
-            self.ryw.pending = false;
-            return Ok(None);
+            return Err(SessionError::reply(
+                concord_protocol::codes::UNKNOWN_ERROR,
+                "concord: no primary to learn the session's last write position from (read_your_writes)",
+            ));
         };
         let mariadb = String::from_utf8_lossy(&b.conn.server_version).contains("MariaDB");
-        let sql = if mariadb {
-            "SELECT @@last_gtid"
-        } else {
-            "SELECT @@global.gtid_executed"
+        let sql = match (mariadb, own) {
+            (true, true) => "SELECT @@last_gtid",
+            (true, false) => "SELECT @@global.gtid_binlog_pos",
+            (false, _) => "SELECT @@global.gtid_executed",
         };
         let name = b.pool.name.clone();
         let rows = match b.conn.exec(sql).await {
@@ -97,14 +103,7 @@ impl Session {
         max_lag: Duration,
         gtid: &str,
     ) -> Option<usize> {
-        let eligible = |i: usize| {
-            let h = &routing.replicas[i].health;
-            h.reachable
-                && h.replicating
-                && h.readable
-                && h.lag_ms
-                    .is_some_and(|l| u128::from(l) <= max_lag.as_millis())
-        };
+        let eligible = |i: usize| routing.replicas[i].health.within(max_lag);
         if let Some(i) = (0..routing.replicas.len())
             .find(|&i| eligible(i) && self.ryw.covered.contains(&routing.replicas[i].pool.name))
         {
