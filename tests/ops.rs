@@ -422,3 +422,190 @@ fn deployment_files_match_the_real_config_and_flags() {
     assert!(unit.contains("concord check-config /etc/concord/concord.toml"));
     assert!(unit.contains("concord --config /etc/concord/concord.toml"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotated_in_place_are_picked_up_by_reload() {
+    let db = MariaDb::start("primary", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old_dir, new_dir) = (dir.path().join("old"), dir.path().join("new"));
+    std::fs::create_dir_all(&old_dir).unwrap();
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let (cert, key) = harness::certs::self_signed(&old_dir);
+    let (new_cert, new_key) = harness::certs::self_signed(&new_dir);
+    // The node reads its certificate from a path that is rewritten in
+    // place, as certbot or a secrets agent does.
+    let live_dir = dir.path().join("live");
+    std::fs::create_dir_all(&live_dir).unwrap();
+    let (live_cert, live_key) = (live_dir.join("cert.pem"), live_dir.join("key.pem"));
+    std::fs::copy(&cert, &live_cert).unwrap();
+    std::fs::copy(&key, &live_key).unwrap();
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.listener_extra = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        live_cert.display(),
+        live_key.display()
+    );
+    let node = Concord::start(cfg).await;
+    let port = node.cfg.port;
+    let verified = |ca: &std::path::Path| {
+        let ca = format!("--ssl-ca={}", ca.display());
+        mariadb(
+            port,
+            "app",
+            PASSWORD,
+            &["--ssl", &ca, "--ssl-verify-server-cert"],
+            "SELECT 1",
+        )
+        .status
+        .success()
+    };
+    assert!(verified(&cert), "the first certificate verifies");
+    assert!(!verified(&new_cert), "a different CA does not");
+    let mut keep = node.conn().await;
+    std::fs::copy(&new_cert, &live_cert).unwrap();
+    std::fs::copy(&new_key, &live_key).unwrap();
+    let rows = node.admin_query("RELOAD CONFIG").await.unwrap();
+    println!("{rows:?}");
+    assert!(
+        verified(&new_cert),
+        "new connections get the rotated certificate"
+    );
+    assert!(!verified(&cert));
+    keep.query_drop("SELECT 1").await.unwrap();
+}
+
+/// db2's row on every node: (state, active + idle connections).
+async fn backend_everywhere(fleet: &harness::Fleet, name: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for n in &fleet.nodes {
+        let rows = n.admin_query("SHOW BACKENDS").await.unwrap();
+        let r = rows.iter().find(|r| r["name"].as_deref() == Some(name));
+        out.push(match r {
+            Some(r) => {
+                let num = |k: &str| {
+                    r[k].as_deref()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                (
+                    r["state"].clone().unwrap_or_default(),
+                    num("active_conns") + num("idle_conns"),
+                )
+            }
+            None => ("absent".to_string(), 0),
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_mutations_take_effect_on_every_node_and_drain_is_fleet_wide() {
+    let topo = Topology::start(3).await;
+    let backends = vec![
+        ("db1".into(), topo.primary.addr(), Some("primary".into())),
+        (
+            "db2".into(),
+            topo.replicas[0].addr(),
+            Some("replica".into()),
+        ),
+        (
+            "db3".into(),
+            topo.replicas[1].addr(),
+            Some("replica".into()),
+        ),
+    ];
+    let fleet = harness::Fleet::start(3, backends, |_, _| {}).await;
+    // Every node holds a replica connection to db2 from a read (weights
+    // make db2 the only choice).
+    fleet.nodes[0]
+        .admin_query("SET BACKEND 'db3' WEIGHT 0")
+        .await
+        .unwrap();
+    harness::wait_for(
+        "db2 readable everywhere",
+        Duration::from_secs(20),
+        || async {
+            for n in &fleet.nodes {
+                let rows = n.admin_query("SHOW BACKENDS").await.ok()?;
+                let db2 = rows.iter().find(|r| r["name"].as_deref() == Some("db2"))?;
+                (db2["readable"].as_deref() == Some("yes")).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    let mut readers = Vec::new();
+    for n in &fleet.nodes {
+        let mut c = n.conn().await;
+        let id: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+        assert_eq!(id, Some(2));
+        readers.push(c);
+    }
+    // Node 3's session sits inside a read-only transaction on db2: the
+    // drain cannot finish and says who holds it.
+    readers[2]
+        .query_drop("START TRANSACTION READ ONLY")
+        .await
+        .unwrap();
+    let _: Option<u32> = readers[2].query_first("SELECT @@server_id").await.unwrap();
+    let e = fleet.nodes[1]
+        .admin_query("DRAIN BACKEND 'db2' TIMEOUT '2s'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("timed out") && e.contains("node 3"), "{e}");
+    readers[2].query_drop("COMMIT").await.unwrap();
+    fleet.nodes[1]
+        .admin_query("DRAIN BACKEND 'db2' TIMEOUT '10s'")
+        .await
+        .unwrap();
+    assert_eq!(
+        backend_everywhere(&fleet, "db2").await,
+        vec![("draining".to_string(), 0); 3],
+        "no node holds a connection to the drained backend"
+    );
+    for c in readers.iter_mut() {
+        let id: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+        assert_ne!(id, Some(2), "no read reaches the drained backend");
+    }
+    fleet.nodes[2]
+        .admin_query("UNDRAIN BACKEND 'db2'")
+        .await
+        .unwrap();
+    fleet.nodes[0]
+        .admin_query("SET BACKEND 'db2' MAINTENANCE ON")
+        .await
+        .unwrap();
+    let states: Vec<String> = backend_everywhere(&fleet, "db2")
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(states, vec!["maintenance"; 3]);
+    fleet.nodes[1]
+        .admin_query("SET BACKEND 'db2' MAINTENANCE OFF")
+        .await
+        .unwrap();
+    // ADD BACKEND / REMOVE BACKEND, seen by all three.
+    fleet.nodes[2]
+        .admin_query(&format!(
+            "ADD BACKEND 'db4' ADDRESS '{}'",
+            topo.replicas[2].addr()
+        ))
+        .await
+        .unwrap();
+    let added = backend_everywhere(&fleet, "db4").await;
+    assert!(added.iter().all(|(s, _)| s == "active"), "{added:?}");
+    fleet.nodes[0]
+        .admin_query("REMOVE BACKEND 'db4'")
+        .await
+        .unwrap();
+    let removed = backend_everywhere(&fleet, "db4").await;
+    assert!(removed.iter().all(|(s, _)| s == "absent"), "{removed:?}");
+    let e = fleet.nodes[0]
+        .admin_query("DRAIN BACKEND 'nope'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown backend 'nope'"), "{e}");
+}

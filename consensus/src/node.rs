@@ -67,9 +67,18 @@ pub struct Status {
 /// Admin workflows that must run on the Raft leader.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Workflow {
-    Switchover { to: String },
+    Switchover {
+        to: String,
+    },
     Failover,
-    Rejoin { name: String },
+    Rejoin {
+        name: String,
+    },
+    /// Waits until no member holds a connection to a draining backend.
+    Drain {
+        name: String,
+        timeout_ms: u64,
+    },
 }
 
 /// Runs a workflow on this node (registered by the proxy).

@@ -30,6 +30,10 @@ pub fn register_workflows(shared: &Arc<Shared>) {
 
 /// Runs one workflow here (this node is the leader).
 async fn run(shared: &Arc<Shared>, w: Workflow) -> Result<String, String> {
+    // A drain only watches: it must not hold up a failover.
+    if let Workflow::Drain { name, timeout_ms } = w {
+        return drain_fleet(shared, &name, Duration::from_millis(timeout_ms)).await;
+    }
     let _one_at_a_time = shared.workflow_lock.lock().await;
     let fleet = Fleet {
         consensus: &shared.consensus,
@@ -47,18 +51,82 @@ async fn run(shared: &Arc<Shared>, w: Workflow) -> Result<String, String> {
             ("forced", failover::failover(&fleet, why).await)
         }
         Workflow::Rejoin { name } => ("rejoin", failover::rejoin(&fleet, &name).await),
+        Workflow::Drain { .. } => return Err("a drain is not a promotion workflow".into()),
     };
     crate::metrics::workflow(kind, r.is_ok(), started.elapsed().as_secs_f64());
     r.map_err(|e| e.to_string())
 }
 
-/// Every probe interval: send this node's view to the leader.
+/// The leader's side of `DRAIN BACKEND`: every node stops using a
+/// draining backend on its own (its pool closes idle connections and lets
+/// each session's go at its next transaction boundary); done when every
+/// member has reported, after the drain began, that it holds none.
+async fn drain_fleet(
+    shared: &Arc<Shared>,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let Some(pool) = shared.routing.load().pool(name).cloned() else {
+            return Err(format!("unknown backend '{name}'"));
+        };
+        let interval = shared.config.load().monitor.interval.get();
+        // Reports sent at least one interval after the start saw the
+        // draining state.
+        let fresh = shared
+            .consensus
+            .reports(started.elapsed().saturating_sub(interval));
+        let members = shared.consensus.applied().borrow().members.clone();
+        let mut holding = Vec::new();
+        for id in members.keys() {
+            let n = if *id == shared.node_id {
+                Some(u64::from(pool.open_count()))
+            } else {
+                fresh
+                    .get(id)
+                    .map(|r| r["conns"][name].as_u64().unwrap_or(0))
+            };
+            match n {
+                Some(0) => {}
+                Some(n) => holding.push(format!("node {id}: {n} connections in use")),
+                None => holding.push(format!("node {id}: no report yet")),
+            }
+        }
+        if holding.is_empty() {
+            return Ok(format!(
+                "backend '{name}' drained on all {} nodes",
+                members.len()
+            ));
+        }
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "drain of '{name}' timed out after {timeout:?} (sessions inside transactions hold it): {}; it stays draining",
+                holding.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every probe interval: send this node's view to the leader, with its
+/// connection count per backend (for fleet-wide drains).
 pub async fn report_loop(shared: Arc<Shared>) {
     loop {
         let interval = shared.config.load().monitor.interval.get();
         tokio::time::sleep(interval).await;
         let applied = shared.consensus.applied().borrow().clone();
-        let v = failover::report(shared.node_id, &applied, &shared.health);
+        let mut v = failover::report(shared.node_id, &applied, &shared.health);
+        let conns: serde_json::Map<String, serde_json::Value> = shared
+            .routing
+            .load()
+            .pools
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.open_count().into()))
+            .collect();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("conns".into(), conns.into());
+        }
         if let Err(e) = shared.consensus.report(v).await {
             tracing::debug!("report to the leader failed: {e}");
         }

@@ -166,7 +166,19 @@ fn follow_topology(shared: Arc<Shared>) {
                     "routing follows the applied topology"
                 );
             }
+            let offered = |r: &routing::Routing| -> Vec<Arc<str>> {
+                r.replicas.iter().map(|x| x.pool.name.clone()).collect()
+            };
+            let nudge = offered(&old) != offered(&new);
             shared.routing.store(Arc::new(new));
+            // A replica left the rotation (drain, maintenance, weight 0,
+            // fence): idle sessions holding a connection to it let go now,
+            // not at their next statement, so a drain can finish.
+            if nudge {
+                for s in shared.sessions.list() {
+                    s.kill.notify_one();
+                }
+            }
         }
     });
 }

@@ -12,13 +12,12 @@ pub fn reload(shared: &Arc<Shared>, path: &Path) -> Result<String, String> {
     let old = shared.config.load_full();
     let changes = diff(&old, &new);
     // Build fallible pieces before swapping anything.
-    let tls = if changes.contains(&Change::ListenerTls) {
-        Some(match &new.listener.tls {
-            Some(t) => Some(crate::tls::acceptor(t, "listener.tls")?),
-            None => None,
-        })
-    } else {
-        None
+    // Certificates are re-read on every reload, changed paths or not:
+    // rotation usually replaces the files in place.
+    let tls = match &new.listener.tls {
+        Some(t) => Some(Some(crate::tls::acceptor(t, "listener.tls")?)),
+        None if changes.contains(&Change::ListenerTls) => Some(None),
+        None => None,
     };
     let mut applied = Vec::new();
     let mut restart = Vec::new();
@@ -37,6 +36,9 @@ pub fn reload(shared: &Arc<Shared>, path: &Path) -> Result<String, String> {
             ),
             Change::NeedsRestart(k) => restart.push((*k).to_string()),
         }
+    }
+    if new.listener.tls.is_some() && !changes.contains(&Change::ListenerTls) {
+        applied.push("listener TLS certificate (re-read)");
     }
     // Keys that only take effect at start keep their running values, so
     // the running config always describes what the node is doing.

@@ -72,6 +72,12 @@ pub fn rebuild(old: &Routing, applied: &Applied, health: &HealthView, cfg: &Conf
         pools.insert(Arc::<str>::from(b.name.as_str()), pool);
     }
     let primary = topo.primary.as_deref().and_then(|p| pools.get(p).cloned());
+    for b in topo.backends.values() {
+        if let Some(p) = pools.get(b.name.as_str()) {
+            let is_primary = topo.primary.as_deref() == Some(b.name.as_str());
+            p.set_serving(is_primary || b.state == BackendState::Active);
+        }
+    }
     if let Some(old_primary) = &old.primary {
         let still = primary
             .as_ref()

@@ -11,7 +11,7 @@ use concord_protocol::column::Column;
 use concord_protocol::err::ErrPacket;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn err(msg: impl Into<String>) -> Output {
     Output::Err(ErrPacket::new(codes::UNKNOWN_ERROR, msg))
@@ -98,19 +98,36 @@ async fn workflow(shared: &Shared, w: Workflow) -> Output {
     }
 }
 
-/// Commits a topology command and reports its outcome.
+/// Commits a topology command and reports its outcome once every node
+/// has applied it (bounded by `cluster.lease_timeout`; a node that has
+/// not confirmed by then is named in the answer).
 pub async fn propose(shared: &Shared, op: Op) -> Output {
     let cmd = Command::new(op, shared.node_id, "admin command");
     match shared.consensus.propose(cmd).await {
-        Ok(r) if r.ok => Output::Ok(format!("{} (epoch {})", r.message, r.epoch)),
+        Ok(r) if r.ok => {
+            let wait = shared.config.load().cluster.lease_timeout.get();
+            let missing = shared.consensus.wait_all_applied(r.index, wait).await;
+            let pending = if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; not yet applied on node(s) {missing:?}")
+            };
+            Output::Ok(format!("{} (epoch {}){pending}", r.message, r.epoch))
+        }
         Ok(r) => err(r.message),
         Err(e) => err(format!("not committed: {e}")),
     }
 }
 
-/// Marks the backend draining, then waits until no session holds a
-/// connection to it (sessions move at their next transaction boundary).
+/// Marks the backend draining, then waits (on the leader, which hears
+/// every node's connection counts) until no node holds a connection to it:
+/// sessions move at their next transaction boundary.
 async fn drain(shared: &Arc<Shared>, name: String, timeout: Duration) -> Output {
+    if shared.routing.load().pool(&name).is_none() {
+        return err(format!(
+            "unknown backend '{name}' (SHOW BACKENDS lists them)"
+        ));
+    }
     if let Output::Err(e) = propose(
         shared,
         Op::SetState {
@@ -122,23 +139,12 @@ async fn drain(shared: &Arc<Shared>, name: String, timeout: Duration) -> Output 
     {
         return Output::Err(e);
     }
-    let deadline = Instant::now() + timeout;
-    loop {
-        let routing = shared.routing.load();
-        let Some(pool) = routing.pool(&name).cloned() else {
-            return err(format!("unknown backend '{name}'"));
-        };
-        drop(routing);
-        pool.close_idle();
-        let busy = pool.open_count() as usize;
-        if busy == 0 {
-            return Output::Ok(format!("backend '{name}' drained"));
-        }
-        if Instant::now() >= deadline {
-            return err(format!(
-                "drain of '{name}' timed out after {timeout:?}: {busy} connections are still in use (sessions inside transactions); it stays draining"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let w = Workflow::Drain {
+        name,
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    match shared.consensus.run_workflow(w).await {
+        Ok(m) => Output::Ok(m),
+        Err(e) => err(e),
     }
 }

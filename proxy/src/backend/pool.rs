@@ -61,6 +61,10 @@ pub struct BackendPool {
     pub settings: PoolSettings,
     /// Queries in flight on this backend from this node (router load).
     pub outstanding: AtomicU32,
+    /// False while the fleet takes this backend out of rotation (draining,
+    /// maintenance, fenced): released connections close instead of going
+    /// idle and none are kept warm, so a drain empties it on every node.
+    serving: std::sync::atomic::AtomicBool,
     pub stats: Stats,
 }
 
@@ -106,8 +110,21 @@ impl BackendPool {
             down: Notify::new(),
             settings,
             outstanding: AtomicU32::new(0),
+            serving: std::sync::atomic::AtomicBool::new(true),
             stats: Stats::new(name),
         })
+    }
+
+    /// Takes the pool out of rotation (closing its idle connections) or
+    /// puts it back.
+    pub fn set_serving(&self, on: bool) {
+        if self.serving.swap(on, Ordering::AcqRel) && !on {
+            self.close_idle();
+        }
+    }
+
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
     }
 
     pub fn open_count(&self) -> u32 {
@@ -205,7 +222,11 @@ impl BackendPool {
         reusable: bool,
     ) {
         use concord_protocol::consts::status;
-        if !reusable || gen != self.generation() || conn.status & status::IN_TRANS != 0 {
+        if !reusable
+            || !self.serving()
+            || gen != self.generation()
+            || conn.status & status::IN_TRANS != 0
+        {
             self.discard(conn);
             return;
         }
@@ -223,7 +244,7 @@ impl BackendPool {
     }
 
     fn put_idle(&self, mut conn: BackendConn, key: PoolKey, gen: u64) {
-        if gen != self.generation() {
+        if gen != self.generation() || !self.serving() {
             self.discard(conn);
             return;
         }
@@ -272,6 +293,10 @@ impl BackendPool {
     /// Periodic upkeep: close connections idle too long, keep `min_idle`
     /// warm ones for keys used in the last few minutes.
     pub async fn maintain(self: &Arc<Self>) {
+        if !self.serving() {
+            self.close_idle();
+            return;
+        }
         let now = Instant::now();
         let (expired, wanted) = {
             let mut idle = self.lock();

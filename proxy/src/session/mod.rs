@@ -165,6 +165,9 @@ impl Session {
             self.info.queries.fetch_add(1, Ordering::Relaxed);
             let done = self.dispatch(cmd).await;
             self.write_guard = None;
+            // At a transaction boundary: drop connections to backends the
+            // routing no longer offers (drained, in maintenance, fenced).
+            self.release_stale_replicas();
             match done {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -202,10 +205,13 @@ impl Session {
                 r = self.client.fill() => { r.map_err(SessionError::Client)?; }
                 _ = self.info.kill.notified() => {
                     let why = self.info.kill_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    // Without a reason it is the shutdown nudge: loop and check.
+                    // Without a reason it is a nudge (shutdown, or the
+                    // routing took a backend out of rotation): let go of
+                    // what is no longer offered, loop and check.
                     if let Some(why) = why {
                         return Err(SessionError::fatal(codes::QUERY_INTERRUPTED, format!("concord closed this session: {why}")));
                     }
+                    self.release_stale_replicas();
                 }
             }
         }

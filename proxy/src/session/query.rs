@@ -85,7 +85,6 @@ impl Session {
             }
             self.txn = None;
         }
-        self.release_stale_replicas();
         let cfg = self.shared.config.load_full();
         let facts = Facts {
             pinned: self.pinned,
