@@ -11,4 +11,5 @@ cargo build --workspace --bins --examples
 # Each end-to-end test runs several server processes: two at a time on
 # small machines keeps them from starving each other.
 threads="${TEST_THREADS:-2}"
-cargo test --workspace -- --test-threads="$threads" "$@"
+# --no-fail-fast: one failing test binary does not hide the others.
+cargo test --workspace --no-fail-fast -- --test-threads="$threads" "$@"

@@ -4,7 +4,8 @@
 //! bench/RESULTS.md.
 
 use harness::rig::{
-    missing_on, query_one, timeline, write_gap, Load, Rig, SEMI_SYNC_PRIMARY, SEMI_SYNC_REPLICA,
+    fence_ms, missing_on, query_one, reset_to, timeline, write_gap, writes_after, Load, Rig,
+    SEMI_SYNC_PRIMARY, SEMI_SYNC_REPLICA,
 };
 use mysql_async::prelude::*;
 use std::time::{Duration, Instant};
@@ -16,31 +17,6 @@ const FAST_CLUSTER: &str = "lease_timeout = \"500ms\"\n";
 
 async fn fast_rig() -> Rig {
     Rig::start_with(FAST, FAST_CLUSTER, &[], &[]).await
-}
-
-/// Milliseconds since the epoch of the newest fence in the event log.
-async fn fence_ms(rig: &Rig) -> u64 {
-    for n in rig.fleet.nodes.iter().filter(|n| n.pid().is_some()) {
-        if let Ok(ev) = n.admin_query("SHOW EVENTS LIMIT 1000").await {
-            if let Some(e) = ev
-                .iter()
-                .rev()
-                .find(|e| matches!(e["event"].as_deref(), Some("fence") | Some("freeze")))
-            {
-                return e["at_ms"].as_deref().unwrap_or("0").parse().unwrap();
-            }
-        }
-    }
-    panic!("no fence in the event log");
-}
-
-/// Rows committed on `db` after the fence (split-brain writes).
-async fn writes_after(db: &harness::MariaDb, fence_ms: u64) -> i64 {
-    query_one(
-        db,
-        &format!("SELECT COUNT(*) FROM test.w WHERE origin = @@server_id AND ts > FROM_UNIXTIME({fence_ms} / 1000)"),
-    )
-    .await
 }
 
 async fn no_failover_for(rig: &Rig, d: Duration, what: &str) {
@@ -233,11 +209,46 @@ async fn false_positive_screen_then_both_views_dead_fails_over() {
 async fn switchover_under_load_fails_no_autocommit_write() {
     let rig = fast_rig().await;
     let load = Load::start(&rig.fleet, 2);
+    // A transaction left open on the old primary across the switchover.
+    let mut open = rig.fleet.nodes[2].conn().await;
+    open.query_drop("BEGIN").await.unwrap();
+    open.query_drop("INSERT INTO test.w (writer, seq) VALUES (0, 1)")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t = Instant::now();
     let out = rig.fleet.nodes[1].admin_query("SWITCHOVER TO 'db2'").await;
     let took = t.elapsed();
     assert!(out.is_ok(), "{out:?}");
+    // It cannot be carried over: a clear error, then ROLLBACK, then the
+    // session works on the new primary.
+    let e = open
+        .query_drop("INSERT INTO test.w (writer, seq) VALUES (0, 2)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2013") && e.contains("transaction"), "{e}");
+    let e = open.query_drop("COMMIT").await.unwrap_err().to_string();
+    assert!(e.contains("nothing was committed"), "{e}");
+    open.query_drop("INSERT INTO test.w (writer, seq) VALUES (0, 3)")
+        .await
+        .unwrap();
+    let origin: Option<u32> = open
+        .query_first("SELECT /* concord:primary */ origin FROM test.w WHERE writer = 0 AND seq = 3")
+        .await
+        .unwrap();
+    assert_eq!(origin, Some(0), "origin defaults to 0: the row exists");
+    let lost: Option<i64> = open
+        .query_first(
+            "SELECT /* concord:primary */ COUNT(*) FROM test.w WHERE writer = 0 AND seq = 1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        lost,
+        Some(0),
+        "the open transaction's insert was rolled back"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (acked, samples, errors) = load.stop().await;
     let gap = write_gap(&samples, t - Duration::from_millis(100));
@@ -377,19 +388,4 @@ async fn minority_with_the_old_primary_never_writes_after_the_fence_20_times() {
         println!("round {round}: failover {t_failover:?}, rejoin+catch-up {:?}, switchover {:?}, replicas readable {:?}", t2 - t1, t3 - t2, t3.elapsed());
     }
     println!("20 partition rounds: 0 writes on the old primary after any fence ({total_acked} acknowledged writes in all)");
-}
-
-/// Replaces a diverged server's data position with the new primary's (test
-/// shortcut for "rebuild it from a backup").
-async fn reset_to(db: &harness::MariaDb, pos: &str) {
-    let mut c = db.conn().await;
-    c.query_drop("STOP SLAVE").await.ok();
-    c.query_drop("RESET SLAVE ALL").await.ok();
-    // Copy the rows the new primary has, drop the ones it never got.
-    c.query_drop("SET sql_log_bin = 0").await.unwrap();
-    c.query_drop("RESET MASTER").await.unwrap();
-    c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{pos}'"))
-        .await
-        .unwrap();
-    c.query_drop("SET GLOBAL read_only = 1").await.unwrap();
 }

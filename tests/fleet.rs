@@ -206,12 +206,53 @@ async fn a_node_cut_off_stops_writes_within_its_lease_and_recovers() {
     );
 }
 
+/// The primary and epoch node `n` has applied.
+async fn agreed(n: &harness::Concord) -> Option<(String, u64)> {
+    let rows = n.admin_query("SHOW CLUSTER").await.ok()?;
+    let me = rows
+        .iter()
+        .find(|r| r["node_id"].as_deref() == Some(&n.cfg.node_id.to_string()))?;
+    Some((me["primary"].clone()?, me["epoch"].clone()?.parse().ok()?))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_never_see_the_epoch_go_backwards_while_leaders_die() {
-    let db = MariaDb::start("primary", 1).await;
-    db.exec("CREATE TABLE test.lin (id INT AUTO_INCREMENT PRIMARY KEY, node INT, epoch INT)")
+    // Leaders are killed (Raft elections, same epoch) and the primary is
+    // switched over between kills (new epochs), while a client on every
+    // node writes and records the epoch each write was routed under. Each
+    // write must have run on the primary of exactly that epoch, and no
+    // client may see the epoch go backwards.
+    let topo = harness::Topology::start(2).await;
+    topo.primary
+        .exec("CREATE TABLE test.lin (id INT AUTO_INCREMENT PRIMARY KEY, node INT, origin INT)")
         .await;
-    let mut fleet = Fleet::start(3, backends(&db), |_, _| {}).await;
+    let backends = vec![
+        (
+            "db1".to_string(),
+            topo.primary.addr(),
+            Some("primary".to_string()),
+        ),
+        (
+            "db2".to_string(),
+            topo.replicas[0].addr(),
+            Some("replica".to_string()),
+        ),
+        (
+            "db3".to_string(),
+            topo.replicas[1].addr(),
+            Some("replica".to_string()),
+        ),
+    ];
+    let mut fleet = Fleet::start(3, backends, |_, c| {
+        c.extra.push_str(&format!(
+            "[failover]\nreplication_user = \"repl\"\nreplication_password = \"{}\"\n",
+            harness::PASSWORD
+        ));
+    })
+    .await;
+    let mut epochs = std::collections::BTreeMap::new();
+    let (p, e) = agreed(&fleet.nodes[0]).await.unwrap();
+    epochs.insert(e, p);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for n in &fleet.nodes {
@@ -219,8 +260,8 @@ async fn writes_never_see_the_epoch_go_backwards_while_leaders_die() {
         let node_id = n.cfg.node_id;
         let stop = stop.clone();
         clients.push(tokio::spawn(async move {
-            let mut log: Vec<u64> = Vec::new();
-            let mut acked = 0u64;
+            // (epoch routed under, row id)
+            let mut log: Vec<(u64, u64)> = Vec::new();
             let mut errors = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let Ok(mut c) = mysql_async::Conn::new(opts.clone()).await else {
@@ -230,7 +271,7 @@ async fn writes_never_see_the_epoch_go_backwards_while_leaders_die() {
                 };
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     if c.exec_drop(
-                        "INSERT INTO test.lin (node, epoch) VALUES (?, 0)",
+                        "INSERT INTO test.lin (node, origin) VALUES (?, @@server_id)",
                         (node_id,),
                     )
                     .await
@@ -239,53 +280,83 @@ async fn writes_never_see_the_epoch_go_backwards_while_leaders_die() {
                         errors += 1;
                         break;
                     }
-                    acked += 1;
+                    let id = c.last_insert_id().unwrap_or(0);
                     let row: Option<mysql_async::Row> =
                         match c.query_first("SHOW CONCORD STATUS").await {
                             Ok(r) => r,
                             Err(_) => break,
                         };
                     let epoch: u64 = row.and_then(|r| r.get("write_epoch")).unwrap_or(0);
-                    log.push(epoch);
+                    log.push((epoch, id));
                 }
             }
-            (node_id, log, acked, errors)
+            (node_id, log, errors)
         }));
     }
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    for target in ["db2", "db3", "db1"] {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         let l = fleet.leader(Duration::from_secs(15)).await;
         fleet.nodes[l].kill();
         fleet.leader(Duration::from_secs(15)).await;
         fleet.nodes[l].restart().await;
         fleet.nodes[l].wait_ready().await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let via = (l + 1) % 3;
+        fleet.nodes[via]
+            .admin_query(&format!("SWITCHOVER TO '{target}'"))
+            .await
+            .unwrap_or_else(|e| panic!("switchover to {target}: {e}"));
+        let (p, e) = agreed(&fleet.nodes[via]).await.unwrap();
+        assert_eq!(p, target);
+        assert!(
+            epochs.keys().all(|old| *old < e),
+            "the epoch grew: {epochs:?} then {e}"
+        );
+        epochs.insert(e, p);
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The last switchover went back to db1 after it caught up with every
+    // earlier primary: it holds every row.
+    let rows: Vec<(u64, u32)> = topo.primary.query("SELECT id, origin FROM test.lin").await;
+    let origin: std::collections::HashMap<u64, u32> = rows.into_iter().collect();
+    let server_id = |name: &str| match name {
+        "db1" => 1u32,
+        "db2" => 2,
+        _ => 3,
+    };
     let mut total = 0;
+    let mut seen_epochs = std::collections::BTreeSet::new();
     for c in clients {
-        let (node, log, acked, errors) = c.await.unwrap();
+        let (node, log, errors) = c.await.unwrap();
         assert!(!log.is_empty(), "node {node} routed no writes");
         assert!(
-            log.windows(2).all(|w| w[0] <= w[1]),
+            log.windows(2).all(|w| w[0].0 <= w[1].0),
             "node {node}: epoch went backwards: {log:?}"
         );
-        assert!(
-            log.iter().all(|e| *e == 1),
-            "node {node}: a write was routed under an epoch other than the current one (1)"
+        for (epoch, id) in &log {
+            let primary = epochs
+                .get(epoch)
+                .unwrap_or_else(|| panic!("node {node}: write {id} routed under epoch {epoch}, which never had a primary ({epochs:?})"));
+            assert_eq!(
+                origin.get(id).copied(),
+                Some(server_id(primary)),
+                "node {node}: write {id} routed under epoch {epoch} did not run on {primary}"
+            );
+            seen_epochs.insert(*epoch);
+        }
+        println!(
+            "node {node}: {} acknowledged writes, {errors} errors (its own process was killed)",
+            log.len()
         );
-        println!("node {node}: {acked} acknowledged writes, {errors} errors (its own process was killed)");
-        total += acked;
+        total += log.len();
     }
-    let n: Option<u64> = db
-        .conn()
-        .await
-        .query_first("SELECT COUNT(*) FROM test.lin")
-        .await
-        .unwrap();
+    println!(
+        "{total} writes under epochs {seen_epochs:?} ({epochs:?}), each on its epoch's primary"
+    );
     assert!(
-        n.unwrap_or(0) >= total,
-        "acknowledged writes missing: {n:?} < {total}"
+        seen_epochs.len() >= 3,
+        "writes spanned the switchovers: {seen_epochs:?}"
     );
 }
 

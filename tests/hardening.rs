@@ -697,3 +697,67 @@ async fn the_raft_port_rejects_peers_without_the_secret() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_buffer_is_bounded_by_count_and_bytes() {
+    let db = MariaDb::start("primary", 1).await;
+    db.exec("CREATE TABLE IF NOT EXISTS test.b (id INT PRIMARY KEY, v TEXT)")
+        .await;
+    let link = Relay::start(&db.addr()).await;
+    let mut cfg = ConcordConfig::single(&link.addr());
+    cfg.extra = "[failover]\nautomatic = false\nwrite_buffer_max = 2\nwrite_buffer_bytes = 4096\nwrite_buffer_timeout = \"20s\"\n[pool]\nmin_idle = 0\n".into();
+    let node = Concord::start(cfg).await;
+    still_serves(&node).await;
+    // The primary becomes unreachable: new sessions' writes are held.
+    link.cut();
+    // Options that make mysql_async skip its own queries at connect (they
+    // would be held too and take slots).
+    let quiet = || {
+        node.opts()
+            .max_allowed_packet(Some(16 << 20))
+            .wait_timeout(Some(28800))
+    };
+    let held: Vec<_> = (1..=2)
+        .map(|i| {
+            let opts = quiet();
+            tokio::spawn(async move {
+                let mut c = mysql_async::Conn::new(opts).await.unwrap();
+                c.exec_drop("INSERT INTO test.b VALUES (?, 'held')", (i,))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    harness::wait_for("two held writes", Duration::from_secs(10), || async {
+        let (_, m) = node.http_get("/metrics").await?;
+        m.lines()
+            .any(|l| l == "concord_buffered_writes 2")
+            .then_some(())
+    })
+    .await;
+    // A third is refused at once, naming the cap; so is a big one.
+    let mut c = mysql_async::Conn::new(quiet()).await.unwrap();
+    let t = Instant::now();
+    let e = c
+        .query_drop("INSERT INTO test.b VALUES (3, 'over')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("1290") && e.contains("failover.write_buffer_max"),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "refused, not held");
+    // Bytes: the cap counts what is held; one statement larger than the
+    // whole budget cannot be held either.
+    let big = format!("INSERT INTO test.b VALUES (4, '{}')", "x".repeat(8192));
+    let e = c.query_drop(big).await.unwrap_err().to_string();
+    assert!(e.contains("failover.write_buffer"), "{e}");
+    // The primary returns: the held writes run, once each.
+    link.heal();
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM test.b").await.unwrap();
+    assert_eq!(n, Some(2));
+}

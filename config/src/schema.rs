@@ -195,12 +195,15 @@ pub struct AdminConfig {
     pub password: String,
 }
 
+/// Accepted only while `admin.addr` is loopback (see validation).
+pub const DEFAULT_ADMIN_PASSWORD: &str = "admin";
+
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             addr: "127.0.0.1:6033".into(),
             user: "admin".into(),
-            password: "admin".into(),
+            password: DEFAULT_ADMIN_PASSWORD.into(),
         }
     }
 }

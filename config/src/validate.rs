@@ -26,6 +26,16 @@ pub(crate) fn check_addr(key: &str, addr: &str) -> R {
     Ok(())
 }
 
+/// Whether `addr` (host:port) listens on loopback only.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn check_hex(key: &str, value: &str, len: usize) -> R {
     if value.len() != len || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ConfigError::invalid(
@@ -335,6 +345,20 @@ impl Config {
             if self.admin.user.is_empty() {
                 return Err(ConfigError::invalid("admin.user", "must not be empty"));
             }
+            // Every mutation of the fleet goes through this port: the
+            // built-in password is tolerated on loopback only (ProxySQL's
+            // admin/admin on a reachable port is a classic incident).
+            if self.admin.password == super::schema::DEFAULT_ADMIN_PASSWORD
+                && !is_loopback(&self.admin.addr)
+            {
+                return Err(ConfigError::invalid(
+                    "admin.password",
+                    format!(
+                        "the default admin password is only accepted on a loopback admin.addr, not {:?}; set a password",
+                        self.admin.addr
+                    ),
+                ));
+            }
         }
         if !self.http.addr.is_empty() {
             check_addr("http.addr", &self.http.addr)?;
@@ -423,5 +447,18 @@ addr = "127.0.0.1:3306"
         let bad = format!("{MIN}\n[monitor]\ninterval = \"soon\"\n");
         let e = Config::from_toml(&bad).unwrap_err().to_string();
         assert!(e.contains("interval") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn the_default_admin_password_stays_on_loopback() {
+        for ok in ["127.0.0.1:6033", "localhost:6033", "[::1]:6033"] {
+            let t = format!("{MIN}\n[admin]\naddr = \"{ok}\"\n");
+            assert!(Config::from_toml(&t).is_ok(), "{ok}");
+        }
+        let open = format!("{MIN}\n[admin]\naddr = \"0.0.0.0:6033\"\n");
+        let e = Config::from_toml(&open).unwrap_err().to_string();
+        assert!(e.contains("admin.password"), "{e}");
+        let set = format!("{MIN}\n[admin]\naddr = \"0.0.0.0:6033\"\npassword = \"long-secret\"\n");
+        assert!(Config::from_toml(&set).is_ok());
     }
 }

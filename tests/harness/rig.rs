@@ -215,6 +215,15 @@ impl Rig {
         0
     }
 
+    /// The MariaDB server behind a backend name, to kill or restart.
+    pub fn server_mut(&mut self, name: &str) -> &mut MariaDb {
+        match name {
+            "db1" => &mut self.primary,
+            "db2" => &mut self.replicas[0],
+            _ => &mut self.replicas[1],
+        }
+    }
+
     /// The MariaDB server behind a backend name.
     pub fn server(&self, name: &str) -> &MariaDb {
         match name {
@@ -367,4 +376,45 @@ pub fn timeline(samples: &[Sample], from: Instant, len: Duration) -> Vec<(u32, u
 pub async fn query_one<T: FromValue + Send + 'static>(db: &MariaDb, sql: &str) -> T {
     let mut c = db.conn().await;
     c.query_first(sql).await.unwrap().unwrap()
+}
+
+/// Milliseconds since the epoch of the newest fence in the event log.
+pub async fn fence_ms(rig: &Rig) -> u64 {
+    for n in rig.fleet.nodes.iter().filter(|n| n.pid().is_some()) {
+        if let Ok(ev) = n.admin_query("SHOW EVENTS LIMIT 1000").await {
+            if let Some(e) = ev
+                .iter()
+                .rev()
+                .find(|e| matches!(e["event"].as_deref(), Some("fence") | Some("freeze")))
+            {
+                return e["at_ms"].as_deref().unwrap_or("0").parse().unwrap();
+            }
+        }
+    }
+    panic!("no fence in the event log");
+}
+
+/// Rows committed on `db` after the fence (split-brain writes).
+pub async fn writes_after(db: &MariaDb, fence_ms: u64) -> i64 {
+    query_one(
+        db,
+        &format!("SELECT COUNT(*) FROM test.w WHERE origin = @@server_id AND ts > FROM_UNIXTIME({fence_ms} / 1000)"),
+    )
+    .await
+}
+
+/// Replaces a diverged server's data position with the new primary's (test
+/// shortcut for "rebuild it from a backup").
+pub async fn reset_to(db: &MariaDb, pos: &str) {
+    let mut c = db.conn().await;
+    c.query_drop("STOP SLAVE").await.ok();
+    c.query_drop("RESET SLAVE ALL").await.ok();
+    // Forget its own binlog and start from the new primary's position;
+    // rows only it had stay in its tables (checks read the new primary).
+    c.query_drop("SET sql_log_bin = 0").await.unwrap();
+    c.query_drop("RESET MASTER").await.unwrap();
+    c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{pos}'"))
+        .await
+        .unwrap();
+    c.query_drop("SET GLOBAL read_only = 1").await.unwrap();
 }
