@@ -20,11 +20,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Every server can be a semi-sync primary and acks as a replica.
+/// Every server can be a semi-sync primary and acks as a replica. A
+/// server without semi-sync replicas of its own (a replica, a freshly
+/// promoted primary) must not wait for acks: wait-no-slave off.
 const SEMI_SYNC: &[&str] = &[
     "--rpl-semi-sync-master-enabled=ON",
     "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
     "--rpl-semi-sync-master-timeout=30000",
+    "--rpl-semi-sync-master-wait-no-slave=OFF",
     "--rpl-semi-sync-slave-enabled=ON",
 ];
 

@@ -53,6 +53,10 @@ pub struct Status {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub last_log_index: u64,
+    /// Raft commit index (saved by the log store; on followers it trails
+    /// the leader's by up to a heartbeat).
+    #[serde(default)]
+    pub committed: u64,
     pub last_applied: u64,
     pub epoch: u64,
     pub primary: Option<String>,
@@ -61,6 +65,7 @@ pub struct Status {
     pub voters: Vec<NodeId>,
     pub members: BTreeMap<NodeId, String>,
     /// Why Raft stopped on this node, if it did.
+    #[serde(default)]
     pub stopped: Option<String>,
 }
 
@@ -107,6 +112,8 @@ pub struct Inner {
     workflow: std::sync::OnceLock<WorkflowHandler>,
     /// Set once if the Raft core stopped for good (a storage error).
     stopped: std::sync::OnceLock<String>,
+    /// Commit index as last saved by the log store.
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The handle the rest of concord holds. Cheap to clone.
@@ -306,6 +313,7 @@ impl Consensus {
 async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusError> {
     let id = cfg.node.id;
     let log = LogStore::open(&dir).map_err(|e| ConsensusError::Store(e.to_string()))?;
+    let committed = log.committed();
     let (sm, applied) = StateMachine::open(&dir).map_err(|e| ConsensusError::DataDir {
         path: dir.join("snapshot.json"),
         source: e,
@@ -347,6 +355,7 @@ async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusE
         reports: Mutex::new(HashMap::new()),
         workflow: std::sync::OnceLock::new(),
         stopped: std::sync::OnceLock::new(),
+        committed,
     });
     tokio::spawn(crate::net::server::serve(listener, inner.clone()));
 
@@ -515,6 +524,7 @@ impl Inner {
             leader: m.current_leader,
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
+            committed: self.committed.load(std::sync::atomic::Ordering::Relaxed),
             last_applied: m.last_applied.map_or(0, |l| l.index),
             epoch: applied.topology.epoch,
             primary: applied.topology.primary.clone(),

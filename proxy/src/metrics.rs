@@ -107,6 +107,7 @@ pub fn render(shared: &Shared) -> String {
     gauge!("concord_raft_is_leader").set(f64::from(u8::from(st.state == "leader")));
     gauge!("concord_raft_leader_id").set(st.leader.unwrap_or(0) as f64);
     gauge!("concord_raft_last_applied").set(st.last_applied as f64);
+    gauge!("concord_raft_commit_index").set(st.committed as f64);
     gauge!("concord_raft_last_log_index").set(st.last_log_index as f64);
     gauge!("concord_raft_members").set(st.members.len() as f64);
     gauge!("concord_epoch").set(st.epoch as f64);

@@ -236,16 +236,23 @@ async fn upkeep(shared: Arc<Shared>) {
         tick.tick().await;
         let pools: Vec<_> = shared.routing.load().pools.values().cloned().collect();
         let threshold = shared.config.load().monitor.failure_threshold;
+        let mut any_down = false;
         for p in pools {
             p.stats.tick();
-            if shared
+            let failing = shared
                 .health
                 .get(&p.name)
-                .is_some_and(|h| h.failures >= threshold)
-            {
-                p.down.notify_waiters();
-            }
+                .is_some_and(|h| h.failures >= threshold);
+            any_down |= p.set_down(failing);
             p.maintain().await;
+        }
+        // Sessions stuck on a backend that went down check their stall
+        // (`relay::Stall`) when nudged; the nudge is their own Notify, so
+        // the hot path never registers on anything shared.
+        if any_down {
+            for s in shared.sessions.list() {
+                s.kill.notify_one();
+            }
         }
         let idle = shared.config.load().listener.idle_timeout.get();
         if !idle.is_zero() {

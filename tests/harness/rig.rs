@@ -404,17 +404,35 @@ pub async fn writes_after(db: &MariaDb, fence_ms: u64) -> i64 {
 }
 
 /// Replaces a diverged server's data position with the new primary's (test
-/// shortcut for "rebuild it from a backup").
+/// shortcut for "rebuild it from a backup"). Retried: concord kills client
+/// connections on a fenced server that comes back writable, and this one
+/// may be among them.
 pub async fn reset_to(db: &MariaDb, pos: &str) {
-    let mut c = db.conn().await;
-    c.query_drop("STOP SLAVE").await.ok();
-    c.query_drop("RESET SLAVE ALL").await.ok();
-    // Forget its own binlog and start from the new primary's position;
-    // rows only it had stay in its tables (checks read the new primary).
-    c.query_drop("SET sql_log_bin = 0").await.unwrap();
-    c.query_drop("RESET MASTER").await.unwrap();
-    c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{pos}'"))
-        .await
-        .unwrap();
-    c.query_drop("SET GLOBAL read_only = 1").await.unwrap();
+    let mut last = None;
+    for _ in 0..10 {
+        let mut c = db.conn().await;
+        c.query_drop("STOP SLAVE").await.ok();
+        c.query_drop("RESET SLAVE ALL").await.ok();
+        // Forget its own binlog and start from the new primary's position;
+        // rows only it had stay in its tables (checks read the new primary).
+        let steps = [
+            "SET sql_log_bin = 0".to_string(),
+            "RESET MASTER".to_string(),
+            format!("SET GLOBAL gtid_slave_pos = '{pos}'"),
+            "SET GLOBAL read_only = 1".to_string(),
+        ];
+        let mut failed = None;
+        for sql in &steps {
+            if let Err(e) = c.query_drop(sql).await {
+                failed = Some(format!("{sql}: {e}"));
+                break;
+            }
+        }
+        match failed {
+            None => return,
+            Some(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("could not reset {}: {last:?}", db.name);
 }

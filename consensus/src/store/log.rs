@@ -25,6 +25,8 @@ const PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The commit index openraft last saved (for status and metrics).
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn r<E: std::error::Error + 'static>(e: E) -> StorageError {
@@ -43,7 +45,15 @@ impl LogStore {
         txn.open_table(LOGS)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore {
+            db: Arc::new(db),
+            committed: Default::default(),
+        })
+    }
+
+    /// The commit index as openraft last saved it (0 before the first).
+    pub fn committed(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.committed.clone()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -137,11 +147,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(COMMITTED, &committed)
+        self.put_meta(COMMITTED, &committed)?;
+        self.committed.store(
+            committed.map_or(0, |c| c.index),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        let c = self.get_meta::<Option<LogId>>(COMMITTED)?.flatten();
+        self.committed.store(
+            c.map_or(0, |c| c.index),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(c)
     }
 
     async fn append<I>(

@@ -55,9 +55,9 @@ pub struct BackendPool {
     /// instead of reused.
     generation: AtomicU64,
     released: Notify,
-    /// Fired while the health checks consider this backend down, to wake
-    /// sessions stuck waiting on it (see `relay::Stall`).
-    pub down: Notify,
+    /// Set while the health checks consider this backend down; sessions
+    /// stuck waiting on it check it when nudged (see `relay::Stall`).
+    down: std::sync::atomic::AtomicBool,
     pub settings: PoolSettings,
     /// Queries in flight on this backend from this node (router load).
     pub outstanding: AtomicU32,
@@ -107,7 +107,7 @@ impl BackendPool {
             open: AtomicU32::new(0),
             generation: AtomicU64::new(0),
             released: Notify::new(),
-            down: Notify::new(),
+            down: std::sync::atomic::AtomicBool::new(false),
             settings,
             outstanding: AtomicU32::new(0),
             serving: std::sync::atomic::AtomicBool::new(true),
@@ -121,6 +121,16 @@ impl BackendPool {
         if self.serving.swap(on, Ordering::AcqRel) && !on {
             self.close_idle();
         }
+    }
+
+    /// Records the health checks' verdict; true if the backend is down.
+    pub fn set_down(&self, down: bool) -> bool {
+        self.down.store(down, Ordering::Release);
+        down
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
     }
 
     pub fn serving(&self) -> bool {

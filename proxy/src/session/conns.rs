@@ -339,7 +339,9 @@ impl Session {
                     b.conn.caps,
                     prepare_id,
                     &relay::Stall {
-                        down: &b.pool.down,
+                        pool: &b.pool,
+                        nudge: &self.info.kill,
+                        kill_reason: &self.info.kill_reason,
                         after: stall_after,
                     },
                 )

@@ -51,6 +51,9 @@ impl Session {
         if retry && res.as_ref().err().is_some_and(retryable) {
             // The replica failed before answering: a read is safe to run
             // on the primary instead.
+            if let Err((e, _)) = &res {
+                tracing::info!(session = self.info.id, "read re-run on the primary: {e}");
+            }
             if let Err(e) = self.ensure_primary(false, cmd.len).await {
                 self.discard(cmd).await.map_err(|e| (e, 1))?;
                 return Err((e, 1));

@@ -14,21 +14,37 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// When to give up on a backend that stopped answering mid-query: the
-/// health checks declared it down (`down` fires, once per upkeep tick while
-/// they do) and nothing arrived from it for `after`. A black-holed server
-/// never resets the connection, so without this a session would wait for
-/// TCP keepalive (hours).
+/// health checks declared it down and nothing arrived from it for `after`.
+/// A black-holed server never resets the connection, so without this a
+/// session would wait for TCP keepalive (hours). The wake-up is the
+/// session's own `nudge` Notify (upkeep nudges every session each second
+/// while a backend is down): waiting registers on nothing shared.
 pub struct Stall<'a> {
-    pub down: &'a tokio::sync::Notify,
+    pub pool: &'a crate::backend::BackendPool,
+    pub nudge: &'a tokio::sync::Notify,
+    /// Set when the session is being killed: leave the nudge for the
+    /// command loop.
+    pub kill_reason: &'a std::sync::Mutex<Option<String>>,
     pub after: std::time::Duration,
 }
 
 impl Stall<'_> {
     async fn wait(&self, last_rx: std::time::Instant) -> ProtoError {
         loop {
-            self.down.notified().await;
+            self.nudge.notified().await;
+            let killed = self
+                .kill_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
+            if killed {
+                // KILL SESSION / idle timeout take effect between commands:
+                // put the wake-up back for the command loop and stop here.
+                self.nudge.notify_one();
+                return std::future::pending().await;
+            }
             let quiet = last_rx.elapsed();
-            if quiet >= self.after {
+            if self.pool.is_down() && quiet >= self.after {
                 return ProtoError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!(
