@@ -287,8 +287,8 @@ async fn failover() {
     }
 }
 
-/// Runs concord-bench with `args`, echoing its output.
-fn bench(args: &[&str]) {
+/// Runs concord-bench with `args`, echoing its output; returns stdout.
+fn bench(args: &[&str]) -> String {
     let out = Command::new(harness::bin::workspace_bin("concord-bench"))
         .args(args)
         .output()
@@ -300,6 +300,18 @@ fn bench(args: &[&str]) {
         println!("{l}");
     }
     assert!(out.status.success(), "{err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The median QPS a compare table gives `target`.
+fn table_qps(table: &str, target: &str) -> Option<f64> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(target))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 async fn compare() {
@@ -331,12 +343,16 @@ async fn compare() {
     ];
     let mut first = common.to_vec();
     first.push("--setup");
-    bench(&first);
+    let closed = bench(&first);
     let mut ps = common.to_vec();
     ps.extend(["--workload", "point-select-ps"]);
     bench(&ps);
+    // Open loop at half of concord's closed-loop peak in this run (the
+    // latency goal is stated at half load).
+    let half = table_qps(&closed, "concord").map_or(6000.0, |q| q / 2.0);
+    let rate = format!("{}", (half / 500.0).round() as u64 * 500);
     let mut open = common.to_vec();
-    open.extend(["--rate", "12000"]);
+    open.extend(["--rate", rate.as_str()]);
     bench(&open);
 }
 

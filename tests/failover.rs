@@ -389,3 +389,45 @@ async fn minority_with_the_old_primary_never_writes_after_the_fence_20_times() {
     }
     println!("20 partition rounds: 0 writes on the old primary after any fence ({total_acked} acknowledged writes in all)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_quorum_keeps_serving_reads_from_replicas() {
+    let rig = fast_rig().await;
+    let node = &rig.fleet.nodes[2];
+    let mut c = node.conn().await;
+    rig.fleet.isolate(2);
+    harness::wait_for("node 3 not ready", Duration::from_secs(10), || async {
+        matches!(node.http_get("/readyz").await, Some((503, _))).then_some(())
+    })
+    .await;
+    // Reads keep going to lag-bounded replicas, with no error.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let id: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+        seen.insert(id.unwrap_or(0));
+    }
+    assert!(
+        !seen.is_empty() && seen.iter().all(|id| *id == 2 || *id == 3),
+        "reads went to replicas only: {seen:?}"
+    );
+    // Writes are held (no lease), then refused with the reason.
+    let t = Instant::now();
+    let e = c
+        .query_drop("INSERT INTO test.w (writer, seq) VALUES (0, 1)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1290") && e.contains("quorum"), "{e}");
+    println!(
+        "cut-off node: reads from replicas {seen:?}; a write was held {:?} then refused",
+        t.elapsed()
+    );
+    rig.fleet.heal(2);
+    harness::wait_for("node 3 ready again", Duration::from_secs(15), || async {
+        matches!(node.http_get("/readyz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    c.query_drop("INSERT INTO test.w (writer, seq) VALUES (0, 2)")
+        .await
+        .unwrap();
+}

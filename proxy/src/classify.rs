@@ -261,6 +261,7 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
+#[inline]
 fn eq_ci(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
@@ -573,19 +574,28 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32) {
     while let Some(t) = lx.next() {
         match t {
             Tok::Word(w) => {
-                let locking = (eq_ci(w, b"UPDATE") && is_word(prev, b"FOR"))
-                    || (eq_ci(w, b"SHARE") && (is_word(prev, b"FOR") || is_word(prev, b"IN")));
-                let conn_func =
-                    (eq_ci(w, b"FOR") && is_word(prev, b"VALUE") && is_word(prev2, b"NEXT"))
-                        || CONN_FUNCS.iter().any(|f| eq_ci(w, f));
-                if locking {
-                    *flags |= flag::LOCKING;
-                } else if eq_ci(w, b"INTO") {
-                    *flags |= flag::INTO;
-                } else if eq_ci(w, b"TEMPORARY") {
-                    *flags |= flag::TEMP_TABLE;
-                } else if conn_func {
-                    *flags |= flag::CONN_FUNC;
+                // One upper-cased copy and one match per word (the words
+                // worth noticing are at most 26 bytes long).
+                let mut up = [0u8; 26];
+                let Some(u) = up.get_mut(..w.len()) else {
+                    prev2 = prev;
+                    prev = Some(t);
+                    continue;
+                };
+                u.copy_from_slice(w);
+                u.make_ascii_uppercase();
+                match &*u {
+                    b"UPDATE" if is_word(prev, b"FOR") => *flags |= flag::LOCKING,
+                    b"SHARE" if is_word(prev, b"FOR") || is_word(prev, b"IN") => {
+                        *flags |= flag::LOCKING
+                    }
+                    b"INTO" => *flags |= flag::INTO,
+                    b"TEMPORARY" => *flags |= flag::TEMP_TABLE,
+                    b"FOR" if is_word(prev, b"VALUE") && is_word(prev2, b"NEXT") => {
+                        *flags |= flag::CONN_FUNC
+                    }
+                    u if CONN_FUNCS.contains(&u) => *flags |= flag::CONN_FUNC,
+                    _ => {}
                 }
             }
             Tok::Punct(b'=') if prev == Some(Tok::Punct(b':')) => *flags |= flag::USER_VAR_WRITE,

@@ -164,9 +164,14 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    pub fn touch(&self) {
-        let ms = u64::try_from(self.connected.elapsed().as_millis()).unwrap_or(u64::MAX);
+    /// Records activity now; returns the instant used (one clock read per
+    /// command serves the session's other checks too).
+    pub fn touch(&self) -> Instant {
+        let now = Instant::now();
+        let ms = u64::try_from(now.saturating_duration_since(self.connected).as_millis())
+            .unwrap_or(u64::MAX);
         self.last_active_ms.store(ms, Ordering::Relaxed);
+        now
     }
 
     pub fn idle_for(&self) -> std::time::Duration {

@@ -170,6 +170,30 @@ impl Session {
         need_lease: bool,
         cmd_bytes: usize,
     ) -> Result<(), SessionError> {
+        // Fast path, the common case: the held connection is to the
+        // current primary under the current epoch. Checked on a guard (no
+        // shared reference count), nothing awaited while it is held.
+        let fast = match &self.conns.primary {
+            Some(b) if !need_lease || self.shared.lease.valid() => {
+                let routing = self.shared.routing.load();
+                let current = routing
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(p, &b.pool))
+                    && b.gen == b.pool.generation()
+                    && b.epoch == routing.epoch
+                    && routing.epoch >= self.shared.gate.epoch()
+                    && self.cmd_at.saturating_duration_since(b.conn.idle_since) <= IDLE_CHECK;
+                current.then_some(routing.epoch)
+            }
+            _ => None,
+        };
+        if let Some(epoch) = fast {
+            if let Some(guard) = self.shared.gate.enter(epoch) {
+                self.write_guard = Some(guard);
+                return self.sync_held(Which::Primary).await;
+            }
+        }
         let mut waiting: Option<(Instant, crate::shared::BufferSlot)> = None;
         loop {
             let routing = self.shared.routing.load_full();
@@ -182,8 +206,9 @@ impl Session {
                     && b.epoch == routing.epoch;
                 // A connection idle for a while may have died with its
                 // server: find out before sending anything on it.
-                let dead =
-                    current && b.conn.idle_since.elapsed() > IDLE_CHECK && !b.conn.looks_alive();
+                let dead = current
+                    && self.cmd_at.saturating_duration_since(b.conn.idle_since) > IDLE_CHECK
+                    && !b.conn.looks_alive();
                 if !current || dead {
                     let in_txn = self.txn == Some(Which::Primary);
                     self.drop_conn(Which::Primary);

@@ -59,6 +59,8 @@ pub struct Session {
     /// Held from routing a command to the primary until its answer is
     /// relayed: a fence waits for it (see `concord_consensus::gate`).
     write_guard: Option<concord_consensus::WriteGuard>,
+    /// When the current command arrived.
+    cmd_at: std::time::Instant,
 }
 
 /// Runs one client connection from accept to close.
@@ -125,6 +127,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         write_epoch: 0,
         ryw: ryw::Ryw::default(),
         write_guard: None,
+        cmd_at: std::time::Instant::now(),
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
     if s.login_complete(auth.seq).await {
@@ -161,7 +164,7 @@ impl Session {
                     return;
                 }
             };
-            self.info.touch();
+            self.cmd_at = self.info.touch();
             self.info.queries.fetch_add(1, Ordering::Relaxed);
             let done = self.dispatch(cmd).await;
             self.write_guard = None;
@@ -201,7 +204,10 @@ impl Session {
                     "Server shutdown in progress: this concord node is stopping; reconnect (another node serves you)",
                 ));
             }
+            // Biased: the read is polled first, so when the command is
+            // already there the kill Notify is never registered.
             tokio::select! {
+                biased;
                 r = self.client.fill() => { r.map_err(SessionError::Client)?; }
                 _ = self.info.kill.notified() => {
                     let why = self.info.kill_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();

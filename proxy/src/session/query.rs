@@ -88,16 +88,19 @@ impl Session {
             }
             self.txn = None;
         }
-        let cfg = self.shared.config.load_full();
-        let facts = Facts {
-            pinned: self.pinned,
-            autocommit: self.state.autocommit,
-            split_reads: cfg.routing.split_reads,
-            max_lag: class
-                .hint_max_lag
-                .or(self.user.max_replica_lag.map(|d| d.get()))
-                .unwrap_or(cfg.routing.max_replica_lag.get()),
-            fallback_error: Facts::fallback(cfg.routing.fallback),
+        // A guard, not a clone: no shared reference count per statement.
+        let facts = {
+            let cfg = self.shared.config.load();
+            Facts {
+                pinned: self.pinned,
+                autocommit: self.state.autocommit,
+                split_reads: cfg.routing.split_reads,
+                max_lag: class
+                    .hint_max_lag
+                    .or(self.user.max_replica_lag.map(|d| d.get()))
+                    .unwrap_or(cfg.routing.max_replica_lag.get()),
+                fallback_error: Facts::fallback(cfg.routing.fallback),
+            }
         };
         let reads = class.replica_ok() || matches!(class.kind, Kind::Begin { read_only: true });
         let need = if reads && self.ryw_enabled() {

@@ -29,7 +29,10 @@ pub struct Stall<'a> {
 }
 
 impl Stall<'_> {
-    async fn wait(&self, last_rx: std::time::Instant) -> ProtoError {
+    /// `progress` counts the reads that brought data; it is compared
+    /// between nudges, so the hot path reads no clock for this.
+    async fn wait(&self, progress: &std::sync::atomic::AtomicU64) -> ProtoError {
+        let mut seen = (u64::MAX, std::time::Instant::now());
         loop {
             self.nudge.notified().await;
             let killed = self
@@ -43,7 +46,13 @@ impl Stall<'_> {
                 self.nudge.notify_one();
                 return std::future::pending().await;
             }
-            let quiet = last_rx.elapsed();
+            let now = std::time::Instant::now();
+            let p = progress.load(std::sync::atomic::Ordering::Relaxed);
+            if p != seen.0 {
+                seen = (p, now);
+                continue;
+            }
+            let quiet = now.duration_since(seen.1);
             if self.pool.is_down() && quiet >= self.after {
                 return ProtoError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -243,7 +252,8 @@ pub async fn relay_response(
     stall: &Stall<'_>,
 ) -> Result<RelayEnd, RelayError> {
     let mut end = RelayEnd::default();
-    let mut last_rx = std::time::Instant::now();
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    let mut fills = 0u64;
     let mut skip = 0usize;
     let mut next_seq = 1u8;
     // After a refused LOCAL INFILE the rest of the response is swallowed
@@ -366,15 +376,19 @@ pub async fn relay_response(
             }
             return Ok(end);
         }
+        // Biased: an answer already waiting is taken without registering
+        // the stall watch at all.
         let filled = tokio::select! {
+            biased;
             r = backend.fill() => r,
-            e = stall.wait(last_rx) => Err(e),
+            e = stall.wait(&progress) => Err(e),
         };
         if let Err(e) = filled {
             let _ = client.io.flush().await;
             return Err(backend_err(e, skip > 0, next_seq));
         }
-        last_rx = std::time::Instant::now();
+        fills += 1;
+        progress.store(fills, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
