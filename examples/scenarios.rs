@@ -74,19 +74,7 @@ fn prepare(port: u16) {
 
 async fn routing() {
     let topo = Topology::start(2).await;
-    let backends = vec![
-        ("db1".into(), topo.primary.addr(), Some("primary".into())),
-        (
-            "db2".into(),
-            topo.replicas[0].addr(),
-            Some("replica".into()),
-        ),
-        (
-            "db3".into(),
-            topo.replicas[1].addr(),
-            Some("replica".into()),
-        ),
-    ];
+    let backends = topo.backends();
     let mut cfg = ConcordConfig::new(backends);
     cfg.extra = "[log]\nlevel = \"warn\"\n".into();
     let node = Concord::start(cfg).await;

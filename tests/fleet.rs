@@ -226,23 +226,7 @@ async fn writes_never_see_the_epoch_go_backwards_while_leaders_die() {
     topo.primary
         .exec("CREATE TABLE test.lin (id INT AUTO_INCREMENT PRIMARY KEY, node INT, origin INT)")
         .await;
-    let backends = vec![
-        (
-            "db1".to_string(),
-            topo.primary.addr(),
-            Some("primary".to_string()),
-        ),
-        (
-            "db2".to_string(),
-            topo.replicas[0].addr(),
-            Some("replica".to_string()),
-        ),
-        (
-            "db3".to_string(),
-            topo.replicas[1].addr(),
-            Some("replica".to_string()),
-        ),
-    ];
+    let backends = topo.backends();
     let mut fleet = Fleet::start(3, backends, |_, c| {
         c.extra.push_str(&format!(
             "[failover]\nreplication_user = \"repl\"\nreplication_password = \"{}\"\n",

@@ -110,21 +110,10 @@ async fn ten_thousand_connections_at_once_stay_within_the_caps() {
     let max_rss = Arc::new(AtomicU64::new(0));
     let sampler = {
         let (stop, max_fds, max_rss) = (stop.clone(), max_fds.clone(), max_rss.clone());
-        let status = format!("/proc/{pid}/status");
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 max_fds.fetch_max(open_fds(pid) as u64, Ordering::Relaxed);
-                let rss = std::fs::read_to_string(&status)
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find(|l| l.starts_with("VmRSS:"))?
-                            .split_whitespace()
-                            .nth(1)?
-                            .parse()
-                            .ok()
-                    })
-                    .unwrap_or(0);
+                let rss = harness::concord::rss_kib_of(pid);
                 max_rss.fetch_max(rss, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -168,19 +168,7 @@ async fn metrics_exist_are_documented_and_move_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_under_sysbench_load_moves_reads_with_zero_errors() {
     let topo = Topology::start(2).await;
-    let backends = vec![
-        ("db1".into(), topo.primary.addr(), Some("primary".into())),
-        (
-            "db2".into(),
-            topo.replicas[0].addr(),
-            Some("replica".into()),
-        ),
-        (
-            "db3".into(),
-            topo.replicas[1].addr(),
-            Some("replica".into()),
-        ),
-    ];
+    let backends = topo.backends();
     let node = Concord::start(ConcordConfig::new(backends)).await;
     harness::wait_for("replicas readable", Duration::from_secs(20), || async {
         let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
@@ -501,19 +489,7 @@ async fn backend_everywhere(fleet: &harness::Fleet, name: &str) -> Vec<(String, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_mutations_take_effect_on_every_node_and_drain_is_fleet_wide() {
     let topo = Topology::start(3).await;
-    let backends = vec![
-        ("db1".into(), topo.primary.addr(), Some("primary".into())),
-        (
-            "db2".into(),
-            topo.replicas[0].addr(),
-            Some("replica".into()),
-        ),
-        (
-            "db3".into(),
-            topo.replicas[1].addr(),
-            Some("replica".into()),
-        ),
-    ];
+    let backends = topo.backends()[..3].to_vec(); // db4 is added at run time
     let fleet = harness::Fleet::start(3, backends, |_, _| {}).await;
     // Every node holds a replica connection to db2 from a read (weights
     // make db2 the only choice).

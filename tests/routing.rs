@@ -18,19 +18,7 @@ async fn setup(weights: (u32, u32), extra: &str) -> (Topology, Concord) {
         .exec("INSERT INTO test.t VALUES (1, 'one')")
         .await;
     topo.wait_replicated().await;
-    let backends = vec![
-        ("db1".into(), topo.primary.addr(), Some("primary".into())),
-        (
-            "db2".into(),
-            topo.replicas[0].addr(),
-            Some("replica".into()),
-        ),
-        (
-            "db3".into(),
-            topo.replicas[1].addr(),
-            Some("replica".into()),
-        ),
-    ];
+    let backends = topo.backends();
     let mut cfg = ConcordConfig::new(backends);
     cfg.extra = extra.to_string();
     // Weights are part of the seeded topology.

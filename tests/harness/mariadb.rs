@@ -349,6 +349,24 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// `[[backends]]` for concord: db1 the primary, db2, db3, ... the
+    /// replicas in order.
+    pub fn backends(&self) -> Vec<(String, String, Option<String>)> {
+        std::iter::once((
+            "db1".to_string(),
+            self.primary.addr(),
+            Some("primary".to_string()),
+        ))
+        .chain(self.replicas.iter().enumerate().map(|(i, r)| {
+            (
+                format!("db{}", i + 2),
+                r.addr(),
+                Some("replica".to_string()),
+            )
+        }))
+        .collect()
+    }
+
     /// Starts `1 + replicas` servers and wires replication.
     pub async fn start(replicas: usize) -> Topology {
         let primary = MariaDb::start("primary", 1).await;
