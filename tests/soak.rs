@@ -120,34 +120,6 @@ impl Readers {
     }
 }
 
-/// Waits until every node is ready and every replica readable.
-async fn settle(rig: &Rig, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut ready = true;
-        for n in &rig.fleet.nodes {
-            ready &= matches!(n.http_get("/readyz").await, Some((200, _)));
-        }
-        if ready {
-            if let Ok(rows) = rig.fleet.nodes[0].admin_query("SHOW BACKENDS").await {
-                if rows.iter().all(|r| {
-                    r["role"].as_deref() != Some("replica")
-                        || r["readable"].as_deref() == Some("yes")
-                }) {
-                    return;
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "the fleet did not settle within {within:?}\n{}",
-                rig.diagnose().await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn primary(rig: &Rig) -> String {
     for n in &rig.fleet.nodes {
         if let Some((p, _)) = rig.primary_of(n).await {
@@ -246,7 +218,7 @@ async fn soak_mixed_load_with_random_faults() {
             }
         };
         *faults.entry(name).or_default() += 1;
-        settle(&rig, Duration::from_secs(60)).await;
+        rig.wait_settled(Duration::from_secs(60)).await;
         println!("  settled {:?} after the fault began", t.elapsed());
         tokio::time::sleep(Duration::from_millis(3000 + rng.below(5000))).await;
     }

@@ -453,9 +453,6 @@ async fn watch_core(inner: Arc<Inner>) {
             break "the Raft core exited".to_string();
         }
     };
-    if inner.stopped.get().is_some() {
-        return;
-    }
     let msg = format!(
         "Raft stopped on this node ({why}); it routes no writes until restarted: check that node.data_dir is writable and has free space"
     );

@@ -220,14 +220,9 @@ fn is_mariadb(c: &Conn) -> bool {
 }
 
 /// Makes a server writable and not a replica any more.
-/// The statement that waits up to `secs` until the server behind `c` has
-/// applied `pos` (answers 0 when it has), in that server's dialect.
+/// [`gtid::wait_sql`] in the dialect of the server behind `c`.
 fn gtid_wait_sql(c: &Conn, pos: &str, secs: f64) -> String {
-    if is_mariadb(c) {
-        format!("SELECT MASTER_GTID_WAIT('{pos}', {secs})")
-    } else {
-        format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{pos}', {secs})")
-    }
+    gtid::wait_sql(is_mariadb(c), pos, secs)
 }
 
 async fn promote_server(c: &mut Conn, name: &str) -> R<()> {

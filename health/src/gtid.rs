@@ -4,6 +4,16 @@
 //! MariaDB: `domain-server-seq` lists, one entry per domain; sequence
 //! numbers grow per domain. MySQL: `uuid:1-5:7,uuid2:1-3` interval sets.
 
+/// The statement that waits up to `secs` until a server has applied `pos`
+/// (it answers 0 when it has), in MariaDB's or MySQL's dialect.
+pub fn wait_sql(mariadb: bool, pos: &str, secs: f64) -> String {
+    if mariadb {
+        format!("SELECT MASTER_GTID_WAIT('{pos}', {secs})")
+    } else {
+        format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{pos}', {secs})")
+    }
+}
+
 /// True when position `pos` includes transaction `gtid` (a single GTID
 /// or a whole position/set, e.g. a primary's position).
 pub fn covers(pos: &str, gtid: &str) -> bool {

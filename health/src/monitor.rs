@@ -67,7 +67,13 @@ pub struct BackendHealth {
 }
 
 impl BackendHealth {
-    /// May serve a read that tolerates `bound` of lag.
+    /// May serve reads under `bound`: a replica within it, or a reachable
+    /// server that replicates from no one (a primary).
+    pub fn serves_reads(&self, bound: Duration) -> bool {
+        self.within(bound) || (self.source.is_none() && self.readable)
+    }
+
+    /// A replica that may serve a read tolerating `bound` of lag.
     pub fn within(&self, bound: Duration) -> bool {
         self.reachable
             && self.replicating

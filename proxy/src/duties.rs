@@ -30,11 +30,12 @@ pub fn register_workflows(shared: &Arc<Shared>) {
 
 /// Runs one workflow here (this node is the leader).
 async fn run(shared: &Arc<Shared>, w: Workflow) -> Result<String, String> {
-    // A drain only watches: it must not hold up a failover.
-    if let Workflow::Drain { name, timeout_ms } = w {
-        return drain_fleet(shared, &name, Duration::from_millis(timeout_ms)).await;
-    }
-    let _one_at_a_time = shared.workflow_lock.lock().await;
+    // Promotions run one at a time; a drain only watches and must not
+    // hold up a failover.
+    let _one_at_a_time = match w {
+        Workflow::Drain { .. } => None,
+        _ => Some(shared.workflow_lock.lock().await),
+    };
     let fleet = Fleet {
         consensus: &shared.consensus,
         cfg: shared.config.load_full(),
@@ -51,7 +52,9 @@ async fn run(shared: &Arc<Shared>, w: Workflow) -> Result<String, String> {
             ("forced", failover::failover(&fleet, why).await)
         }
         Workflow::Rejoin { name } => ("rejoin", failover::rejoin(&fleet, &name).await),
-        Workflow::Drain { .. } => return Err("a drain is not a promotion workflow".into()),
+        Workflow::Drain { name, timeout_ms } => {
+            return drain_fleet(shared, &name, Duration::from_millis(timeout_ms)).await
+        }
     };
     crate::metrics::workflow(kind, r.is_ok(), started.elapsed().as_secs_f64());
     r.map_err(|e| e.to_string())

@@ -139,9 +139,8 @@ pub fn render(shared: &Shared) -> String {
     for (name, h) in shared.health.view.load().backends.iter() {
         let b = name.clone();
         gauge!("concord_backend_up", "backend" => b.clone()).set(f64::from(u8::from(h.reachable)));
-        gauge!("concord_backend_readable", "backend" => b.clone()).set(f64::from(u8::from(
-            h.within(bound) || (h.source.is_none() && h.readable),
-        )));
+        gauge!("concord_backend_readable", "backend" => b.clone())
+            .set(f64::from(u8::from(h.serves_reads(bound))));
         match h.lag_ms {
             Some(l) => {
                 gauge!("concord_backend_lag_seconds", "backend" => b.clone()).set(l as f64 / 1000.0)

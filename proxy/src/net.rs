@@ -77,6 +77,17 @@ impl AsyncWrite for ClientIo {
     }
 }
 
+/// Answers a connection that will not get a handshake (too many
+/// connections, a throttled address) with one ERR packet, waiting at most
+/// a second for a client that does not read, and lets it go.
+pub async fn refuse(mut tcp: TcpStream, e: &concord_protocol::err::ErrPacket) {
+    use tokio::io::AsyncWriteExt;
+    let mut buf = bytes::BytesMut::new();
+    let mut seq = 0;
+    concord_protocol::packet::put_packet(&mut buf, &mut seq, &e.to_payload());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(&buf)).await;
+}
+
 /// Low-latency socket options for both client and backend sockets.
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);

@@ -105,9 +105,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
     shared.shutting_down.store(true, Ordering::Release);
     // Idle sessions and sessions between transactions close now; the
     // others at the end of their transaction.
-    for s in shared.sessions.list() {
-        s.kill.notify_one();
-    }
+    shared.sessions.nudge_all();
     let deadline = tokio::time::Instant::now() + grace;
     while shared.sessions.count.load(Ordering::Acquire) > 0
         && tokio::time::Instant::now() < deadline
@@ -175,9 +173,7 @@ fn follow_topology(shared: Arc<Shared>) {
             // fence): idle sessions holding a connection to it let go now,
             // not at their next statement, so a drain can finish.
             if nudge {
-                for s in shared.sessions.list() {
-                    s.kill.notify_one();
-                }
+                shared.sessions.nudge_all();
             }
         }
     });
@@ -250,9 +246,7 @@ async fn upkeep(shared: Arc<Shared>) {
         // (`relay::Stall`) when nudged; the nudge is their own Notify, so
         // the hot path never registers on anything shared.
         if any_down {
-            for s in shared.sessions.list() {
-                s.kill.notify_one();
-            }
+            shared.sessions.nudge_all();
         }
         let idle = shared.config.load().listener.idle_timeout.get();
         if !idle.is_zero() {

@@ -7,7 +7,6 @@ use concord_protocol::err::ErrPacket;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`):
@@ -71,15 +70,11 @@ pub async fn serve_clients(shared: Arc<Shared>, listener: TcpListener) {
         if n >= max {
             tokio::spawn(async move {
                 let _slot = slot;
-                let mut tcp = tcp;
                 let err = ErrPacket::new(
                     codes::CON_COUNT_ERROR,
                     format!("Too many connections: this concord node allows {max} (listener.max_connections)"),
                 );
-                let mut buf = bytes::BytesMut::new();
-                let mut seq = 0;
-                concord_protocol::packet::put_packet(&mut buf, &mut seq, &err.to_payload());
-                let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;
+                crate::net::refuse(tcp, &err).await;
             });
             continue;
         }

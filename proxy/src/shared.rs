@@ -213,6 +213,14 @@ impl Sessions {
             .remove(&id);
     }
 
+    /// Wakes every session without a kill reason: each re-checks what it
+    /// holds (shutdown, a backend out of rotation, a stalled backend).
+    pub fn nudge_all(&self) {
+        for s in self.map.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            s.kill.notify_one();
+        }
+    }
+
     pub fn list(&self) -> Vec<Arc<SessionInfo>> {
         let mut v: Vec<_> = self
             .map

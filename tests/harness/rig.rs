@@ -109,20 +109,45 @@ impl Rig {
     }
 
     pub async fn wait_replicas_readable(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(rows) = self.fleet.nodes[0].admin_query("SHOW BACKENDS").await {
-                let ok = rows
-                    .iter()
-                    .filter(|r| r["role"].as_deref() == Some("replica"))
-                    .all(|r| r["readable"].as_deref() == Some("yes"));
-                if ok {
-                    return;
+        self.wait_diagnosed("replicas readable", Duration::from_secs(20), || {
+            self.replicas_readable()
+        })
+        .await;
+    }
+
+    /// Every node ready (lease and primary) and every replica readable.
+    pub async fn wait_settled(&self, within: Duration) {
+        self.wait_diagnosed("the fleet to settle", within, || async {
+            for n in &self.fleet.nodes {
+                if !matches!(n.http_get("/readyz").await, Some((200, _))) {
+                    return false;
                 }
             }
+            self.replicas_readable().await
+        })
+        .await;
+    }
+
+    async fn replicas_readable(&self) -> bool {
+        let Ok(rows) = self.fleet.nodes[0].admin_query("SHOW BACKENDS").await else {
+            return false;
+        };
+        rows.iter()
+            .filter(|r| r["role"].as_deref() == Some("replica"))
+            .all(|r| r["readable"].as_deref() == Some("yes"))
+    }
+
+    /// Polls `ok` until it holds; on timeout panics with [`Rig::diagnose`].
+    async fn wait_diagnosed<F, Fut>(&self, what: &str, within: Duration, mut ok: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while !ok().await {
             if Instant::now() > deadline {
                 panic!(
-                    "timed out after 20s waiting for replicas readable\n{}",
+                    "timed out after {within:?} waiting for {what}\n{}",
                     self.diagnose().await
                 );
             }

@@ -102,7 +102,7 @@ pub fn backends_table(shared: &Shared) -> Table {
             h.as_ref().map(|h| {
                 if !h.reachable {
                     "down"
-                } else if role == "primary" || h.within(bound) {
+                } else if role == "primary" || h.serves_reads(bound) {
                     "yes"
                 } else {
                     "no"

@@ -176,12 +176,7 @@ impl Session {
         let fast = match &self.conns.primary {
             Some(b) if !need_lease || self.shared.lease.valid() => {
                 let routing = self.shared.routing.load();
-                let current = routing
-                    .primary
-                    .as_ref()
-                    .is_some_and(|p| Arc::ptr_eq(p, &b.pool))
-                    && b.gen == b.pool.generation()
-                    && b.epoch == routing.epoch
+                let current = held_is_current(b, &routing)
                     && routing.epoch >= self.shared.gate.epoch()
                     && self.cmd_at.saturating_duration_since(b.conn.idle_since) <= IDLE_CHECK;
                 current.then_some(routing.epoch)
@@ -198,12 +193,7 @@ impl Session {
         loop {
             let routing = self.shared.routing.load_full();
             if let Some(b) = &self.conns.primary {
-                let current = routing
-                    .primary
-                    .as_ref()
-                    .is_some_and(|p| Arc::ptr_eq(p, &b.pool))
-                    && b.gen == b.pool.generation()
-                    && b.epoch == routing.epoch;
+                let current = held_is_current(b, &routing);
                 // A connection idle for a while may have died with its
                 // server: find out before sending anything on it.
                 let dead = current
@@ -349,7 +339,6 @@ impl Session {
             self.write_epoch = b.epoch;
         }
         let mut sc = Scanner::new(expect, b.conn.deprecate_eof());
-        let stall_after = self.shared.config.load().monitor.timeout.get();
         b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
@@ -367,7 +356,7 @@ impl Session {
                         pool: &b.pool,
                         nudge: &self.info.kill,
                         kill_reason: &self.info.kill_reason,
-                        after: stall_after,
+                        config: &self.shared.config,
                     },
                 )
                 .await
@@ -515,6 +504,17 @@ impl Session {
         }
         self.release(Which::Primary);
     }
+}
+
+/// The held primary connection is to the snapshot's primary, of its
+/// current pool generation, under the snapshot's epoch.
+fn held_is_current(b: &Bound, routing: &crate::routing::Routing) -> bool {
+    routing
+        .primary
+        .as_ref()
+        .is_some_and(|p| Arc::ptr_eq(p, &b.pool))
+        && b.gen == b.pool.generation()
+        && b.epoch == routing.epoch
 }
 
 /// Nothing reached the client yet: a read can be retried elsewhere.

@@ -15,7 +15,6 @@ use concord_protocol::handshake::{sha2_more, AuthSwitchRequest, HandshakeRespons
 use concord_protocol::{PacketStream, ProtoError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A client that proved who it is.
@@ -64,7 +63,7 @@ pub struct Gate<'a> {
 /// `listener.handshake_timeout`, send the error of a failed login and count
 /// it against the address. `None`: the connection is done.
 pub async fn login(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     conn_id: u32,
@@ -92,10 +91,7 @@ pub async fn login(
                 wait.as_secs().max(1)
             ),
         );
-        let mut buf = bytes::BytesMut::new();
-        let mut seq = 0;
-        concord_protocol::packet::put_packet(&mut buf, &mut seq, &e.to_payload());
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(&buf)).await;
+        crate::net::refuse(tcp, &e).await;
         return None;
     }
     match tokio::time::timeout(timeout, accept(tcp, peer, shared, conn_id, gate)).await {

@@ -14,7 +14,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// When to give up on a backend that stopped answering mid-query: the
-/// health checks declared it down and nothing arrived from it for `after`.
+/// health checks declared it down and nothing arrived from it for
+/// `monitor.timeout`.
 /// A black-holed server never resets the connection, so without this a
 /// session would wait for TCP keepalive (hours). The wake-up is the
 /// session's own `nudge` Notify (upkeep nudges every session each second
@@ -25,7 +26,8 @@ pub struct Stall<'a> {
     /// Set when the session is being killed: leave the nudge for the
     /// command loop.
     pub kill_reason: &'a std::sync::Mutex<Option<String>>,
-    pub after: std::time::Duration,
+    /// `monitor.timeout` is read from here when nudged, not per query.
+    pub config: &'a arc_swap::ArcSwap<concord_config::Config>,
 }
 
 impl Stall<'_> {
@@ -53,7 +55,7 @@ impl Stall<'_> {
                 continue;
             }
             let quiet = now.duration_since(seen.1);
-            if self.pool.is_down() && quiet >= self.after {
+            if self.pool.is_down() && quiet >= self.config.load().monitor.timeout.get() {
                 return ProtoError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!(

@@ -125,11 +125,7 @@ impl Session {
         let b = self.conns.get_mut(w)?;
         let mariadb = String::from_utf8_lossy(&b.conn.server_version).contains("MariaDB");
         let secs = wait.as_secs_f64();
-        let sql = if mariadb {
-            format!("SELECT MASTER_GTID_WAIT('{gtid}', {secs})")
-        } else {
-            format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{gtid}', {secs})")
-        };
+        let sql = concord_health::gtid::wait_sql(mariadb, gtid, secs);
         match b.conn.exec(&sql).await {
             Ok(Ok(Reply::Rows(rows)))
                 if rows
