@@ -87,9 +87,55 @@ async fn failed_logins_are_throttled_per_source_address() {
     let mut s = sock.connect(addr).await.unwrap();
     let greeting = first_packet(&mut s, Duration::from_secs(5)).await.unwrap();
     assert_eq!(greeting[0], 10, "a v10 greeting, not an error");
+    // 60 guesses at once from a third address, every one greeted before
+    // any of them fails: the limit is checked again right before each
+    // password check, so no more than 3 get to guess.
+    let addr: SocketAddr = node.addr().parse().unwrap();
+    let mut greeted = Vec::new();
+    for _ in 0..60 {
+        let sock = TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        let mut s = concord_protocol::PacketStream::new(sock.connect(addr).await.unwrap());
+        let g = s.read_packet().await.unwrap();
+        let hs = concord_protocol::handshake::HandshakeV10::decode(&g.payload).unwrap();
+        greeted.push((s, hs.scramble));
+    }
+    let guesses = greeted.into_iter().map(|(mut s, scramble)| {
+        tokio::spawn(async move {
+            let resp = concord_protocol::handshake::HandshakeResponse {
+                capabilities: concord_protocol::consts::cap::PROTOCOL_41
+                    | concord_protocol::consts::cap::SECURE_CONNECTION
+                    | concord_protocol::consts::cap::PLUGIN_AUTH,
+                max_packet: 1 << 24,
+                collation: 45,
+                user: b"app".to_vec(),
+                auth_response: concord_protocol::auth::native_scramble(b"wrong", &scramble),
+                database: None,
+                auth_plugin: Some(b"mysql_native_password".to_vec()),
+                attrs: vec![],
+            };
+            let mut b = bytes::BytesMut::new();
+            resp.encode(&mut b);
+            let mut seq = 1;
+            s.send(&mut seq, &b).await.unwrap();
+            let p = s.read_packet().await.unwrap();
+            ErrPacket::decode(&p.payload).unwrap().code
+        })
+    });
+    let mut guessed = 0;
+    for t in guesses.collect::<Vec<_>>() {
+        match t.await.unwrap() {
+            1045 => guessed += 1,
+            code => assert_eq!(code, 1129),
+        }
+    }
+    assert!(
+        guessed <= 3,
+        "{guessed} parallel password guesses got through"
+    );
     let (_, metrics) = node.http_get("/metrics").await.unwrap();
     assert!(
-        metrics.contains("concord_auth_failures_total 3"),
+        metrics.contains(&format!("concord_auth_failures_total {}", 3 + guessed)),
         "{metrics}"
     );
     assert!(
@@ -775,4 +821,60 @@ async fn the_write_buffer_is_bounded_by_count_and_bytes() {
     }
     let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM test.b").await.unwrap();
     assert_eq!(n, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cannot_hold_unbounded_state() {
+    let (_db, node) = single("").await;
+    // concord keeps each open statement's text (to prepare it lazily on
+    // other backends): past 4096 open statements PREPARE gets 1461, as a
+    // server past max_prepared_stmt_count, and the session goes on.
+    let mut c = mysql_async::Conn::new(node.opts().stmt_cache_size(Some(10_000)))
+        .await
+        .unwrap();
+    let mut refused = None;
+    for i in 0..4200 {
+        if let Err(e) = c.prep(format!("SELECT {i} + ?")).await {
+            refused = Some((i, e.to_string()));
+            break;
+        }
+    }
+    let (at, e) = refused.expect("no cap on prepared statements per session");
+    assert_eq!(at, 4096, "{e}");
+    assert!(e.contains("1461") && e.contains("close some"), "{e}");
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    // Thousands of distinct session variables: the session is pinned to its
+    // connection once past the replay list's bound, and concord's memory
+    // stays flat instead of growing with every SET.
+    let rss0 = node.rss_kib();
+    for i in 0..20_000 {
+        c.query_drop(format!("SET @v{i} = {i}")).await.unwrap();
+    }
+    let v: Option<i64> = c.query_first("SELECT @v19999").await.unwrap();
+    assert_eq!(v, Some(19_999));
+    let grown = node.rss_kib().saturating_sub(rss0);
+    assert!(grown < 1024, "RSS grew {grown} KiB over 20 000 SETs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concords_own_probes_keep_no_growing_server_state() {
+    // The heartbeat is written 4 times a second through a prepared
+    // statement: it must be reused, not left open each time (which would
+    // exhaust the server's max_prepared_stmt_count within the hour).
+    let (db, _node) = single("").await;
+    let count = || async {
+        let rows: Vec<(String, u64)> = db
+            .query("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+            .await;
+        rows.first().map(|r| r.1).unwrap_or(0)
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = count().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = count().await;
+    assert!(
+        after <= before.max(4),
+        "prepared statements on the primary grew from {before} to {after} in 3 s of heartbeats"
+    );
 }

@@ -348,13 +348,14 @@ impl Config {
             // Every mutation of the fleet goes through this port: the
             // built-in password is tolerated on loopback only (ProxySQL's
             // admin/admin on a reachable port is a classic incident).
-            if self.admin.password == super::schema::DEFAULT_ADMIN_PASSWORD
+            if (self.admin.password == super::schema::DEFAULT_ADMIN_PASSWORD
+                || self.admin.password.is_empty())
                 && !is_loopback(&self.admin.addr)
             {
                 return Err(ConfigError::invalid(
                     "admin.password",
                     format!(
-                        "the default admin password is only accepted on a loopback admin.addr, not {:?}; set a password",
+                        "the default (or an empty) admin password is only accepted on a loopback admin.addr, not {:?}; set a password",
                         self.admin.addr
                     ),
                 ));
@@ -457,6 +458,9 @@ addr = "127.0.0.1:3306"
         }
         let open = format!("{MIN}\n[admin]\naddr = \"0.0.0.0:6033\"\n");
         let e = Config::from_toml(&open).unwrap_err().to_string();
+        assert!(e.contains("admin.password"), "{e}");
+        let empty = format!("{MIN}\n[admin]\naddr = \"0.0.0.0:6033\"\npassword = \"\"\n");
+        let e = Config::from_toml(&empty).unwrap_err().to_string();
         assert!(e.contains("admin.password"), "{e}");
         let set = format!("{MIN}\n[admin]\naddr = \"0.0.0.0:6033\"\npassword = \"long-secret\"\n");
         assert!(Config::from_toml(&set).is_ok());

@@ -18,6 +18,7 @@ pub const NET_PACKETS_OUT_OF_ORDER: Code = Code(1156, b"08S01");
 pub const NET_READ_INTERRUPTED: Code = Code(1159, b"08S01");
 pub const NOT_SUPPORTED_YET: Code = Code(1235, b"42000");
 pub const UNKNOWN_STMT_HANDLER: Code = Code(1243, b"HY000");
+pub const MAX_PREPARED_STMT_COUNT_REACHED: Code = Code(1461, b"42000");
 pub const NOT_ALLOWED_COMMAND: Code = Code(1148, b"42000");
 pub const QUERY_INTERRUPTED: Code = Code(1317, b"70100");
 pub const LOCK_WAIT_TIMEOUT: Code = Code(1205, b"HY000");

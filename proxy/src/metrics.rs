@@ -36,6 +36,8 @@ struct Hot {
     /// [target (0 primary, 1 replica)][reason]
     routed: Vec<Counter>,
     commands: Vec<Counter>,
+    bytes_in: Counter,
+    bytes_out: Counter,
 }
 
 fn hot() -> &'static Hot {
@@ -50,7 +52,12 @@ fn hot() -> &'static Hot {
         let commands = (0..=0x20u8)
             .map(|c| counter!("concord_commands_total", "command" => concord_protocol::consts::com::name(c)))
             .collect();
-        Hot { routed, commands }
+        Hot {
+            routed,
+            commands,
+            bytes_in: counter!("concord_client_bytes_total", "direction" => "in"),
+            bytes_out: counter!("concord_client_bytes_total", "direction" => "out"),
+        }
     })
 }
 
@@ -71,6 +78,15 @@ pub fn command(code: u8) {
     if let Some(c) = h.commands.get(usize::from(code.min(0x20))) {
         c.increment(1);
     }
+}
+
+/// Bytes a session received from and sent to its client (flushed once
+/// per command).
+#[inline]
+pub fn client_bytes(received: u64, sent: u64) {
+    let h = hot();
+    h.bytes_in.increment(received);
+    h.bytes_out.increment(sent);
 }
 
 /// A failover workflow finished (`kind`: automatic, forced, switchover,

@@ -50,6 +50,27 @@ fn denied(user: &[u8], peer: &SocketAddr, with_password: bool) -> SessionError {
     )
 }
 
+/// The refusal for an address that used up its failed logins this minute
+/// (`listener.max_auth_failures_per_minute`). Asked before the greeting and
+/// again right before a password is checked, with no await between that
+/// check and recording the outcome: connections opened in parallel each
+/// get no more guesses than sequential ones.
+fn throttled(shared: &Shared, peer: SocketAddr) -> Option<ErrPacket> {
+    let limit = shared.config.load().listener.max_auth_failures_per_minute;
+    let wait = shared
+        .auth_throttle
+        .blocked(peer.ip(), limit, std::time::Instant::now())?;
+    crate::metrics::auth_throttled();
+    Some(ErrPacket::new(
+        codes::HOST_IS_BLOCKED,
+        format!(
+            "Host '{}' is blocked for {}s: more than {limit} failed logins in a minute (listener.max_auth_failures_per_minute)",
+            peer.ip(),
+            wait.as_secs().max(1)
+        ),
+    ))
+}
+
 /// Who may log in on a port, and how.
 pub struct Gate<'a> {
     pub users: &'a crate::users::UserDb,
@@ -70,27 +91,9 @@ pub async fn login(
     gate: &Gate<'_>,
     port: &str,
 ) -> Option<Authenticated> {
-    let (timeout, limit) = {
-        let cfg = shared.config.load();
-        (
-            cfg.listener.handshake_timeout.get(),
-            cfg.listener.max_auth_failures_per_minute,
-        )
-    };
-    if let Some(wait) = shared
-        .auth_throttle
-        .blocked(peer.ip(), limit, std::time::Instant::now())
-    {
+    let timeout = shared.config.load().listener.handshake_timeout.get();
+    if let Some(e) = throttled(shared, peer) {
         tracing::warn!(%peer, port, "refused: too many failed logins from this address");
-        crate::metrics::auth_throttled();
-        let e = ErrPacket::new(
-            codes::HOST_IS_BLOCKED,
-            format!(
-                "Host '{}' is blocked for {}s: more than {limit} failed logins in a minute (listener.max_auth_failures_per_minute)",
-                peer.ip(),
-                wait.as_secs().max(1)
-            ),
-        );
         crate::net::refuse(tcp, &e).await;
         return None;
     }
@@ -126,7 +129,7 @@ pub async fn accept(
     conn_id: u32,
     gate: &Gate<'_>,
 ) -> Result<Authenticated, (Option<PacketStream<ClientIo>>, u8, SessionError)> {
-    let mut stream = PacketStream::new(ClientIo::Plain(tcp));
+    let mut stream = PacketStream::new(ClientIo::plain(tcp));
     stream.max_packet = 1 << 16; // nothing in the connection phase is larger
     let tls = shared.tls.load_full();
     let scramble = auth::new_scramble();
@@ -174,7 +177,7 @@ pub async fn accept(
                 SessionError::Client(ProtoError::malformed("data after SSLRequest"))
             );
         }
-        let ClientIo::Plain(tcp) = stream.io else {
+        let crate::net::Transport::Plain(tcp) = stream.io.transport else {
             return Err((
                 None,
                 seq,
@@ -186,7 +189,7 @@ pub async fn accept(
             Err(e) => return Err((None, seq, SessionError::Client(ProtoError::Io(e)))),
         };
         stream = PacketStream {
-            io: ClientIo::Tls(Box::new(tls_stream)),
+            io: ClientIo::tls(tls_stream),
             rbuf: stream.rbuf,
             wbuf: stream.wbuf,
             max_packet: stream.max_packet,
@@ -279,6 +282,11 @@ pub async fn accept(
     if method == Method::Sha2Fast && user.sha2.is_none() {
         method = Method::Sha2Full;
     }
+    if method != Method::Sha2Full {
+        if let Some(e) = throttled(shared, peer) {
+            fail!(stream, SessionError::Fatal(e));
+        }
+    }
     let ok = if user.empty_password {
         response.is_empty()
     } else {
@@ -321,6 +329,9 @@ pub async fn accept(
                     Err(e) => fail!(stream, SessionError::Client(e)),
                 };
                 seq = p.next_seq();
+                if let Some(e) = throttled(shared, peer) {
+                    fail!(stream, SessionError::Fatal(e));
+                }
                 let pw = p.payload.strip_suffix(&[0]).unwrap_or(&p.payload);
                 user.native
                     .is_some_and(|d| auth::constant_time_eq(&auth::native_digest(pw), &d))
@@ -437,8 +448,18 @@ pub async fn change_user(
         .await
         .map_err(SessionError::Client)?;
     *seq = p.next_seq();
+    if let Some(e) = throttled(shared, *peer) {
+        return Err(SessionError::Fatal(e));
+    }
+    let refuse = |with_password: bool| {
+        shared
+            .auth_throttle
+            .failed(peer.ip(), std::time::Instant::now());
+        crate::metrics::auth_failed();
+        denied(user_name, peer, with_password)
+    };
     let Some(user) = user else {
-        return Err(denied(user_name, peer, !p.payload.is_empty()));
+        return Err(refuse(!p.payload.is_empty()));
     };
     if user.require_tls && !stream.io.is_tls() {
         return Err(denied(user_name, peer, true));
@@ -453,7 +474,7 @@ pub async fn change_user(
             .is_some_and(|d| auth::sha2_verify(&d, &fresh, &p.payload))
     };
     if !good {
-        return Err(denied(user_name, peer, !p.payload.is_empty()));
+        return Err(refuse(!p.payload.is_empty()));
     }
     if !native {
         stream

@@ -103,6 +103,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         queries: Default::default(),
         in_txn: Default::default(),
         last_active_ms: Default::default(),
+        busy: Default::default(),
         db: std::sync::Mutex::new(auth.database.clone()),
         backend: std::sync::Mutex::new(None),
         kill_reason: std::sync::Mutex::new(None),
@@ -166,7 +167,11 @@ impl Session {
             };
             self.cmd_at = self.info.touch();
             self.info.queries.fetch_add(1, Ordering::Relaxed);
+            self.info.busy.store(true, Ordering::Relaxed);
             let done = self.dispatch(cmd).await;
+            self.info.busy.store(false, Ordering::Relaxed);
+            let (received, sent) = self.client.io.take_bytes();
+            crate::metrics::client_bytes(received, sent);
             self.write_guard = None;
             // At a transaction boundary: drop connections to backends the
             // routing no longer offers (drained, in maintenance, fenced).

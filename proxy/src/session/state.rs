@@ -51,6 +51,11 @@ impl SessionState {
     /// Remembers a SET that succeeded, replacing an older assignment of
     /// the same variable.
     pub fn record_set(&mut self, key: Option<String>, sql: &[u8]) {
+        self.version += 1;
+        if self.overflow {
+            // Pinned already: nothing more to remember (and nothing to grow).
+            return;
+        }
         let sql = String::from_utf8_lossy(sql)
             .trim()
             .trim_end_matches(';')
@@ -59,7 +64,6 @@ impl SessionState {
             (Some(a), Some(b)) => a != b,
             _ => e.sql != sql,
         });
-        self.version += 1;
         self.sets.push(SetEntry {
             key,
             sql,

@@ -36,10 +36,20 @@ pub struct ClientStmt {
     pub last_on: Option<u64>,
 }
 
+/// Open statements one session may hold, and the total size of their SQL
+/// text: concord keeps every statement's text to prepare it lazily on
+/// other backends, so without a cap a client could PREPARE without bound.
+/// Past either, PREPARE gets MySQL's error 1461, as a server would past
+/// `max_prepared_stmt_count`.
+pub const MAX_SESSION_STMTS: usize = 4096;
+pub const MAX_SESSION_STMT_TEXT: usize = 16 << 20;
+
 #[derive(Default)]
 pub struct Stmts {
     next: u32,
     map: HashMap<u32, ClientStmt>,
+    /// Bytes of SQL text held in `map`.
+    text: usize,
     /// Per backend connection, client statement ids, least recent first.
     lru: HashMap<u64, VecDeque<u32>>,
 }
@@ -61,7 +71,26 @@ impl Stmts {
         self.lru.remove(&conn_id);
     }
 
+    /// Whether one more statement of `len` bytes stays within the caps.
+    fn has_room(&self, len: usize) -> bool {
+        self.map.len() < MAX_SESSION_STMTS && self.text + len <= MAX_SESSION_STMT_TEXT
+    }
+
+    fn insert(&mut self, id: u32, s: ClientStmt) {
+        self.text += s.sql.len();
+        if let Some(old) = self.map.insert(id, s) {
+            self.text -= old.sql.len();
+        }
+    }
+
+    fn remove(&mut self, id: u32) -> Option<ClientStmt> {
+        let s = self.map.remove(&id)?;
+        self.text -= s.sql.len();
+        Some(s)
+    }
+
     pub fn clear(&mut self) {
+        self.text = 0;
         self.map.clear();
         self.lru.clear();
     }
@@ -75,9 +104,8 @@ impl Stmts {
             .map(|(_, b)| *b)
     }
 
-    /// Records `id` as prepared on `conn_id`; returns a (client id,
-    /// backend id) the connection must close to stay within `max`.
-    fn note(&mut self, id: u32, conn_id: u64, backend_id: u32, max: usize) -> Option<u32> {
+    /// Records `id` as prepared on `conn_id` (room was made first).
+    fn note(&mut self, id: u32, conn_id: u64, backend_id: u32) {
         if let Some(s) = self.map.get_mut(&id) {
             s.on.retain(|(c, _)| *c != conn_id);
             s.on.push((conn_id, backend_id));
@@ -85,7 +113,15 @@ impl Stmts {
         let q = self.lru.entry(conn_id).or_default();
         q.retain(|x| *x != id);
         q.push_back(id);
-        if q.len() <= max {
+    }
+
+    /// Before preparing one more statement on `conn_id`: the backend id of
+    /// the least recently used one to close there if it already holds
+    /// `max`, so a connection never holds more than `max`, not even for a
+    /// moment.
+    fn make_room(&mut self, conn_id: u64, max: usize) -> Option<u32> {
+        let q = self.lru.get_mut(&conn_id)?;
+        if q.len() < max.max(1) {
             return None;
         }
         let victim = q.pop_front()?;
@@ -156,6 +192,10 @@ impl Session {
         let Some(sql) = self.stmts.map.get(&id).map(|s| s.sql.clone()) else {
             return Err(unknown(id, "mysqld_stmt_execute"));
         };
+        let max = self.max_prepared();
+        if let Some(victim) = self.stmts.make_room(conn_id, max) {
+            self.close_on(w, victim).await;
+        }
         let mut p = Vec::with_capacity(sql.len() + 1);
         p.push(com::STMT_PREPARE);
         p.extend_from_slice(&sql);
@@ -186,10 +226,7 @@ impl Session {
                 });
             }
         };
-        let max = self.max_prepared();
-        if let Some(victim) = self.stmts.note(id, conn_id, bid, max) {
-            self.close_on(w, victim).await;
-        }
+        self.stmts.note(id, conn_id, bid);
         Ok(bid)
     }
 
@@ -207,6 +244,20 @@ impl Session {
             ));
         }
         let sql = cmd.visible(&self.client.rbuf)[1..].to_vec();
+        if !self.stmts.has_room(sql.len()) {
+            self.discard(cmd).await.map_err(|e| (e, 1))?;
+            return Err((
+                SessionError::reply(
+                    codes::MAX_PREPARED_STMT_COUNT_REACHED,
+                    format!(
+                        "Can't create more than max_prepared_stmt_count statements (current value: {}); concord allows {MAX_SESSION_STMTS} open statements or {} MiB of statement text per session: close some",
+                        self.stmts.map.len(),
+                        MAX_SESSION_STMT_TEXT >> 20
+                    ),
+                ),
+                1,
+            ));
+        }
         let class = classify::classify(&sql);
         let (w, _reason) = match self.place(&class, cmd.len, true).await {
             Ok(x) => x,
@@ -215,13 +266,19 @@ impl Session {
                 return Err((e, 1));
             }
         };
+        if let Some(conn_id) = self.conns.get(w).map(|b| b.conn.id) {
+            let max = self.max_prepared();
+            if let Some(victim) = self.stmts.make_room(conn_id, max) {
+                self.close_on(w, victim).await;
+            }
+        }
         let id = self.stmts.alloc();
         let out = self
             .forward_to(w, cmd, Expect::Prepare, true, Some(id), true)
             .await?;
         if let (false, Some(p)) = (out.failed, out.prepare) {
             let conn_id = self.conns.get(w).map(|b| b.conn.id).unwrap_or(0);
-            self.stmts.map.insert(
+            self.stmts.insert(
                 id,
                 ClientStmt {
                     sql,
@@ -235,10 +292,7 @@ impl Session {
                     last_on: None,
                 },
             );
-            let max = self.max_prepared();
-            if let Some(victim) = self.stmts.note(id, conn_id, p.statement_id, max) {
-                self.close_on(w, victim).await;
-            }
+            self.stmts.note(id, conn_id, p.statement_id);
         }
         Ok(())
     }
@@ -395,7 +449,7 @@ impl Session {
     pub(super) async fn stmt_close(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
         self.discard(cmd).await.map_err(|e| (e, 1))?;
-        let Some(s) = self.stmts.map.remove(&id) else {
+        let Some(s) = self.stmts.remove(id) else {
             return Ok(());
         };
         for q in self.stmts.lru.values_mut() {
