@@ -103,6 +103,33 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// caching_sha2 full authentication over a plain connection: the password
+/// (NUL-terminated) XOR the scramble, encrypted with RSA-OAEP (SHA-1, as
+/// the server decrypts it) under the server's public key, PEM as the server
+/// sent it (SPKI "PUBLIC KEY" or PKCS#1 "RSA PUBLIC KEY").
+pub fn sha2_rsa_encrypt(password: &[u8], scramble: &[u8], pem: &[u8]) -> Result<Vec<u8>, String> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    use rsa::pkcs8::DecodePublicKey;
+    let pem = std::str::from_utf8(pem)
+        .map_err(|_| "the server's public key is not PEM text".to_string())?
+        .trim_end_matches('\0')
+        .trim();
+    let key = rsa::RsaPublicKey::from_public_key_pem(pem)
+        .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(pem))
+        .map_err(|e| format!("cannot read the server's RSA public key: {e}"))?;
+    let scramble = scramble.strip_suffix(&[0]).unwrap_or(scramble);
+    if scramble.is_empty() {
+        return Err("empty scramble".into());
+    }
+    let mut msg = password.to_vec();
+    msg.push(0);
+    for (i, b) in msg.iter_mut().enumerate() {
+        *b ^= scramble[i % scramble.len()];
+    }
+    key.encrypt(&mut rsa::rand_core::OsRng, rsa::Oaep::new::<Sha1>(), &msg)
+        .map_err(|e| format!("RSA encryption of the password failed: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
