@@ -295,6 +295,34 @@ const CONN_FUNCS: &[&[u8]] = &[
     b"SLEEP",
 ];
 
+/// System variables whose value belongs to the connection that ran the
+/// previous statement (`@@last_insert_id`, `@@warning_count`, ...): read
+/// elsewhere they answer for another connection.
+const CONN_VARS: &[&[u8]] = &[
+    b"LAST_INSERT_ID",
+    b"IDENTITY",
+    b"INSERT_ID",
+    b"WARNING_COUNT",
+    b"ERROR_COUNT",
+    b"LAST_GTID",
+    b"ROWCOUNT",
+];
+
+/// `@@name`, `@@session.name` or `@@local.name` names a connection-bound
+/// variable. `tok` is the token's text, leading blanks included.
+fn is_conn_var(tok: &[u8]) -> bool {
+    let Some(at) = tok.iter().position(|&c| c == b'@') else {
+        return false;
+    };
+    let name = &tok[at..];
+    let name = &name[name.iter().take_while(|&&c| c == b'@').count()..];
+    let name = match name.iter().position(|&c| c == b'.') {
+        Some(dot) => &name[dot + 1..],
+        None => name,
+    };
+    CONN_VARS.iter().any(|v| eq_ci(v, name))
+}
+
 /// Statements that must go to the primary and otherwise change nothing
 /// concord tracks.
 const WRITE_WORDS: &[&[u8]] = &[
@@ -379,8 +407,27 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
     }
     if up(b"SHOW") {
         let save = lx.i;
-        if is_word(lx.next(), b"CONCORD") {
-            return Kind::ConcordStatus;
+        match lx.next() {
+            Some(Tok::Word(w)) if eq_ci(w, b"CONCORD") => return Kind::ConcordStatus,
+            // The previous statement's diagnostics and this connection's
+            // counters exist only on the connection that ran it.
+            Some(Tok::Word(w))
+                if eq_ci(w, b"WARNINGS")
+                    || eq_ci(w, b"ERRORS")
+                    || eq_ci(w, b"COUNT")
+                    || eq_ci(w, b"PROFILE")
+                    || eq_ci(w, b"PROFILES") =>
+            {
+                *flags |= flag::CONN_FUNC;
+            }
+            Some(Tok::Word(w))
+                if (eq_ci(w, b"SESSION") || eq_ci(w, b"LOCAL"))
+                    && is_word(lx.next(), b"STATUS") =>
+            {
+                *flags |= flag::CONN_FUNC;
+            }
+            Some(Tok::Word(w)) if eq_ci(w, b"STATUS") => *flags |= flag::CONN_FUNC,
+            _ => {}
         }
         lx.i = save;
         return Kind::Read;
@@ -571,8 +618,13 @@ fn is_single_assignment(lx: &mut Lexer<'_>) -> bool {
 fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32) {
     let mut prev: Option<Tok<'_>> = None;
     let mut prev2: Option<Tok<'_>> = None;
-    while let Some(t) = lx.next() {
+    loop {
+        let start = lx.i;
+        let Some(t) = lx.next() else { break };
         match t {
+            Tok::Var { system: true } if is_conn_var(&lx.s[start..lx.i]) => {
+                *flags |= flag::CONN_FUNC
+            }
             Tok::Word(w) => {
                 // One upper-cased copy and one match per word (the words
                 // worth noticing are at most 26 bytes long).

@@ -41,6 +41,23 @@ fn locking_and_connection_bound_reads_go_to_primary() {
     assert!(!replica("/* concord:primary */ SELECT 1"));
     assert!(replica("SELECT 1;"));
     assert!(replica("SELECT @x"));
+    for bound in [
+        "SHOW WARNINGS",
+        "show errors limit 1",
+        "SHOW COUNT(*) WARNINGS",
+        "SHOW STATUS LIKE 'Handler%'",
+        "SHOW SESSION STATUS",
+        "SELECT @@last_insert_id",
+        "SELECT @@IDENTITY",
+        "SELECT @@session.warning_count, 1",
+        "SELECT 1, @@error_count",
+        "SELECT @@last_gtid",
+    ] {
+        assert!(!replica(bound), "{bound}");
+    }
+    assert!(replica("SHOW GLOBAL STATUS"));
+    assert!(replica("SHOW TABLES"));
+    assert!(replica("SELECT @@version, @@server_id"));
 }
 
 #[test]
@@ -126,6 +143,7 @@ fn comments_and_executable_comments() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
     fn never_panics(s in proptest::collection::vec(any::<u8>(), 0..300)) {
         fuzz_entry(&s);
