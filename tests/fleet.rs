@@ -444,3 +444,44 @@ async fn two_writable_backends_are_refused_at_discovery() {
     assert_eq!(primary.len(), 1);
     assert_eq!(primary[0]["name"].as_deref(), Some("a"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_bound_the_log_and_bring_a_lagging_node_up_to_date() {
+    let db = MariaDb::start("primary", 1).await;
+    let mut fleet = Fleet::start(3, backends(&db), |_, c| {
+        c.cluster_extra.push_str("snapshot_every = 10\n");
+    })
+    .await;
+    let leader = fleet.leader(Duration::from_secs(10)).await;
+    let lagging = (leader + 1) % 3;
+    fleet.nodes[lagging].kill();
+    // 40 entries: the leader snapshots every 10 and keeps 5 after each, so
+    // what the stopped node lacks is no longer in any log.
+    for w in 1..=40 {
+        fleet.nodes[leader]
+            .admin_query(&format!("SET BACKEND 'db1' WEIGHT {w}"))
+            .await
+            .unwrap();
+    }
+    let snap = |n: &harness::Concord| n.data_dir().join("snapshot.json");
+    assert!(
+        snap(&fleet.nodes[leader]).exists(),
+        "the leader never snapshotted"
+    );
+    fleet.nodes[lagging].restart().await;
+    fleet.nodes[lagging].wait_ready().await;
+    wait_weight(&fleet.nodes[lagging], "40").await;
+    let logs = fleet.nodes[lagging].logs();
+    assert!(
+        logs.contains("installed a snapshot from the leader"),
+        "the lagging node caught up without a snapshot install:\n{logs}"
+    );
+    // And it restarts from that snapshot (plus its log) with the same state.
+    fleet.nodes[lagging].kill();
+    fleet.nodes[lagging].restart().await;
+    fleet.nodes[lagging].wait_ready().await;
+    assert_eq!(
+        weight_on(&fleet.nodes[lagging], "db1").await.as_deref(),
+        Some("40")
+    );
+}

@@ -297,6 +297,17 @@ impl Topology {
                 Some(b) if b.state == BackendState::Fenced => no(format!(
                     "backend '{name}' is fenced; REJOIN BACKEND '{name}' makes it a replica first"
                 )),
+                // The primary cannot be drained or put in maintenance: writes
+                // have nowhere else to go, so the drain would only time out.
+                Some(_)
+                    if self.primary.as_deref() == Some(name.as_str())
+                        && *state != BackendState::Active =>
+                {
+                    no(format!(
+                        "backend '{name}' is the primary; SWITCHOVER TO another backend first, then {} '{name}'",
+                        if *state == BackendState::Draining { "DRAIN" } else { "MAINTENANCE" }
+                    ))
+                }
                 Some(b) => {
                     b.state = *state;
                     ok(format!("backend '{name}' is {}", state.as_str()))
@@ -556,6 +567,16 @@ mod tests {
             "primary"
         );
         assert!(t.apply(7, &cmd(Op::RemoveBackend { name: "d".into() })).ok);
+        for state in [BackendState::Draining, BackendState::Maintenance] {
+            let r = t.apply(
+                7,
+                &cmd(Op::SetState {
+                    name: "a".into(),
+                    state,
+                }),
+            );
+            assert!(!r.ok && r.message.contains("SWITCHOVER"), "{}", r.message);
+        }
         assert!(
             t.apply(
                 8,

@@ -504,8 +504,24 @@ async fn promote_phase(
             ),
         ));
     }
+    note(
+        f,
+        format!(
+            "'{}' applied its relay log up to {}",
+            cand.name, cand.io_pos
+        ),
+    )
+    .await;
     promote_server(&mut c, &cand.name).await?;
     let _ = c.disconnect().await;
+    note(
+        f,
+        format!(
+            "'{}' promoted: replication stopped and reset, read_only=0",
+            cand.name
+        ),
+    )
+    .await;
     let mut repointed = Vec::new();
     for other in cands.iter().filter(|o| o.name != cand.name) {
         let res = async {

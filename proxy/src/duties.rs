@@ -142,6 +142,7 @@ pub async fn leader_duties(shared: Arc<Shared>) {
     let mut detector = Detector::default();
     let mut fenced_seen = BTreeMap::new();
     let mut last_verdict = Verdict::Healthy;
+    let mut cooldown_noted = false;
     loop {
         let interval = shared.config.load().monitor.interval.get();
         tokio::time::sleep(interval.min(Duration::from_millis(300))).await;
@@ -184,6 +185,7 @@ pub async fn leader_duties(shared: Arc<Shared>) {
                 Verdict::Dead(e) => tracing::error!("primary dead: {e}"),
             }
             last_verdict = verdict.clone();
+            cooldown_noted = false;
         }
         let Verdict::Dead(evidence) = verdict else {
             continue;
@@ -193,10 +195,20 @@ pub async fn leader_duties(shared: Arc<Shared>) {
         }
         if let Some(since) = failover::since_last_fence(&topo) {
             if since < cfg.failover.cooldown.get() {
-                tracing::warn!(
-                    "primary dead but the last failover was {since:?} ago (failover.cooldown {:?}): not failing over again",
-                    cfg.failover.cooldown.get()
-                );
+                // Once per verdict in the replicated event log, so "why did
+                // it not fail over" has an answer in SHOW EVENTS.
+                if !cooldown_noted {
+                    cooldown_noted = true;
+                    note(
+                        &shared,
+                        format!(
+                            "primary dead ({evidence}) but the last failover was {:.1}s ago: not failing over within failover.cooldown ({:?})",
+                            since.as_secs_f64(),
+                            cfg.failover.cooldown.get()
+                        ),
+                    )
+                    .await;
+                }
                 continue;
             }
         }

@@ -261,13 +261,16 @@ impl Concord {
         self.dir.path().join("concord.toml")
     }
 
-    pub fn write_config(&self) {
-        let data = self
-            .cfg
+    /// The node's `[node] data_dir`.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.cfg
             .data_dir
             .clone()
-            .unwrap_or_else(|| self.dir.path().join("data"));
-        std::fs::write(self.config_path(), self.cfg.to_toml(&data)).unwrap();
+            .unwrap_or_else(|| self.dir.path().join("data"))
+    }
+
+    pub fn write_config(&self) {
+        std::fs::write(self.config_path(), self.cfg.to_toml(&self.data_dir())).unwrap();
     }
 
     fn spawn(&mut self) {

@@ -237,6 +237,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             data: bytes,
         };
         save(&self.dir, &snap)?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            last_log = ?meta.last_log_id,
+            "installed a snapshot from the leader (the log it replaces was purged there)"
+        );
         self.data = data;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
         self.publish();
