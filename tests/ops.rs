@@ -114,12 +114,30 @@ async fn metrics_exist_are_documented_and_move_under_load() {
     }
     c.query_drop("CREATE TABLE test.m (a INT)").await.unwrap();
     let _ = c.query_drop("SELECT * FROM no_such_table").await;
+    // One statement per routing reason the scrape checks below.
+    c.query_drop("SELECT * FROM test.m FOR UPDATE")
+        .await
+        .unwrap();
+    c.query_drop("SELECT LAST_INSERT_ID()").await.unwrap();
+    c.query_drop("/* concord:primary */ SELECT 1")
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("SELECT 1").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, after) = node.http_get("/metrics").await.unwrap();
     for s in [
         "concord_commands_total{command=\"query\"}",
         "concord_routed_total{target=\"replica\",reason=\"read\"}",
         "concord_backend_queries_total{backend=\"db2\"}",
+        "concord_routed_total{target=\"primary\",reason=\"write\"}",
+        "concord_routed_total{target=\"primary\",reason=\"locking_read\"}",
+        "concord_routed_total{target=\"primary\",reason=\"connection_bound\"}",
+        "concord_routed_total{target=\"primary\",reason=\"hint_primary\"}",
+        "concord_routed_total{target=\"primary\",reason=\"transaction\"}",
+        "concord_client_bytes_total{direction=\"in\"}",
+        "concord_client_bytes_total{direction=\"out\"}",
     ] {
         assert!(
             scrape_value(&after, s) > scrape_value(&before, s),
@@ -368,7 +386,12 @@ fn deployment_files_match_the_real_config_and_flags() {
         .replace("__SECRET__", "s")
         .replace("__ADMIN_PASSWORD__", "a")
         .replace("__APP_PASSWORD__", "p")
-        .replace("__MONITOR_PASSWORD__", "m");
+        .replace("__MONITOR_PASSWORD__", "m")
+        .replace("__REPL_PASSWORD__", "r");
+    assert!(
+        !rendered.contains("__"),
+        "a placeholder is left: {rendered}"
+    );
     let f = dir.path().join("k8s.toml");
     std::fs::write(&f, rendered).unwrap();
     check(&f);
