@@ -45,22 +45,49 @@ struct Shared {
     measure_start: Mutex<Instant>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Open-loop send times, shared by every connection: whichever connection
+/// is free takes the next one. A connection that is still busy when its
+/// time comes makes the query wait, and that wait counts (coordinated
+/// omission is not hidden).
+type Tickets = Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Instant>>>;
+
+/// Hands out one send time every `1 / rate` seconds from a plain thread.
+/// tokio's timer rounds every sleep up to the next millisecond, which at
+/// the rates measured here would both add up to a millisecond to every
+/// latency and bunch the sends onto millisecond ticks; `thread::sleep`
+/// wakes within tens of microseconds.
+fn pacer(rate: f64, start: Instant, shared: Arc<Shared>) -> Tickets {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let gap = Duration::from_secs_f64(1.0 / rate);
+    std::thread::spawn(move || {
+        let mut next = start;
+        while shared.phase.load(Ordering::Relaxed) != STOP {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            // Every send time that is due, late ones included.
+            let now = Instant::now();
+            while next <= now {
+                if tx.send(next).is_err() {
+                    return;
+                }
+                next += gap;
+            }
+        }
+    });
+    Arc::new(tokio::sync::Mutex::new(rx))
+}
+
 async fn connection(
     target: String,
     opts: Arc<Opts>,
     idx: u32,
     stats: Arc<Mutex<TaskStats>>,
     shared: Arc<Shared>,
-    interval: Option<Duration>,
-    start: Instant,
+    tickets: Option<Tickets>,
 ) {
     let mut worker: Option<Worker> = None;
-    // Stagger open-loop connections across one interval.
-    let mut next = start
-        + interval.map_or(Duration::ZERO, |iv| {
-            iv.mul_f64(f64::from(idx) / f64::from(opts.connections.max(1)))
-        });
     loop {
         let phase = shared.phase.load(Ordering::Relaxed);
         if phase == STOP {
@@ -89,13 +116,11 @@ async fn connection(
             }
         }
         let Some(w) = worker.as_mut() else { continue };
-        let intended = match interval {
-            Some(iv) => {
-                tokio::time::sleep_until(next.into()).await;
-                let t = next;
-                next += iv;
-                t
-            }
+        let intended = match &tickets {
+            Some(t) => match t.lock().await.recv().await {
+                Some(at) => at,
+                None => return,
+            },
             None => Instant::now(),
         };
         let r = w.step().await;
@@ -137,11 +162,10 @@ pub async fn run(opts: Opts) -> Result<Outcome, BenchError> {
         }),
         measure_start: Mutex::new(Instant::now()),
     });
-    let interval = opts
+    let tickets = opts
         .rate
         .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(f64::from(opts.connections) / r));
-    let start = Instant::now();
+        .map(|r| pacer(r, Instant::now(), shared.clone()));
     let mut stats: Vec<(usize, Arc<Mutex<TaskStats>>)> = Vec::new();
     let mut tasks = Vec::new();
     for i in 0..opts.connections {
@@ -154,8 +178,7 @@ pub async fn run(opts: Opts) -> Result<Outcome, BenchError> {
             i,
             s,
             shared.clone(),
-            interval,
-            start,
+            tickets.clone(),
         )));
     }
     if !opts.warmup.is_zero() {
