@@ -4,8 +4,8 @@
 //! bench/RESULTS.md.
 
 use harness::rig::{
-    fence_ms, missing_on, query_one, reset_to, timeline, write_gap, writes_after, Load, Rig,
-    SEMI_SYNC_PRIMARY, SEMI_SYNC_REPLICA,
+    binlog_after, fence_ms, missing_on, query_one, reset_to, timeline, write_gap, writes_after,
+    Load, Rig, SEMI_SYNC_PRIMARY, SEMI_SYNC_REPLICA,
 };
 use mysql_async::prelude::*;
 use std::time::{Duration, Instant};
@@ -82,6 +82,11 @@ async fn mysql_process_killed_under_load_fails_over_with_defaults() {
         writes_after(&rig.primary, fence).await,
         0,
         "split brain: writes on the old primary after the fence"
+    );
+    let late = binlog_after(&rig.primary, fence).await;
+    assert!(
+        late.is_empty(),
+        "split brain in the old primary's binlog: {late:#?}"
     );
     harness::wait_for(
         "the returning old primary to be made read-only",
@@ -446,6 +451,11 @@ async fn minority_with_the_old_primary_never_writes_after_the_fence_20_times() {
         assert_eq!(
             split, 0,
             "round {round}: {split} writes committed on the old primary after the fence"
+        );
+        let late = binlog_after(&rig.primary, fence).await;
+        assert!(
+            late.is_empty(),
+            "round {round}: split brain in the old primary's binlog: {late:#?}"
         );
         // Heal, make db1 a replica again, switch back.
         rig.fleet.heal(2);

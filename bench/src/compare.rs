@@ -225,7 +225,9 @@ async fn wait_ready(http_port: u16, within: Duration) -> Result<(), BenchError> 
     }
 }
 
-/// Per target, the median round (by QPS) and all rounds.
+/// Per target, the median round and all rounds. The median is by QPS in a
+/// closed loop; in an open loop every round runs at the same rate, so it
+/// is by p99, the figure an open loop is run for.
 pub struct Compared {
     pub target: String,
     pub median: Summary,
@@ -267,7 +269,11 @@ pub async fn compare(
         .zip(all)
         .map(|(t, mut rs)| {
             let mut sorted = rs.clone();
-            sorted.sort_by(|a, b| a.qps.total_cmp(&b.qps));
+            if base.rate.is_some() {
+                sorted.sort_by_key(|s| s.latency.p99_us);
+            } else {
+                sorted.sort_by(|a, b| a.qps.total_cmp(&b.qps));
+            }
             let median = sorted.get(sorted.len() / 2).cloned().unwrap_or_default();
             rs.shrink_to_fit();
             Compared {

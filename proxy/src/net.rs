@@ -15,7 +15,8 @@ pub enum Transport {
 
 /// A client socket and the bytes moved on it since the last
 /// [`ClientIo::take_bytes`]: plain counters of the session's own, summed
-/// into the shared metrics once per command, not per read or write.
+/// into the shared metrics every 64 KiB and when the session ends, not per
+/// read, write or command (a shared atomic per query is measurable).
 pub struct ClientIo {
     pub transport: Transport,
     bytes_in: u64,
@@ -41,6 +42,11 @@ impl ClientIo {
 
     pub fn is_tls(&self) -> bool {
         matches!(self.transport, Transport::Tls(_))
+    }
+
+    /// Bytes counted and not yet taken.
+    pub fn pending_bytes(&self) -> u64 {
+        self.bytes_in + self.bytes_out
     }
 
     /// (received, sent) since the last call.

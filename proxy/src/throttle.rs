@@ -39,6 +39,29 @@ impl AuthThrottle {
         (age < WINDOW && w.failures >= limit).then(|| WINDOW - age)
     }
 
+    /// One password check from `ip` is about to run: counted as a failure
+    /// up front (under the lock, so checks running at the same moment on
+    /// other threads see it) and [`AuthThrottle::refund`]ed if it succeeds.
+    /// `Some(wait)`: the address is blocked and the check must not run.
+    pub fn charge(&self, ip: IpAddr, limit: u32, now: Instant) -> Option<Duration> {
+        if limit == 0 {
+            return None;
+        }
+        if let Some(wait) = self.blocked(ip, limit, now) {
+            return Some(wait);
+        }
+        self.failed(ip, now);
+        None
+    }
+
+    /// A charged check succeeded.
+    pub fn refund(&self, ip: IpAddr) {
+        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = map.get_mut(&ip) {
+            w.failures = w.failures.saturating_sub(1);
+        }
+    }
+
     /// Records one failed login from `ip`.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
         let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
@@ -86,6 +109,23 @@ mod tests {
         assert!(t.blocked(ip, 3, t0 + WINDOW).is_none());
         t.failed(ip, t0 + WINDOW);
         assert!(t.blocked(ip, 3, t0 + WINDOW).is_none(), "new window");
+    }
+
+    #[test]
+    fn a_charge_counts_until_refunded() {
+        let t = AuthThrottle::default();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(t.charge(ip, 3, t0).is_none());
+        }
+        assert!(t.charge(ip, 3, t0).is_some(), "a fourth check in flight");
+        t.refund(ip);
+        assert!(
+            t.charge(ip, 3, t0).is_none(),
+            "a succeeded check gave its slot back"
+        );
+        assert!(t.charge(ip, 0, t0).is_none(), "limit 0 is off");
     }
 
     #[test]

@@ -428,6 +428,104 @@ pub async fn writes_after(db: &MariaDb, fence_ms: u64) -> i64 {
     .await
 }
 
+/// Transactions in `db`'s own binlog (its server id) stamped in a second
+/// after the one the fence committed in: split-brain commits of any table,
+/// concord's heartbeat and DDL included, read from the binlog itself with
+/// `mariadb-binlog`. The binlog stamps whole seconds, so a commit in the
+/// fence's own second is left to [`writes_after`] (milliseconds, one table).
+/// Panics if the binlog shows no transaction of `db` at all (a parse that
+/// finds nothing must not pass as "no split brain").
+pub async fn binlog_after(db: &MariaDb, fence_ms: u64) -> Vec<String> {
+    let mut c = db.conn().await;
+    let logs: Vec<(String, u64)> = c
+        .query("SHOW BINARY LOGS")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|row: mysql_async::Row| {
+            let (name, size): (String, u64) =
+                mysql_async::from_row_opt(row).unwrap_or_else(|_| (String::new(), 0));
+            (name, size)
+        })
+        .collect();
+    let fence_s = fence_ms / 1000;
+    let mut after = Vec::new();
+    let mut seen = 0;
+    for (log, _) in logs.into_iter().filter(|(n, _)| !n.is_empty()) {
+        let out = std::process::Command::new("mariadb-binlog")
+            .env("TZ", "UTC")
+            .args([
+                "--read-from-remote-server",
+                "--host=127.0.0.1",
+                &format!("--port={}", db.port),
+                "--user=root",
+                &format!("--password={}", crate::PASSWORD),
+                &log,
+            ])
+            .output()
+            .expect("run mariadb-binlog");
+        assert!(
+            out.status.success(),
+            "mariadb-binlog {log}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // #261202  1:02:03 server id 1  end_log_pos 1234 CRC32 0x.. GTID 0-1-55 trans
+            let Some(rest) = line.strip_prefix('#') else {
+                continue;
+            };
+            if !line.contains("\tGTID ") && !line.contains(" GTID ") {
+                continue;
+            }
+            let mut w = rest.split_whitespace();
+            let (Some(date), Some(time)) = (w.next(), w.next()) else {
+                continue;
+            };
+            let sid = line
+                .split("server id ")
+                .nth(1)
+                .and_then(|x| x.split_whitespace().next())
+                .and_then(|x| x.parse::<u32>().ok());
+            if sid != Some(db.server_id) {
+                continue;
+            }
+            let Some(at) = binlog_unix_seconds(date, time) else {
+                continue;
+            };
+            seen += 1;
+            if at > fence_s {
+                after.push(line.to_string());
+            }
+        }
+    }
+    assert!(
+        seen > 0,
+        "no transaction of server {} found in its binlog",
+        db.server_id
+    );
+    after
+}
+
+/// `YYMMDD` and `H:MM:SS` (UTC) as Unix seconds.
+fn binlog_unix_seconds(date: &str, time: &str) -> Option<u64> {
+    if date.len() != 6 {
+        return None;
+    }
+    let y: i64 = 2000 + date[0..2].parse::<i64>().ok()?;
+    let m: i64 = date[2..4].parse().ok()?;
+    let d: i64 = date[4..6].parse().ok()?;
+    let mut t = time.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
+}
+
 /// Replaces a diverged server's data position with the new primary's (test
 /// shortcut for "rebuild it from a backup"). Retried: concord kills client
 /// connections on a fenced server that comes back writable, and this one

@@ -51,24 +51,40 @@ fn denied(user: &[u8], peer: &SocketAddr, with_password: bool) -> SessionError {
 }
 
 /// The refusal for an address that used up its failed logins this minute
-/// (`listener.max_auth_failures_per_minute`). Asked before the greeting and
-/// again right before a password is checked, with no await between that
-/// check and recording the outcome: connections opened in parallel each
-/// get no more guesses than sequential ones.
-fn throttled(shared: &Shared, peer: SocketAddr) -> Option<ErrPacket> {
+/// (`listener.max_auth_failures_per_minute`).
+fn blocked_packet(shared: &Shared, peer: SocketAddr, wait: std::time::Duration) -> ErrPacket {
     let limit = shared.config.load().listener.max_auth_failures_per_minute;
-    let wait = shared
-        .auth_throttle
-        .blocked(peer.ip(), limit, std::time::Instant::now())?;
     crate::metrics::auth_throttled();
-    Some(ErrPacket::new(
+    ErrPacket::new(
         codes::HOST_IS_BLOCKED,
         format!(
             "Host '{}' is blocked for {}s: more than {limit} failed logins in a minute (listener.max_auth_failures_per_minute)",
             peer.ip(),
             wait.as_secs().max(1)
         ),
-    ))
+    )
+}
+
+/// Before the greeting: is the address blocked (nothing is counted).
+fn throttled(shared: &Shared, peer: SocketAddr) -> Option<ErrPacket> {
+    let limit = shared.config.load().listener.max_auth_failures_per_minute;
+    let wait = shared
+        .auth_throttle
+        .blocked(peer.ip(), limit, std::time::Instant::now())?;
+    Some(blocked_packet(shared, peer, wait))
+}
+
+/// Right before a password check (or a refusal that answers a guess):
+/// counts it as a failure under the throttle's lock, so checks running at
+/// the same moment on other worker threads each see the others; a check
+/// that succeeds is refunded. Parallel connections thus get no more
+/// guesses than sequential ones.
+fn charge(shared: &Shared, peer: SocketAddr) -> Option<ErrPacket> {
+    let limit = shared.config.load().listener.max_auth_failures_per_minute;
+    let wait = shared
+        .auth_throttle
+        .charge(peer.ip(), limit, std::time::Instant::now())?;
+    Some(blocked_packet(shared, peer, wait))
 }
 
 /// Who may log in on a port, and how.
@@ -106,9 +122,7 @@ pub async fn login(
             tracing::info!(session = conn_id, %peer, port, "login failed: {e}");
             if let Some(p) = e.to_packet() {
                 if p.code == codes::ACCESS_DENIED.0 {
-                    shared
-                        .auth_throttle
-                        .failed(peer.ip(), std::time::Instant::now());
+                    // Counted by the throttle where it was decided (`charge`).
                     crate::metrics::auth_failed();
                 }
                 if let Some(mut s) = stream {
@@ -216,12 +230,18 @@ pub async fn accept(
     }
     let name = String::from_utf8_lossy(&resp.user).into_owned();
     let Some(user) = gate.users.get(&name).cloned() else {
+        if let Some(e) = charge(shared, peer) {
+            fail!(stream, SessionError::Fatal(e));
+        }
         fail!(
             stream,
             denied(&resp.user, &peer, !resp.auth_response.is_empty())
         );
     };
     if user.require_tls && !is_tls {
+        if let Some(e) = charge(shared, peer) {
+            fail!(stream, SessionError::Fatal(e));
+        }
         fail!(
             stream,
             SessionError::fatal(
@@ -282,10 +302,13 @@ pub async fn accept(
     if method == Method::Sha2Fast && user.sha2.is_none() {
         method = Method::Sha2Full;
     }
+    // Whether this attempt was charged to the throttle (refunded on success).
+    let mut charged = false;
     if method != Method::Sha2Full {
-        if let Some(e) = throttled(shared, peer) {
+        if let Some(e) = charge(shared, peer) {
             fail!(stream, SessionError::Fatal(e));
         }
+        charged = true;
     }
     let ok = if user.empty_password {
         response.is_empty()
@@ -310,6 +333,9 @@ pub async fn accept(
             }
             Method::Sha2Full => {
                 if !is_tls {
+                    if let Some(e) = charge(shared, peer) {
+                        fail!(stream, SessionError::Fatal(e));
+                    }
                     fail!(
                         stream,
                         SessionError::fatal(
@@ -329,9 +355,10 @@ pub async fn accept(
                     Err(e) => fail!(stream, SessionError::Client(e)),
                 };
                 seq = p.next_seq();
-                if let Some(e) = throttled(shared, peer) {
+                if let Some(e) = charge(shared, peer) {
                     fail!(stream, SessionError::Fatal(e));
                 }
+                charged = true;
                 let pw = p.payload.strip_suffix(&[0]).unwrap_or(&p.payload);
                 user.native
                     .is_some_and(|d| auth::constant_time_eq(&auth::native_digest(pw), &d))
@@ -340,6 +367,9 @@ pub async fn accept(
     };
     if !ok {
         fail!(stream, denied(&resp.user, &peer, !response.is_empty()));
+    }
+    if charged {
+        shared.auth_throttle.refund(peer.ip());
     }
     stream.max_packet = gate.max_packet;
     Ok(Authenticated {
@@ -448,13 +478,10 @@ pub async fn change_user(
         .await
         .map_err(SessionError::Client)?;
     *seq = p.next_seq();
-    if let Some(e) = throttled(shared, *peer) {
+    if let Some(e) = charge(shared, *peer) {
         return Err(SessionError::Fatal(e));
     }
     let refuse = |with_password: bool| {
-        shared
-            .auth_throttle
-            .failed(peer.ip(), std::time::Instant::now());
         crate::metrics::auth_failed();
         denied(user_name, peer, with_password)
     };
@@ -476,6 +503,7 @@ pub async fn change_user(
     if !good {
         return Err(refuse(!p.payload.is_empty()));
     }
+    shared.auth_throttle.refund(peer.ip());
     if !native {
         stream
             .send(seq, &[0x01, sha2_more::FAST_AUTH_OK])

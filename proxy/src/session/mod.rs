@@ -134,6 +134,8 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     if s.login_complete(auth.seq).await {
         s.serve().await;
     }
+    let (received, sent) = s.client.io.take_bytes();
+    crate::metrics::client_bytes(received, sent);
     s.release_all();
     shared.sessions.remove(id);
     shared.sessions.remove_user(&s.user.name);
@@ -170,8 +172,10 @@ impl Session {
             self.info.busy.store(true, Ordering::Relaxed);
             let done = self.dispatch(cmd).await;
             self.info.busy.store(false, Ordering::Relaxed);
-            let (received, sent) = self.client.io.take_bytes();
-            crate::metrics::client_bytes(received, sent);
+            if self.client.io.pending_bytes() >= 64 * 1024 {
+                let (received, sent) = self.client.io.take_bytes();
+                crate::metrics::client_bytes(received, sent);
+            }
             self.write_guard = None;
             // At a transaction boundary: drop connections to backends the
             // routing no longer offers (drained, in maintenance, fenced).
