@@ -485,3 +485,33 @@ async fn snapshots_bound_the_log_and_bring_a_lagging_node_up_to_date() {
         Some("40")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weight_edited_in_the_file_reloads_on_every_node() {
+    let db = MariaDb::start("primary", 1).await;
+    let fleet = Fleet::start(3, backends(&db), |_, _| {}).await;
+    // The operator edits one node's file and reloads it: the weight is
+    // committed through Raft, so all three apply it.
+    let node = &fleet.nodes[1];
+    let path = node.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen("name = \"db1\"\n", "name = \"db1\"\nweight = 42\n", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&path, edited).unwrap();
+    let out = node.admin_query("RELOAD CONFIG").await.unwrap();
+    println!("{out:?}");
+    for n in &fleet.nodes {
+        wait_weight(n, "42").await;
+    }
+    // Reloading the same file again changes nothing (and does not undo a
+    // SET BACKEND ... WEIGHT made since).
+    fleet.nodes[0]
+        .admin_query("SET BACKEND 'db1' WEIGHT 5")
+        .await
+        .unwrap();
+    node.admin_query("RELOAD CONFIG").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in &fleet.nodes {
+        wait_weight(n, "5").await;
+    }
+}

@@ -267,7 +267,7 @@ async fn reload_on_sighup(shared: Arc<Shared>, path: PathBuf) {
         return;
     };
     while hup.recv().await.is_some() {
-        if let Err(e) = crate::reload::reload(&shared, &path) {
+        if let Err(e) = crate::reload::reload(&shared, &path).await {
             tracing::error!("SIGHUP reload refused, the running config stays: {e}");
         }
     }

@@ -72,7 +72,7 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCmd, config_path: &Path) -> Out
         AdminCmd::Switchover { to } => workflow(shared, Workflow::Switchover { to }).await,
         AdminCmd::Failover => workflow(shared, Workflow::Failover).await,
         AdminCmd::Rejoin { name } => workflow(shared, Workflow::Rejoin { name }).await,
-        AdminCmd::ReloadConfig => match crate::reload::reload(shared, config_path) {
+        AdminCmd::ReloadConfig => match crate::reload::reload(shared, config_path).await {
             Ok(msg) => Output::Ok(msg),
             Err(e) => err(format!(
                 "RELOAD CONFIG refused, the running config stays: {e}"
