@@ -133,6 +133,21 @@ async fn kill_app_connections(db: &MariaDb, filter: &str) -> usize {
     for id in &ids {
         let _ = root.query_drop(format!("KILL {id}")).await;
     }
+    // KILL returns before the target thread is gone: wait until it is, so
+    // the next statement cannot still reach it.
+    harness::wait_for(
+        "the killed connections to be gone",
+        std::time::Duration::from_secs(5),
+        || async {
+            let mut c = db.conn().await;
+            let left: Vec<u64> = c
+                .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+                .await
+                .unwrap();
+            (!left.iter().any(|id| ids.contains(id))).then_some(())
+        },
+    )
+    .await;
     ids.len()
 }
 
