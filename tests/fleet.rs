@@ -290,7 +290,12 @@ async fn writes_never_see_the_epoch_go_backwards_while_leaders_die() {
             .admin_query(&format!("SWITCHOVER TO '{target}'"))
             .await
             .unwrap_or_else(|e| panic!("switchover to {target}: {e}"));
-        let (p, e) = agreed(&fleet.nodes[via]).await.unwrap();
+        // SHOW CLUSTER asks every node over Raft RPC; right after an
+        // election one of them may not answer yet: ask again.
+        let (p, e) = harness::wait_for("SHOW CLUSTER to answer", Duration::from_secs(10), || {
+            agreed(&fleet.nodes[via])
+        })
+        .await;
         assert_eq!(p, target);
         assert!(
             epochs.keys().all(|old| *old < e),

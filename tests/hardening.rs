@@ -614,8 +614,18 @@ async fn a_full_disk_stops_writes_and_never_corrupts_the_raft_log() {
     assert!(failure.contains("No space left on device"), "{failure}");
     // The node stays up, refuses writes with the reason, keeps reads.
     assert!(node.is_running());
-    let (code, body) = node.http_get("/readyz").await.unwrap();
-    assert_eq!(code, 503, "{body}");
+    // The failed write stops Raft; /readyz follows within moments.
+    let body = harness::wait_for(
+        "/readyz to say not ready",
+        Duration::from_secs(10),
+        || async {
+            match node.http_get("/readyz").await {
+                Some((503, body)) => Some(body),
+                _ => None,
+            }
+        },
+    )
+    .await;
     assert!(
         body.contains("Raft stopped") && body.contains("node.data_dir"),
         "{body}"
