@@ -216,9 +216,11 @@ async fn ten_thousand_connections_at_once_stay_within_the_caps() {
     // connects timing out, is reported above, not asserted.)
     assert!(greeted.len() >= 1900, "only {} greeted", greeted.len());
     assert!(refused >= 5000, "the cap refused only {refused}");
-    // Never more than the cap (plus the refusals being written out).
+    // Never more than the cap, plus the refusals being written out (each
+    // holds its socket for at most a second while its 1040 is sent; how
+    // many overlap depends on how fast the burst arrives).
     assert!(
-        max_fds <= fds0 as u64 + 2000 + 300,
+        max_fds <= fds0 as u64 + 2000 + 1000,
         "fds peaked at {max_fds}"
     );
     assert!(max_rss < rss0 + 128 * 1024, "rss peaked at {max_rss} KiB");
