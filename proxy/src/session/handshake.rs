@@ -50,41 +50,33 @@ fn denied(user: &[u8], peer: &SocketAddr, with_password: bool) -> SessionError {
     )
 }
 
-/// The refusal for an address that used up its failed logins this minute
-/// (`listener.max_auth_failures_per_minute`).
-fn blocked_packet(shared: &Shared, peer: SocketAddr, wait: std::time::Duration) -> ErrPacket {
+/// The throttle (`listener.max_auth_failures_per_minute`) for one address:
+/// `charge = false` only asks whether it is blocked (before the greeting);
+/// `charge = true` counts a password check as a failure under the
+/// throttle's lock before it runs (refunded on success), so checks running
+/// at the same moment on other worker threads each see the others and
+/// parallel connections get no more guesses than sequential ones.
+/// `Some`: the address is blocked, with the refusal to send.
+fn throttle(shared: &Shared, peer: SocketAddr, charge: bool) -> Option<ErrPacket> {
     let limit = shared.config.load().listener.max_auth_failures_per_minute;
+    let (ip, now) = (peer.ip(), std::time::Instant::now());
+    let wait = if charge {
+        shared.auth_throttle.charge(ip, limit, now)
+    } else {
+        shared.auth_throttle.blocked(ip, limit, now)
+    }?;
     crate::metrics::auth_throttled();
-    ErrPacket::new(
+    Some(ErrPacket::new(
         codes::HOST_IS_BLOCKED,
         format!(
-            "Host '{}' is blocked for {}s: more than {limit} failed logins in a minute (listener.max_auth_failures_per_minute)",
-            peer.ip(),
+            "Host '{ip}' is blocked for {}s: more than {limit} failed logins in a minute (listener.max_auth_failures_per_minute)",
             wait.as_secs().max(1)
         ),
-    )
+    ))
 }
 
-/// Before the greeting: is the address blocked (nothing is counted).
-fn throttled(shared: &Shared, peer: SocketAddr) -> Option<ErrPacket> {
-    let limit = shared.config.load().listener.max_auth_failures_per_minute;
-    let wait = shared
-        .auth_throttle
-        .blocked(peer.ip(), limit, std::time::Instant::now())?;
-    Some(blocked_packet(shared, peer, wait))
-}
-
-/// Right before a password check (or a refusal that answers a guess):
-/// counts it as a failure under the throttle's lock, so checks running at
-/// the same moment on other worker threads each see the others; a check
-/// that succeeds is refunded. Parallel connections thus get no more
-/// guesses than sequential ones.
 fn charge(shared: &Shared, peer: SocketAddr) -> Option<ErrPacket> {
-    let limit = shared.config.load().listener.max_auth_failures_per_minute;
-    let wait = shared
-        .auth_throttle
-        .charge(peer.ip(), limit, std::time::Instant::now())?;
-    Some(blocked_packet(shared, peer, wait))
+    throttle(shared, peer, true)
 }
 
 /// Who may log in on a port, and how.
@@ -108,7 +100,7 @@ pub async fn login(
     port: &str,
 ) -> Option<Authenticated> {
     let timeout = shared.config.load().listener.handshake_timeout.get();
-    if let Some(e) = throttled(shared, peer) {
+    if let Some(e) = throttle(shared, peer, false) {
         tracing::warn!(%peer, port, "refused: too many failed logins from this address");
         crate::net::refuse(tcp, &e).await;
         return None;
