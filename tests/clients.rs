@@ -253,6 +253,16 @@ async fn mysql_async_text_binary_blobs_multi_results_procedures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_state_survives_a_new_backend_connection() {
     let (db, node) = setup().await;
+    let kill_backend_conns = || async {
+        let mut root = db.conn().await;
+        let ids: Vec<u64> = root
+            .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+            .await
+            .unwrap();
+        for id in ids {
+            root.query_drop(format!("KILL {id}")).await.unwrap();
+        }
+    };
     let mut c = node.conn().await;
     c.query_drop("USE test").await.unwrap();
     c.query_drop("SET NAMES latin1").await.unwrap();
@@ -260,15 +270,11 @@ async fn session_state_survives_a_new_backend_connection() {
         .await
         .unwrap();
     c.query_drop("SET @marker = 'kept'").await.unwrap();
+    // The statement after an assignment reads the value back: from then on
+    // it no longer depends on the connection that assigned it.
+    c.query_drop("SELECT 1").await.unwrap();
     // Kill concord's backend connection behind its back.
-    let mut root = db.conn().await;
-    let ids: Vec<u64> = root
-        .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
-        .await
-        .unwrap();
-    for id in ids {
-        root.query_drop(format!("KILL {id}")).await.unwrap();
-    }
+    kill_backend_conns().await;
     // The next statement fails cleanly (the connection is gone) ...
     let first = c.query_drop("SELECT 1").await;
     let row: (Option<String>, String, String, Option<String>) = match first {
@@ -294,6 +300,17 @@ async fn session_state_survives_a_new_backend_connection() {
             Some("kept".into())
         )
     );
+    // A value that lived only on the connection that died is gone with
+    // it: the session ends with an error that says so, as a direct
+    // connection would, never a silent NULL.
+    c.query_drop("SET @only_there = 'x'").await.unwrap();
+    kill_backend_conns().await;
+    let e = c.query_drop("SELECT @only_there").await.unwrap_err();
+    assert!(
+        e.to_string().contains("user variables"),
+        "the error says what was lost: {e}"
+    );
+    assert!(c.query_drop("SELECT 1").await.is_err(), "the session ended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

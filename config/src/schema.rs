@@ -272,6 +272,10 @@ pub struct UserConfig {
     /// Overrides `[routing] read_your_writes` for this user.
     #[serde(default)]
     pub read_your_writes: Option<ReadYourWrites>,
+    /// May `KILL [QUERY]` other users' sessions (like MySQL's
+    /// CONNECTION_ADMIN); without it a user kills only its own.
+    #[serde(default)]
+    pub connection_admin: bool,
 }
 
 impl UserConfig {
@@ -412,7 +416,7 @@ impl Default for RoutingConfig {
         RoutingConfig {
             max_replica_lag: Duration::from_secs(1),
             fallback: Fallback::Primary,
-            read_your_writes: ReadYourWrites::Off,
+            read_your_writes: ReadYourWrites::Session,
             read_your_writes_wait: Duration::from_millis(50),
             split_reads: true,
         }

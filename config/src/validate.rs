@@ -70,8 +70,11 @@ impl Config {
     }
 
     fn validate_node(&self) -> R {
-        if self.node.id == 0 {
-            return Err(ConfigError::invalid("node.id", "must be 1 or more"));
+        if self.node.id == 0 || self.node.id > 255 {
+            return Err(ConfigError::invalid(
+                "node.id",
+                "must be 1 to 255 (session ids carry the node id in their top byte)",
+            ));
         }
         if !matches!(self.node.runtime.as_str(), "work-stealing" | "per-core") {
             return Err(ConfigError::invalid(

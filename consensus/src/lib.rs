@@ -17,7 +17,7 @@ pub mod types;
 
 pub use gate::{WriteGate, WriteGuard};
 pub use lease::Lease;
-pub use node::{Consensus, ConsensusError, Status, Workflow, WorkflowHandler};
+pub use node::{AppHandler, Consensus, ConsensusError, Status, Workflow, WorkflowHandler};
 pub use store::Applied;
 pub use topology::{
     Backend, BackendState, Command, Event, Op, Response, Role, SeedBackend, Topology,

@@ -96,6 +96,17 @@ pub type WorkflowHandler = Arc<
         + Sync,
 >;
 
+/// Answers [`Consensus::call_app`] requests from other nodes (registered
+/// by the proxy: the consensus layer knows nothing of sessions).
+pub type AppHandler = Arc<
+    dyn Fn(
+            serde_json::Value,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// Shared by the handle, the peer server and background tasks.
 pub struct Inner {
     pub id: NodeId,
@@ -110,6 +121,7 @@ pub struct Inner {
     /// Reports from other nodes (the leader aggregates them).
     reports: Mutex<HashMap<NodeId, (Instant, serde_json::Value)>>,
     workflow: std::sync::OnceLock<WorkflowHandler>,
+    app: std::sync::OnceLock<AppHandler>,
     /// Set once if the Raft core stopped for good (a storage error).
     stopped: std::sync::OnceLock<String>,
     /// Commit index as last saved by the log store.
@@ -285,6 +297,38 @@ impl Consensus {
         let _ = self.inner.workflow.set(h);
     }
 
+    /// Registers how this node answers requests for its proxy.
+    pub fn set_app_handler(&self, h: AppHandler) {
+        let _ = self.inner.app.set(h);
+    }
+
+    /// Sends a request to the proxy of member `node` (over the
+    /// authenticated peer transport) and returns its answer.
+    pub async fn call_app(
+        &self,
+        node: NodeId,
+        v: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, String> {
+        let inner = self.inner.clone();
+        match self
+            .on_rt(async move {
+                let Some(addr) = inner.applied.borrow().members.get(&node).cloned() else {
+                    return Err(format!("node {node} is not a member of the fleet"));
+                };
+                match inner.call(node, &addr, &Request::App(v), timeout).await {
+                    Ok(Reply::App(r)) => r,
+                    Ok(_) => Err(format!("node {node} sent an unexpected reply")),
+                    Err(e) => Err(format!("node {node} did not answer: {e}")),
+                }
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Runs a workflow on the leader (here, or forwarded) and returns its
     /// outcome.
     pub async fn run_workflow(&self, w: Workflow) -> Result<String, String> {
@@ -354,6 +398,7 @@ async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusE
         peers: tokio::sync::Mutex::new(HashMap::new()),
         reports: Mutex::new(HashMap::new()),
         workflow: std::sync::OnceLock::new(),
+        app: std::sync::OnceLock::new(),
         stopped: std::sync::OnceLock::new(),
         committed,
     });
@@ -711,6 +756,13 @@ impl Inner {
             }
         }
         out
+    }
+
+    pub async fn app_local(&self, v: serde_json::Value) -> Result<serde_json::Value, String> {
+        match self.app.get() {
+            Some(h) => h(v).await,
+            None => Err("this node does not answer proxy requests".into()),
+        }
     }
 
     pub async fn workflow_local(&self, w: Workflow) -> Result<String, String> {

@@ -14,6 +14,17 @@ pub enum Flavor {
     MySql,
 }
 
+impl Flavor {
+    /// The flavor a server's version string (greeting or `@@version`) names.
+    pub fn of_version(version: &[u8]) -> Flavor {
+        if version.windows(7).any(|w| w == b"MariaDB") {
+            Flavor::MariaDb
+        } else {
+            Flavor::MySql
+        }
+    }
+}
+
 /// Replication as the replica sees it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaStatus {
@@ -163,11 +174,7 @@ impl Prober {
             .query_first("SELECT @@version, @@read_only, @@server_id")
             .await?;
         let (version, read_only, server_id) = row.unwrap_or_default();
-        let flavor = flavor_known.unwrap_or(if version.contains("MariaDB") {
-            Flavor::MariaDb
-        } else {
-            Flavor::MySql
-        });
+        let flavor = flavor_known.unwrap_or(Flavor::of_version(version.as_bytes()));
         let (status_sql, gtid_sql) = match flavor {
             Flavor::MariaDb => (
                 "SHOW SLAVE STATUS",

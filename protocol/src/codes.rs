@@ -16,6 +16,9 @@ pub const NET_PACKET_TOO_LARGE: Code = Code(1153, b"08S01");
 pub const NET_READ_ERROR: Code = Code(1158, b"08S01");
 pub const NET_PACKETS_OUT_OF_ORDER: Code = Code(1156, b"08S01");
 pub const NET_READ_INTERRUPTED: Code = Code(1159, b"08S01");
+pub const NO_SUCH_THREAD: Code = Code(1094, b"HY000");
+/// MariaDB's "Connection was killed" (ER_CONNECTION_KILLED).
+pub const CONNECTION_KILLED: Code = Code(1927, b"70100");
 pub const NOT_SUPPORTED_YET: Code = Code(1235, b"42000");
 pub const UNKNOWN_STMT_HANDLER: Code = Code(1243, b"HY000");
 pub const MAX_PREPARED_STMT_COUNT_REACHED: Code = Code(1461, b"42000");

@@ -60,7 +60,10 @@ pub mod cap {
 
     /// Flags that change the format or meaning of what a backend sends, so a
     /// backend connection must have negotiated the same ones as the client.
-    pub const FLAVOR: u32 = FOUND_ROWS | IGNORE_SPACE | SESSION_TRACK | DEPRECATE_EOF;
+    /// SESSION_TRACK is not among them: concord always asks backends for it
+    /// (session state is learned from the server) and strips the state
+    /// block from OK packets for clients that did not ask.
+    pub const FLAVOR: u32 = FOUND_ROWS | IGNORE_SPACE | DEPRECATE_EOF;
 
     /// Flags concord always asks a backend for.
     pub const BACKEND_BASE: u32 = LONG_PASSWORD
@@ -74,7 +77,8 @@ pub mod cap {
         | PLUGIN_AUTH_LENENC_CLIENT_DATA
         | LOCAL_FILES
         | MULTI_STATEMENTS
-        | CONNECT_ATTRS;
+        | CONNECT_ATTRS
+        | SESSION_TRACK;
 }
 
 /// Server status flags (`SERVER_STATUS_*`, `SERVER_*`).

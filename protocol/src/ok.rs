@@ -99,7 +99,9 @@ impl OkPacket {
                     StateChange::SystemVariable(name, value)
                 }
                 1 => StateChange::Schema(d.lenenc_bytes("schema")?.to_vec()),
-                2 => StateChange::StateChanged(d.lenenc_bytes("state")? == b"1"),
+                // Servers send the one byte '1' itself (not the length-
+                // prefixed string the protocol documentation shows).
+                2 => StateChange::StateChanged(data == b"1" || data == b"\x011"),
                 3 => {
                     // encoding specification byte, then the GTID text
                     d.u8("gtid spec")?;
@@ -110,6 +112,29 @@ impl OkPacket {
         }
         Ok(out)
     }
+}
+
+/// An OK packet written for a client with SESSION_TRACK, rewritten for a
+/// client without it, byte for byte as the server would have sent it to
+/// that client: the session-state block dropped, its status flag cleared,
+/// the info string kept only when it is not empty. `None` when the packet
+/// carries no state block (it is then the same in both formats).
+pub fn without_session_state(payload: &[u8]) -> Option<BytesMut> {
+    let status = ok_status(payload)?;
+    if status & status::SESSION_STATE_CHANGED == 0 {
+        return None;
+    }
+    let ok = OkPacket::decode(payload, cap::SESSION_TRACK).ok()?;
+    let mut out = BytesMut::with_capacity(payload.len());
+    out.put_u8(ok.header);
+    out.put_lenenc(ok.affected_rows);
+    out.put_lenenc(ok.last_insert_id);
+    out.put_u16_le(ok.status & !status::SESSION_STATE_CHANGED);
+    out.put_u16_le(ok.warnings);
+    if !ok.info.is_empty() {
+        out.put_lenenc_bytes(&ok.info);
+    }
+    Some(out)
 }
 
 /// Status flags of an OK (`0x00`/`0xfe` with OK layout) or EOF packet.
@@ -161,6 +186,64 @@ mod tests {
             vec![StateChange::Gtids(b"0-1-42".to_vec())]
         );
         assert_eq!(ok_status(&b), Some(ok.status));
+    }
+
+    #[test]
+    fn state_changes_as_servers_send_them() {
+        // Bytes a MariaDB 10.11 server sent for `USE d` and `SET NAMES x`.
+        let ok = OkPacket {
+            status: status::SESSION_STATE_CHANGED,
+            session_state: b"\x01\x02\x01d\x02\x011\x00\x1c\x14character_set_client\x06latin1"
+                .to_vec(),
+            ..Default::default()
+        };
+        // (the system variable entry carries a lenenc name and value)
+        assert_eq!(
+            ok.state_changes().unwrap(),
+            vec![
+                StateChange::Schema(b"d".to_vec()),
+                StateChange::StateChanged(true),
+                StateChange::SystemVariable(b"character_set_client".to_vec(), b"latin1".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn state_block_is_stripped_for_clients_without_session_track() {
+        let tracked = OkPacket {
+            header: 0,
+            affected_rows: 1,
+            last_insert_id: 7,
+            status: status::AUTOCOMMIT | status::SESSION_STATE_CHANGED,
+            warnings: 2,
+            info: Vec::new(),
+            session_state: vec![2, 2, 1, b'1'],
+        };
+        let mut b = BytesMut::new();
+        tracked.encode(&mut b, cap::SESSION_TRACK);
+        let plain = without_session_state(&b).unwrap();
+        let mut want = BytesMut::new();
+        OkPacket {
+            status: status::AUTOCOMMIT,
+            session_state: Vec::new(),
+            ..tracked.clone()
+        }
+        .encode(&mut want, 0);
+        assert_eq!(plain, want);
+        // With an info message it stays, length-prefixed as servers send it.
+        let with_info = OkPacket {
+            info: b"Rows matched: 1".to_vec(),
+            ..tracked
+        };
+        let mut b = BytesMut::new();
+        with_info.encode(&mut b, cap::SESSION_TRACK);
+        let plain = without_session_state(&b).unwrap();
+        assert_eq!(plain[plain.len() - 16], 15);
+        assert!(plain.ends_with(b"Rows matched: 1"));
+        // No state block: nothing to rewrite.
+        let mut b = BytesMut::new();
+        OkPacket::default().encode(&mut b, cap::SESSION_TRACK);
+        assert!(without_session_state(&b).is_none());
     }
 
     #[test]

@@ -116,6 +116,11 @@ impl Scanner {
         self.state == State::Rows
     }
 
+    /// The next packet is a column definition of a result set.
+    pub fn in_columns(&self) -> bool {
+        matches!(self.state, State::Columns(_))
+    }
+
     /// Feeds one physical packet. `payload` is the whole payload when
     /// `len <= WHOLE_LIMIT`, else at least its first byte.
     pub fn packet(&mut self, payload: &[u8], len: usize) -> Result<Step, ProtoError> {

@@ -27,6 +27,63 @@ pub enum Kind {
     Use,
     /// Answered by concord itself (`SHOW CONCORD STATUS`).
     ConcordStatus,
+    /// `KILL [QUERY | CONNECTION] n`: carried out by concord on the
+    /// session whose id is `n` (see `session::kill`).
+    Kill,
+}
+
+/// Why a statement keeps the session on its connections: state the
+/// server holds that concord cannot read back and replay elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pin {
+    TempTable,
+    LockTables,
+    UserLock,
+    SqlPrepare,
+    Xa,
+    Handler,
+    Role,
+    /// A state change the server reported that no tracked value explains
+    /// (a stored program assigned a user variable, ...).
+    Untracked,
+    /// More session variables than concord keeps.
+    Overflow,
+    /// A backend that does not report session state.
+    NoTracking,
+}
+
+impl Pin {
+    pub const ALL: [Pin; 10] = [
+        Pin::TempTable,
+        Pin::LockTables,
+        Pin::UserLock,
+        Pin::SqlPrepare,
+        Pin::Xa,
+        Pin::Handler,
+        Pin::Role,
+        Pin::Untracked,
+        Pin::Overflow,
+        Pin::NoTracking,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pin::TempTable => "temporary_table",
+            Pin::LockTables => "lock_tables",
+            Pin::UserLock => "get_lock",
+            Pin::SqlPrepare => "sql_prepare",
+            Pin::Xa => "xa_transaction",
+            Pin::Handler => "handler",
+            Pin::Role => "set_role",
+            Pin::Untracked => "untracked_state",
+            Pin::Overflow => "state_overflow",
+            Pin::NoTracking => "backend_without_session_track",
+        }
+    }
+
+    pub fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
 }
 
 /// Properties found anywhere in the statement.
@@ -50,12 +107,25 @@ pub mod flag {
     pub const PINS: u32 = 1 << 7;
     /// The text was cut (very large statement): decided conservatively.
     pub const TRUNCATED: u32 = 1 << 8;
+    /// Reads the previous statement's diagnostics or counters (SHOW
+    /// WARNINGS, FOUND_ROWS(), ROW_COUNT(), @@warning_count, ...): runs on
+    /// the connection that ran the previous statement.
+    pub const STMT_INFO: u32 = 1 << 9;
+    /// Calls CONNECTION_ID(): the text is rewritten to the session's id.
+    pub const CONN_ID: u32 = 1 << 10;
+    /// `SET STATEMENT ... FOR`: its variables revert after the statement.
+    pub const SET_STATEMENT: u32 = 1 << 11;
+    /// Only SET / USE statements: every state change the server reports
+    /// for it is a tracked variable, the schema or a named user variable.
+    pub const ONLY_SETS: u32 = 1 << 12;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Class {
     pub kind: Kind,
     pub flags: u32,
+    /// With `flag::PINS`: why.
+    pub pin: Option<Pin>,
     /// `/* concord:primary */`.
     pub hint_primary: bool,
     /// `/* concord:max_lag=200ms */`.
@@ -74,6 +144,7 @@ impl Class {
             && self.flags
                 & (flag::LOCKING
                     | flag::CONN_FUNC
+                    | flag::STMT_INFO
                     | flag::INTO
                     | flag::USER_VAR_WRITE
                     | flag::MULTI
@@ -274,7 +345,8 @@ fn is_word(t: Option<Tok<'_>>, w: &[u8]) -> bool {
     matches!(t, Some(Tok::Word(x)) if eq_ci(x, w))
 }
 
-/// Functions whose result depends on the connection they run on.
+/// Functions whose result depends on state that lives on the session's
+/// primary connection: locks, sequences, the last generated id, waits.
 const CONN_FUNCS: &[&[u8]] = &[
     b"GET_LOCK",
     b"RELEASE_LOCK",
@@ -285,42 +357,33 @@ const CONN_FUNCS: &[&[u8]] = &[
     b"NEXTVAL",
     b"LASTVAL",
     b"SETVAL",
-    b"FOUND_ROWS",
-    b"ROW_COUNT",
-    b"SQL_CALC_FOUND_ROWS",
     b"MASTER_POS_WAIT",
     b"MASTER_GTID_WAIT",
     b"WAIT_FOR_EXECUTED_GTID_SET",
-    b"CONNECTION_ID",
-    b"SLEEP",
 ];
 
-/// System variables whose value belongs to the connection that ran the
-/// previous statement (`@@last_insert_id`, `@@warning_count`, ...): read
-/// elsewhere they answer for another connection.
-const CONN_VARS: &[&[u8]] = &[
-    b"LAST_INSERT_ID",
-    b"IDENTITY",
-    b"INSERT_ID",
-    b"WARNING_COUNT",
-    b"ERROR_COUNT",
-    b"LAST_GTID",
-    b"ROWCOUNT",
-];
+/// Functions that report on the previous statement.
+const STMT_FUNCS: &[&[u8]] = &[b"FOUND_ROWS", b"ROW_COUNT"];
 
-/// `@@name`, `@@session.name` or `@@local.name` names a connection-bound
-/// variable. `tok` is the token's text, leading blanks included.
-fn is_conn_var(tok: &[u8]) -> bool {
+/// System variables whose value belongs to the session's primary
+/// connection (the last generated id, the last GTID written).
+const CONN_VARS: &[&[u8]] = &[b"LAST_INSERT_ID", b"IDENTITY", b"INSERT_ID", b"LAST_GTID"];
+
+/// System variables that report on the previous statement.
+const STMT_VARS: &[&[u8]] = &[b"WARNING_COUNT", b"ERROR_COUNT", b"ROWCOUNT"];
+
+/// The bare name of `@@name`, `@@session.name` or `@@local.name`; `tok` is
+/// the token's text, leading blanks included.
+fn sysvar_name(tok: &[u8]) -> &[u8] {
     let Some(at) = tok.iter().position(|&c| c == b'@') else {
-        return false;
+        return b"";
     };
     let name = &tok[at..];
     let name = &name[name.iter().take_while(|&&c| c == b'@').count()..];
-    let name = match name.iter().position(|&c| c == b'.') {
+    match name.iter().position(|&c| c == b'.') {
         Some(dot) => &name[dot + 1..],
         None => name,
-    };
-    CONN_VARS.iter().any(|v| eq_ci(v, name))
+    }
 }
 
 /// Statements that must go to the primary and otherwise change nothing
@@ -361,15 +424,15 @@ const WRITE_WORDS: &[&[u8]] = &[
 ];
 
 /// Statements that change connection state concord cannot replay.
-const PIN_WORDS: &[&[u8]] = &[
-    b"LOCK",
-    b"UNLOCK",
-    b"PREPARE",
-    b"EXECUTE",
-    b"DEALLOCATE",
-    b"XA",
-    b"HANDLER",
-    b"DECLARE",
+const PIN_WORDS: &[(&[u8], Pin)] = &[
+    (b"LOCK", Pin::LockTables),
+    (b"UNLOCK", Pin::LockTables),
+    (b"PREPARE", Pin::SqlPrepare),
+    (b"EXECUTE", Pin::SqlPrepare),
+    (b"DEALLOCATE", Pin::SqlPrepare),
+    (b"XA", Pin::Xa),
+    (b"HANDLER", Pin::Handler),
+    (b"DECLARE", Pin::Untracked),
 ];
 
 /// Classifies a COM_QUERY text.
@@ -377,33 +440,88 @@ pub fn classify(sql: &[u8]) -> Class {
     let mut lx = Lexer::new(sql);
     let first = lx.next();
     let mut flags = 0;
+    let mut pin = None;
     let kind = match first {
-        Some(Tok::Word(w)) => first_word(w, &mut lx, &mut flags),
+        Some(Tok::Word(w)) => first_word(w, &mut lx, &mut flags, &mut pin),
         Some(Tok::Punct(b'(')) => Kind::Read, // (SELECT ...) UNION ...
         _ => Kind::Write,
     };
-    scan_rest(&mut lx, &mut flags);
-    let mut kind = kind;
-    if matches!(kind, Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use)
-        && flags & flag::MULTI != 0
-    {
-        // Several statements, one of them a SET: tracking needs the
-        // statement alone; run it and pin the session to be safe.
-        flags |= flag::PINS;
-        kind = Kind::Write;
+    if matches!(kind, Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use) {
+        flags |= flag::ONLY_SETS;
+    }
+    scan_rest(&mut lx, &mut flags, &mut pin);
+    if flags & flag::MULTI != 0 && !only_sets(sql) {
+        flags &= !flag::ONLY_SETS;
     }
     Class {
         kind,
         flags,
+        pin,
         hint_primary: lx.hint_primary,
         hint_max_lag: lx.hint_max_lag,
     }
 }
 
-fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
+/// Every statement of a multi-statement text is a SET or USE.
+fn only_sets(sql: &[u8]) -> bool {
+    let mut lx = Lexer::new(sql);
+    let mut at_start = true;
+    let mut depth = 0i32;
+    while let Some(t) = lx.next() {
+        match t {
+            Tok::Word(w) if at_start && (eq_ci(w, b"SET") || eq_ci(w, b"USE")) => {}
+            _ if at_start => return false,
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b';') if depth == 0 => {
+                at_start = true;
+                continue;
+            }
+            _ => {}
+        }
+        at_start = false;
+    }
+    true
+}
+
+/// The statement after `WITH` common table expressions: what the main
+/// verb at parenthesis depth 0 is (MySQL 8 allows WITH before UPDATE and
+/// DELETE).
+fn with_kind(lx: &mut Lexer<'_>) -> Kind {
+    let save = lx.i;
+    let mut depth = 0i32;
+    let mut kind = Kind::Write;
+    while let Some(t) = lx.next() {
+        match t {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b';') if depth == 0 => break,
+            Tok::Word(w) if depth == 0 => {
+                if eq_ci(w, b"SELECT") || eq_ci(w, b"TABLE") || eq_ci(w, b"VALUES") {
+                    kind = Kind::Read;
+                    break;
+                }
+                if WRITE_WORDS.iter().any(|x| eq_ci(w, x)) {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    lx.i = save;
+    kind
+}
+
+fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) -> Kind {
     let up = |x: &[u8]| eq_ci(w, x);
-    if up(b"SELECT") || up(b"WITH") || up(b"VALUES") || up(b"TABLE") {
+    if up(b"SELECT") || up(b"VALUES") || up(b"TABLE") {
         return Kind::Read;
+    }
+    if up(b"WITH") {
+        return with_kind(lx);
+    }
+    if up(b"KILL") {
+        return Kind::Kill;
     }
     if up(b"SHOW") {
         let save = lx.i;
@@ -418,7 +536,7 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
                     || eq_ci(w, b"PROFILE")
                     || eq_ci(w, b"PROFILES") =>
             {
-                *flags |= flag::CONN_FUNC;
+                *flags |= flag::STMT_INFO;
             }
             Some(Tok::Word(w))
                 if (eq_ci(w, b"SESSION") || eq_ci(w, b"LOCAL"))
@@ -440,6 +558,7 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
         // BEGIN NOT ATOMIC starts a compound statement, not a transaction.
         if is_word(lx.next(), b"NOT") {
             *flags |= flag::PINS;
+            *pin = Some(Pin::Untracked);
             return Kind::Write;
         }
         lx.i = save;
@@ -483,7 +602,7 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
         return Kind::Rollback;
     }
     if up(b"SET") {
-        return classify_set(lx, flags);
+        return classify_set(lx, flags, pin);
     }
     if up(b"USE") {
         return Kind::Use;
@@ -501,8 +620,9 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
         lx.i = save;
         return Kind::Write;
     }
-    if PIN_WORDS.iter().any(|p| up(p)) {
+    if let Some((_, p)) = PIN_WORDS.iter().find(|(w, _)| up(w)) {
         *flags |= flag::PINS;
+        *pin = Some(*p);
         return Kind::Write;
     }
     if WRITE_WORDS.iter().any(|p| up(p)) {
@@ -512,7 +632,7 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
     Kind::Write
 }
 
-fn classify_set(lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
+fn classify_set(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) -> Kind {
     let save = lx.i;
     let t = lx.next();
     match t {
@@ -522,13 +642,35 @@ fn classify_set(lx: &mut Lexer<'_>, flags: &mut u32) -> Kind {
         {
             return Kind::Write
         }
-        Some(Tok::Word(w))
-            if eq_ci(w, b"PASSWORD")
-                || eq_ci(w, b"ROLE")
-                || eq_ci(w, b"DEFAULT")
-                || eq_ci(w, b"STATEMENT") =>
-        {
+        // Account changes: they go to the primary and change nothing in
+        // the session.
+        Some(Tok::Word(w)) if eq_ci(w, b"PASSWORD") || eq_ci(w, b"DEFAULT") => return Kind::Write,
+        Some(Tok::Word(w)) if eq_ci(w, b"ROLE") => {
             *flags |= flag::PINS;
+            *pin = Some(Pin::Role);
+            return Kind::Write;
+        }
+        Some(Tok::Word(w)) if eq_ci(w, b"STATEMENT") => {
+            // SET STATEMENT var = value [, ...] FOR <statement>: the
+            // variables last for the statement only, which decides.
+            *flags |= flag::SET_STATEMENT;
+            let mut depth = 0i32;
+            while let Some(t) = lx.next() {
+                match t {
+                    Tok::Punct(b'(') => depth += 1,
+                    Tok::Punct(b')') => depth -= 1,
+                    Tok::Word(w) if depth == 0 && eq_ci(w, b"FOR") => {
+                        return match lx.next() {
+                            Some(Tok::Word(w)) if !eq_ci(w, b"SET") => {
+                                first_word(w, lx, flags, pin)
+                            }
+                            Some(Tok::Punct(b'(')) => Kind::Read,
+                            _ => Kind::Write,
+                        };
+                    }
+                    _ => {}
+                }
+            }
             return Kind::Write;
         }
         Some(Tok::Word(w)) if eq_ci(w, b"SESSION") || eq_ci(w, b"LOCAL") => {
@@ -615,15 +757,20 @@ fn is_single_assignment(lx: &mut Lexer<'_>) -> bool {
     alone
 }
 
-fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32) {
+fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
     let mut prev: Option<Tok<'_>> = None;
     let mut prev2: Option<Tok<'_>> = None;
     loop {
         let start = lx.i;
         let Some(t) = lx.next() else { break };
         match t {
-            Tok::Var { system: true } if is_conn_var(&lx.s[start..lx.i]) => {
-                *flags |= flag::CONN_FUNC
+            Tok::Var { system: true } => {
+                let name = sysvar_name(&lx.s[start..lx.i]);
+                if CONN_VARS.iter().any(|v| eq_ci(v, name)) {
+                    *flags |= flag::CONN_FUNC
+                } else if STMT_VARS.iter().any(|v| eq_ci(v, name)) {
+                    *flags |= flag::STMT_INFO
+                }
             }
             Tok::Word(w) => {
                 // One upper-cased copy and one match per word (the words
@@ -641,12 +788,33 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32) {
                     b"SHARE" if is_word(prev, b"FOR") || is_word(prev, b"IN") => {
                         *flags |= flag::LOCKING
                     }
-                    b"INTO" => *flags |= flag::INTO,
-                    b"TEMPORARY" => *flags |= flag::TEMP_TABLE,
+                    // SELECT ... INTO @v / OUTFILE / DUMPFILE (not
+                    // INSERT INTO t, LOAD DATA ... INTO TABLE t).
+                    b"INTO" => {
+                        let save = (lx.i, lx.hint_primary, lx.hint_max_lag);
+                        let next = lx.next();
+                        (lx.i, lx.hint_primary, lx.hint_max_lag) = save;
+                        if matches!(next, Some(Tok::Var { system: false }))
+                            || is_word(next, b"OUTFILE")
+                            || is_word(next, b"DUMPFILE")
+                        {
+                            *flags |= flag::INTO;
+                        }
+                    }
+                    b"TEMPORARY" => {
+                        *flags |= flag::TEMP_TABLE;
+                        pin.get_or_insert(Pin::TempTable);
+                    }
                     b"FOR" if is_word(prev, b"VALUE") && is_word(prev2, b"NEXT") => {
                         *flags |= flag::CONN_FUNC
                     }
+                    b"GET_LOCK" => {
+                        *flags |= flag::CONN_FUNC | flag::PINS;
+                        pin.get_or_insert(Pin::UserLock);
+                    }
+                    b"CONNECTION_ID" => *flags |= flag::CONN_ID,
                     u if CONN_FUNCS.contains(&u) => *flags |= flag::CONN_FUNC,
+                    u if STMT_FUNCS.contains(&u) => *flags |= flag::STMT_INFO,
                     _ => {}
                 }
             }
@@ -669,68 +837,227 @@ impl<'a> Lexer<'a> {
     }
 }
 
-/// The database named by `USE db` (quotes removed).
-pub fn use_target(sql: &[u8]) -> Option<String> {
+/// The user variables a statement text assigns, by name (quotes removed):
+/// `SET @a = ..., @b := ...`, `... @c := expr ...` anywhere, and
+/// `... INTO @d, @e`. Called only for texts the classifier flagged
+/// (`USER_VAR_WRITE` or `INTO`), so the hot path never allocates here.
+pub fn assigned_user_vars(sql: &[u8]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
     let mut lx = Lexer::new(sql);
-    if !is_word(lx.next(), b"USE") {
-        return None;
-    }
-    lx.skip_space_and_comments();
-    let rest = trim(&sql[lx.i..]);
-    let rest = rest.strip_suffix(b";").map(trim).unwrap_or(rest);
-    let name = if let Some(q) = rest.strip_prefix(b"`") {
-        let inner = q.strip_suffix(b"`")?;
-        String::from_utf8_lossy(inner).replace("``", "`")
-    } else {
-        String::from_utf8_lossy(rest).into_owned()
-    };
-    (!name.is_empty()).then_some(name)
-}
-
-/// The variable a simple `SET [SESSION] name = ...` assigns, lowercased,
-/// used to keep only the newest assignment per variable in the replay log.
-pub fn set_target(sql: &[u8]) -> Option<String> {
-    let mut lx = Lexer::new(sql);
-    if !is_word(lx.next(), b"SET") {
-        return None;
-    }
-    let start = {
-        lx.skip_space_and_comments();
-        lx.i
-    };
-    let mut t = lx.next();
-    let mut name_start = start;
-    if is_word(t, b"SESSION") || is_word(t, b"LOCAL") {
-        lx.skip_space_and_comments();
-        name_start = lx.i;
-        t = lx.next();
-    }
-    let name = match t {
-        Some(Tok::Word(w))
-            if eq_ci(w, b"NAMES") || eq_ci(w, b"CHARACTER") || eq_ci(w, b"CHARSET") =>
-        {
-            return Some("names".into())
-        }
-        Some(Tok::Word(_)) | Some(Tok::Var { .. }) => &sql[name_start..lx.i],
-        _ => return None,
-    };
-    // Only a single assignment can be keyed by its variable.
     let mut depth = 0i32;
-    while let Some(t) = lx.next() {
+    // Statement starts with SET (each statement of a multi-statement).
+    let mut in_set = false;
+    let mut at_start = true;
+    let mut after_into = false;
+    let mut pending: Option<String> = None;
+    loop {
+        let start = lx.i;
+        let Some(t) = lx.next() else { break };
+        let text = trim(&lx.s[start..lx.i]);
+        if let Some(name) = pending.take() {
+            // `@x` followed by `:=` or, as a SET target, `=`.
+            let assigns = t == Tok::Punct(b':') && lx.s.get(lx.i) == Some(&b'=')
+                || (t == Tok::Punct(b'=') && in_set && depth == 0);
+            if assigns && !out.contains(&name) {
+                out.push(name);
+            }
+        }
         match t {
+            Tok::Word(w) if at_start => {
+                in_set = eq_ci(w, b"SET");
+                after_into = false;
+                at_start = false;
+                continue;
+            }
+            Tok::Punct(b';') if depth == 0 => {
+                at_start = true;
+                in_set = false;
+                after_into = false;
+                continue;
+            }
             Tok::Punct(b'(') => depth += 1,
             Tok::Punct(b')') => depth -= 1,
-            Tok::Punct(b',') if depth == 0 => return None,
+            Tok::Punct(b',') if after_into => continue,
+            Tok::Word(w) if eq_ci(w, b"INTO") => {
+                after_into = true;
+                continue;
+            }
+            Tok::Var { system: false } => {
+                let name = user_var_name(text);
+                if after_into {
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                    continue;
+                }
+                pending = Some(name);
+            }
             _ => {}
         }
+        at_start = false;
+        after_into = false;
     }
-    let mut n = String::from_utf8_lossy(trim(name)).to_ascii_lowercase();
-    for p in ["@@session.", "@@local.", "@@"] {
-        if let Some(r) = n.strip_prefix(p) {
-            n = r.to_string();
+    out
+}
+
+/// `@name`, `@'name'`, `` @`name` `` or `@"name"` to the bare name.
+fn user_var_name(tok: &[u8]) -> String {
+    let name = tok.strip_prefix(b"@").unwrap_or(tok);
+    let unquoted = match name.first() {
+        Some(&q @ (b'\'' | b'"' | b'`')) if name.len() >= 2 && name.last() == Some(&q) => {
+            let inner = &name[1..name.len() - 1];
+            let doubled = [q, q];
+            let mut v = Vec::with_capacity(inner.len());
+            let mut i = 0;
+            while i < inner.len() {
+                if inner[i..].starts_with(&doubled) {
+                    v.push(q);
+                    i += 2;
+                } else {
+                    v.push(inner[i]);
+                    i += 1;
+                }
+            }
+            v
         }
+        _ => name.to_vec(),
+    };
+    String::from_utf8_lossy(&unquoted).into_owned()
+}
+
+/// What `KILL ...` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillTarget {
+    /// A connection id, or the session itself (`KILL CONNECTION_ID()`).
+    Id(u64),
+    Myself,
+    /// A form concord does not carry out (`KILL USER u`, `KILL QUERY ID
+    /// q`, an expression), with what to say.
+    Unsupported(&'static str),
+}
+
+/// `KILL [HARD | SOFT] [CONNECTION | QUERY] target`: (query only?, target).
+pub fn kill_target(sql: &[u8]) -> (bool, KillTarget) {
+    const NOT_AN_ID: &str = "KILL takes a connection id (a number) through concord";
+    let mut lx = Lexer::new(sql);
+    if !is_word(lx.next(), b"KILL") {
+        return (false, KillTarget::Unsupported("not a KILL statement"));
     }
-    Some(n)
+    let mut query = false;
+    let mut t = lx.next();
+    if is_word(t, b"HARD") || is_word(t, b"SOFT") {
+        t = lx.next();
+    }
+    if is_word(t, b"QUERY") {
+        query = true;
+        t = lx.next();
+        if is_word(t, b"ID") {
+            return (
+                query,
+                KillTarget::Unsupported(
+                    "KILL QUERY ID is not supported through concord; use KILL QUERY <connection id>",
+                ),
+            );
+        }
+    } else if is_word(t, b"CONNECTION") {
+        t = lx.next();
+    }
+    if is_word(t, b"USER") {
+        return (
+            query,
+            KillTarget::Unsupported(
+                "KILL ... USER is not supported through concord; kill sessions by id, or use KILL SESSION on the admin port",
+            ),
+        );
+    }
+    let end_of_statement = |lx: &mut Lexer<'_>| match lx.next() {
+        None => true,
+        Some(Tok::Punct(b';')) => lx.next().is_none(),
+        _ => false,
+    };
+    let target = match t {
+        Some(Tok::Number) => {
+            // The lexer stopped right after the number: take its text back.
+            let end = lx.i;
+            let start = sql[..end]
+                .iter()
+                .rposition(|c| !(c.is_ascii_alphanumeric() || *c == b'.'))
+                .map_or(0, |p| p + 1);
+            let n = std::str::from_utf8(&sql[start..end])
+                .ok()
+                .and_then(|d| d.parse::<u64>().ok());
+            match n {
+                Some(n) if end_of_statement(&mut lx) => KillTarget::Id(n),
+                _ => KillTarget::Unsupported(NOT_AN_ID),
+            }
+        }
+        Some(Tok::Word(w)) if eq_ci(w, b"CONNECTION_ID") => {
+            let ok = lx.next() == Some(Tok::Punct(b'('))
+                && lx.next() == Some(Tok::Punct(b')'))
+                && end_of_statement(&mut lx);
+            if ok {
+                KillTarget::Myself
+            } else {
+                KillTarget::Unsupported(NOT_AN_ID)
+            }
+        }
+        _ => KillTarget::Unsupported(NOT_AN_ID),
+    };
+    (query, target)
+}
+
+/// The statement with every `CONNECTION_ID()` call replaced by the
+/// session's id, so the id a client sees is the one from its handshake on
+/// whichever backend runs the statement. A call that is a whole select
+/// item keeps its column name (`CONNECTION_ID()`) through an alias.
+pub fn rewrite_connection_id(sql: &[u8], id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sql.len() + 16);
+    let mut lx = Lexer::new(sql);
+    let mut copied = 0;
+    let mut prev: Option<Tok<'_>> = None;
+    while let Some(t) = lx.next() {
+        let Tok::Word(w) = t else {
+            prev = Some(t);
+            continue;
+        };
+        if !eq_ci(w, b"CONNECTION_ID") {
+            prev = Some(t);
+            continue;
+        }
+        let word_start = lx.i - w.len();
+        let save = lx.i;
+        if lx.next() != Some(Tok::Punct(b'(')) || lx.next() != Some(Tok::Punct(b')')) {
+            lx.i = save;
+            prev = Some(t);
+            continue;
+        }
+        let call_end = lx.i;
+        // A select item of its own, not aliased: name the column as the
+        // server would.
+        let item_start = matches!(prev, Some(Tok::Punct(b','))) || is_word(prev, b"SELECT");
+        let save = lx.i;
+        let next = lx.next();
+        lx.i = save;
+        let item_end = matches!(next, None | Some(Tok::Punct(b',' | b';' | b')')))
+            || is_word(next, b"FROM")
+            || is_word(next, b"INTO");
+        out.extend_from_slice(&sql[copied..word_start]);
+        if item_start && item_end && !is_word(next, b"AS") {
+            out.extend_from_slice(
+                format!(
+                    "{id} AS `{}`",
+                    String::from_utf8_lossy(&sql[word_start..call_end])
+                )
+                .as_bytes(),
+            );
+        } else {
+            out.extend_from_slice(id.to_string().as_bytes());
+        }
+        copied = call_end;
+        prev = Some(Tok::Punct(b')'));
+    }
+    out.extend_from_slice(&sql[copied..]);
+    out
 }
 
 #[cfg(test)]
@@ -740,6 +1067,7 @@ mod tests;
 /// SQL, on arbitrary bytes.
 pub fn fuzz_entry(sql: &[u8]) {
     let _ = classify(sql);
-    let _ = use_target(sql);
-    let _ = set_target(sql);
+    let _ = assigned_user_vars(sql);
+    let _ = kill_target(sql);
+    let _ = rewrite_connection_id(sql, 7);
 }

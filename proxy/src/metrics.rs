@@ -99,6 +99,17 @@ pub fn workflow(kind: &'static str, ok: bool, seconds: f64) {
     }
 }
 
+/// A session was pinned to its primary connection, and why (once per
+/// reason per session).
+pub fn pinned(why: crate::classify::Pin) {
+    counter!("concord_session_pins_total", "reason" => why.as_str()).increment(1);
+}
+
+/// A KILL a client sent through concord (`outcome`: ok, unknown, failed).
+pub fn kill(outcome: &'static str) {
+    counter!("concord_kills_total", "outcome" => outcome).increment(1);
+}
+
 /// An error packet sent to a client.
 pub fn client_error(code: u16) {
     counter!("concord_client_errors_total", "code" => code.to_string()).increment(1);

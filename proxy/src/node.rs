@@ -73,6 +73,8 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
     let shared = Arc::new(Shared::new(config, users, tls, consensus));
     follow_topology(shared.clone());
     crate::duties::register_workflows(&shared);
+    register_app_requests(&shared);
+    tokio::spawn(learn_server_version(shared.clone()));
     tokio::spawn(crate::duties::leader_duties(shared.clone()));
     tokio::spawn(crate::duties::report_loop(shared.clone()));
 
@@ -177,6 +179,78 @@ fn follow_topology(shared: Arc<Shared>) {
             }
         }
     });
+}
+
+/// Answers other nodes' requests for this node's sessions (a KILL of a
+/// session held here).
+fn register_app_requests(shared: &Arc<Shared>) {
+    let rt = tokio::runtime::Handle::current();
+    let s = shared.clone();
+    shared
+        .consensus
+        .set_app_handler(Arc::new(move |v: serde_json::Value| {
+            let s = s.clone();
+            let rt = rt.clone();
+            Box::pin(async move {
+                match rt
+                    .spawn(async move { crate::session::kill::answer_remote(&s, v).await })
+                    .await
+                {
+                    Ok(r) => Ok(r),
+                    Err(e) => Err(format!("request task failed: {e}")),
+                }
+            })
+        }));
+}
+
+/// With `listener.server_version = "auto"`: logs in to a backend (the
+/// primary first) with the monitor account once at start, so the first
+/// greetings already carry the backends' own version string (drivers
+/// choose MySQL or MariaDB code paths from it). Sessions keep it current
+/// as they log in to backends.
+async fn learn_server_version(shared: Arc<Shared>) {
+    use crate::backend::login::Credentials;
+    loop {
+        if shared.knows_server_version() {
+            return;
+        }
+        let cfg = shared.config.load_full();
+        if cfg.listener.server_version != "auto" {
+            return;
+        }
+        let pools: Vec<_> = {
+            let r = shared.routing.load();
+            r.primary
+                .iter()
+                .cloned()
+                .chain(r.pools.values().cloned())
+                .collect()
+        };
+        for pool in pools {
+            let creds = Credentials {
+                user: &cfg.monitor.user,
+                password: &cfg.monitor.password,
+                database: None,
+                collation: concord_protocol::consts::DEFAULT_COLLATION,
+                flavor: 0,
+            };
+            match crate::backend::BackendConn::connect(
+                &pool.addr,
+                &creds,
+                cfg.monitor.timeout.get(),
+            )
+            .await
+            {
+                Ok(c) => {
+                    shared.learn_server_version(&c.server_version);
+                    c.quit().await;
+                    return;
+                }
+                Err(e) => tracing::debug!(backend = %pool.name, "version probe: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Client sessions on one single-threaded runtime per thread, each with

@@ -110,7 +110,7 @@ pub fn route(class: &Class, facts: &Facts, routing: &Routing, need_gtid: Option<
         Kind::Begin { .. } | Kind::Commit | Kind::Rollback => {
             return Route::Primary(Reason::Transaction)
         }
-        Kind::Write | Kind::ConcordStatus => return Route::Primary(Reason::Write),
+        Kind::Write | Kind::ConcordStatus | Kind::Kill => return Route::Primary(Reason::Write),
         Kind::Read => {}
     }
     if class.hint_primary {
@@ -158,39 +158,52 @@ pub fn pick_replica(
     max_lag: Duration,
     need_gtid: Option<&str>,
 ) -> Option<usize> {
-    let mut cands: [(usize, u64); 16] = [(0, 0); 16];
-    let mut n = 0;
-    let mut total = 0u64;
-    for (i, r) in routing.replicas.iter().enumerate() {
+    // Two passes over the replicas, nothing allocated: the total effective
+    // weight, then the pick. Any number of replicas takes part.
+    let eff = |r: &crate::routing::Replica| -> Option<u64> {
         let h = &r.health;
         if !h.within(max_lag) {
-            continue;
+            return None;
         }
         if let Some(g) = need_gtid {
             if !concord_health::gtid::covers(&h.gtid, g) {
-                continue;
+                return None;
             }
         }
         let out = u64::from(r.pool.outstanding.load(Ordering::Relaxed)) + 1;
         // Scaled so that weights compare without floats.
-        let eff = (u64::from(r.weight) * 1024 / out).max(1);
-        if n < cands.len() {
-            cands[n] = (i, eff);
-            n += 1;
-            total += eff;
+        Some((u64::from(r.weight) * 1024 / out).max(1))
+    };
+    let mut effs = [0u64; 32];
+    let mut total = 0u64;
+    let mut last = None;
+    for (i, r) in routing.replicas.iter().enumerate() {
+        if let Some(e) = eff(r) {
+            // Outstanding counts move under us: remember what was summed
+            // for the first 32, recompute for the rest.
+            if let Some(slot) = effs.get_mut(i) {
+                *slot = e;
+            }
+            total += e;
+            last = Some(i);
         }
     }
-    if n == 0 {
-        return None;
-    }
+    let last = last?;
     let mut x = rand::random_range(0..total);
-    for &(i, eff) in &cands[..n] {
-        if x < eff {
+    for (i, r) in routing.replicas.iter().enumerate() {
+        let e = match effs.get(i) {
+            Some(&e) => e,
+            None => eff(r).unwrap_or(0),
+        };
+        if e == 0 {
+            continue;
+        }
+        if x < e {
             return Some(i);
         }
-        x -= eff;
+        x -= e;
     }
-    Some(cands[n - 1].0)
+    Some(last)
 }
 
 #[cfg(test)]
@@ -349,6 +362,20 @@ mod tests {
             route(&c, &facts(), &r, Some("0-1-10")),
             Route::Primary(Reason::ReadYourWrites)
         );
+    }
+
+    #[test]
+    fn every_replica_takes_reads_past_the_sixteenth() {
+        let r = routing(
+            (0..40)
+                .map(|i| replica(&format!("r{i}"), Some(1), 100, ""))
+                .collect(),
+        );
+        let mut seen = [0u32; 40];
+        for _ in 0..20_000 {
+            seen[pick_replica(&r, Duration::from_secs(1), None).unwrap()] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 200), "{seen:?}");
     }
 
     #[test]

@@ -15,6 +15,9 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
+/// Greeting version when no backend has answered yet.
+const FALLBACK_VERSION: &[u8] = b"8.0.36-concord";
+
 pub struct Shared {
     pub node_id: u64,
     pub config: Arc<ArcSwap<Config>>,
@@ -49,8 +52,9 @@ impl Shared {
         tls: Option<TlsAcceptor>,
         consensus: Consensus,
     ) -> Self {
+        // "auto": learned from a backend before the first greeting.
         let version = match config.listener.server_version.as_str() {
-            "auto" => b"8.0.36-concord".to_vec(),
+            "auto" => Vec::new(),
             v => v.as_bytes().to_vec(),
         };
         Shared {
@@ -126,8 +130,27 @@ impl Shared {
         Ok(slot)
     }
 
+    /// The version string greetings carry.
     pub fn server_version(&self) -> Arc<Vec<u8>> {
-        self.server_version.load_full()
+        let v = self.server_version.load_full();
+        if v.is_empty() {
+            // No backend has answered yet (nothing would work anyway).
+            return Arc::new(FALLBACK_VERSION.to_vec());
+        }
+        v
+    }
+
+    /// Waits (at most `limit`) until a backend's version is known, so the
+    /// first greetings after a start name it, not a guess.
+    pub async fn wait_server_version(&self, limit: std::time::Duration) {
+        let deadline = Instant::now() + limit;
+        while self.server_version.load().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn knows_server_version(&self) -> bool {
+        !self.server_version.load().is_empty()
     }
 
     /// With `server_version = "auto"`, clients see the primary's version
@@ -163,7 +186,32 @@ pub struct SessionInfo {
     pub backend: Mutex<Option<Arc<str>>>,
     /// Why the session must close (KILL SESSION, idle timeout, shutdown).
     pub kill_reason: Mutex<Option<String>>,
+    /// Wakes the session between commands (kill, or a nudge to re-check
+    /// what it holds).
     pub kill: Notify,
+    /// Wakes the watcher that ends a session in the middle of a command
+    /// (see `session::run`); only [`SessionInfo::kill`] notifies it.
+    pub abort: Notify,
+    /// The backend connections the session holds (updated when it takes
+    /// or gives one up, not per statement), for KILL.
+    pub held: Mutex<Vec<HeldConn>>,
+    /// Process-wide id of the held connection a command is running on
+    /// (0: none); two relaxed stores per command.
+    pub running: AtomicU64,
+    /// Why the session is pinned (`classify::Pin` bits), for SHOW SESSIONS.
+    pub pins: std::sync::atomic::AtomicU16,
+}
+
+/// A backend connection a session holds: enough to kill what runs on it
+/// from a side connection with the same account.
+#[derive(Clone, Debug)]
+pub struct HeldConn {
+    pub conn_id: u64,
+    pub backend: Arc<str>,
+    pub addr: String,
+    pub thread_id: u32,
+    pub user: String,
+    pub password: String,
 }
 
 impl SessionInfo {
@@ -190,10 +238,46 @@ impl SessionInfo {
         self.connected.elapsed().saturating_sub(last)
     }
 
+    /// Ends the session: between commands it is told why; in the middle of
+    /// one (a statement running, a half-sent packet, a LOCAL INFILE that
+    /// went quiet) it is cut off at once.
     pub fn kill(&self, reason: &str) {
         *self.kill_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
         self.kill.notify_one();
+        self.abort.notify_one();
     }
+
+    pub fn killed(&self) -> Option<String> {
+        self.kill_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The held connection the current command runs on, if any.
+    pub fn running_conn(&self) -> Option<HeldConn> {
+        let id = self.running.load(Ordering::Relaxed);
+        if id == 0 {
+            return None;
+        }
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|h| h.conn_id == id)
+            .cloned()
+    }
+}
+
+/// Session ids carry the node id in their top byte, so an id is unique
+/// across the fleet and says which node holds the session (a KILL sent to
+/// another node is forwarded there).
+pub const ID_NODE_SHIFT: u32 = 24;
+const ID_COUNTER_MASK: u64 = (1 << ID_NODE_SHIFT) - 1;
+
+/// The node a session id belongs to.
+pub fn node_of(id: u64) -> u64 {
+    id >> ID_NODE_SHIFT
 }
 
 /// The registry of live sessions; touched on connect and disconnect only.
@@ -206,8 +290,25 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    /// A fresh id for a connection on node `node`: the node in the top
+    /// byte, a counter below that skips 0 and ids still in use when it
+    /// wraps (MySQL ids are 32 bits on the wire).
+    pub fn next_id(&self, node: u64) -> u64 {
+        loop {
+            let n = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & ID_COUNTER_MASK;
+            if n == 0 {
+                continue;
+            }
+            let id = (node << ID_NODE_SHIFT) | n;
+            if !self
+                .map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&id)
+            {
+                return id;
+            }
+        }
     }
 
     pub fn insert(&self, info: Arc<SessionInfo>) {
@@ -271,6 +372,52 @@ impl Sessions {
                 m.remove(user);
             }
         }
+    }
+}
+
+/// A session in the registry and counted for its user, until dropped:
+/// however the session ends (a panic included), it leaves both.
+pub struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+    user: Mutex<String>,
+}
+
+impl Registered {
+    /// Registers `info` and counts it for its user; `None` when the user's
+    /// `max_connections` is reached (nothing registered then).
+    pub fn new(shared: &Arc<Shared>, info: Arc<SessionInfo>, cap: u32) -> Option<Registered> {
+        let user = info.user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !shared.sessions.add_user(&user, cap) {
+            return None;
+        }
+        let id = info.id;
+        shared.sessions.insert(info);
+        Some(Registered {
+            shared: shared.clone(),
+            id,
+            user: Mutex::new(user),
+        })
+    }
+
+    /// COM_CHANGE_USER: counts the session for `user` instead; false when
+    /// that user's cap is reached (the old user stays counted).
+    pub fn change_user(&self, user: &str, cap: u32) -> bool {
+        if !self.shared.sessions.add_user(user, cap) {
+            return false;
+        }
+        let mut u = self.user.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.sessions.remove_user(&u);
+        *u = user.to_string();
+        true
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared.sessions.remove(self.id);
+        let u = self.user.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.sessions.remove_user(&u);
     }
 }
 

@@ -18,7 +18,18 @@ const MAX_TRACKED: usize = 100_000;
 
 #[derive(Default)]
 pub struct AuthThrottle {
-    windows: Mutex<HashMap<IpAddr, Window>>,
+    windows: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    map: HashMap<IpAddr, Window>,
+    /// When expired windows were last swept out of a full table: at most
+    /// one sweep a second, so a spray from new addresses does not cost a
+    /// pass over the whole table per connection under the lock.
+    swept: Option<Instant>,
+    /// Sweeps run so far.
+    sweeps: u64,
 }
 
 struct Window {
@@ -33,45 +44,77 @@ impl AuthThrottle {
         if limit == 0 {
             return None;
         }
-        let map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let w = map.get(&ip)?;
-        let age = now.saturating_duration_since(w.start);
-        (age < WINDOW && w.failures >= limit).then(|| WINDOW - age)
+        let t = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        t.wait(ip, limit, now)
     }
 
     /// One password check from `ip` is about to run: counted as a failure
-    /// up front (under the lock, so checks running at the same moment on
-    /// other threads see it) and [`AuthThrottle::refund`]ed if it succeeds.
+    /// up front and [`AuthThrottle::refund`]ed if it succeeds. The check
+    /// and the charge happen under one lock acquisition, so checks running
+    /// at the same moment on other threads each see the others.
     /// `Some(wait)`: the address is blocked and the check must not run.
     pub fn charge(&self, ip: IpAddr, limit: u32, now: Instant) -> Option<Duration> {
         if limit == 0 {
             return None;
         }
-        if let Some(wait) = self.blocked(ip, limit, now) {
+        let mut t = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wait) = t.wait(ip, limit, now) {
             return Some(wait);
         }
-        self.failed(ip, now);
+        t.count(ip, now);
         None
     }
 
     /// A charged check succeeded.
     pub fn refund(&self, ip: IpAddr) {
-        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = map.get_mut(&ip) {
+        let mut t = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = t.map.get_mut(&ip) {
             w.failures = w.failures.saturating_sub(1);
         }
     }
 
     /// Records one failed login from `ip`.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
-            map.retain(|_, w| now.saturating_duration_since(w.start) < WINDOW);
-            if map.len() >= MAX_TRACKED {
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count(ip, now);
+    }
+
+    /// Addresses currently tracked (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
+    }
+}
+
+impl Table {
+    fn wait(&self, ip: IpAddr, limit: u32, now: Instant) -> Option<Duration> {
+        let w = self.map.get(&ip)?;
+        let age = now.saturating_duration_since(w.start);
+        (age < WINDOW && w.failures >= limit).then(|| WINDOW - age)
+    }
+
+    fn count(&mut self, ip: IpAddr, now: Instant) {
+        if self.map.len() >= MAX_TRACKED && !self.map.contains_key(&ip) {
+            let due = self
+                .swept
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+            if !due {
+                return;
+            }
+            self.swept = Some(now);
+            self.sweeps += 1;
+            self.map
+                .retain(|_, w| now.saturating_duration_since(w.start) < WINDOW);
+            if self.map.len() >= MAX_TRACKED {
                 return;
             }
         }
-        let w = map.entry(ip).or_insert(Window {
+        let w = self.map.entry(ip).or_insert(Window {
             start: now,
             failures: 0,
         });
@@ -80,11 +123,6 @@ impl AuthThrottle {
             w.failures = 0;
         }
         w.failures = w.failures.saturating_add(1);
-    }
-
-    /// Addresses currently tracked (for tests and metrics).
-    pub fn tracked(&self) -> usize {
-        self.windows.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -129,15 +167,45 @@ mod tests {
     }
 
     #[test]
-    fn the_table_stays_bounded() {
+    fn the_table_stays_bounded_and_a_full_one_is_swept_once_a_second() {
         let t = AuthThrottle::default();
         let t0 = Instant::now();
         for i in 0..(MAX_TRACKED as u32 + 1000) {
             t.failed(IpAddr::from(i.to_be_bytes()), t0);
         }
         assert_eq!(t.tracked(), MAX_TRACKED);
+        // A spray of new addresses against a full table: one sweep, not
+        // one per address (each would walk 100 000 entries under the lock).
+        for i in 0..20_000u32 {
+            t.charge(IpAddr::from((0xC000_0000 | i).to_be_bytes()), 3, t0);
+        }
+        assert_eq!(t.windows.lock().unwrap().sweeps, 1);
         // Once the old windows expire, new addresses are tracked again.
         t.failed("192.0.2.1".parse().unwrap(), t0 + WINDOW);
         assert_eq!(t.tracked(), 1);
+    }
+
+    #[test]
+    fn parallel_checks_never_get_more_than_the_limit() {
+        let t = std::sync::Arc::new(AuthThrottle::default());
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let t0 = Instant::now();
+        let through = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (t, through) = (t.clone(), through.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        if t.charge(ip, 5, t0).is_none() {
+                            through.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(through.load(std::sync::atomic::Ordering::Relaxed), 5);
     }
 }

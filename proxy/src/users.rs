@@ -20,6 +20,7 @@ pub struct User {
     pub require_tls: bool,
     pub max_replica_lag: Option<Duration>,
     pub read_your_writes: Option<ReadYourWrites>,
+    pub connection_admin: bool,
 }
 
 impl User {
@@ -47,6 +48,7 @@ impl User {
             require_tls: u.require_tls,
             max_replica_lag: u.max_replica_lag,
             read_your_writes: u.read_your_writes,
+            connection_admin: u.connection_admin,
         }
     }
 }
@@ -85,6 +87,7 @@ impl UserDb {
             require_tls: false,
             max_replica_lag: None,
             read_your_writes: None,
+            connection_admin: true,
         };
         Self::from_config(std::slice::from_ref(&u))
     }

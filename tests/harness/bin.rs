@@ -16,7 +16,14 @@ pub fn target_profile_dir() -> PathBuf {
 }
 
 /// Path of a workspace binary, built once per test process.
+/// `CONCORD_BIN=/path/to/concord` runs the tests against another build of
+/// concord (an older commit's, to watch a test fail without its fix).
 pub fn workspace_bin(name: &str) -> PathBuf {
+    if name == "concord" {
+        if let Some(p) = std::env::var_os("CONCORD_BIN") {
+            return PathBuf::from(p);
+        }
+    }
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -257,6 +257,27 @@ impl Concord {
             .collect())
     }
 
+    /// Waits until `SHOW BACKENDS` says each named backend serves reads.
+    pub async fn wait_readable(&self, names: &[&str]) {
+        crate::wait_for(
+            "replicas to become readable",
+            Duration::from_secs(20),
+            || async {
+                let rows = self.admin_query("SHOW BACKENDS").await.ok()?;
+                names
+                    .iter()
+                    .all(|n| {
+                        rows.iter().any(|r| {
+                            r["name"].as_deref() == Some(*n)
+                                && r["readable"].as_deref() == Some("yes")
+                        })
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     pub fn config_path(&self) -> std::path::PathBuf {
         self.dir.path().join("concord.toml")
     }

@@ -33,6 +33,9 @@ pub enum Request {
     },
     /// A failover workflow to run on the leader.
     Workflow(crate::node::Workflow),
+    /// A request for the proxy on this node (KILL of a session held
+    /// here), answered by its registered handler.
+    App(serde_json::Value),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,4 +56,5 @@ pub enum Reply {
     Status(Box<crate::node::Status>),
     WaitApplied(Result<u64, String>),
     Workflow(Result<String, String>),
+    App(Result<serde_json::Value, String>),
 }

@@ -60,6 +60,7 @@ async fn dispatch(inner: &Arc<Inner>, req: Request) -> Reply {
         Request::Status => Reply::Status(Box::new(inner.status())),
         Request::Report(v) => Reply::Report(inner.report(v)),
         Request::Workflow(w) => Reply::Workflow(inner.workflow_local(w).await),
+        Request::App(v) => Reply::App(inner.app_local(v).await),
         Request::WaitApplied { index, timeout_ms } => Reply::WaitApplied(
             inner
                 .wait_applied_local(index, std::time::Duration::from_millis(timeout_ms))

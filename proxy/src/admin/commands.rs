@@ -23,15 +23,18 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCmd, config_path: &Path) -> Out
         AdminCmd::ShowCluster => Output::Table(views::cluster_table(shared).await),
         AdminCmd::ShowEvents { limit } => Output::Table(views::events_table(shared, limit)),
         AdminCmd::ShowSessions => Output::Table(views::sessions_table(shared)),
-        AdminCmd::KillSession { id } => match shared.sessions.get(id) {
-            Some(s) => {
-                s.kill("killed from the admin port");
-                Output::Ok(format!("session {id} killed"))
+        AdminCmd::KillSession { id } => {
+            let admin = crate::session::kill::Killer {
+                user: "the admin port".into(),
+                admin: true,
+            };
+            match crate::session::kill::kill(shared, id, false, &admin).await {
+                Ok(()) => Output::Ok(format!("session {id} killed")),
+                Err(_) => err(format!(
+                    "no session {id} in the fleet (SHOW SESSIONS lists a node's sessions)"
+                )),
             }
-            None => err(format!(
-                "no session {id} on this node (SHOW SESSIONS lists them)"
-            )),
-        },
+        }
         AdminCmd::SetWeight { name, weight } => {
             propose(shared, Op::SetWeight { name, weight }).await
         }

@@ -45,7 +45,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, config_path: Path
                 require_tls: false,
                 max_packet: 1 << 20,
             };
-            let id = shared.sessions.next_id() as u32;
+            let id = shared.sessions.next_id(shared.node_id) as u32;
             let Some(auth) = handshake::login(tcp, peer, &shared, id, &gate, "admin").await else {
                 return;
             };

@@ -207,8 +207,15 @@ pub fn sessions_table(shared: &Shared) -> Table {
         ("queries", I),
         ("idle_ms", I),
         ("tls", S),
+        ("pinned", S),
     ]);
     for x in shared.sessions.list() {
+        let pins = x.pins.load(Ordering::Relaxed);
+        let pinned: Vec<&str> = crate::classify::Pin::ALL
+            .iter()
+            .filter(|p| pins & p.bit() != 0)
+            .map(|p| p.as_str())
+            .collect();
         let lock = |m: &std::sync::Mutex<Option<String>>| {
             m.lock().unwrap_or_else(|p| p.into_inner()).clone()
         };
@@ -231,6 +238,7 @@ pub fn sessions_table(shared: &Shared) -> Table {
             s(x.queries.load(Ordering::Relaxed)),
             s(x.idle_for().as_millis()),
             s(if x.tls { "yes" } else { "no" }),
+            s(pinned.join(",")),
         ]);
     }
     t

@@ -4,6 +4,8 @@
 
 use super::login::{login, Credentials, LoginInfo};
 use crate::error::BackendError;
+use concord_health::Flavor;
+use concord_protocol::column::ColumnInfo;
 use concord_protocol::consts::{cap, com};
 use concord_protocol::err::ErrPacket;
 use concord_protocol::ok::OkPacket;
@@ -13,6 +15,19 @@ use concord_protocol::PacketStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+
+/// Asks the server to report every session-state change in OK packets:
+/// system variables by name and value, the schema, a flag for anything
+/// else (user variables, temporary tables, ...), and on MySQL the GTID of
+/// the session's own commits. concord learns the session's state from
+/// these, whatever statement changed it. On MariaDB the `last_gtid`
+/// variable arrives the same way.
+fn tracking_sql(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::MariaDb => "SET SESSION session_track_system_variables='*', session_track_schema=1, session_track_state_change=1",
+        Flavor::MySql => "SET SESSION session_track_system_variables='*', session_track_schema=1, session_track_state_change=1, session_track_gtids='OWN_GTID'",
+    }
+}
 
 /// Session state a backend connection carries; compared with the session's
 /// wanted state before each use.
@@ -39,11 +54,22 @@ pub struct BackendConn {
     /// Something may have changed session state the tracker does not know
     /// about: reset before handing this connection to anyone else.
     pub dirty: bool,
+    /// Out of step with the server (it sent bytes after a response):
+    /// closed after the current command, never reused.
+    pub poisoned: bool,
     pub created: Instant,
     pub idle_since: Instant,
     pub server_version: Vec<u8>,
     /// Collation sent at login; COM_RESET_CONNECTION returns to it.
     pub login_collation: u8,
+    pub flavor: Flavor,
+    /// The server reports session-state changes (see [`tracking_sql`]);
+    /// false for servers without CLIENT_SESSION_TRACK, or after a client
+    /// statement changed the tracking settings (set again before reuse).
+    pub tracking: bool,
+    /// Counts this connection in its pool's `open` until dropped, however
+    /// the connection ends (a panicking session included).
+    pub slot: Option<super::pool::OpenSlot>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -56,6 +82,13 @@ pub enum Reply {
     Rows(Vec<Vec<Option<String>>>),
     /// COM_STMT_PREPARE succeeded.
     Prepared(concord_protocol::scan::PrepareOk),
+}
+
+/// A text result set with its column definitions.
+#[derive(Debug, Default)]
+pub struct Typed {
+    pub columns: Vec<ColumnInfo>,
+    pub rows: Vec<Vec<Option<Vec<u8>>>>,
 }
 
 impl BackendConn {
@@ -86,7 +119,7 @@ impl BackendConn {
             }
         })??;
         let now = Instant::now();
-        Ok(BackendConn {
+        let mut conn = BackendConn {
             io,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             thread_id: info.thread_id,
@@ -99,11 +132,42 @@ impl BackendConn {
             },
             status: info.status,
             dirty: false,
+            poisoned: false,
             created: now,
             idle_since: now,
+            flavor: Flavor::of_version(&info.server_version),
             server_version: info.server_version,
             login_collation: creds.collation,
-        })
+            tracking: false,
+            slot: None,
+        };
+        tokio::time::timeout(timeout, conn.track())
+            .await
+            .map_err(|_| BackendError::ConnectTimeout {
+                addr: addr.to_string(),
+            })??;
+        Ok(conn)
+    }
+
+    /// Turns session tracking on (see [`tracking_sql`]). A server that
+    /// cannot track is still usable: state changes on it pin the session
+    /// instead of being replayed elsewhere.
+    pub async fn track(&mut self) -> Result<(), BackendError> {
+        if self.caps & cap::SESSION_TRACK == 0 {
+            self.tracking = false;
+            return Ok(());
+        }
+        let sql = tracking_sql(self.flavor);
+        self.tracking = match self.exec(sql).await? {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "backend refused session tracking ({e}); state changes on it pin sessions"
+                );
+                false
+            }
+        };
+        Ok(())
     }
 
     pub fn deprecate_eof(&self) -> bool {
@@ -125,9 +189,38 @@ impl BackendConn {
     pub async fn command(&mut self, payload: &[u8]) -> Result<Reply, BackendError> {
         let mut seq = 0;
         self.io.send(&mut seq, payload).await?;
-        let expect = match payload.first() {
-            Some(&com::QUERY) => Expect::ResultSets,
-            Some(&com::STMT_PREPARE) => Expect::Prepare,
+        self.read_reply(payload.first().copied(), &mut Typed::default())
+            .await
+    }
+
+    /// Runs a query and returns its result set with column definitions
+    /// (`Err`: the server's error).
+    pub async fn query_typed(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Typed, ErrPacket>, BackendError> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(com::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        let mut seq = 0;
+        self.io.send(&mut seq, &payload).await?;
+        let mut t = Typed::default();
+        match self.read_reply(Some(com::QUERY), &mut t).await? {
+            Reply::Err(e) => Ok(Err(e)),
+            _ => Ok(Ok(t)),
+        }
+    }
+
+    /// Reads the reply to one command; text rows and column definitions
+    /// go to `typed`, and `Reply::Rows` carries the rows as strings.
+    async fn read_reply(
+        &mut self,
+        command: Option<u8>,
+        typed: &mut Typed,
+    ) -> Result<Reply, BackendError> {
+        let expect = match command {
+            Some(com::QUERY) => Expect::ResultSets,
+            Some(com::STMT_PREPARE) => Expect::Prepare,
             _ => Expect::Single,
         };
         let mut sc = Scanner::new(expect, self.deprecate_eof());
@@ -137,6 +230,7 @@ impl BackendConn {
         loop {
             let p = self.io.read_packet().await?;
             let in_rows = sc.in_rows();
+            let in_columns = sc.in_columns();
             let step = sc.packet(
                 &p.payload,
                 p.payload.len().min(concord_protocol::MAX_PAYLOAD - 1),
@@ -147,7 +241,15 @@ impl BackendConn {
             if sc.error.is_some() && last_err.is_none() {
                 last_err = Some(ErrPacket::decode(&p.payload)?);
             } else if in_rows && sc.in_rows() {
-                rows.push(parse_text_row(&p.payload)?);
+                let row = parse_text_row(&p.payload)?;
+                rows.push(
+                    row.iter()
+                        .map(|c| c.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()))
+                        .collect(),
+                );
+                typed.rows.push(row);
+            } else if in_columns && sc.result_sets == 1 {
+                typed.columns.push(ColumnInfo::decode(&p.payload)?);
             }
             match step {
                 Step::More => {}
@@ -173,9 +275,35 @@ impl BackendConn {
         Ok(Reply::Ok(last_ok.unwrap_or_default()))
     }
 
-    /// COM_RESET_CONNECTION: server defaults again (the database stays).
+    /// COM_RESET_CONNECTION: server defaults again (the database stays),
+    /// and session tracking turned back on in the same round trip (the
+    /// reset returns the tracking variables to their global values).
     pub async fn reset(&mut self) -> Result<Result<(), ErrPacket>, BackendError> {
-        match self.command(&[com::RESET_CONNECTION]).await? {
+        let mut seq = 0;
+        self.io.write_packet(&mut seq, &[com::RESET_CONNECTION]);
+        let track = self.caps & cap::SESSION_TRACK != 0;
+        if track {
+            let sql = tracking_sql(self.flavor);
+            let mut p = Vec::with_capacity(sql.len() + 1);
+            p.push(com::QUERY);
+            p.extend_from_slice(sql.as_bytes());
+            let mut seq = 0;
+            self.io.write_packet(&mut seq, &p);
+        }
+        self.io.flush().await?;
+        let reset = self
+            .read_reply(Some(com::RESET_CONNECTION), &mut Typed::default())
+            .await?;
+        self.tracking = if track {
+            matches!(
+                self.read_reply(Some(com::QUERY), &mut Typed::default())
+                    .await?,
+                Reply::Ok(_)
+            )
+        } else {
+            false
+        };
+        match reset {
             Reply::Err(e) => Ok(Err(e)),
             _ => {
                 self.dirty = false;
@@ -185,6 +313,13 @@ impl BackendConn {
                 Ok(Ok(()))
             }
         }
+    }
+
+    /// Says goodbye (COM_QUIT) so the server does not log an aborted
+    /// connection; the connection is closed when dropped.
+    pub async fn quit(mut self) {
+        let mut seq = 0;
+        let _ = self.io.send(&mut seq, &[com::QUIT]).await;
     }
 
     /// Runs a statement concord needs to succeed; an ERR becomes `Err`.
@@ -199,7 +334,7 @@ impl BackendConn {
     }
 }
 
-fn parse_text_row(payload: &[u8]) -> Result<Vec<Option<String>>, BackendError> {
+fn parse_text_row(payload: &[u8]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
     let mut r = Rd::new(payload);
     let mut row = Vec::new();
     while !r.is_empty() {
@@ -207,9 +342,7 @@ fn parse_text_row(payload: &[u8]) -> Result<Vec<Option<String>>, BackendError> {
             r.u8("null")?;
             row.push(None);
         } else {
-            row.push(Some(
-                String::from_utf8_lossy(r.lenenc_bytes("cell")?).into_owned(),
-            ));
+            row.push(Some(r.lenenc_bytes("cell")?.to_vec()));
         }
     }
     Ok(row)

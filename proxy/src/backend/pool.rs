@@ -45,16 +45,37 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
 }
 
+/// Connections open to one backend, and the wake-up for sessions waiting
+/// for one to be freed. Shared by the pool and every connection's
+/// [`OpenSlot`] (not the pool itself: idle connections live in the pool,
+/// and a connection holding its pool would keep it alive forever).
+#[derive(Default)]
+struct Counter {
+    open: AtomicU32,
+    released: Notify,
+}
+
+/// One connection counted in its pool's `open`, for as long as it lives:
+/// dropping the connection (closed, discarded, or dropped by a panicking
+/// session) gives the count back and wakes a waiter.
+pub struct OpenSlot(Arc<Counter>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.released.notify_one();
+    }
+}
+
 pub struct BackendPool {
     pub name: Arc<str>,
     pub addr: String,
     idle: Mutex<Idle>,
     /// Connections from this node to this backend, idle or in use.
-    open: AtomicU32,
+    counter: Arc<Counter>,
     /// Bumped when this backend is fenced: older connections are closed
     /// instead of reused.
     generation: AtomicU64,
-    released: Notify,
     /// Set while the health checks consider this backend down; sessions
     /// stuck waiting on it check it when nudged (see `relay::Stall`).
     down: std::sync::atomic::AtomicBool,
@@ -104,9 +125,8 @@ impl BackendPool {
             name: name.into(),
             addr: addr.to_string(),
             idle: Mutex::new(Idle::default()),
-            open: AtomicU32::new(0),
+            counter: Arc::default(),
             generation: AtomicU64::new(0),
-            released: Notify::new(),
             down: std::sync::atomic::AtomicBool::new(false),
             settings,
             outstanding: AtomicU32::new(0),
@@ -138,7 +158,7 @@ impl BackendPool {
     }
 
     pub fn open_count(&self) -> u32 {
-        self.open.load(Ordering::Relaxed)
+        self.counter.open.load(Ordering::Relaxed)
     }
 
     pub fn idle_count(&self) -> usize {
@@ -169,9 +189,8 @@ impl BackendPool {
                 if conn.looks_alive() {
                     return Ok((conn, gen));
                 }
-                self.open.fetch_sub(1, Ordering::Relaxed);
             }
-            if self.try_reserve() {
+            if let Some(slot) = self.try_reserve() {
                 let creds = Credentials {
                     user: &login.user,
                     password: &login.password,
@@ -179,20 +198,15 @@ impl BackendPool {
                     collation: login.collation,
                     flavor: key.flavor,
                 };
-                return match BackendConn::connect(&self.addr, &creds, self.settings.connect_timeout)
-                    .await
-                {
-                    Ok(c) => Ok((c, gen)),
-                    Err(e) => {
-                        self.open.fetch_sub(1, Ordering::Relaxed);
-                        self.released.notify_one();
-                        Err(e)
-                    }
-                };
+                // A failed connect drops the slot, which frees it.
+                let mut c =
+                    BackendConn::connect(&self.addr, &creds, self.settings.connect_timeout).await?;
+                c.slot = Some(slot);
+                return Ok((c, gen));
             }
             let wait = deadline.saturating_duration_since(Instant::now());
             if wait.is_zero()
-                || tokio::time::timeout(wait, self.released.notified())
+                || tokio::time::timeout(wait, self.counter.released.notified())
                     .await
                     .is_err()
             {
@@ -213,12 +227,14 @@ impl BackendPool {
         idle.by_key.get_mut(key).and_then(Vec::pop)
     }
 
-    fn try_reserve(&self) -> bool {
-        self.open
+    fn try_reserve(&self) -> Option<OpenSlot> {
+        self.counter
+            .open
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                 (n < self.settings.max).then_some(n + 1)
             })
-            .is_ok()
+            .ok()
+            .map(|_| OpenSlot(self.counter.clone()))
     }
 
     /// Gives a connection back. Connections in a transaction, broken, from
@@ -261,14 +277,13 @@ impl BackendPool {
         conn.idle_since = Instant::now();
         conn.io.shrink();
         self.lock().by_key.entry(key).or_default().push(conn);
-        self.released.notify_one();
+        self.counter.released.notify_one();
     }
 
-    /// Closes a connection that will not be reused.
+    /// Closes a connection that will not be reused (its [`OpenSlot`]
+    /// gives the count back).
     pub fn discard(&self, conn: BackendConn) {
         drop(conn);
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        self.released.notify_one();
     }
 
     /// Closes every idle connection and makes in-use ones non-reusable.
@@ -346,9 +361,9 @@ impl BackendPool {
         }
         for (key, login, n) in wanted {
             for _ in 0..n {
-                if !self.try_reserve() {
+                let Some(slot) = self.try_reserve() else {
                     return;
-                }
+                };
                 let gen = self.generation();
                 let creds = Credentials {
                     user: &login.user,
@@ -359,9 +374,11 @@ impl BackendPool {
                 };
                 match BackendConn::connect(&self.addr, &creds, self.settings.connect_timeout).await
                 {
-                    Ok(c) => self.put_idle(c, key.clone(), gen),
+                    Ok(mut c) => {
+                        c.slot = Some(slot);
+                        self.put_idle(c, key.clone(), gen)
+                    }
                     Err(e) => {
-                        self.open.fetch_sub(1, Ordering::Relaxed);
                         tracing::debug!(backend = %self.name, "warming a connection failed: {e}");
                         return;
                     }

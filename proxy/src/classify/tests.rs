@@ -35,8 +35,19 @@ fn locking_and_connection_bound_reads_go_to_primary() {
     assert!(!replica("SELECT NEXTVAL(s)"));
     assert!(!replica("SELECT NEXT VALUE FOR s"));
     assert!(!replica("SELECT a INTO @x FROM t"));
+    assert!(!replica("SELECT a FROM t INTO OUTFILE '/tmp/x'"));
+    assert!(!classify(b"INSERT INTO t VALUES (1)").has(flag::INTO));
+    assert!(!classify(b"INSERT IGNORE INTO t VALUES (1)").has(flag::INTO));
     assert!(!replica("SELECT @x := 1"));
-    assert!(!replica("SELECT SQL_CALC_FOUND_ROWS * FROM t"));
+    // FOUND_ROWS() follows it to whichever connection ran it.
+    assert!(replica("SELECT SQL_CALC_FOUND_ROWS * FROM t"));
+    assert!(classify(b"SELECT FOUND_ROWS()").has(flag::STMT_INFO));
+    assert!(classify(b"SELECT ROW_COUNT()").has(flag::STMT_INFO));
+    assert!(classify(b"SHOW WARNINGS").has(flag::STMT_INFO));
+    assert!(classify(b"SELECT @@warning_count").has(flag::STMT_INFO));
+    assert!(classify(b"SELECT LAST_INSERT_ID()").has(flag::CONN_FUNC));
+    assert!(replica("SELECT CONNECTION_ID()"), "rewritten to a literal");
+    assert!(replica("SELECT SLEEP(1)"));
     assert!(!replica("SELECT 1; DELETE FROM t"));
     assert!(!replica("/* concord:primary */ SELECT 1"));
     assert!(replica("SELECT 1;"));
@@ -105,25 +116,125 @@ fn session_state() {
     assert!(classify(b"SET @a = 1").has(flag::USER_VAR_WRITE));
     assert!(classify(b"LOCK TABLES t WRITE").has(flag::PINS));
     assert!(classify(b"CREATE TEMPORARY TABLE t (a int)").has(flag::TEMP_TABLE));
-    assert!(classify(b"SET NAMES utf8; DROP TABLE t").has(flag::PINS));
+    assert!(!classify(b"SET NAMES utf8; DROP TABLE t").has(flag::ONLY_SETS));
+    assert!(classify(b"SET NAMES utf8; SET @a = 1; USE x").has(flag::ONLY_SETS));
+    assert!(classify(b"SET sql_mode = (SELECT 'a;b')").has(flag::ONLY_SETS));
+    assert!(!classify(b"CALL p()").has(flag::ONLY_SETS));
 }
 
 #[test]
-fn targets() {
-    assert_eq!(use_target(b"USE test").as_deref(), Some("test"));
-    assert_eq!(use_target(b"use `my``db`;").as_deref(), Some("my`db"));
-    assert_eq!(set_target(b"SET NAMES utf8mb4").as_deref(), Some("names"));
+fn review_findings() {
+    // A leading WITH decides by the statement after the CTEs.
+    assert_eq!(k("WITH x AS (SELECT 1) UPDATE t SET a = 1"), Kind::Write);
     assert_eq!(
-        set_target(b"SET SESSION sql_mode = 'A,B'").as_deref(),
-        Some("sql_mode")
+        k("WITH RECURSIVE x (n) AS (SELECT 1 UNION SELECT n+1 FROM x WHERE n < 3) DELETE FROM t WHERE id IN (SELECT n FROM x)"),
+        Kind::Write
     );
     assert_eq!(
-        set_target(b"SET @@session.time_zone='+00:00'").as_deref(),
-        Some("time_zone")
+        k("with x as (select 1) insert into t select * from x"),
+        Kind::Write
     );
-    assert_eq!(set_target(b"SET @x = 1").as_deref(), Some("@x"));
-    assert_eq!(set_target(b"SET a=1, b=2"), None);
-    assert_eq!(set_target(b"SET a=concat(1,2)").as_deref(), Some("a"));
+    assert!(replica(
+        "WITH x AS (SELECT 1), y AS (SELECT 2) SELECT * FROM x, y"
+    ));
+    assert!(!replica("WITH x AS (SELECT 1 FOR UPDATE) SELECT * FROM x"));
+    // SET STATEMENT ... FOR: the inner statement decides, nothing pins.
+    let c = classify(b"SET STATEMENT max_statement_time=1 FOR SELECT * FROM t");
+    assert_eq!(c.kind, Kind::Read);
+    assert!(c.has(flag::SET_STATEMENT) && !c.has(flag::PINS) && c.replica_ok());
+    assert_eq!(
+        k("SET STATEMENT sql_mode='', foreign_key_checks=0 FOR INSERT INTO t VALUES (1)"),
+        Kind::Write
+    );
+    // Account statements change no session state.
+    for sql in [
+        "SET PASSWORD = PASSWORD('x')",
+        "SET PASSWORD FOR u = 'x'",
+        "SET DEFAULT ROLE r FOR u",
+    ] {
+        let c = classify(sql.as_bytes());
+        assert_eq!(c.kind, Kind::Write, "{sql}");
+        assert!(!c.has(flag::PINS), "{sql}");
+    }
+    assert_eq!(classify(b"SET ROLE r").pin, Some(Pin::Role));
+    assert_eq!(
+        classify(b"SELECT GET_LOCK('a', 1)").pin,
+        Some(Pin::UserLock)
+    );
+    assert_eq!(classify(b"LOCK TABLES t READ").pin, Some(Pin::LockTables));
+    assert_eq!(k("KILL QUERY 5"), Kind::Kill);
+}
+
+#[test]
+fn assigned_user_variables() {
+    let v = |s: &str| assigned_user_vars(s.as_bytes());
+    assert_eq!(v("SET @a = 1, @B := 2, sql_mode = ''"), ["a", "B"]);
+    assert_eq!(v("SELECT 42 INTO @v"), ["v"]);
+    assert_eq!(v("SELECT a, b INTO @x, @`y z` FROM t"), ["x", "y z"]);
+    assert_eq!(v("SELECT @x := MAX(id) FROM t WHERE a = @y"), ["x"]);
+    assert_eq!(v("SET @n = (SELECT COUNT(*) FROM t WHERE c = @m)"), ["n"]);
+    assert_eq!(v("INSERT INTO t VALUES (@a)"), Vec::<String>::new());
+    assert_eq!(v("SELECT @a = 1"), Vec::<String>::new(), "a comparison");
+    assert_eq!(v("SET @a = 1; SELECT @a; SET @'b' = 2"), ["a", "b"]);
+    assert_eq!(v("DO @y := 3"), ["y"]);
+}
+
+#[test]
+fn kill_statements() {
+    assert_eq!(kill_target(b"KILL 42"), (false, KillTarget::Id(42)));
+    assert_eq!(kill_target(b"kill query 42;"), (true, KillTarget::Id(42)));
+    assert_eq!(
+        kill_target(b"KILL CONNECTION 7"),
+        (false, KillTarget::Id(7))
+    );
+    assert_eq!(kill_target(b"KILL HARD QUERY 7"), (true, KillTarget::Id(7)));
+    assert_eq!(
+        kill_target(b"KILL CONNECTION_ID()"),
+        (false, KillTarget::Myself)
+    );
+    assert!(matches!(
+        kill_target(b"KILL QUERY ID 7").1,
+        KillTarget::Unsupported(_)
+    ));
+    assert!(matches!(
+        kill_target(b"KILL USER app").1,
+        KillTarget::Unsupported(_)
+    ));
+    assert!(matches!(
+        kill_target(b"KILL 7; DROP TABLE t").1,
+        KillTarget::Unsupported(_)
+    ));
+    assert!(matches!(
+        kill_target(b"KILL 1+1").1,
+        KillTarget::Unsupported(_)
+    ));
+    assert!(matches!(
+        kill_target(b"KILL 99999999999999999999999").1,
+        KillTarget::Unsupported(_)
+    ));
+}
+
+#[test]
+fn connection_id_is_rewritten() {
+    let r = |s: &str| String::from_utf8(rewrite_connection_id(s.as_bytes(), 77)).unwrap();
+    assert_eq!(
+        r("SELECT CONNECTION_ID()"),
+        "SELECT 77 AS `CONNECTION_ID()`"
+    );
+    assert_eq!(
+        r("select connection_id() , 1"),
+        "select 77 AS `connection_id()` , 1"
+    );
+    assert_eq!(r("SELECT CONNECTION_ID() AS id"), "SELECT 77 AS id");
+    assert_eq!(
+        r("SELECT * FROM t WHERE c = CONNECTION_ID()"),
+        "SELECT * FROM t WHERE c = 77"
+    );
+    assert_eq!(
+        r("SELECT 'CONNECTION_ID()', `CONNECTION_ID`"),
+        "SELECT 'CONNECTION_ID()', `CONNECTION_ID`"
+    );
+    assert_eq!(r("SELECT CONNECTION_ID()+1"), "SELECT 77+1");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::error::SessionError;
 use concord_protocol::codes;
 use concord_protocol::consts::{cap, status};
 use concord_protocol::err::ErrPacket;
-use concord_protocol::ok::OkPacket;
+use concord_protocol::ok::StateChange;
 use concord_protocol::scan::{Expect, PrepareOk, Scanner};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -83,9 +83,13 @@ impl Conns {
 pub struct Outcome {
     /// The backend answered with an error (or refused LOCAL INFILE).
     pub failed: bool,
-    pub ok: Option<OkPacket>,
     pub prepare: Option<PrepareOk>,
     pub status: u16,
+    /// Session-state changes the server reported (see `relay::RelayEnd`).
+    pub changes: Vec<StateChange>,
+    /// Id of the connection that ran it, and whether it tracks state.
+    pub conn_id: u64,
+    pub tracking: bool,
 }
 
 impl Session {
@@ -115,6 +119,10 @@ impl Session {
                 mid_response: false,
             })?;
         self.shared.learn_server_version(&conn.server_version);
+        if let Err(e) = self.capture_elsewhere(conn.id).await {
+            pool.release(conn, key, gen, true);
+            return Err(e);
+        }
         match state::sync(&mut conn, &self.state).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -142,9 +150,21 @@ impl Session {
     /// Brings a held connection up to date with the session's state
     /// (after SET / USE ran elsewhere).
     pub(super) async fn sync_held(&mut self, w: Which) -> Result<(), SessionError> {
+        let Some(id) = self.conns.get(w).map(|b| b.conn.id) else {
+            return Ok(());
+        };
+        self.capture_elsewhere(id).await?;
         let Some(b) = self.conns.get_mut(w) else {
             return Ok(());
         };
+        if b.conn.state.synced == Some((self.state.session_id, self.state.version))
+            && b.conn.state.db == self.state.db
+            && b.conn.state.collation == self.state.collation
+            && b.conn.state.multi_statements == self.state.multi_statements
+            && b.conn.tracking
+        {
+            return Ok(());
+        }
         match state::sync(&mut b.conn, &self.state).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(SessionError::Reply(e)),
@@ -170,13 +190,24 @@ impl Session {
         need_lease: bool,
         cmd_bytes: usize,
     ) -> Result<(), SessionError> {
+        let routing = self.shared.routing.load();
+        self.ensure_primary_in(&routing, need_lease, cmd_bytes)
+            .await
+    }
+
+    /// [`Session::ensure_primary`] deciding on the routing snapshot the
+    /// statement was placed with (a fresh one only while it waits).
+    pub(super) async fn ensure_primary_in(
+        &mut self,
+        routing: &crate::routing::Routing,
+        need_lease: bool,
+        cmd_bytes: usize,
+    ) -> Result<(), SessionError> {
         // Fast path, the common case: the held connection is to the
-        // current primary under the current epoch. Checked on a guard (no
-        // shared reference count), nothing awaited while it is held.
+        // current primary under the current epoch.
         let fast = match &self.conns.primary {
             Some(b) if !need_lease || self.shared.lease.valid() => {
-                let routing = self.shared.routing.load();
-                let current = held_is_current(b, &routing)
+                let current = held_is_current(b, routing)
                     && routing.epoch >= self.shared.gate.epoch()
                     && self.cmd_at.saturating_duration_since(b.conn.idle_since) <= IDLE_CHECK;
                 current.then_some(routing.epoch)
@@ -242,6 +273,7 @@ impl Session {
                             *self.info.backend.lock().unwrap_or_else(|p| p.into_inner()) =
                                 Some(b.pool.name.clone());
                             self.conns.primary = Some(b);
+                            self.publish_held();
                             return Ok(());
                         }
                         // Nothing was sent: hold the statement while the
@@ -310,7 +342,28 @@ impl Session {
         let epoch = self.shared.routing.load().epoch;
         let b = self.acquire(pool.clone(), epoch).await?;
         self.conns.replicas.push(b);
+        self.publish_held();
         Ok(Which::Replica(self.conns.replicas.len() - 1))
+    }
+
+    /// Tells the session registry which backend threads this session
+    /// holds (for KILL); called when that changes, not per statement.
+    pub(super) fn publish_held(&self) {
+        let held = self
+            .conns
+            .primary
+            .iter()
+            .chain(self.conns.replicas.iter())
+            .map(|b| crate::shared::HeldConn {
+                conn_id: b.conn.id,
+                backend: b.pool.name.clone(),
+                addr: b.pool.addr.clone(),
+                thread_id: b.conn.thread_id,
+                user: self.user.backend_user.clone(),
+                password: self.user.backend_password.clone(),
+            })
+            .collect();
+        *self.info.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
     }
 
     /// Forwards the command at the head of the client buffer on `w` and
@@ -340,6 +393,7 @@ impl Session {
         }
         let mut sc = Scanner::new(expect, b.conn.deprecate_eof());
         b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.info.running.store(b.conn.id, Ordering::Relaxed);
         let started = Instant::now();
         let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
             .await
@@ -364,6 +418,7 @@ impl Session {
             Err(e) => Err(e),
         };
         b.pool.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.info.running.store(0, Ordering::Relaxed);
         let now = Instant::now();
         b.conn.idle_since = now;
         let stats = &b.pool.stats;
@@ -380,15 +435,23 @@ impl Session {
                     relay::consume(&mut self.client, cmd);
                 }
                 b.conn.status = sc.status;
+                if end.trailing {
+                    tracing::warn!(backend = %b.pool.name, "backend sent data after the end of a response; its connection is closed after this command");
+                    b.conn.poisoned = true;
+                }
+                let (conn_id, tracking) = (b.conn.id, b.conn.tracking);
                 if expect != Expect::Single || sc.error.is_none() {
                     self.status = sc.status;
                     self.txn = (sc.status & status::IN_TRANS != 0).then_some(w);
                 }
+                self.last = Some(w);
                 Ok(Outcome {
                     failed: sc.error.is_some() || end.refused_infile,
-                    ok: end.ok,
                     prepare: sc.prepare,
                     status: sc.status,
+                    changes: end.changes,
+                    conn_id,
+                    tracking,
                 })
             }
             Err(e) => {
@@ -425,6 +488,23 @@ impl Session {
         let in_txn = self.txn == Some(w);
         let name = self.conns.get(w).map(|b| b.pool.name.clone());
         self.drop_conn(w);
+        if self.lost.is_some() {
+            return match e {
+                RelayError::Client(pe) => (SessionError::Client(pe), 1),
+                RelayError::Backend {
+                    next_seq,
+                    mid_packet,
+                    source,
+                } => (
+                    SessionError::Backend {
+                        backend: name.unwrap_or_else(|| "?".into()),
+                        source: source.into(),
+                        mid_response: mid_packet,
+                    },
+                    next_seq,
+                ),
+            };
+        }
         match e {
             RelayError::Client(pe) => (SessionError::Client(pe), 1),
             RelayError::Backend {
@@ -451,50 +531,104 @@ impl Session {
         }
     }
 
+    /// Takes a held connection out of `conns`, keeping `txn` and `last`
+    /// pointing at the same connections.
+    fn take_conn(&mut self, w: Which) -> Option<Bound> {
+        let b = self.conns.take(w)?;
+        self.stmts.forget_conn(b.conn.id);
+        // Later replicas move down one place.
+        let shift = |x: Option<Which>| match (x, w) {
+            (Some(Which::Replica(t)), Which::Replica(i)) if t > i => Some(Which::Replica(t - 1)),
+            _ => x,
+        };
+        if self.last == Some(w) {
+            self.last = None;
+        }
+        self.last = shift(self.last);
+        // A transaction on this connection: the caller says what it means.
+        if self.txn != Some(w) {
+            self.txn = shift(self.txn);
+        }
+        if self.state.has_pending_on(b.conn.id) {
+            self.lost.get_or_insert_with(|| {
+                format!(
+                    "the connection to backend '{}' holding this session's user variables was closed",
+                    b.pool.name
+                )
+            });
+        } else if w == Which::Primary && self.pins != 0 {
+            self.lost.get_or_insert_with(|| {
+                format!(
+                    "the connection to backend '{}' this session was pinned to ({}) was closed",
+                    b.pool.name,
+                    crate::classify::Pin::ALL
+                        .iter()
+                        .filter(|p| self.pins & p.bit() != 0)
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        }
+        Some(b)
+    }
+
     /// Closes a held connection (it will not be reused).
     pub(super) fn drop_conn(&mut self, w: Which) {
-        if let Some(b) = self.conns.take(w) {
-            self.stmts.forget_conn(b.conn.id);
-            if let Some(Which::Replica(t)) = self.txn {
-                if let Which::Replica(i) = w {
-                    if t > i {
-                        self.txn = Some(Which::Replica(t - 1));
-                    }
-                }
-            }
+        if let Some(b) = self.take_conn(w) {
             b.pool.discard(b.conn);
+            self.publish_held();
         }
     }
 
     /// Gives a held connection back to its pool (reset if it changed).
     pub(super) fn release(&mut self, w: Which) {
-        if let Some(b) = self.conns.take(w) {
-            self.stmts.forget_conn(b.conn.id);
-            let reusable = b.conn.status & status::IN_TRANS == 0;
+        if let Some(b) = self.take_conn(w) {
+            let reusable = b.conn.status & status::IN_TRANS == 0 && !b.conn.poisoned;
             b.pool.release(b.conn, b.key, b.gen, reusable);
+            self.publish_held();
+        }
+    }
+
+    /// After a command: closes connections that turned out broken (the
+    /// backend sent bytes after a complete response).
+    pub(super) fn drop_poisoned(&mut self) {
+        if self.conns.primary.as_ref().is_some_and(|b| b.conn.poisoned) {
+            self.drop_conn(Which::Primary);
+        }
+        while let Some(i) = self.conns.replicas.iter().position(|b| b.conn.poisoned) {
+            self.drop_conn(Which::Replica(i));
         }
     }
 
     /// Between transactions: lets go of replica connections the routing no
-    /// longer offers (drained, removed, fenced), so a drain completes.
-    pub(super) fn release_stale_replicas(&mut self) {
+    /// longer offers (drained, removed, fenced), so a drain completes;
+    /// user variables living on one are read back first.
+    pub(super) async fn release_stale_replicas(&mut self) {
         if self.txn.is_some() || self.conns.replicas.is_empty() {
             return;
         }
-        let routing = self.shared.routing.load();
         let mut i = 0;
         while i < self.conns.replicas.len() {
-            let b = &self.conns.replicas[i];
-            let offered = routing
-                .replicas
-                .iter()
-                .any(|r| Arc::ptr_eq(&r.pool, &b.pool))
-                && b.gen == b.pool.generation();
+            let offered = {
+                let routing = self.shared.routing.load();
+                let b = &self.conns.replicas[i];
+                routing
+                    .replicas
+                    .iter()
+                    .any(|r| Arc::ptr_eq(&r.pool, &b.pool))
+                    && b.gen == b.pool.generation()
+            };
             if offered {
                 i += 1;
-            } else {
-                self.release(Which::Replica(i));
+                continue;
             }
+            let id = self.conns.replicas[i].conn.id;
+            if self.state.has_pending_on(id) {
+                // Read them back from it (any other connection id will do).
+                let _ = self.capture_elsewhere(u64::MAX).await;
+            }
+            self.release(Which::Replica(i));
         }
     }
 
@@ -503,6 +637,15 @@ impl Session {
             self.release(Which::Replica(0));
         }
         self.release(Which::Primary);
+    }
+
+    /// Closes every held connection (the session was cut off in the
+    /// middle of a command: they are in an unknown state).
+    pub(super) fn drop_all(&mut self) {
+        while !self.conns.replicas.is_empty() {
+            self.drop_conn(Which::Replica(0));
+        }
+        self.drop_conn(Which::Primary);
     }
 }
 

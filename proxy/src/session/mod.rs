@@ -4,20 +4,25 @@
 //! maps a command to its handler; the handlers live in small files:
 //! `query` (COM_QUERY), `stmt` (prepared statements), `conns` (held
 //! backend connections), `ryw` (read-your-writes), `state` (replayed
-//! session state), `relay` (moving bytes), `local` (answered by concord).
+//! session state), `track` (what the server said changed), `kill` (KILL
+//! and connection ids), `relay` (moving bytes), `local` (answered by
+//! concord).
 
 mod conns;
 pub mod handshake;
+pub mod kill;
 pub mod local;
 mod query;
 pub mod relay;
 mod ryw;
 pub mod state;
 mod stmt;
+mod track;
 
+use crate::classify::Pin;
 use crate::error::SessionError;
 use crate::net::ClientIo;
-use crate::shared::{SessionInfo, Shared};
+use crate::shared::{Registered, SessionInfo, Shared};
 use crate::users::User;
 use concord_protocol::codes;
 use concord_protocol::consts::{cap, com, status};
@@ -47,9 +52,19 @@ pub struct Session {
     status: u16,
     /// Where the open transaction runs, if one is open.
     txn: Option<Which>,
-    /// Temp tables, LOCK TABLES, query-assigned user variables: everything
-    /// stays on the primary connection for the rest of the session.
-    pinned: bool,
+    /// Why everything stays on the primary connection (`Pin` bits): state
+    /// the server holds there that concord cannot replay elsewhere
+    /// (temporary tables, locks, ...).
+    pins: u16,
+    /// The connection that ran the client's previous command: statement
+    /// information (SHOW WARNINGS, FOUND_ROWS(), @@warning_count, ...) is
+    /// read there.
+    last: Option<Which>,
+    /// After SET TRANSACTION: the next transaction runs where it was set.
+    next_on_primary: bool,
+    /// Session state that lived only on a backend connection that is gone
+    /// (why): the session ends, as a direct connection would have.
+    lost: Option<String>,
     /// A backend died inside this session's transaction: everything but
     /// ROLLBACK fails until the client acknowledges it.
     txn_lost: bool,
@@ -61,11 +76,13 @@ pub struct Session {
     write_guard: Option<concord_consensus::WriteGuard>,
     /// When the current command arrived.
     cmd_at: std::time::Instant,
+    /// In the registry and counted for its user until dropped.
+    registered: Registered,
 }
 
 /// Runs one client connection from accept to close.
 pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    let id = shared.sessions.next_id();
+    let id = shared.sessions.next_id(shared.node_id);
     let cfg = shared.config.load_full();
     let users = shared.users.load_full();
     let gate = handshake::Gate {
@@ -73,26 +90,15 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         require_tls: cfg.listener.require_tls,
         max_packet: cfg.listener.max_allowed_packet.as_usize(),
     };
+    // The greeting names the backends' version: drivers pick their code
+    // paths (MySQL 8 or MariaDB) from it.
+    shared
+        .wait_server_version(cfg.listener.handshake_timeout.get() / 2)
+        .await;
     let auth = handshake::login(tcp, peer, &shared, id as u32, &gate, "client").await;
     drop(cfg);
     let Some(auth) = auth else { return };
     let user_name = auth.user.name.clone();
-    if !shared
-        .sessions
-        .add_user(&user_name, auth.user.max_connections)
-    {
-        let mut s = auth.stream;
-        let mut seq = auth.seq;
-        let e = ErrPacket::new(
-            codes::USER_LIMIT_REACHED,
-            format!(
-                "User '{user_name}' has exceeded its max_connections ({}) on this concord node",
-                auth.user.max_connections
-            ),
-        );
-        let _ = s.send(&mut seq, &e.to_payload()).await;
-        return;
-    }
     let info = Arc::new(SessionInfo {
         id,
         user: std::sync::Mutex::new(user_name.clone()),
@@ -108,13 +114,29 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         backend: std::sync::Mutex::new(None),
         kill_reason: std::sync::Mutex::new(None),
         kill: Default::default(),
+        abort: Default::default(),
+        held: Default::default(),
+        running: Default::default(),
+        pins: Default::default(),
     });
-    shared.sessions.insert(info.clone());
+    let Some(registered) = Registered::new(&shared, info.clone(), auth.user.max_connections) else {
+        let mut s = auth.stream;
+        let mut seq = auth.seq;
+        let e = ErrPacket::new(
+            codes::USER_LIMIT_REACHED,
+            format!(
+                "User '{user_name}' has exceeded its max_connections ({}) on this concord node",
+                auth.user.max_connections
+            ),
+        );
+        let _ = s.send(&mut seq, &e.to_payload()).await;
+        return;
+    };
     let multi = auth.caps & cap::MULTI_STATEMENTS != 0;
     let mut s = Session {
         state: SessionState::new(id, auth.database.clone(), auth.collation, multi),
         shared: shared.clone(),
-        info,
+        info: info.clone(),
         client: auth.stream,
         peer,
         user: auth.user,
@@ -123,22 +145,52 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         stmts: stmt::Stmts::default(),
         status: status::AUTOCOMMIT,
         txn: None,
-        pinned: false,
+        pins: 0,
+        last: None,
+        next_on_primary: false,
+        lost: None,
         txn_lost: false,
         write_epoch: 0,
         ryw: ryw::Ryw::default(),
         write_guard: None,
         cmd_at: std::time::Instant::now(),
+        registered,
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
+    let mut cut = false;
     if s.login_complete(auth.seq).await {
-        s.serve().await;
+        tokio::select! {
+            biased;
+            _ = s.serve() => {}
+            why = cut_off(&info) => {
+                tracing::info!(session = id, "session cut off in the middle of a command: {why}");
+                cut = true;
+            }
+        }
     }
     let (received, sent) = s.client.io.take_bytes();
     crate::metrics::client_bytes(received, sent);
-    s.release_all();
-    shared.sessions.remove(id);
-    shared.sessions.remove_user(&s.user.name);
+    if cut {
+        // Connections in the middle of a command: never reused.
+        s.drop_all();
+    } else {
+        s.release_all();
+    }
+}
+
+/// Resolves when the session was killed while busy with a command (a
+/// statement running, a half-sent packet, a LOCAL INFILE that went
+/// quiet): the session future is then dropped, closing its sockets.
+/// Between commands the command loop answers the kill itself, telling the
+/// client why.
+async fn cut_off(info: &SessionInfo) -> String {
+    info.abort.notified().await;
+    loop {
+        if info.busy.load(Ordering::Relaxed) {
+            return info.killed().unwrap_or_default();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 impl Session {
@@ -169,6 +221,11 @@ impl Session {
             };
             self.cmd_at = self.info.touch();
             self.info.queries.fetch_add(1, Ordering::Relaxed);
+            if let Some(why) = self.lost.take() {
+                let _ = self.discard(cmd).await;
+                self.report(SessionError::Fatal(lost_state(&why)), 1).await;
+                return;
+            }
             self.info.busy.store(true, Ordering::Relaxed);
             let done = self.dispatch(cmd).await;
             self.info.busy.store(false, Ordering::Relaxed);
@@ -177,9 +234,10 @@ impl Session {
                 crate::metrics::client_bytes(received, sent);
             }
             self.write_guard = None;
+            self.drop_poisoned();
             // At a transaction boundary: drop connections to backends the
             // routing no longer offers (drained, in maintenance, fenced).
-            self.release_stale_replicas();
+            self.release_stale_replicas().await;
             match done {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -224,9 +282,9 @@ impl Session {
                     // routing took a backend out of rotation): let go of
                     // what is no longer offered, loop and check.
                     if let Some(why) = why {
-                        return Err(SessionError::fatal(codes::QUERY_INTERRUPTED, format!("concord closed this session: {why}")));
+                        return Err(SessionError::fatal(codes::CONNECTION_KILLED, format!("Connection was killed: concord closed this session ({why})")));
                     }
-                    self.release_stale_replicas();
+                    self.release_stale_replicas().await;
                 }
             }
         }
@@ -234,14 +292,36 @@ impl Session {
 
     /// Sends the client the packet for `e`; false if the session must end.
     async fn report(&mut self, e: SessionError, seq: u8) -> bool {
-        let keep = matches!(&e, SessionError::Reply(_))
+        let keep = (matches!(&e, SessionError::Reply(_))
             || matches!(
                 &e,
                 SessionError::Backend {
                     mid_response: false,
                     ..
                 }
-            );
+            ))
+            && self.lost.is_none();
+        if let Some(why) = self.lost.take() {
+            // The error that lost the state ends the session with it.
+            let p = lost_state(&why);
+            crate::metrics::client_error(p.code);
+            let mut s = seq;
+            write_err(&mut self.client.wbuf, &mut s, &p);
+            let _ = self.client.flush().await;
+            return false;
+        }
+        if matches!(
+            &e,
+            SessionError::Backend {
+                mid_response: true,
+                ..
+            }
+        ) {
+            // Part of a packet reached the client: an error packet now
+            // would be read as the rest of it. Only closing is clean.
+            tracing::warn!(session = self.info.id, "{e}; closing the client mid-packet");
+            return false;
+        }
         match &e {
             SessionError::Client(ProtoError::Closed) => {}
             SessionError::Client(pe) => {
@@ -284,7 +364,7 @@ impl Session {
             com::STMT_SEND_LONG_DATA => self.stmt_long_data(cmd).await,
             com::FIELD_LIST => self.on_primary(cmd, Expect::FieldList, false).await,
             com::STATISTICS => self.on_primary(cmd, Expect::Single, false).await,
-            com::PROCESS_KILL => self.on_primary(cmd, Expect::Single, true).await,
+            com::PROCESS_KILL => self.process_kill(cmd).await,
             com::SET_OPTION => self.set_option(cmd).await,
             com::RESET_CONNECTION => self.reset_connection(cmd).await,
             com::CHANGE_USER => self.change_user(cmd).await,
@@ -398,9 +478,11 @@ impl Session {
         self.state.reset();
         self.state.multi_statements = true;
         self.stmts.clear();
-        self.pinned = false;
+        self.set_pins(0);
         self.ryw = ryw::Ryw::default();
         self.txn = None;
+        self.next_on_primary = false;
+        self.lost = None;
     }
 
     async fn reset_connection(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
@@ -421,6 +503,9 @@ impl Session {
                 b.conn.state.multi_statements = true;
                 b.conn.state.collation = b.conn.login_collation;
                 b.conn.dirty = false;
+                // The reset returned the tracking settings to their
+                // global values: set again before the next statement.
+                b.conn.tracking = false;
             }
         }
         Ok(())
@@ -451,9 +536,8 @@ impl Session {
         // The new user gets fresh connections with its own backend account.
         self.release_all();
         if !self
-            .shared
-            .sessions
-            .add_user(&user.name, user.max_connections)
+            .registered
+            .change_user(&user.name, user.max_connections)
         {
             return Err((
                 SessionError::fatal(
@@ -463,7 +547,6 @@ impl Session {
                 seq,
             ));
         }
-        self.shared.sessions.remove_user(&self.user.name);
         *self.info.user.lock().unwrap_or_else(|p| p.into_inner()) = user.name.clone();
         self.user = user;
         let collation = req.collation.unwrap_or(self.state.collation);
@@ -515,6 +598,38 @@ impl Session {
             }
             _ => Err((SessionError::Reply(lost("The transaction was lost: its backend connection failed and the server rolled it back. Issue ROLLBACK and retry the transaction")), 1)),
         }
+    }
+}
+
+/// What a client whose session state was lost gets: its session is over,
+/// as it would be had its server connection died.
+fn lost_state(why: &str) -> ErrPacket {
+    ErrPacket {
+        code: codes::CR_SERVER_LOST.0,
+        state: *b"08S01",
+        message: format!(
+            "Lost connection: {why}; this session's server-side state (user variables, temporary tables, locks) is gone with it. Reconnect"
+        ),
+    }
+}
+
+impl Session {
+    /// Records why the session keeps to its primary connection.
+    fn pin(&mut self, why: Pin) {
+        if self.pins & why.bit() == 0 {
+            tracing::debug!(
+                session = self.info.id,
+                reason = why.as_str(),
+                "session pinned to its primary connection"
+            );
+            crate::metrics::pinned(why);
+            self.set_pins(self.pins | why.bit());
+        }
+    }
+
+    fn set_pins(&mut self, pins: u16) {
+        self.pins = pins;
+        self.info.pins.store(pins, Ordering::Relaxed);
     }
 }
 

@@ -2,14 +2,14 @@
 //! forward it, retry a read elsewhere if its replica died before
 //! answering, then track what the statement changed.
 
-use super::conns::{retryable, Outcome, Which};
+use super::conns::{retryable, Which};
 use super::relay::CmdHead;
 use super::{local, Session};
 use crate::classify::{self, flag, Class, Kind};
 use crate::error::SessionError;
 use crate::router::{self, Facts, Reason, Route};
 use concord_protocol::codes;
-use concord_protocol::ok::StateChange;
+use concord_protocol::packet::HEADER;
 use concord_protocol::scan::Expect;
 
 impl Session {
@@ -18,23 +18,46 @@ impl Session {
         let mut class = classify::classify(sql);
         if !cmd.whole {
             class.flags |= flag::TRUNCATED;
+            class.flags &= !flag::ONLY_SETS;
         }
-        if class.kind == Kind::ConcordStatus {
-            self.discard(cmd).await.map_err(|e| (e, 1))?;
-            return local::concord_status(self).await;
+        match class.kind {
+            Kind::ConcordStatus => {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                if class.has(flag::MULTI) {
+                    return Err((
+                        SessionError::reply(
+                            codes::PARSE_ERROR,
+                            "SHOW CONCORD STATUS is answered by concord and must be sent alone, not in a multi-statement; nothing was executed",
+                        ),
+                        1,
+                    ));
+                }
+                return local::concord_status(self).await;
+            }
+            Kind::Kill if cmd.whole => {
+                let (query_only, target) = classify::kill_target(sql);
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return self.kill_statement(query_only, target).await;
+            }
+            _ => {}
         }
-        // Keep the text of statements whose effect is tracked.
-        let tracked = matches!(
-            class.kind,
-            Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use
-        ) && cmd.whole;
-        let text = tracked.then(|| sql.to_vec());
-        let dirty = class.has(
-            flag::PINS | flag::TEMP_TABLE | flag::USER_VAR_WRITE | flag::MULTI | flag::TRUNCATED,
-        ) || matches!(
-            class.kind,
-            Kind::SetSession | Kind::SetAutocommit(_) | Kind::SetTransaction
-        );
+        // The names of user variables it assigns (read back from where it
+        // runs when another connection needs them).
+        let assigned = if class.has(flag::USER_VAR_WRITE | flag::INTO) && cmd.whole {
+            classify::assigned_user_vars(sql)
+        } else {
+            Vec::new()
+        };
+        let cmd = if class.has(flag::CONN_ID) && cmd.whole {
+            let id = self.info.id;
+            self.rewrite_command(cmd, |payload| {
+                let mut p = vec![payload[0]];
+                p.extend(classify::rewrite_connection_id(&payload[1..], id));
+                p
+            })
+        } else {
+            cmd
+        };
 
         let (w, reason) = match self.place(&class, cmd.len, false).await {
             Ok(x) => x,
@@ -46,8 +69,9 @@ impl Session {
         crate::metrics::route(w != Which::Primary, reason);
         let retry = w != Which::Primary && cmd.whole;
         let mut res = self
-            .forward_to(w, cmd, Expect::ResultSets, dirty, None, !retry)
+            .forward_to(w, cmd, Expect::ResultSets, false, None, !retry)
             .await;
+        let mut w = w;
         if retry && res.as_ref().err().is_some_and(retryable) {
             // The replica failed before answering: a read is safe to run
             // on the primary instead.
@@ -59,24 +83,53 @@ impl Session {
                 return Err((e, 1));
             }
             crate::metrics::route(false, Reason::NoReplica);
+            w = Which::Primary;
             res = self
-                .forward_to(Which::Primary, cmd, Expect::ResultSets, dirty, None, true)
+                .forward_to(Which::Primary, cmd, Expect::ResultSets, false, None, true)
                 .await;
         }
         let out = res?;
-        self.after_statement(w, &class, text, &out);
+        self.after_statement(w, &class, &assigned, &out);
         Ok(())
+    }
+
+    /// Replaces the whole command at the head of the client buffer by
+    /// `f(payload)` (same sequence id), keeping what follows it.
+    pub(super) fn rewrite_command(
+        &mut self,
+        cmd: CmdHead,
+        f: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> CmdHead {
+        let newp = f(cmd.visible(&self.client.rbuf));
+        let rest = self.client.rbuf.split_off(HEADER + cmd.len);
+        self.client.rbuf.clear();
+        let mut seq = 0;
+        concord_protocol::packet::put_packet(&mut self.client.rbuf, &mut seq, &newp);
+        self.client.rbuf.extend_from_slice(&rest);
+        CmdHead {
+            len: newp.len(),
+            whole: newp.len() <= concord_protocol::scan::WHOLE_LIMIT,
+        }
     }
 
     /// Decides where a statement runs and makes sure the session holds a
     /// connection there. `prepare`: placing a COM_STMT_PREPARE (never needs
-    /// the lease: preparing writes nothing).
+    /// the lease: preparing writes nothing). The routing snapshot is read
+    /// once, here.
     pub(super) async fn place(
         &mut self,
         class: &Class,
         bytes: usize,
         prepare: bool,
     ) -> Result<(Which, Reason), SessionError> {
+        if !class.has(flag::STMT_INFO) {
+            // User variables the previous statement assigned are read back
+            // now, before anything else runs: a failover or a lost
+            // connection then loses nothing. Not before a statement that
+            // reads the previous one's diagnostics (the read-back would
+            // replace them).
+            self.capture_elsewhere(u64::MAX).await?;
+        }
         if let Some(w) = self.txn {
             if self.conns.get(w).is_some() {
                 if w == Which::Primary {
@@ -88,11 +141,23 @@ impl Session {
             }
             self.txn = None;
         }
-        // A guard, not a clone: no shared reference count per statement.
+        // Diagnostics and counters of the previous statement exist only on
+        // the connection that ran it.
+        if class.has(flag::STMT_INFO) {
+            if let Some(w) = self.last.filter(|w| self.conns.get(*w).is_some()) {
+                if w == Which::Primary {
+                    self.ensure_primary(false, bytes).await?;
+                } else {
+                    self.sync_held(w).await?;
+                }
+                return Ok((w, Reason::ConnectionBound));
+            }
+        }
+        let routing = self.shared.routing.load_full();
         let facts = {
             let cfg = self.shared.config.load();
             Facts {
-                pinned: self.pinned,
+                pinned: self.pins != 0 || std::mem::take(&mut self.next_on_primary),
                 autocommit: self.state.autocommit,
                 split_reads: cfg.routing.split_reads,
                 max_lag: class
@@ -108,7 +173,6 @@ impl Session {
         } else {
             None
         };
-        let routing = self.shared.routing.load_full();
         let mut route = router::route(class, &facts, &routing, need.as_deref());
         if let (Route::Primary(Reason::ReadYourWrites), Some(g)) = (&route, need.as_deref()) {
             if let Some(i) = self.ryw_wait(&routing, facts.max_lag, g).await {
@@ -122,7 +186,7 @@ impl Session {
                     Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use
                 );
                 let need_lease = !prepare && !class.replica_ok() && !session_only;
-                self.ensure_primary(need_lease, bytes).await?;
+                self.ensure_primary_in(&routing, need_lease, bytes).await?;
                 Ok((Which::Primary, reason))
             }
             Route::Replica(i, reason) => {
@@ -143,73 +207,6 @@ impl Session {
                 codes::UNKNOWN_ERROR,
                 format!("concord: {msg}"),
             )),
-        }
-    }
-
-    /// Tracks what a successful statement changed in the session.
-    pub(super) fn after_statement(
-        &mut self,
-        w: Which,
-        class: &Class,
-        text: Option<Vec<u8>>,
-        out: &Outcome,
-    ) {
-        if out.failed {
-            return;
-        }
-        if let Some(ok) = &out.ok {
-            if let Ok(changes) = ok.state_changes() {
-                for c in changes {
-                    if let StateChange::Schema(s) = c {
-                        self.set_db(w, Some(String::from_utf8_lossy(&s).into_owned()));
-                    }
-                }
-            }
-        }
-        match (class.kind, text) {
-            (Kind::Use, Some(t)) => {
-                if let Some(db) = classify::use_target(&t) {
-                    self.set_db(w, Some(db));
-                }
-            }
-            (Kind::SetSession, Some(t)) => self.record_set(w, classify::set_target(&t), &t),
-            (Kind::SetAutocommit(on), Some(t)) => {
-                self.state.autocommit = on;
-                self.record_set(w, Some("autocommit".into()), &t);
-            }
-            _ => {}
-        }
-        let query_vars = class.has(flag::USER_VAR_WRITE) && class.kind != Kind::SetSession;
-        if class.has(flag::TEMP_TABLE | flag::PINS) || query_vars || self.state.overflow {
-            if !self.pinned {
-                tracing::debug!(session = self.info.id, "session pinned to the primary (temp tables, locks or query-assigned variables)");
-            }
-            self.pinned = true;
-        }
-        self.after_write_check(w, class, false);
-    }
-
-    /// Read-your-writes bookkeeping after anything that may have written.
-    pub(super) fn after_write_check(&mut self, w: Which, class: &Class, failed: bool) {
-        let session_only = matches!(
-            class.kind,
-            Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use | Kind::SetTransaction
-        );
-        if !failed && w == Which::Primary && !class.replica_ok() && !session_only {
-            self.ryw_note_write();
-        }
-    }
-
-    fn record_set(&mut self, w: Which, key: Option<String>, sql: &[u8]) {
-        let before = self.state.version;
-        self.state.record_set(key, sql);
-        // The connection that ran it is now in the new state.
-        let sid = self.state.session_id;
-        let after = self.state.version;
-        if let Some(b) = self.conns.get_mut(w) {
-            if b.conn.state.synced == Some((sid, before)) {
-                b.conn.state.synced = Some((sid, after));
-            }
         }
     }
 

@@ -2,16 +2,14 @@
 //! back, packet boundaries found by the scanner, bytes forwarded as they
 //! arrive (one write per read, no re-encoding, bounded buffers).
 
-use crate::net::ClientIo;
 use bytes::Buf;
 use concord_protocol::consts::{cap, status};
 use concord_protocol::err::ErrPacket;
-use concord_protocol::ok::OkPacket;
+use concord_protocol::ok::{without_session_state, OkPacket, StateChange};
 use concord_protocol::packet::{header, HEADER, MAX_PAYLOAD};
 use concord_protocol::scan::{Scanner, Step, WHOLE_LIMIT};
 use concord_protocol::{codes, PacketStream, ProtoError};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// When to give up on a backend that stopped answering mid-query: the
 /// health checks declared it down and nothing arrived from it for
@@ -131,12 +129,16 @@ pub fn command_ready(rbuf: &[u8], max_packet: usize) -> Result<Option<CmdHead>, 
 /// With `consume_now = false` a whole command stays in the buffer (the
 /// caller drops it with [`consume`] once answered, or retries it
 /// elsewhere); large streamed commands are always consumed.
-pub async fn forward_command(
-    client: &mut PacketStream<ClientIo>,
-    backend: &mut PacketStream<TcpStream>,
+pub async fn forward_command<C, B>(
+    client: &mut PacketStream<C>,
+    backend: &mut PacketStream<B>,
     cmd: CmdHead,
     consume_now: bool,
-) -> Result<(), RelayError> {
+) -> Result<(), RelayError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let lost = |e: std::io::Error| RelayError::Backend {
         source: ProtoError::Io(e),
         mid_packet: false,
@@ -166,7 +168,7 @@ pub async fn forward_command(
 }
 
 /// Drops a whole command left in the buffer by `forward_command(.., false)`.
-pub fn consume(client: &mut PacketStream<ClientIo>, cmd: CmdHead) {
+pub fn consume<C>(client: &mut PacketStream<C>, cmd: CmdHead) {
     if cmd.whole {
         client.rbuf.advance(HEADER + cmd.len);
     }
@@ -175,8 +177,8 @@ pub fn consume(client: &mut PacketStream<ClientIo>, cmd: CmdHead) {
 /// Forwards physical packets from `src` to `dst` as bytes arrive until a
 /// packet for which `last(len, seq)` holds has passed. Bodies are not
 /// buffered whole. Returns the sequence id of the last packet.
-async fn pump<W: AsyncWrite + Unpin>(
-    src: &mut PacketStream<ClientIo>,
+async fn pump<C: AsyncRead + AsyncWrite + Unpin, W: AsyncWrite + Unpin>(
+    src: &mut PacketStream<C>,
     dst: &mut W,
     mut last: impl FnMut(usize, u8) -> bool,
     limit: Option<usize>,
@@ -235,29 +237,46 @@ async fn pump<W: AsyncWrite + Unpin>(
 /// What the end of a response said.
 #[derive(Debug, Default)]
 pub struct RelayEnd {
-    /// The final OK, decoded when it carried session state changes.
-    pub ok: Option<OkPacket>,
+    /// Session-state changes the server reported, in order, from every OK
+    /// packet of the response (several for a multi-statement).
+    pub changes: Vec<StateChange>,
+    /// The server flagged a session-state change (SESSION_STATE_CHANGED)
+    /// in at least one OK packet.
+    pub state_changed: bool,
     /// The backend asked for LOCAL INFILE and the client had not allowed it.
     pub refused_infile: bool,
+    /// The backend sent bytes after the end of the response: the answer
+    /// the client got is complete, but the connection is out of step and
+    /// must not be used again.
+    pub trailing: bool,
 }
 
 /// Relays the backend's response to the client until the scanner says it
 /// is complete. `prepare_id`: for COM_STMT_PREPARE, the statement id the
-/// client sees, written over the backend's own id in PREPARE_OK.
-pub async fn relay_response(
-    backend: &mut PacketStream<TcpStream>,
-    client: &mut PacketStream<ClientIo>,
+/// client sees, written over the backend's own id in PREPARE_OK. OK
+/// packets carrying session state are decoded (their changes collected in
+/// [`RelayEnd`]) and, for a client that did not negotiate SESSION_TRACK,
+/// rewritten without the state block as the server would have sent them.
+#[allow(clippy::too_many_arguments)]
+pub async fn relay_response<B, C>(
+    backend: &mut PacketStream<B>,
+    client: &mut PacketStream<C>,
     sc: &mut Scanner,
     client_caps: u32,
     backend_caps: u32,
     prepare_id: Option<u32>,
     stall: &Stall<'_>,
-) -> Result<RelayEnd, RelayError> {
+) -> Result<RelayEnd, RelayError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let mut end = RelayEnd::default();
     let progress = std::sync::atomic::AtomicU64::new(0);
     let mut fills = 0u64;
     let mut skip = 0usize;
     let mut next_seq = 1u8;
+    let strip_state = client_caps & cap::SESSION_TRACK == 0;
     // After a refused LOCAL INFILE the rest of the response is swallowed
     // and replaced by one error packet carrying this sequence id.
     let mut swallow: Option<u8> = None;
@@ -266,6 +285,9 @@ pub async fn relay_response(
         let mut done = false;
         let mut infile_at: Option<(usize, u8)> = None;
         let mut patch_at: Option<usize> = None;
+        // An OK packet rewritten for the client: (where it starts, its
+        // sequence id, the new payload).
+        let mut rewrite: Option<(usize, u8, bytes::BytesMut)> = None;
         {
             let buf = &backend.rbuf[..];
             while pos < buf.len() {
@@ -281,6 +303,7 @@ pub async fn relay_response(
                 let Some((len, seq)) = header(&buf[pos..]) else {
                     break;
                 };
+                let start = pos;
                 let avail = buf.len() - pos - HEADER;
                 let step = if len <= WHOLE_LIMIT {
                     if avail < len {
@@ -295,7 +318,15 @@ pub async fn relay_response(
                         patch_at = Some(pos + HEADER + 1);
                     }
                     if sc.last_was_ok && sc.status & status::SESSION_STATE_CHANGED != 0 {
-                        end.ok = OkPacket::decode(body, backend_caps).ok();
+                        end.state_changed = true;
+                        if let Ok(c) =
+                            OkPacket::decode(body, backend_caps).and_then(|ok| ok.state_changes())
+                        {
+                            end.changes.extend(c);
+                        }
+                        if strip_state {
+                            rewrite = without_session_state(body).map(|p| (start, seq, p));
+                        }
                     }
                     pos += HEADER + len;
                     step
@@ -307,6 +338,14 @@ pub async fn relay_response(
                     let step = sc
                         .packet(&buf[pos + HEADER..pos + HEADER + n], len)
                         .map_err(|e| backend_err(e, false, next_seq))?;
+                    if step == Step::LocalInfile {
+                        // A file name longer than any path: not a server.
+                        return Err(backend_err(
+                            ProtoError::malformed("LOCAL INFILE request longer than 64 KiB"),
+                            false,
+                            next_seq,
+                        ));
+                    }
                     pos += HEADER + n;
                     skip = len - n;
                     step
@@ -316,25 +355,36 @@ pub async fn relay_response(
                     Step::More => {}
                     Step::Done => done = true,
                     Step::LocalInfile => {
-                        infile_at = Some((pos - HEADER - len, seq));
+                        infile_at = Some((start, seq));
                         break;
                     }
+                }
+                if rewrite.is_some() {
+                    break;
                 }
             }
         }
         if let (Some(at), Some(id)) = (patch_at, prepare_id) {
             backend.rbuf[at..at + 4].copy_from_slice(&id.to_le_bytes());
         }
-        let forward_to = match infile_at {
-            Some((start, _)) if client_caps & cap::LOCAL_FILES == 0 => start,
+        let forward_to = match (&infile_at, &rewrite) {
+            (Some((start, _)), _) if client_caps & cap::LOCAL_FILES == 0 => *start,
+            (_, Some((start, _, _))) => *start,
             _ => pos,
         };
-        if swallow.is_none() && forward_to > 0 {
-            client
-                .io
-                .write_all(&backend.rbuf[..forward_to])
-                .await
-                .map_err(|e| RelayError::Client(ProtoError::Io(e)))?;
+        if swallow.is_none() {
+            if let Some((_, seq, payload)) = &rewrite {
+                client.wbuf.extend_from_slice(&backend.rbuf[..forward_to]);
+                let mut s = *seq;
+                client.write_packet(&mut s, payload);
+                client.flush().await.map_err(RelayError::Client)?;
+            } else if forward_to > 0 {
+                client
+                    .io
+                    .write_all(&backend.rbuf[..forward_to])
+                    .await
+                    .map_err(|e| RelayError::Client(ProtoError::Io(e)))?;
+            }
         }
         backend.rbuf.advance(pos);
         if let Some((_, seq)) = infile_at {
@@ -369,14 +419,14 @@ pub async fn relay_response(
                 client.write_packet(&mut s, &err.to_payload());
             }
             client.flush().await.map_err(RelayError::Client)?;
-            if !backend.rbuf.is_empty() {
-                return Err(backend_err(
-                    ProtoError::malformed("backend sent data after the end of a response"),
-                    false,
-                    next_seq,
-                ));
-            }
+            // The answer is complete; anything more is the connection's
+            // problem, not this client's.
+            end.trailing = !backend.rbuf.is_empty();
             return Ok(end);
+        }
+        if rewrite.is_some() {
+            // More of the response may already be buffered.
+            continue;
         }
         // Biased: an answer already waiting is taken without registering
         // the stall watch at all.
@@ -404,8 +454,8 @@ fn backend_err(source: ProtoError, mid_packet: bool, next_seq: u8) -> RelayError
 
 /// Drops a command the session answers itself (or refuses), including the
 /// remainder of a large one still on the wire.
-pub async fn discard_command(
-    client: &mut PacketStream<ClientIo>,
+pub async fn discard_command<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut PacketStream<C>,
     cmd: CmdHead,
 ) -> Result<(), ProtoError> {
     if cmd.whole {
@@ -418,5 +468,202 @@ pub async fn discard_command(
         Ok(_) => Ok(()),
         Err(RelayError::Client(e)) => Err(e),
         Err(RelayError::Backend { source, .. }) => Err(source),
+    }
+}
+
+/// The relay over in-memory pipes: a scripted backend response in, what
+/// the client receives out. Shared by the unit tests below and the fuzz
+/// entry (`fuzz_relay`), so both drive the code real sessions run.
+pub mod harness {
+    use super::*;
+    use crate::backend::{BackendPool, PoolSettings};
+    use concord_protocol::scan::Expect;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    pub const MINIMAL_CONFIG: &str = "[listener]\naddr = \"127.0.0.1:0\"\n[[users]]\nname = \"u\"\npassword = \"p\"\n[[backends]]\nname = \"b\"\naddr = \"127.0.0.1:1\"\n";
+
+    /// Relays `backend` (the server's bytes, then end of stream) for a
+    /// command expecting `expect`; returns the outcome and every byte the
+    /// client got.
+    pub async fn relay_bytes(
+        backend: &[u8],
+        expect: Expect,
+        client_caps: u32,
+        backend_caps: u32,
+    ) -> (Result<RelayEnd, RelayError>, Vec<u8>) {
+        let (near_b, mut far_b) = tokio::io::duplex(1 << 16);
+        let (near_c, mut far_c) = tokio::io::duplex(1 << 16);
+        let data = backend.to_vec();
+        let feeder = tokio::spawn(async move {
+            let _ = far_b.write_all(&data).await;
+            // Keep the stream open a moment, then end it.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            drop(far_b);
+        });
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let _ = far_c.read_to_end(&mut out).await;
+            out
+        });
+        let mut b = PacketStream::new(near_b);
+        let mut c = PacketStream::new(near_c);
+        let pool = BackendPool::new(
+            "b",
+            "127.0.0.1:1",
+            PoolSettings {
+                min_idle: 0,
+                max: 1,
+                connect_timeout: Duration::from_secs(1),
+                max_idle_time: Duration::from_secs(1),
+                acquire_timeout: Duration::from_secs(1),
+            },
+        );
+        let nudge = tokio::sync::Notify::new();
+        let kill = std::sync::Mutex::new(None);
+        let cfg = match concord_config::Config::parse(MINIMAL_CONFIG) {
+            Ok(c) => arc_swap::ArcSwap::from_pointee(c),
+            Err(e) => panic!("test config: {e}"),
+        };
+        let stall = Stall {
+            pool: &pool,
+            nudge: &nudge,
+            kill_reason: &kill,
+            config: &cfg,
+        };
+        let mut sc = Scanner::new(expect, backend_caps & cap::DEPRECATE_EOF != 0);
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            relay_response(
+                &mut b,
+                &mut c,
+                &mut sc,
+                client_caps,
+                backend_caps,
+                None,
+                &stall,
+            ),
+        )
+        .await
+        .unwrap_or(Err(RelayError::Client(ProtoError::Timeout("relay"))));
+        drop(c);
+        let _ = feeder.await;
+        let out = reader.await.unwrap_or_default();
+        (r, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::harness::relay_bytes;
+    use super::*;
+    use concord_protocol::ok::OkPacket;
+    use concord_protocol::packet::put_packet;
+    use concord_protocol::scan::Expect;
+
+    fn packets(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut b = bytes::BytesMut::new();
+        let mut seq = 1;
+        for p in payloads {
+            put_packet(&mut b, &mut seq, p);
+        }
+        b.to_vec()
+    }
+
+    fn ok(status: u16, state: &[u8]) -> Vec<u8> {
+        let mut b = bytes::BytesMut::new();
+        OkPacket {
+            status,
+            session_state: state.to_vec(),
+            ..Default::default()
+        }
+        .encode(&mut b, cap::SESSION_TRACK);
+        b.to_vec()
+    }
+
+    #[tokio::test]
+    async fn data_after_a_complete_response_is_not_an_error_to_the_client() {
+        // A complete OK, then garbage: the client gets exactly the OK.
+        let okp = ok(status::AUTOCOMMIT, b"");
+        let mut bytes = packets(&[&okp]);
+        let clean = bytes.clone();
+        bytes.extend_from_slice(&packets(&[b"\xff\x01\x02garbage"]));
+        let (r, got) = relay_bytes(
+            &bytes,
+            Expect::ResultSets,
+            cap::SESSION_TRACK,
+            cap::SESSION_TRACK,
+        )
+        .await;
+        let end = r.expect("the answer was complete");
+        assert!(end.trailing, "the connection is marked unusable");
+        assert_eq!(got, clean, "nothing but the answer reached the client");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_local_infile_request_is_a_backend_error_not_a_panic() {
+        let mut req = vec![0xfbu8];
+        req.extend(std::iter::repeat_n(b'a', WHOLE_LIMIT + 10));
+        let bytes = packets(&[&req]);
+        // Fed in pieces: the request packet arrives over several reads.
+        let (r, _) = relay_bytes(&bytes, Expect::ResultSets, cap::LOCAL_FILES, 0).await;
+        assert!(matches!(r, Err(RelayError::Backend { .. })), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn state_blocks_are_stripped_for_clients_that_did_not_ask() {
+        let state = [2u8, 2, 1, b'1'];
+        let okp = ok(status::AUTOCOMMIT | status::SESSION_STATE_CHANGED, &state);
+        let bytes = packets(&[&okp]);
+        let (r, got) = relay_bytes(&bytes, Expect::ResultSets, 0, cap::SESSION_TRACK).await;
+        let end = r.unwrap();
+        assert!(end.state_changed);
+        assert_eq!(end.changes, vec![StateChange::StateChanged(true)]);
+        let want = packets(&[&without_session_state(&okp).unwrap()]);
+        assert_eq!(got, want);
+        // A client with SESSION_TRACK gets the packet as the server sent it.
+        let (_, got) = relay_bytes(
+            &bytes,
+            Expect::ResultSets,
+            cap::SESSION_TRACK,
+            cap::SESSION_TRACK,
+        )
+        .await;
+        assert_eq!(got, bytes);
+    }
+
+    #[tokio::test]
+    async fn every_ok_of_a_multi_statement_is_tracked_and_rewritten() {
+        let var = |n: &[u8], v: &[u8]| {
+            let mut d = bytes::BytesMut::new();
+            use concord_protocol::wr::Wr;
+            d.put_lenenc_bytes(n);
+            d.put_lenenc_bytes(v);
+            let mut e = bytes::BytesMut::new();
+            e.put_u8(0);
+            e.put_lenenc_bytes(&d);
+            e.to_vec()
+        };
+        use bytes::BufMut;
+        let s1 = var(b"sql_mode", b"ANSI");
+        let s2 = var(b"time_zone", b"+01:00");
+        let more = status::AUTOCOMMIT | status::SESSION_STATE_CHANGED | status::MORE_RESULTS_EXISTS;
+        let p1 = ok(more, &s1);
+        let p2 = ok(status::AUTOCOMMIT | status::SESSION_STATE_CHANGED, &s2);
+        let bytes = packets(&[&p1, &p2]);
+        let (r, got) = relay_bytes(&bytes, Expect::ResultSets, 0, cap::SESSION_TRACK).await;
+        let end = r.unwrap();
+        assert_eq!(
+            end.changes,
+            vec![
+                StateChange::SystemVariable(b"sql_mode".to_vec(), b"ANSI".to_vec()),
+                StateChange::SystemVariable(b"time_zone".to_vec(), b"+01:00".to_vec()),
+            ]
+        );
+        let want = packets(&[
+            &without_session_state(&p1).unwrap(),
+            &without_session_state(&p2).unwrap(),
+        ]);
+        assert_eq!(got, want);
     }
 }

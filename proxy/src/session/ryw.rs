@@ -1,9 +1,10 @@
 //! Read-your-writes: after a session writes, its reads go only to
-//! replicas that have applied that write. The write's GTID is fetched
-//! lazily (only when a read follows), from the connection that wrote it;
-//! a replica qualifies if its probed position covers it, or after a
-//! bounded `MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET` on it;
-//! otherwise the read goes to the primary.
+//! replicas that have applied that write. The write's GTID comes with the
+//! OK packet (MariaDB's tracked `last_gtid`, MySQL's `OWN_GTID`); from a
+//! backend that does not track it is fetched lazily (only when a read
+//! follows). A replica qualifies if its probed position covers it, or
+//! after a bounded `MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET` on
+//! it; otherwise the read goes to the primary.
 
 use super::conns::Which;
 use super::Session;
@@ -33,12 +34,28 @@ impl Session {
             == ReadYourWrites::Session
     }
 
-    /// After a statement on the primary that may have written.
-    pub(super) fn ryw_note_write(&mut self) {
-        if self.ryw_enabled() {
-            self.ryw.pending = true;
-            self.ryw.gtid = None;
-            self.ryw.covered.clear();
+    /// After a statement on the primary that may have written: `own` is
+    /// the GTID the server reported for it. A tracking backend that
+    /// reported none wrote nothing to its binlog (the last write stands).
+    pub(super) fn ryw_note_write(&mut self, tracking: bool, own: Option<Vec<u8>>) {
+        if !self.ryw_enabled() {
+            return;
+        }
+        match own {
+            Some(g) => {
+                let g = gtid_text(&String::from_utf8_lossy(&g));
+                if g.is_some() {
+                    self.ryw.pending = false;
+                    self.ryw.gtid = g;
+                    self.ryw.covered.clear();
+                }
+            }
+            None if tracking => {}
+            None => {
+                self.ryw.pending = true;
+                self.ryw.gtid = None;
+                self.ryw.covered.clear();
+            }
         }
     }
 
@@ -59,7 +76,7 @@ impl Session {
                 "concord: no primary to learn the session's last write position from (read_your_writes)",
             ));
         };
-        let mariadb = String::from_utf8_lossy(&b.conn.server_version).contains("MariaDB");
+        let mariadb = b.conn.flavor == concord_health::Flavor::MariaDb;
         let sql = match (mariadb, own) {
             (true, true) => "SELECT @@last_gtid",
             (true, false) => "SELECT @@global.gtid_binlog_pos",
@@ -82,13 +99,7 @@ impl Session {
             .into_iter()
             .next()
             .and_then(|r| r.into_iter().next().flatten())
-            .map(|g| concord_health::probe::normalize_gtids(&g))
-            // Only GTID characters: the value is put into SQL later.
-            .filter(|g| {
-                !g.is_empty()
-                    && g.bytes()
-                        .all(|c| c.is_ascii_hexdigit() || matches!(c, b'-' | b':' | b','))
-            });
+            .and_then(|g| gtid_text(&g));
         self.ryw.pending = false;
         self.ryw.gtid = gtid.clone();
         Ok(gtid)
@@ -123,7 +134,7 @@ impl Session {
         let pool = routing.replicas[i].pool.clone();
         let w = self.ensure_replica(&pool).await.ok()?;
         let b = self.conns.get_mut(w)?;
-        let mariadb = String::from_utf8_lossy(&b.conn.server_version).contains("MariaDB");
+        let mariadb = b.conn.flavor == concord_health::Flavor::MariaDb;
         let secs = wait.as_secs_f64();
         let sql = concord_health::gtid::wait_sql(mariadb, gtid, secs);
         match b.conn.exec(&sql).await {
@@ -146,4 +157,14 @@ impl Session {
             }
         }
     }
+}
+
+/// A GTID position as reported, normalized, if it holds only GTID
+/// characters (it is put into SQL later).
+fn gtid_text(g: &str) -> Option<String> {
+    let g = concord_health::probe::normalize_gtids(g);
+    (!g.is_empty()
+        && g.bytes()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, b'-' | b':' | b',')))
+    .then_some(g)
 }

@@ -1,22 +1,74 @@
-//! The session state a client expects every statement to run under, and
-//! replaying it on whichever backend connection runs the next statement.
+//! The session state a client expects every statement to run under, as
+//! the servers reported it, and replaying it on whichever backend
+//! connection runs the next statement.
+//!
+//! Nothing here is guessed from SQL text: system variables and the schema
+//! come from the session-track information in OK packets (name and new
+//! value, whatever statement changed them), user variables are read back
+//! from the connection that assigned them (value, type and collation) and
+//! replayed as literals. A replayed state is never re-evaluated.
 
 use crate::backend::{BackendConn, Reply};
 use crate::error::BackendError;
 use concord_protocol::consts::com;
 use concord_protocol::err::ErrPacket;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 
-/// Cap on remembered session-level SET statements; more distinct ones pin
-/// the session to its connections instead of growing without bound.
-pub const MAX_SETS: usize = 256;
+/// Distinct variables a session may carry before it is pinned to its
+/// connections instead (no unbounded growth), and their literal bytes.
+pub const MAX_VARS: usize = 1024;
+pub const MAX_VAR_BYTES: usize = 1 << 20;
+
+/// Session variables the server reports but that must not be replayed:
+/// one-shot values consumed by the next statement, read-only statement
+/// information, and concord's own tracking settings.
+const NOT_REPLAYED: &[&str] = &[
+    "last_gtid",
+    "gtid_seq_no",
+    "insert_id",
+    "last_insert_id",
+    "identity",
+    "rand_seed1",
+    "rand_seed2",
+    "warning_count",
+    "error_count",
+    "in_transaction",
+    "external_user",
+    "proxy_user",
+    "pseudo_thread_id",
+    "gtid_next",
+    "session_track_system_variables",
+    "session_track_schema",
+    "session_track_state_change",
+    "session_track_gtids",
+    "session_track_transaction_info",
+];
+
+/// Setting one of these (without its partner in the same statement) makes
+/// the server derive the partner: the stale partner is forgotten.
+const IMPLIES: &[(&str, &str)] = &[
+    ("character_set_connection", "collation_connection"),
+    ("character_set_database", "collation_database"),
+    ("character_set_server", "collation_server"),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// An SQL literal ready to assign.
+    Literal(String),
+    /// A user variable assigned on this backend connection (by id) and not
+    /// read back yet: it lives there until something needs it elsewhere.
+    On(u64),
+}
 
 #[derive(Clone, Debug)]
-pub struct SetEntry {
-    /// The variable it assigns, when the statement assigns exactly one.
-    pub key: Option<String>,
-    pub sql: String,
+pub struct Var {
+    /// The assignment target: `@@session.name` or ``@`name` ``.
+    pub target: String,
+    pub value: Value,
+    /// The state version that last assigned it.
     pub version: u64,
 }
 
@@ -27,10 +79,11 @@ pub struct SessionState {
     pub collation: u8,
     pub multi_statements: bool,
     pub autocommit: bool,
-    /// Session-level SETs in the order they ran, newest assignment only.
-    pub sets: Vec<SetEntry>,
+    /// By lower-cased name; user variables start with `@`.
+    pub vars: BTreeMap<String, Var>,
+    bytes: usize,
     pub version: u64,
-    /// Too many distinct SETs: no longer replayable.
+    /// Too many variables: no longer replayable (the session is pinned).
     pub overflow: bool,
 }
 
@@ -42,62 +95,318 @@ impl SessionState {
             collation,
             multi_statements,
             autocommit: true,
-            sets: Vec::new(),
+            vars: BTreeMap::new(),
+            bytes: 0,
             version: 0,
             overflow: false,
         }
     }
 
-    /// Remembers a SET that succeeded, replacing an older assignment of
-    /// the same variable.
-    pub fn record_set(&mut self, key: Option<String>, sql: &[u8]) {
+    /// Starts recording one statement's changes; returns its version.
+    pub fn bump(&mut self) -> u64 {
         self.version += 1;
-        if self.overflow {
-            // Pinned already: nothing more to remember (and nothing to grow).
-            return;
+        self.version
+    }
+
+    fn put(&mut self, key: String, target: String, value: Value) {
+        let size = key.len()
+            + target.len()
+            + match &value {
+                Value::Literal(l) => l.len(),
+                Value::On(_) => 8,
+            };
+        if let Some(old) = self.vars.get_mut(&key) {
+            let old_size = key.len()
+                + old.target.len()
+                + match &old.value {
+                    Value::Literal(l) => l.len(),
+                    Value::On(_) => 8,
+                };
+            self.bytes = self.bytes - old_size + size;
+            old.value = value;
+            old.version = self.version;
+            old.target = target;
+        } else {
+            if self.vars.len() >= MAX_VARS || self.bytes + size > MAX_VAR_BYTES {
+                self.overflow = true;
+                return;
+            }
+            self.bytes += size;
+            self.vars.insert(
+                key,
+                Var {
+                    target,
+                    value,
+                    version: self.version,
+                },
+            );
         }
-        let sql = String::from_utf8_lossy(sql)
-            .trim()
-            .trim_end_matches(';')
-            .to_string();
-        self.sets.retain(|e| match (&e.key, &key) {
-            (Some(a), Some(b)) => a != b,
-            _ => e.sql != sql,
-        });
-        self.sets.push(SetEntry {
-            key,
-            sql,
-            version: self.version,
-        });
-        if self.sets.len() > MAX_SETS {
+        if self.bytes > MAX_VAR_BYTES {
             self.overflow = true;
         }
     }
 
+    /// A system variable's new value from the session tracker (call
+    /// [`SessionState::bump`] first). `batch`: every variable the same
+    /// statement reported, for derived partners.
+    pub fn record_sysvar(&mut self, name: &[u8], value: &[u8], batch: &[&[u8]]) {
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        if !is_name(&name) || NOT_REPLAYED.contains(&name.as_str()) {
+            return;
+        }
+        for (set, derived) in IMPLIES {
+            if name == *set
+                && !batch
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(derived.as_bytes()))
+            {
+                if let Some(old) = self.vars.remove(*derived) {
+                    self.bytes = self
+                        .bytes
+                        .saturating_sub(derived.len() + old.target.len() + literal_len(&old.value));
+                }
+            }
+        }
+        let literal = sysvar_literal(&name, value);
+        self.put(
+            name.clone(),
+            format!("@@session.{name}"),
+            Value::Literal(literal),
+        );
+    }
+
+    /// A user variable assigned on backend connection `conn` (call
+    /// [`SessionState::bump`] first).
+    pub fn record_user_on(&mut self, name: &str, conn: u64) {
+        let key = format!("@{}", name.to_lowercase());
+        let target = format!("@`{}`", name.replace('`', "``"));
+        self.put(key, target, Value::On(conn));
+    }
+
+    /// The value read back for a user variable that lived on a connection.
+    /// Keeps its version: the connection it came from has it already.
+    pub fn set_user_literal(&mut self, key: &str, literal: String) {
+        if let Some(v) = self.vars.get_mut(key) {
+            self.bytes = self.bytes - literal_len(&v.value) + literal.len();
+            v.value = Value::Literal(literal);
+        }
+        if self.bytes > MAX_VAR_BYTES {
+            self.overflow = true;
+        }
+    }
+
+    /// User variables living on a connection other than `except`, by key.
+    pub fn pending_elsewhere(&self, except: u64) -> Vec<(u64, String)> {
+        self.vars
+            .iter()
+            .filter_map(|(k, v)| match v.value {
+                Value::On(c) if c != except => Some((c, k.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Any user variable living on connection `conn`.
+    pub fn has_pending_on(&self, conn: u64) -> bool {
+        self.vars.values().any(|v| v.value == Value::On(conn))
+    }
+
+    /// One `SET` bringing a connection synced to `since` up to date, in the
+    /// order the changes happened (`None`: nothing to do). Variables living
+    /// on `conn` itself are there already.
+    pub fn replay_sql(&self, since: u64, conn: u64) -> Result<Option<String>, String> {
+        let mut changed: Vec<&Var> = self.vars.values().filter(|v| v.version > since).collect();
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        changed.sort_by_key(|v| v.version);
+        let mut sql = String::from("SET ");
+        let mut any = false;
+        for v in changed {
+            let lit = match &v.value {
+                Value::Literal(l) => l,
+                Value::On(c) if *c == conn => continue,
+                Value::On(_) => {
+                    return Err(format!(
+                        "user variable {} was not read back before replay",
+                        v.target
+                    ))
+                }
+            };
+            if any {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "{} = {}", v.target, lit);
+            any = true;
+        }
+        Ok(any.then_some(sql))
+    }
+
     /// After COM_RESET_CONNECTION / COM_CHANGE_USER: server defaults again.
     pub fn reset(&mut self) {
-        self.sets.clear();
+        self.vars.clear();
+        self.bytes = 0;
         self.version += 1;
         self.autocommit = true;
         self.overflow = false;
     }
+}
 
-    pub fn is_default(&self) -> bool {
-        self.sets.is_empty()
+fn literal_len(v: &Value) -> usize {
+    match v {
+        Value::Literal(l) => l.len(),
+        Value::On(_) => 8,
     }
 }
 
-/// Brings `conn` to the session's state. Returns the backend's error if a
-/// replayed statement failed (the connection is still usable).
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// A system variable's reported value as an SQL literal: numbers bare
+/// (numeric variables refuse strings), simple words quoted, anything else
+/// as a hex string with an introducer (no quoting or escaping rules of the
+/// connection's sql_mode can change it).
+fn sysvar_literal(name: &str, value: &[u8]) -> String {
+    if value.is_empty() && name.starts_with("character_set_") {
+        // Reported as '' when set to NULL (character_set_results).
+        return "NULL".into();
+    }
+    let is_number = {
+        let v = value.strip_prefix(b"-").unwrap_or(value);
+        !v.is_empty()
+            && v.iter().all(|c| c.is_ascii_digit() || *c == b'.')
+            && v[0].is_ascii_digit()
+            && v.iter().filter(|c| **c == b'.').count() <= 1
+    };
+    if is_number {
+        return String::from_utf8_lossy(value).into_owned();
+    }
+    let simple = value
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || b"_,.:+-/ ".contains(c));
+    if simple {
+        return format!("'{}'", String::from_utf8_lossy(value));
+    }
+    let mut s = String::with_capacity(12 + value.len() * 2);
+    s.push_str("_utf8mb4 X'");
+    for b in value {
+        let _ = write!(s, "{b:02X}");
+    }
+    s.push('\'');
+    s
+}
+
+/// MySQL column types a user variable can have, as their literal form.
+mod ty {
+    pub const DECIMAL: u8 = 0;
+    pub const TINY: u8 = 1;
+    pub const SHORT: u8 = 2;
+    pub const LONG: u8 = 3;
+    pub const FLOAT: u8 = 4;
+    pub const DOUBLE: u8 = 5;
+    pub const NULL: u8 = 6;
+    pub const LONGLONG: u8 = 8;
+    pub const INT24: u8 = 9;
+    pub const YEAR: u8 = 13;
+    pub const VARCHAR: u8 = 15;
+    pub const NEWDECIMAL: u8 = 246;
+    pub const TINY_BLOB: u8 = 249;
+    pub const STRING: u8 = 254;
+}
+
+/// The query that reads user variables back: per variable its value, its
+/// bytes in hex, its character set and its collation.
+pub fn capture_sql(targets: &[&str]) -> String {
+    let mut sql = String::from("SELECT ");
+    for (i, t) in targets.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "{t}, HEX({t}), CHARSET({t}), COLLATION({t})");
+    }
+    sql
+}
+
+/// A user variable's captured value as a literal that gives the same
+/// type, value and collation when assigned (`None`: a type concord cannot
+/// reproduce exactly).
+pub fn user_literal(
+    col_type: u8,
+    value: Option<&[u8]>,
+    hex: Option<&[u8]>,
+    charset: Option<&[u8]>,
+    collation: Option<&[u8]>,
+) -> Option<String> {
+    let Some(value) = value else {
+        return Some("NULL".into());
+    };
+    let text = std::str::from_utf8(value).ok();
+    fn word(b: Option<&[u8]>) -> Option<&str> {
+        b.and_then(|b| std::str::from_utf8(b).ok())
+            .filter(|w| is_name(w))
+    }
+    match col_type {
+        ty::TINY | ty::SHORT | ty::LONG | ty::LONGLONG | ty::INT24 | ty::YEAR => {
+            let t = text?;
+            let digits = t.strip_prefix('-').unwrap_or(t);
+            (!digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()))
+                .then(|| t.to_string())
+        }
+        ty::DECIMAL | ty::NEWDECIMAL => {
+            let t = text?;
+            t.bytes()
+                .all(|c| c.is_ascii_digit() || c == b'.' || c == b'-')
+                .then(|| t.to_string())
+        }
+        ty::FLOAT | ty::DOUBLE => {
+            let t = text?;
+            if !t
+                .bytes()
+                .all(|c| c.is_ascii_digit() || b".-+eE".contains(&c))
+            {
+                return None;
+            }
+            Some(if t.contains(['e', 'E']) {
+                t.to_string()
+            } else {
+                format!("{t}e0")
+            })
+        }
+        ty::VARCHAR | ty::TINY_BLOB..=ty::STRING => {
+            let hex = std::str::from_utf8(hex?).ok()?;
+            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
+            let cs = word(charset)?;
+            if cs == "binary" {
+                return Some(format!("_binary X'{hex}'"));
+            }
+            Some(format!("_{cs} X'{hex}' COLLATE {}", word(collation)?))
+        }
+        ty::NULL => Some("NULL".into()),
+        _ => None,
+    }
+}
+
+/// Brings `conn` to the session's state (everything but user variables
+/// living on another connection, which the caller reads back first).
+/// Returns the backend's error if a replayed statement failed (the
+/// connection is still usable).
 pub async fn sync(
     conn: &mut BackendConn,
     want: &SessionState,
 ) -> Result<Result<(), ErrPacket>, BackendError> {
+    tracing::debug!(conn = conn.id, synced = ?conn.state.synced, db = ?conn.state.db, want_db = ?want.db, version = want.version, "sync");
     if matches!(conn.state.synced, Some((sid, _)) if sid != want.session_id) {
         // Another session's state: back to server defaults first.
         if let Err(e) = conn.reset().await? {
             return Ok(Err(e));
         }
+    }
+    if !conn.tracking && conn.caps & concord_protocol::consts::cap::SESSION_TRACK != 0 {
+        // A client statement changed the tracking settings.
+        conn.track().await?;
     }
     if conn.state.collation != want.collation {
         match collation_names(conn, want.collation).await? {
@@ -138,9 +447,21 @@ pub async fn sync(
         Some((_, v)) => v,
         None => 0,
     };
-    for e in want.sets.iter().filter(|e| e.version > since) {
-        if let Err(err) = conn.exec(&e.sql).await? {
-            return Ok(Err(err));
+    if since < want.version {
+        match want.replay_sql(since, conn.id) {
+            Ok(Some(sql)) => {
+                tracing::debug!(conn = conn.id, since, "replaying session state: {sql}");
+                if let Err(err) = conn.exec(&sql).await? {
+                    return Ok(Err(err));
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                return Ok(Err(ErrPacket::new(
+                    concord_protocol::codes::UNKNOWN_ERROR,
+                    format!("concord: {why}"),
+                )))
+            }
         }
     }
     conn.state.synced = Some((want.session_id, want.version));
@@ -192,17 +513,113 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_newest_assignment_only() {
+    fn system_variables_replay_newest_value_in_order() {
         let mut s = SessionState::new(1, None, 45, true);
-        s.record_set(Some("sql_mode".into()), b"SET sql_mode=''");
-        s.record_set(Some("time_zone".into()), b"SET time_zone='+00:00'");
-        s.record_set(Some("sql_mode".into()), b"SET sql_mode='ANSI';");
-        assert_eq!(s.sets.len(), 2);
-        assert_eq!(s.sets[1].sql, "SET sql_mode='ANSI'");
-        s.record_set(None, b"SET a=1, b=2");
-        s.record_set(None, b"SET a=1, b=2");
-        assert_eq!(s.sets.len(), 3);
-        s.reset();
-        assert!(s.is_default());
+        s.bump();
+        s.record_sysvar(b"sql_mode", b"ANSI_QUOTES", &[b"sql_mode"]);
+        s.bump();
+        s.record_sysvar(b"max_statement_time", b"5.000000", &[]);
+        s.record_sysvar(b"last_gtid", b"0-1-5", &[]);
+        s.bump();
+        s.record_sysvar(b"SQL_MODE", b"", &[]);
+        s.record_sysvar(b"time_zone", b"+01:00", &[]);
+        assert_eq!(
+            s.replay_sql(0, 9).unwrap().unwrap(),
+            "SET @@session.max_statement_time = 5.000000, @@session.sql_mode = '', @@session.time_zone = '+01:00'"
+        );
+        assert_eq!(
+            s.replay_sql(2, 9).unwrap().unwrap(),
+            "SET @@session.sql_mode = '', @@session.time_zone = '+01:00'"
+        );
+        assert_eq!(s.replay_sql(3, 9).unwrap(), None);
+    }
+
+    #[test]
+    fn odd_values_become_hex_strings_and_null_charsets_null() {
+        assert_eq!(
+            sysvar_literal("init_connect", b"it's"),
+            "_utf8mb4 X'69742773'"
+        );
+        assert_eq!(sysvar_literal("character_set_results", b""), "NULL");
+        assert_eq!(sysvar_literal("sql_mode", b""), "''");
+        assert_eq!(sysvar_literal("wait_timeout", b"100"), "100");
+        assert_eq!(sysvar_literal("time_zone", b"-01:00"), "'-01:00'");
+    }
+
+    #[test]
+    fn a_charset_change_forgets_the_derived_collation() {
+        let mut s = SessionState::new(1, None, 45, true);
+        s.bump();
+        s.record_sysvar(b"collation_connection", b"latin1_bin", &[]);
+        s.bump();
+        s.record_sysvar(
+            b"character_set_connection",
+            b"utf8mb4",
+            &[b"character_set_connection"],
+        );
+        assert!(!s.vars.contains_key("collation_connection"));
+    }
+
+    #[test]
+    fn user_variables_live_on_their_connection_until_read_back() {
+        let mut s = SessionState::new(1, None, 45, true);
+        s.bump();
+        s.record_user_on("Id", 7);
+        assert_eq!(s.pending_elsewhere(7), vec![]);
+        assert_eq!(s.pending_elsewhere(8), vec![(7, "@id".to_string())]);
+        assert_eq!(s.replay_sql(0, 7).unwrap(), None, "already there");
+        assert!(s.replay_sql(0, 8).is_err(), "must be read back first");
+        s.set_user_literal("@id", "42".into());
+        assert_eq!(s.replay_sql(0, 8).unwrap().unwrap(), "SET @`Id` = 42");
+    }
+
+    #[test]
+    fn captured_values_keep_type_and_collation() {
+        let lit = |t, v: Option<&str>, h: Option<&str>, cs: &str, co: &str| {
+            user_literal(
+                t,
+                v.map(str::as_bytes),
+                h.map(str::as_bytes),
+                Some(cs.as_bytes()),
+                Some(co.as_bytes()),
+            )
+        };
+        assert_eq!(
+            lit(8, Some("-5"), Some("FFFF"), "binary", "binary").unwrap(),
+            "-5"
+        );
+        assert_eq!(
+            lit(246, Some("1.50"), None, "binary", "binary").unwrap(),
+            "1.50"
+        );
+        assert_eq!(
+            lit(5, Some("0.3333333333333333"), None, "binary", "binary").unwrap(),
+            "0.3333333333333333e0"
+        );
+        assert_eq!(
+            lit(251, Some("abc"), Some("616263"), "latin1", "latin1_bin").unwrap(),
+            "_latin1 X'616263' COLLATE latin1_bin"
+        );
+        assert_eq!(
+            lit(251, Some("\u{0}"), Some("00FF"), "binary", "binary").unwrap(),
+            "_binary X'00FF'"
+        );
+        assert_eq!(lit(251, None, None, "binary", "binary").unwrap(), "NULL");
+        assert_eq!(
+            lit(251, Some("x"), Some("78"), "latin1", "x'; DROP").map(|_| ()),
+            None
+        );
+        assert_eq!(lit(7, Some("2020-01-01"), None, "binary", "binary"), None);
+    }
+
+    #[test]
+    fn state_is_bounded() {
+        let mut s = SessionState::new(1, None, 45, true);
+        for i in 0..MAX_VARS + 10 {
+            s.bump();
+            s.record_user_on(&format!("v{i}"), 1);
+        }
+        assert!(s.overflow);
+        assert_eq!(s.vars.len(), MAX_VARS);
     }
 }

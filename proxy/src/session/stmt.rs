@@ -21,6 +21,8 @@ use std::collections::{HashMap, VecDeque};
 pub struct ClientStmt {
     pub sql: Vec<u8>,
     pub class: Class,
+    /// User variables its executions assign (`SET @a = ?`, `... INTO @b`).
+    pub assigned: Vec<String>,
     pub params: u16,
     /// (backend connection id, that backend's statement id)
     pub on: Vec<(u64, u32)>,
@@ -243,7 +245,20 @@ impl Session {
                 1,
             ));
         }
-        let sql = cmd.visible(&self.client.rbuf)[1..].to_vec();
+        let mut sql = cmd.visible(&self.client.rbuf)[1..].to_vec();
+        let class = classify::classify(&sql);
+        let mut cmd = cmd;
+        if class.has(crate::classify::flag::CONN_ID) {
+            // Prepared with the session's id in place of CONNECTION_ID(),
+            // here and wherever it is prepared later.
+            sql = classify::rewrite_connection_id(&sql, self.info.id);
+            let text = sql.clone();
+            cmd = self.rewrite_command(cmd, move |p| {
+                let mut v = vec![p[0]];
+                v.extend_from_slice(&text);
+                v
+            });
+        }
         if !self.stmts.has_room(sql.len()) {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
             return Err((
@@ -258,7 +273,6 @@ impl Session {
                 1,
             ));
         }
-        let class = classify::classify(&sql);
         let (w, _reason) = match self.place(&class, cmd.len, true).await {
             Ok(x) => x,
             Err(e) => {
@@ -278,11 +292,18 @@ impl Session {
             .await?;
         if let (false, Some(p)) = (out.failed, out.prepare) {
             let conn_id = self.conns.get(w).map(|b| b.conn.id).unwrap_or(0);
+            let assigned =
+                if class.has(crate::classify::flag::USER_VAR_WRITE | crate::classify::flag::INTO) {
+                    classify::assigned_user_vars(&sql)
+                } else {
+                    Vec::new()
+                };
             self.stmts.insert(
                 id,
                 ClientStmt {
                     sql,
                     class,
+                    assigned,
                     params: p.params,
                     on: Vec::new(),
                     types: None,
@@ -310,6 +331,7 @@ impl Session {
         let class = stmt.class;
         let params = stmt.params;
         let long_data = stmt.long_data;
+        let assigned = stmt.assigned.clone();
         let placed = if long_data {
             self.ensure_primary(!class.replica_ok(), cmd.len)
                 .await
@@ -351,7 +373,7 @@ impl Session {
                 s.cursor_on = Some(conn_id);
             }
         }
-        self.after_write_check(w, &class, out.failed);
+        self.after_statement(w, &class, &assigned, &out);
         Ok(())
     }
 

@@ -1,0 +1,224 @@
+//! KILL through concord. The id a client sees (in its handshake, from
+//! `CONNECTION_ID()`) is its session id everywhere, so `KILL [QUERY] n`
+//! means session `n`: concord kills what that session runs on its
+//! backends (a side connection with the session's own account runs
+//! `KILL QUERY <thread>`) and, for KILL CONNECTION, ends the session. A
+//! session on another node is reached through that node. A raw backend
+//! thread id is never killed on a client's behalf; an unknown id, or a
+//! session of another user (without `connection_admin`), gets MySQL's
+//! 1094 "Unknown thread id".
+
+use super::Session;
+use crate::backend::login::Credentials;
+use crate::backend::BackendConn;
+use crate::classify::KillTarget;
+use crate::error::SessionError;
+use crate::shared::{node_of, HeldConn, Shared};
+use concord_protocol::codes;
+use concord_protocol::err::ErrPacket;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a KILL waits for another node to carry it out.
+const REMOTE_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Session {
+    /// `KILL [QUERY | CONNECTION] target` sent by this session.
+    pub(super) async fn kill_statement(
+        &mut self,
+        query_only: bool,
+        target: KillTarget,
+    ) -> Result<(), (SessionError, u8)> {
+        let id = match target {
+            KillTarget::Unsupported(msg) => {
+                return Err((SessionError::reply(codes::NOT_SUPPORTED_YET, msg), 1))
+            }
+            KillTarget::Myself => self.info.id,
+            KillTarget::Id(id) => id,
+        };
+        if id == self.info.id {
+            // What a server answers a session that kills itself: the KILL
+            // statement is the query interrupted, or the connection ends.
+            return Err((
+                if query_only {
+                    SessionError::reply(codes::QUERY_INTERRUPTED, "Query execution was interrupted")
+                } else {
+                    SessionError::fatal(codes::CONNECTION_KILLED, "Connection was killed")
+                },
+                1,
+            ));
+        }
+        let killer = Killer {
+            user: self.user.name.clone(),
+            admin: self.user.connection_admin,
+        };
+        match kill(&self.shared, id, query_only, &killer).await {
+            Ok(()) => {
+                let mut seq = 1;
+                concord_protocol::resultset::write_ok(
+                    &mut self.client.wbuf,
+                    &mut seq,
+                    self.caps,
+                    0,
+                    "",
+                );
+                self.client
+                    .flush()
+                    .await
+                    .map_err(|e| (SessionError::Client(e), 1))
+            }
+            Err(e) => Err((SessionError::Reply(e), 1)),
+        }
+    }
+
+    /// COM_PROCESS_KILL: the old command form of `KILL CONNECTION id`.
+    pub(super) async fn process_kill(
+        &mut self,
+        cmd: super::relay::CmdHead,
+    ) -> Result<(), (SessionError, u8)> {
+        let p = cmd.visible(&self.client.rbuf);
+        let id = p
+            .get(1..5)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        self.discard(cmd).await.map_err(|e| (e, 1))?;
+        match id {
+            Some(id) => {
+                self.kill_statement(false, KillTarget::Id(u64::from(id)))
+                    .await
+            }
+            None => Err((
+                SessionError::Client(concord_protocol::ProtoError::Truncated("COM_PROCESS_KILL")),
+                1,
+            )),
+        }
+    }
+}
+
+/// Who asks for a kill.
+#[derive(Clone, Debug)]
+pub struct Killer {
+    pub user: String,
+    /// May kill other users' sessions (`[[users]] connection_admin`, or
+    /// the admin port).
+    pub admin: bool,
+}
+
+fn unknown(id: u64) -> ErrPacket {
+    ErrPacket::new(codes::NO_SUCH_THREAD, format!("Unknown thread id: {id}"))
+}
+
+/// KILL [QUERY] of session `id`, wherever in the fleet it runs.
+pub async fn kill(
+    shared: &Arc<Shared>,
+    id: u64,
+    query_only: bool,
+    killer: &Killer,
+) -> Result<(), ErrPacket> {
+    let node = node_of(id);
+    if node == shared.node_id {
+        return kill_local(shared, id, query_only, killer).await;
+    }
+    if node == 0 {
+        return Err(unknown(id));
+    }
+    let req = serde_json::json!({
+        "kill": id,
+        "query": query_only,
+        "user": killer.user,
+        "admin": killer.admin,
+    });
+    match shared
+        .consensus
+        .call_app(node, req, REMOTE_KILL_TIMEOUT)
+        .await
+    {
+        Ok(v) if v["ok"].as_bool() == Some(true) => Ok(()),
+        Ok(v) => Err(ErrPacket::new(
+            concord_protocol::codes::Code(
+                v["code"].as_u64().and_then(|c| u16::try_from(c).ok()).unwrap_or(1094),
+                b"HY000",
+            ),
+            v["message"]
+                .as_str()
+                .map_or_else(|| format!("Unknown thread id: {id}"), str::to_string),
+        )),
+        Err(e) if e.contains("is not a member") => Err(unknown(id)),
+        Err(e) => Err(ErrPacket::new(
+            codes::UNKNOWN_ERROR,
+            format!("concord: session {id} is held by node {node}, which could not carry out the KILL: {e}"),
+        )),
+    }
+}
+
+/// A KILL request forwarded by another node.
+pub async fn answer_remote(shared: &Arc<Shared>, v: serde_json::Value) -> serde_json::Value {
+    let (Some(id), Some(user)) = (v["kill"].as_u64(), v["user"].as_str()) else {
+        return serde_json::json!({"ok": false, "code": 1047, "message": "malformed request"});
+    };
+    let killer = Killer {
+        user: user.to_string(),
+        admin: v["admin"].as_bool().unwrap_or(false),
+    };
+    let query_only = v["query"].as_bool().unwrap_or(false);
+    match kill_local(shared, id, query_only, &killer).await {
+        Ok(()) => serde_json::json!({"ok": true}),
+        Err(e) => serde_json::json!({"ok": false, "code": e.code, "message": e.message}),
+    }
+}
+
+/// KILL [QUERY] of a session on this node.
+pub async fn kill_local(
+    shared: &Arc<Shared>,
+    id: u64,
+    query_only: bool,
+    killer: &Killer,
+) -> Result<(), ErrPacket> {
+    let Some(s) = shared.sessions.get(id) else {
+        return Err(unknown(id));
+    };
+    let owner = s.user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if owner != killer.user && !killer.admin {
+        return Err(unknown(id));
+    }
+    let running = s.running_conn();
+    if !query_only {
+        // Cut off at once if busy; told why if idle.
+        s.kill(&format!(
+            "KILL {id} from a session of user '{}'",
+            killer.user
+        ));
+    }
+    if let Some(h) = running {
+        // Stop the server's work too: closing a connection does not stop
+        // a statement that is not sending anything.
+        if let Err(e) = kill_backend_query(shared, &h).await {
+            tracing::warn!(session = id, backend = %h.backend, "KILL QUERY on backend thread {} failed: {e}", h.thread_id);
+        }
+    }
+    Ok(())
+}
+
+/// `KILL QUERY <thread>` on a backend, from a side connection with the
+/// account that owns the thread (any account may kill its own threads).
+pub async fn kill_backend_query(shared: &Shared, h: &HeldConn) -> Result<(), String> {
+    let timeout = shared.config.load().pool.connect_timeout.get();
+    let creds = Credentials {
+        user: &h.user,
+        password: &h.password,
+        database: None,
+        collation: concord_protocol::consts::DEFAULT_COLLATION,
+        flavor: 0,
+    };
+    let mut c = BackendConn::connect(&h.addr, &creds, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = c.exec(&format!("KILL QUERY {}", h.thread_id)).await;
+    c.quit().await;
+    match r {
+        Ok(Ok(_)) => Ok(()),
+        // The statement ended before the KILL arrived: nothing to stop.
+        Ok(Err(e)) if e.code == codes::NO_SUCH_THREAD.0 => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}

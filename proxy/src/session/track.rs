@@ -1,0 +1,221 @@
+//! What a statement changed in the session, as the server reported it:
+//! system variables and schema from the session tracker, user variables
+//! assigned (read back from their connection when another one needs
+//! them), pins for state that cannot move, and the GTID of the session's
+//! last write for read-your-writes.
+
+use super::conns::{Outcome, Which};
+use super::state::{capture_sql, user_literal};
+use super::Session;
+use crate::classify::{flag, Class, Kind, Pin};
+use crate::error::SessionError;
+use concord_protocol::codes;
+use concord_protocol::consts::status;
+use concord_protocol::ok::StateChange;
+
+impl Session {
+    /// Records what a statement run on `w` changed. Applied even when it
+    /// failed: a multi-statement may have changed state before its error.
+    pub(super) fn after_statement(
+        &mut self,
+        w: Which,
+        class: &Class,
+        assigned: &[String],
+        out: &Outcome,
+    ) {
+        if class.has(flag::PINS) || class.has(flag::TEMP_TABLE) {
+            if let Some(p) = class.pin {
+                self.pin(p);
+            } else if class.has(flag::TEMP_TABLE) {
+                self.pin(Pin::TempTable);
+            }
+        }
+        let assigns = class.has(flag::USER_VAR_WRITE | flag::INTO);
+        if !out.tracking {
+            // A backend that reports nothing: state the statement may have
+            // changed stays where it is.
+            let changes_state = class.has(flag::ONLY_SETS) || assigns;
+            if changes_state {
+                self.pin(Pin::NoTracking);
+            }
+        }
+        let before = self.state.version;
+        let mut bumped = false;
+        let mut state_changed = false;
+        let mut own_gtid: Option<Vec<u8>> = None;
+        let names: Vec<&[u8]> = out
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                StateChange::SystemVariable(n, _) => Some(n.as_slice()),
+                _ => None,
+            })
+            .collect();
+        for c in &out.changes {
+            match c {
+                StateChange::SystemVariable(name, value) => {
+                    if name.eq_ignore_ascii_case(b"last_gtid") {
+                        own_gtid = Some(value.clone());
+                        continue;
+                    }
+                    if name.len() > 14 && name[..14].eq_ignore_ascii_case(b"session_track_") {
+                        // The client changed the tracking settings: set ours
+                        // again before the connection's next statement.
+                        if let Some(b) = self.conns.get_mut(w) {
+                            b.conn.tracking = false;
+                        }
+                        continue;
+                    }
+                    if class.has(flag::SET_STATEMENT) {
+                        // Reported for the statement's duration; reverts.
+                        continue;
+                    }
+                    if !bumped {
+                        self.state.bump();
+                        bumped = true;
+                    }
+                    self.state.record_sysvar(name, value, &names);
+                }
+                StateChange::Schema(s) => {
+                    let db = (!s.is_empty()).then(|| String::from_utf8_lossy(s).into_owned());
+                    if db != self.state.db {
+                        self.set_db(w, db);
+                    }
+                }
+                StateChange::Gtids(g) => own_gtid = Some(g.clone()),
+                StateChange::StateChanged(on) => state_changed |= *on,
+                StateChange::Other(_) => {}
+            }
+        }
+        if assigns && class.has(flag::TRUNCATED) {
+            // Assigned, but the names are not known (a statement cut at
+            // 64 KiB): the values stay where they are.
+            self.pin(Pin::Untracked);
+        } else if !assigned.is_empty() {
+            if !bumped {
+                self.state.bump();
+                bumped = true;
+            }
+            for name in assigned {
+                self.state.record_user_on(name, out.conn_id);
+            }
+        }
+        if state_changed && !class.has(flag::ONLY_SETS) && class.pin.is_none() && !assigns {
+            // The server says something changed that no tracked value,
+            // schema or named user variable accounts for (a stored program
+            // assigned a user variable, ...): it stays where it is.
+            tracing::debug!(session = self.info.id, changes = ?out.changes, "state change no tracked value explains");
+            self.pin(Pin::Untracked);
+        }
+        if self.state.overflow {
+            self.pin(Pin::Overflow);
+        }
+        if bumped {
+            // The connection that ran it is in the new state already.
+            let (sid, now) = (self.state.session_id, self.state.version);
+            if let Some(b) = self.conns.get_mut(w) {
+                if b.conn.state.synced == Some((sid, before)) {
+                    b.conn.state.synced = Some((sid, now));
+                }
+            }
+        }
+        if !out.failed && out.status != 0 {
+            // The server's own flag: however autocommit was changed.
+            self.state.autocommit = out.status & status::AUTOCOMMIT != 0;
+        }
+        if class.kind == Kind::SetTransaction && !out.failed {
+            self.next_on_primary = true;
+        }
+        self.after_write_check(w, class, out.failed, out.tracking, own_gtid);
+    }
+
+    /// Read-your-writes bookkeeping after anything that may have written.
+    /// `own_gtid`: the GTID the server reported for this session's commit.
+    pub(super) fn after_write_check(
+        &mut self,
+        w: Which,
+        class: &Class,
+        failed: bool,
+        tracking: bool,
+        own_gtid: Option<Vec<u8>>,
+    ) {
+        let session_only = matches!(
+            class.kind,
+            Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use | Kind::SetTransaction
+        ) && own_gtid.is_none();
+        if w == Which::Primary
+            && !class.replica_ok()
+            && !session_only
+            && (!failed || own_gtid.is_some())
+        {
+            self.ryw_note_write(tracking, own_gtid);
+        }
+    }
+
+    /// Reads back user variables that live on connections other than
+    /// `except` (by connection id), so they can be replayed as literals.
+    /// A variable whose connection is gone is lost with it.
+    pub(super) async fn capture_elsewhere(&mut self, except: u64) -> Result<(), SessionError> {
+        let pending = self.state.pending_elsewhere(except);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut conns: Vec<u64> = pending.iter().map(|(c, _)| *c).collect();
+        conns.dedup();
+        for c in conns {
+            let keys: Vec<&String> = pending
+                .iter()
+                .filter(|(x, _)| *x == c)
+                .map(|(_, k)| k)
+                .collect();
+            let Some(w) = self.conns.which_conn(c) else {
+                let why = "the backend connection holding this session's user variables was closed before they were read back".to_string();
+                self.lost.get_or_insert(why.clone());
+                return Err(SessionError::Fatal(super::lost_state(&why)));
+            };
+            let targets: Vec<String> = keys
+                .iter()
+                .filter_map(|k| self.state.vars.get(*k).map(|v| v.target.clone()))
+                .collect();
+            let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+            let sql = capture_sql(&refs);
+            let Some(b) = self.conns.get_mut(w) else {
+                continue;
+            };
+            let name = b.pool.name.clone();
+            let got = match b.conn.query_typed(&sql).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return Err(SessionError::Reply(e)),
+                Err(e) => {
+                    self.drop_conn(w);
+                    return Err(SessionError::Backend {
+                        backend: name,
+                        source: e,
+                        mid_response: false,
+                    });
+                }
+            };
+            let row = got.rows.first();
+            for (i, key) in keys.iter().enumerate() {
+                let cell = |j: usize| {
+                    row.and_then(|r| r.get(i * 4 + j))
+                        .and_then(|c| c.as_deref())
+                };
+                let ty = got.columns.get(i * 4).map(|c| c.ty).unwrap_or(0xff);
+                match user_literal(ty, cell(0), cell(1), cell(2), cell(3)) {
+                    Some(lit) => self.state.set_user_literal(key, lit),
+                    None => {
+                        // Not a type a literal reproduces exactly: the
+                        // session keeps to the connection holding it.
+                        self.pin(Pin::Untracked);
+                        return Err(SessionError::reply(
+                            codes::UNKNOWN_ERROR,
+                            format!("concord: user variable {key} holds a value of column type {ty} that cannot be carried to another backend; the session now stays on its primary connection, retry the statement"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,342 @@
+//! Session transparency: every case a new user found answering
+//! differently through concord than on the primary directly (defaults: a
+//! primary, two replicas, reads split), one named test each, plus the
+//! review's findings of the same kind.
+
+use harness::{Concord, ConcordConfig, Fleet, Topology, PASSWORD};
+use mysql_async::prelude::*;
+use std::time::{Duration, Instant};
+
+async fn setup_with(users: &str) -> (Topology, Concord) {
+    let topo = Topology::start(2).await;
+    topo.primary
+        .exec("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await;
+    topo.primary
+        .exec("INSERT INTO test.t (v) VALUES (1), (2), (3)")
+        .await;
+    topo.wait_replicated().await;
+    let mut cfg = ConcordConfig::new(topo.backends());
+    cfg.users.push_str(users);
+    let node = Concord::start(cfg).await;
+    node.wait_readable(&["db2", "db3"]).await;
+    (topo, node)
+}
+
+async fn setup() -> (Topology, Concord) {
+    setup_with("").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_from_last_insert_id_keeps_the_inserted_id() {
+    let (_topo, node) = setup().await;
+    let mut c = node.conn().await;
+    for _ in 0..5 {
+        c.query_drop("INSERT INTO test.t (v) VALUES (7)")
+            .await
+            .unwrap();
+        let id = c.last_insert_id().unwrap();
+        c.query_drop("SET @id = LAST_INSERT_ID()").await.unwrap();
+        let got: Option<u64> = c.query_first("SELECT @id").await.unwrap().unwrap();
+        assert_eq!(got, Some(id));
+        // A read that only uses it: same value, wherever it runs.
+        let v: Option<i64> = c
+            .query_first("SELECT v FROM test.t WHERE id = @id")
+            .await
+            .unwrap();
+        assert_eq!(v, Some(7));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_into_a_variable_is_seen_by_the_next_statement() {
+    let (_topo, node) = setup().await;
+    let mut c = node.conn().await;
+    for n in [42, 43, -1] {
+        c.query_drop(format!("SELECT {n} INTO @v")).await.unwrap();
+        let got: Option<i64> = c.query_first("SELECT @v").await.unwrap().unwrap();
+        assert_eq!(got, Some(n));
+    }
+    // Strings keep their collation, decimals their scale, NULL stays NULL.
+    c.query_drop("SELECT _latin1 'Ab' COLLATE latin1_bin, 1.50, NULL INTO @s, @d, @n")
+        .await
+        .unwrap();
+    let row: (String, String, String, Option<String>) = c
+        .query_first("SELECT @s, COLLATION(@s), @d, @n")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row, ("Ab".into(), "latin1_bin".into(), "1.50".into(), None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variable_from_a_subquery_keeps_its_value_after_inserts() {
+    let (_topo, node) = setup().await;
+    let mut c = node.conn().await;
+    for _ in 0..3 {
+        let before: i64 = c
+            .query_first("SELECT COUNT(*) FROM test.t")
+            .await
+            .unwrap()
+            .unwrap();
+        c.query_drop("SET @n = (SELECT COUNT(*) FROM test.t)")
+            .await
+            .unwrap();
+        c.query_drop("INSERT INTO test.t (v) VALUES (9)")
+            .await
+            .unwrap();
+        let n: i64 = c.query_first("SELECT @n").await.unwrap().unwrap();
+        assert_eq!(n, before, "@n was re-evaluated after the insert");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variable_from_now_or_rand_is_evaluated_once() {
+    let (_topo, node) = setup().await;
+    let mut c = node.conn().await;
+    for expr in ["NOW(6)", "RAND()", "UUID()", "SYSDATE(6)"] {
+        c.query_drop(format!("SET @t = {expr}")).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let v: String = c.query_first("SELECT @t").await.unwrap().unwrap();
+            seen.push(v);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 1, "@t = {expr} changed between reads: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_warnings_answers_for_the_previous_statement() {
+    let (_topo, node) = setup().await;
+    let mut c = node.conn().await;
+    for _ in 0..5 {
+        let _: Vec<Option<i64>> = c
+            .query("SELECT CAST('abc' AS SIGNED) FROM test.t LIMIT 1")
+            .await
+            .unwrap();
+        let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].1, 1292, "{w:?}");
+        let _: Vec<Option<i64>> = c
+            .query("SELECT CAST('abc' AS SIGNED) FROM test.t LIMIT 1")
+            .await
+            .unwrap();
+        let n: u32 = c
+            .query_first("SELECT @@warning_count")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1);
+        // FOUND_ROWS() of a read that ran on a replica.
+        let _: Vec<i64> = c
+            .query("SELECT SQL_CALC_FOUND_ROWS id FROM test.t LIMIT 1")
+            .await
+            .unwrap();
+        let total: i64 = c
+            .query_first("SELECT COUNT(*) FROM test.t")
+            .await
+            .unwrap()
+            .unwrap();
+        let _: Vec<i64> = c
+            .query("SELECT SQL_CALC_FOUND_ROWS id FROM test.t LIMIT 1")
+            .await
+            .unwrap();
+        let found: i64 = c.query_first("SELECT FOUND_ROWS()").await.unwrap().unwrap();
+        assert_eq!(found, total);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reads_its_own_inserts_by_default() {
+    let (_topo, node) = setup().await;
+    let mut c = node.conn().await;
+    let mut missed = 0;
+    for i in 0..50 {
+        c.query_drop(format!("INSERT INTO test.t (v) VALUES ({i})"))
+            .await
+            .unwrap();
+        let id = c.last_insert_id().unwrap();
+        let v: Option<i64> = c
+            .query_first(format!("SELECT v FROM test.t WHERE id = {id}"))
+            .await
+            .unwrap();
+        if v != Some(i) {
+            missed += 1;
+        }
+    }
+    assert_eq!(missed, 0, "own inserts missed");
+}
+
+/// Runs `SELECT SLEEP(secs)` on `c` in a task; returns when it ended and
+/// how (the value, or the error code).
+fn sleeper(
+    mut c: mysql_async::Conn,
+    secs: u32,
+) -> tokio::task::JoinHandle<(Duration, Result<Option<i64>, u16>)> {
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let r: Result<Option<i64>, _> = c.query_first(format!("SELECT SLEEP({secs})")).await;
+        let r = match r {
+            Ok(v) => Ok(v),
+            Err(mysql_async::Error::Server(e)) => Err(e.code),
+            Err(_) => Err(2013),
+        };
+        (t0.elapsed(), r)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_by_the_handshake_id_interrupts_that_session() {
+    let (_topo, node) = setup().await;
+    let a = node.conn().await;
+    let a_id = a.id();
+    let task = sleeper(a, 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut b = node.conn().await;
+    b.query_drop(format!("KILL QUERY {a_id}")).await.unwrap();
+    let (took, r) = task.await.unwrap();
+    assert!(took < Duration::from_secs(4), "A ran {took:?}: {r:?}");
+    // What MariaDB answers a killed SLEEP itself.
+    assert_eq!(r, Err(1317));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_of_foreign_or_unknown_ids_is_refused_and_touches_nobody() {
+    let other =
+        format!("[[users]]\nname = \"other\"\npassword = \"{PASSWORD}\"\nbackend_user = \"app\"\n");
+    let (topo, node) = setup_with(&other).await;
+    let mut others = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let c = mysql_async::Conn::new(node.opts_for("other", PASSWORD))
+            .await
+            .unwrap();
+        ids.push(c.id());
+        others.push(sleeper(c, 3));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut b = node.conn().await;
+    let own = b.id();
+    // The other user's sessions, ids next to B's own, raw backend threads.
+    let mut targets: Vec<u64> = ids.iter().map(|i| u64::from(*i)).collect();
+    for d in [1u64, 2, 3] {
+        targets.push(u64::from(own) + d);
+        targets.push(u64::from(own).saturating_sub(d));
+    }
+    let threads: Vec<u64> = topo
+        .primary
+        .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+        .await;
+    targets.extend(threads);
+    targets.retain(|t| *t != u64::from(own));
+    for t in targets {
+        let r = b.query_drop(format!("KILL QUERY {t}")).await;
+        match r {
+            Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1094, "KILL QUERY {t}: {e}"),
+            other => panic!("KILL QUERY {t} was not refused: {other:?}"),
+        }
+    }
+    for o in others {
+        let (took, r) = o.await.unwrap();
+        assert_eq!(r, Ok(Some(0)), "another session's query was interrupted");
+        assert!(took >= Duration::from_millis(2900), "{took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_id_is_the_handshake_id() {
+    let (_topo, node) = setup().await;
+    for _ in 0..3 {
+        let mut c = node.conn().await;
+        let id: u64 = c
+            .query_first("SELECT CONNECTION_ID()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, u64::from(c.id()));
+        // Also inside other expressions and in a write.
+        let id2: u64 = c
+            .query_first("SELECT CONNECTION_ID() + 0 FROM test.t LIMIT 1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(id2, id);
+        c.query_drop("INSERT INTO test.t (v) VALUES (CONNECTION_ID() % 1000)")
+            .await
+            .unwrap();
+        // The column is named as the server names it.
+        let rows: Vec<mysql_async::Row> = c.query("SELECT CONNECTION_ID()").await.unwrap();
+        assert_eq!(rows[0].columns_ref()[0].name_str(), "CONNECTION_ID()");
+        let st = c.prep("SELECT CONNECTION_ID()").await.unwrap();
+        let id3: u64 = c.exec_first(&st, ()).await.unwrap().unwrap();
+        assert_eq!(id3, id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_connection_ends_a_busy_session_and_its_backend_work() {
+    let (topo, node) = setup().await;
+    let a = node.conn().await;
+    let a_id = a.id();
+    let task = sleeper(a, 30);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut b = node.conn().await;
+    b.query_drop(format!("KILL {a_id}")).await.unwrap();
+    let (took, r) = task.await.unwrap();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(r.is_err(), "{r:?}");
+    // Nothing sleeps on the primary any more.
+    harness::wait_for("the backend query to stop", Duration::from_secs(5), || async {
+        let n: Vec<u64> = topo
+            .primary
+            .query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(30)%'")
+            .await;
+        (n.first() == Some(&0)).then_some(())
+    })
+    .await;
+    // A session killing itself: as on the server.
+    let mut c = node.conn().await;
+    let e = c
+        .query_drop("KILL QUERY CONNECTION_ID()")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1317),
+        "{e}"
+    );
+    c.query_drop("SELECT 1").await.unwrap();
+    let e = c.query_drop("KILL CONNECTION_ID()").await.unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1927),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_reaches_a_session_on_another_node() {
+    let topo = Topology::start(1).await;
+    let fleet = Fleet::start(3, topo.backends(), |_, _| {}).await;
+    let a = fleet.nodes[0].conn().await;
+    let a_id = a.id();
+    let task = sleeper(a, 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // What JDBC's Statement.cancel() does: a new connection, possibly to
+    // another node behind the load balancer, sends KILL QUERY <id>.
+    let mut b = fleet.nodes[2].conn().await;
+    b.query_drop(format!("KILL QUERY {a_id}")).await.unwrap();
+    let (took, r) = task.await.unwrap();
+    assert!(took < Duration::from_secs(4), "{took:?} {r:?}");
+    assert_eq!(r, Err(1317));
+    // Unknown ids on other nodes are unknown there too.
+    let unknown = (3u64 << 24) | 0xfffff;
+    let e = b
+        .query_drop(format!("KILL QUERY {unknown}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1094),
+        "{e}"
+    );
+}
