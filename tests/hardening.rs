@@ -890,3 +890,111 @@ async fn concords_own_probes_keep_no_growing_server_state() {
         "prepared statements on the primary grew from {before} to {after} in 3 s of heartbeats"
     );
 }
+
+/// What 20 sessions that panic while holding a backend connection leave
+/// behind: (sessions still listed, new logins refused by the per-user cap,
+/// backend connections counted as in use).
+async fn panics_leave(hooks: &str) -> (usize, bool, u64) {
+    let db = MariaDb::start("primary", 1).await;
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.users =
+        format!("[[users]]\nname = \"app\"\npassword = \"{PASSWORD}\"\nmax_connections = 6\n");
+    cfg.extra = "[pool]\nmax_per_backend = 8\nacquire_timeout = \"1s\"\n".into();
+    cfg.test_hooks = hooks.into();
+    let node = Concord::start(cfg).await;
+    // A bystander session, busy the whole time.
+    let mut bystander = node.conn().await;
+    for _ in 0..20 {
+        let Ok(mut c) = mysql_async::Conn::new(node.opts()).await else {
+            break;
+        };
+        c.query_drop("SELECT 1").await.unwrap();
+        let e = c.query_drop("/* concord:test-panic */ SELECT 1").await;
+        assert!(e.is_err(), "the session ends");
+        bystander.query_drop("SELECT 1").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sessions = node.admin_query("SHOW SESSIONS").await.unwrap().len();
+    let refused = match mysql_async::Conn::new(node.opts()).await {
+        Ok(mut c) => c.query_drop("SELECT 1").await.is_err(),
+        Err(_) => true,
+    };
+    let rows = node.admin_query("SHOW BACKENDS").await.unwrap();
+    let active: u64 = rows[0]["active_conns"]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(node.logs().contains("test hook: session"), "the hook ran");
+    (sessions, refused, active)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_session_costs_no_other_session_anything() {
+    // Only the bystander is left: no listed session, no per-user count, no
+    // pool slot stays behind a panicked session.
+    let (sessions, refused, active) = panics_leave("session-panic").await;
+    println!("after 20 panics: {sessions} sessions listed, new login refused: {refused}, {active} backend connections in use");
+    assert_eq!(sessions, 1, "only the bystander");
+    assert!(!refused, "a new login works");
+    assert!(
+        active <= 1,
+        "only the bystander's connection is in use: {active}"
+    );
+    // The same with the guards switched off (test-only): the leaks are
+    // there, so the assertions above are what the guards make true.
+    let (sessions, refused, active) = panics_leave("session-panic,leak-on-panic").await;
+    println!("without the guards: {sessions} sessions listed, new login refused: {refused}, {active} backend connections in use");
+    assert!(sessions > 1 && refused && active > 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_session_stops_a_session_in_the_middle_of_a_command() {
+    let db = MariaDb::start("primary", 1).await;
+    db.exec("CREATE TABLE test.f (a INT, b INT)").await;
+    let node = Concord::start(ConcordConfig::single(&db.addr())).await;
+    let local = concord_protocol::consts::cap::LOCAL_FILES;
+    for case in ["half a packet", "a quiet LOCAL INFILE"] {
+        let mut c = RawClient::connect(node.cfg.port, "app", PASSWORD, local).await;
+        let id = c.connection_id;
+        match case {
+            "half a packet" => {
+                // A 100-byte COM_QUERY header, then 10 bytes, then nothing.
+                c.s.io.write_all(&[100, 0, 0, 0, 3]).await.unwrap();
+                c.s.io.write_all(b"SELECT 1  ").await.unwrap();
+            }
+            _ => {
+                let mut seq = 0;
+                c.s.send(
+                    &mut seq,
+                    b"\x03LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE test.f",
+                )
+                .await
+                .unwrap();
+                // The server asks for the file; the client sends part of
+                // it and goes quiet.
+                let req = c.s.read_packet().await.unwrap();
+                assert_eq!(req.first(), Some(0xfb));
+                let mut seq = req.next_seq();
+                c.s.send(&mut seq, b"1,2\n3,4\n").await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = Instant::now();
+        node.admin_query(&format!("KILL SESSION {id}"))
+            .await
+            .unwrap();
+        let closed = read_until_closed(&mut c.s.io, Duration::from_secs(5)).await;
+        println!("{case}: closed {:?} after KILL SESSION", t.elapsed());
+        assert!(closed.is_some(), "{case}: the session is still open");
+        let listed = node.admin_query("SHOW SESSIONS").await.unwrap();
+        assert!(
+            !listed
+                .iter()
+                .any(|r| r["id"].as_deref() == Some(id.to_string().as_str())),
+            "{case}: still listed"
+        );
+    }
+    // Nothing of the half-loaded file was committed.
+    let n: Vec<u64> = db.query("SELECT COUNT(*) FROM test.f").await;
+    assert_eq!(n, vec![0]);
+}

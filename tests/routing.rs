@@ -287,9 +287,10 @@ async fn write_read_misses(c: &mut mysql_async::Conn, start: i32, n: i32) -> u32
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_sees_every_write_on_a_delayed_replica() {
     // A 5 s lag bound keeps a 1 s-delayed replica in the read set.
+    // Off first (the default is "session"), to show the setup bites.
     let (topo, node) = setup(
         (100, 100),
-        "[routing]\nmax_replica_lag = \"5s\"\nread_your_writes_wait = \"200ms\"\n",
+        "[routing]\nmax_replica_lag = \"5s\"\nread_your_writes_wait = \"200ms\"\nread_your_writes = \"off\"\n",
     )
     .await;
     topo.primary
@@ -313,7 +314,10 @@ async fn read_your_writes_sees_every_write_on_a_delayed_replica() {
     // With it, every read sees the write, and reads still use replicas.
     let path = node.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
-    let text = text.replace("[routing]\n", "[routing]\nread_your_writes = \"session\"\n");
+    let text = text.replace(
+        "read_your_writes = \"off\"",
+        "read_your_writes = \"session\"",
+    );
     std::fs::write(&path, text).unwrap();
     node.admin_query("RELOAD CONFIG").await.unwrap();
     let mut c = node.conn().await;

@@ -340,3 +340,91 @@ async fn kill_query_reaches_a_session_on_another_node() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_greeting_names_the_backends_version() {
+    let topo = Topology::start(0).await;
+    let node = Concord::start(ConcordConfig::new(topo.backends())).await;
+    // The very first client: nothing has logged in to a backend for a
+    // session yet.
+    let c = harness::raw::RawClient::connect(node.cfg.port, "app", PASSWORD, 0).await;
+    let v = String::from_utf8_lossy(&c.server_version).into_owned();
+    assert!(v.contains("MariaDB"), "greeting version {v:?}");
+    let direct: String = topo
+        .primary
+        .query::<String>("SELECT @@version")
+        .await
+        .remove(0);
+    assert!(v.ends_with(&direct), "{v:?} vs the server's {direct:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_concord_status_is_accepted_only_alone() {
+    let (topo, node) = setup().await;
+    let mut c = node.conn().await;
+    let before: i64 = topo
+        .primary
+        .query::<i64>("SELECT COUNT(*) FROM test.t")
+        .await
+        .remove(0);
+    let e = c
+        .query_drop("SHOW CONCORD STATUS; DELETE FROM test.t")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, mysql_async::Error::Server(s) if s.code == 1064 && s.message.contains("alone")),
+        "{e}"
+    );
+    let after: i64 = topo
+        .primary
+        .query::<i64>("SELECT COUNT(*) FROM test.t")
+        .await
+        .remove(0);
+    assert_eq!(before, after, "nothing after it ran");
+    let rows: Vec<mysql_async::Row> = c.query("SHOW CONCORD STATUS").await.unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+async fn pinned(node: &Concord, id: u32) -> String {
+    node.admin_query("SHOW SESSIONS")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r["id"].as_deref() == Some(id.to_string().as_str()))
+        .and_then(|r| r["pinned"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_that_change_no_session_state_do_not_pin() {
+    let (_topo, node) = setup().await;
+    let mut c = node.conn().await;
+    for sql in [
+        "SET STATEMENT max_statement_time=10 FOR SELECT COUNT(*) FROM test.t",
+        "SET PASSWORD = PASSWORD('concord-test-pw')",
+        "SET @@session.sql_mode = 'ANSI_QUOTES'",
+        "SET @x = 1",
+        "SELECT 42 INTO @y",
+        "INSERT INTO test.t (v) VALUES (1)",
+        "SET NAMES utf8mb4",
+    ] {
+        c.query_drop(sql).await.unwrap();
+        assert_eq!(pinned(&node, c.id()).await, "", "{sql} pinned the session");
+    }
+    // Reads still spread to the replicas.
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        ids.insert(
+            c.query_first::<u32, _>("SELECT @@server_id")
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(!ids.contains(&1), "reads went to the primary: {ids:?}");
+    // And state that cannot move pins, with its reason.
+    c.query_drop("CREATE TEMPORARY TABLE tt (a INT)")
+        .await
+        .unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "temporary_table");
+}

@@ -10,6 +10,7 @@ mod duration;
 mod error;
 mod schema;
 mod size;
+pub mod testhooks;
 mod validate;
 
 pub use diff::{diff, Change};

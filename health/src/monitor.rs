@@ -112,7 +112,9 @@ impl Health {
         let mut v = (**self.view.load()).clone();
         v.backends.insert(name.to_string(), h);
         self.view.store(Arc::new(v));
-        self.changed.notify_waiters();
+        // One waiter (the routing rebuild); a permit, so a change that
+        // lands while it is rebuilding is not lost.
+        self.changed.notify_one();
     }
 
     fn retain(&self, names: &[String]) {

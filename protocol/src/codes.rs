@@ -21,6 +21,7 @@ pub const NO_SUCH_THREAD: Code = Code(1094, b"HY000");
 pub const CONNECTION_KILLED: Code = Code(1927, b"70100");
 pub const NOT_SUPPORTED_YET: Code = Code(1235, b"42000");
 pub const UNKNOWN_STMT_HANDLER: Code = Code(1243, b"HY000");
+pub const STMT_HAS_NO_OPEN_CURSOR: Code = Code(1421, b"HY000");
 pub const MAX_PREPARED_STMT_COUNT_REACHED: Code = Code(1461, b"42000");
 pub const NOT_ALLOWED_COMMAND: Code = Code(1148, b"42000");
 pub const QUERY_INTERRUPTED: Code = Code(1317, b"70100");

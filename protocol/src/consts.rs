@@ -97,6 +97,8 @@ pub mod status {
     pub const PS_OUT_PARAMS: u16 = 1 << 12;
     pub const IN_TRANS_READONLY: u16 = 1 << 13;
     pub const SESSION_STATE_CHANGED: u16 = 1 << 14;
+    /// MariaDB: sql_mode has ANSI_QUOTES.
+    pub const ANSI_QUOTES: u16 = 1 << 15;
 }
 
 /// Command bytes (`COM_*`), the first payload byte of a client command.

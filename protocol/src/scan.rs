@@ -75,6 +75,9 @@ pub struct Scanner {
     continuing: bool,
     /// Status flags of the last OK/EOF seen.
     pub status: u16,
+    /// Some OK/EOF carried status flags (an ERR carries none: after an
+    /// error alone, the connection's status is what it was before).
+    pub status_seen: bool,
     /// Error code if the response ended with ERR.
     pub error: Option<u16>,
     /// The last packet handled was an OK packet (0x00 layout or 0xfe
@@ -100,6 +103,7 @@ impl Scanner {
             deprecate_eof,
             continuing: false,
             status: 0,
+            status_seen: false,
             error: None,
             last_was_ok: false,
             prepare: None,
@@ -160,7 +164,7 @@ impl Scanner {
             State::Single => {
                 if matches!(first, Some(0x00) | Some(0xfe)) {
                     if let Some(s) = terminator_status(payload, self.deprecate_eof) {
-                        self.status = s;
+                        self.set_status(s);
                     }
                     self.last_was_ok = first == Some(0x00);
                 }
@@ -204,7 +208,7 @@ impl Scanner {
                     ));
                 }
                 let s = terminator_status(payload, false).unwrap_or(0);
-                self.status = s;
+                self.set_status(s);
                 if s & status::CURSOR_EXISTS != 0 {
                     // COM_STMT_EXECUTE opened a cursor: rows come via FETCH.
                     self.state = State::Done;
@@ -269,7 +273,7 @@ impl Scanner {
             State::FieldList => {
                 if is_terminator {
                     if let Some(s) = terminator_status(payload, self.deprecate_eof) {
-                        self.status = s;
+                        self.set_status(s);
                     }
                     self.state = State::Done;
                     Ok(Step::Done)
@@ -279,6 +283,11 @@ impl Scanner {
             }
             State::Done => Err(ProtoError::malformed("packet after the end of a response")),
         }
+    }
+
+    fn set_status(&mut self, s: u16) {
+        self.status = s;
+        self.status_seen = true;
     }
 
     fn prepare_next(&mut self, params: u16, columns: u16) -> Step {
@@ -295,7 +304,7 @@ impl Scanner {
     }
 
     fn end_of_result(&mut self, s: u16) -> Step {
-        self.status = s;
+        self.set_status(s);
         if s & status::MORE_RESULTS_EXISTS != 0 {
             self.state = State::First;
             Step::More

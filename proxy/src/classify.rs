@@ -111,13 +111,18 @@ pub mod flag {
     /// WARNINGS, FOUND_ROWS(), ROW_COUNT(), @@warning_count, ...): runs on
     /// the connection that ran the previous statement.
     pub const STMT_INFO: u32 = 1 << 9;
-    /// Calls CONNECTION_ID(): the text is rewritten to the session's id.
+    /// Calls CONNECTION_ID() or IS_USED_LOCK(): rewritten so the ids are
+    /// the session's (see `rewrite_ids`).
     pub const CONN_ID: u32 = 1 << 10;
     /// `SET STATEMENT ... FOR`: its variables revert after the statement.
     pub const SET_STATEMENT: u32 = 1 << 11;
     /// Only SET / USE statements: every state change the server reports
     /// for it is a tracked variable, the schema or a named user variable.
     pub const ONLY_SETS: u32 = 1 << 12;
+    /// Calls FOUND_ROWS(): runs where the previous SELECT ran.
+    pub const FOUND_ROWS: u32 = 1 << 13;
+    /// Names a table (`FROM` somewhere in it).
+    pub const FROM: u32 = 1 << 14;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,7 +368,7 @@ const CONN_FUNCS: &[&[u8]] = &[
 ];
 
 /// Functions that report on the previous statement.
-const STMT_FUNCS: &[&[u8]] = &[b"FOUND_ROWS", b"ROW_COUNT"];
+const STMT_FUNCS: &[&[u8]] = &[b"ROW_COUNT"];
 
 /// System variables whose value belongs to the session's primary
 /// connection (the last generated id, the last GTID written).
@@ -790,6 +795,7 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
                     }
                     // SELECT ... INTO @v / OUTFILE / DUMPFILE (not
                     // INSERT INTO t, LOAD DATA ... INTO TABLE t).
+                    b"FROM" => *flags |= flag::FROM,
                     b"INTO" => {
                         let save = (lx.i, lx.hint_primary, lx.hint_max_lag);
                         let next = lx.next();
@@ -813,7 +819,9 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
                         pin.get_or_insert(Pin::UserLock);
                     }
                     b"CONNECTION_ID" => *flags |= flag::CONN_ID,
+                    b"IS_USED_LOCK" => *flags |= flag::CONN_FUNC | flag::CONN_ID,
                     u if CONN_FUNCS.contains(&u) => *flags |= flag::CONN_FUNC,
+                    b"FOUND_ROWS" => *flags |= flag::STMT_INFO | flag::FOUND_ROWS,
                     u if STMT_FUNCS.contains(&u) => *flags |= flag::STMT_INFO,
                     _ => {}
                 }
@@ -1006,55 +1014,144 @@ pub fn kill_target(sql: &[u8]) -> (bool, KillTarget) {
     (query, target)
 }
 
-/// The statement with every `CONNECTION_ID()` call replaced by the
-/// session's id, so the id a client sees is the one from its handshake on
-/// whichever backend runs the statement. A call that is a whole select
-/// item keeps its column name (`CONNECTION_ID()`) through an alias.
-pub fn rewrite_connection_id(sql: &[u8], id: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(sql.len() + 16);
+/// Words that end a select list at depth 0.
+const SELECT_LIST_END: &[&[u8]] = &[
+    b"FROM",
+    b"INTO",
+    b"WHERE",
+    b"GROUP",
+    b"HAVING",
+    b"ORDER",
+    b"LIMIT",
+    b"UNION",
+    b"FOR",
+    b"WINDOW",
+    b"PROCEDURE",
+    b"LOCK",
+    b"EXCEPT",
+    b"INTERSECT",
+];
+
+/// The statement with the ids the server reports made the session's own:
+/// every `CONNECTION_ID()` becomes the session's id, and `IS_USED_LOCK(x)`
+/// reports the session's id for a lock this session holds (other
+/// holders keep their server thread id). A select item changed this way
+/// keeps the column name the server would give it (its text), through an
+/// alias when it has none.
+pub fn rewrite_ids(sql: &[u8], id: u64) -> Vec<u8> {
+    // Tokens with their byte ranges and parenthesis depth.
+    let mut toks: Vec<(Tok<'_>, usize, usize, i32)> = Vec::new();
     let mut lx = Lexer::new(sql);
+    let mut depth = 0i32;
+    loop {
+        lx.skip_space_and_comments();
+        let start = lx.i;
+        let Some(t) = lx.next() else { break };
+        if t == Tok::Punct(b')') {
+            depth -= 1;
+        }
+        toks.push((t, start, lx.i, depth));
+        if t == Tok::Punct(b'(') {
+            depth += 1;
+        }
+    }
+    let word = |i: usize, w: &[u8]| matches!(toks.get(i), Some((Tok::Word(x), ..)) if eq_ci(x, w));
+    let punct = |i: usize, c: u8| matches!(toks.get(i), Some((Tok::Punct(x), ..)) if *x == c);
+    // (first token, last token, replacement)
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        if word(i, b"CONNECTION_ID") && punct(i + 1, b'(') && punct(i + 2, b')') {
+            edits.push((i, i + 2, id.to_string()));
+            i += 3;
+            continue;
+        }
+        if word(i, b"IS_USED_LOCK") && punct(i + 1, b'(') {
+            let d = toks[i + 1].3;
+            if let Some(j) = (i + 2..toks.len()).find(|&j| punct(j, b')') && toks[j].3 == d) {
+                let args = String::from_utf8_lossy(&sql[toks[i + 1].2..toks[j].1]).into_owned();
+                edits.push((
+                    i,
+                    j,
+                    format!(
+                        "IF(IS_USED_LOCK({args}) = @@pseudo_thread_id, {id}, IS_USED_LOCK({args}))"
+                    ),
+                ));
+                i = j + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if edits.is_empty() {
+        return sql.to_vec();
+    }
+    // The select items of a leading SELECT, as token ranges.
+    let mut items: Vec<(usize, usize)> = Vec::new();
+    if word(0, b"SELECT") {
+        let mut start = 1;
+        let mut k = 1;
+        while k < toks.len() {
+            let (t, _, _, d) = toks[k];
+            let ends = d == 0
+                && (t == Tok::Punct(b';')
+                    || matches!(t, Tok::Word(w) if SELECT_LIST_END.iter().any(|e| eq_ci(w, e))));
+            if ends {
+                break;
+            }
+            if d == 0 && t == Tok::Punct(b',') {
+                items.push((start, k - 1));
+                start = k + 1;
+            }
+            k += 1;
+        }
+        if start < k {
+            items.push((start, k - 1));
+        }
+    }
+    let aliased = |a: usize, b: usize| {
+        (a..=b).any(|k| toks[k].3 == 0 && word(k, b"AS"))
+            || (b > a
+                && matches!(toks[b].0, Tok::Word(_) | Tok::Quoted)
+                && matches!(
+                    toks[b - 1].0,
+                    Tok::Punct(b')') | Tok::Number | Tok::Quoted | Tok::Word(_)
+                ))
+    };
+    let mut out = Vec::with_capacity(sql.len() + 64);
     let mut copied = 0;
-    let mut prev: Option<Tok<'_>> = None;
-    while let Some(t) = lx.next() {
-        let Tok::Word(w) = t else {
-            prev = Some(t);
-            continue;
-        };
-        if !eq_ci(w, b"CONNECTION_ID") {
-            prev = Some(t);
-            continue;
+    let mut e = 0;
+    while e < edits.len() {
+        let (first, _, _) = edits[e];
+        let item = items
+            .iter()
+            .find(|(a, b)| *a <= first && first <= *b)
+            .copied();
+        match item {
+            Some((a, b)) if !aliased(a, b) => {
+                // Rewrite the whole item, then name it by its text.
+                out.extend_from_slice(&sql[copied..toks[a].1]);
+                let mut pos = toks[a].1;
+                while e < edits.len() && edits[e].0 <= b {
+                    let (f, l, ref rep) = edits[e];
+                    out.extend_from_slice(&sql[pos..toks[f].1]);
+                    out.extend_from_slice(rep.as_bytes());
+                    pos = toks[l].2;
+                    e += 1;
+                }
+                out.extend_from_slice(&sql[pos..toks[b].2]);
+                let name = String::from_utf8_lossy(&sql[toks[a].1..toks[b].2]).replace('`', "``");
+                out.extend_from_slice(format!(" AS `{name}`").as_bytes());
+                copied = toks[b].2;
+            }
+            _ => {
+                let (f, l, ref rep) = edits[e];
+                out.extend_from_slice(&sql[copied..toks[f].1]);
+                out.extend_from_slice(rep.as_bytes());
+                copied = toks[l].2;
+                e += 1;
+            }
         }
-        let word_start = lx.i - w.len();
-        let save = lx.i;
-        if lx.next() != Some(Tok::Punct(b'(')) || lx.next() != Some(Tok::Punct(b')')) {
-            lx.i = save;
-            prev = Some(t);
-            continue;
-        }
-        let call_end = lx.i;
-        // A select item of its own, not aliased: name the column as the
-        // server would.
-        let item_start = matches!(prev, Some(Tok::Punct(b','))) || is_word(prev, b"SELECT");
-        let save = lx.i;
-        let next = lx.next();
-        lx.i = save;
-        let item_end = matches!(next, None | Some(Tok::Punct(b',' | b';' | b')')))
-            || is_word(next, b"FROM")
-            || is_word(next, b"INTO");
-        out.extend_from_slice(&sql[copied..word_start]);
-        if item_start && item_end && !is_word(next, b"AS") {
-            out.extend_from_slice(
-                format!(
-                    "{id} AS `{}`",
-                    String::from_utf8_lossy(&sql[word_start..call_end])
-                )
-                .as_bytes(),
-            );
-        } else {
-            out.extend_from_slice(id.to_string().as_bytes());
-        }
-        copied = call_end;
-        prev = Some(Tok::Punct(b')'));
     }
     out.extend_from_slice(&sql[copied..]);
     out
@@ -1069,5 +1166,5 @@ pub fn fuzz_entry(sql: &[u8]) {
     let _ = classify(sql);
     let _ = assigned_user_vars(sql);
     let _ = kill_target(sql);
-    let _ = rewrite_connection_id(sql, 7);
+    let _ = rewrite_ids(sql, 7);
 }

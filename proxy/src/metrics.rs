@@ -163,7 +163,7 @@ pub fn render(shared: &Shared) -> String {
             .absolute(pool.stats.errors.load(Ordering::Relaxed));
     }
     let bound = shared.config.load().routing.max_replica_lag.get();
-    for (name, h) in shared.health.view.load().backends.iter() {
+    for (name, h) in routing.health.backends.iter() {
         let b = name.clone();
         gauge!("concord_backend_up", "backend" => b.clone()).set(f64::from(u8::from(h.reachable)));
         gauge!("concord_backend_readable", "backend" => b.clone())

@@ -139,7 +139,7 @@ fn follow_topology(shared: Arc<Shared>) {
     let r = routing::rebuild(
         &shared.routing.load(),
         &first,
-        &shared.health.view.load(),
+        &shared.health.view.load_full(),
         &shared.config.load(),
     );
     shared.routing.store(Arc::new(r));
@@ -154,7 +154,7 @@ fn follow_topology(shared: Arc<Shared>) {
             let new = routing::rebuild(
                 &old,
                 &applied,
-                &shared.health.view.load(),
+                &shared.health.view.load_full(),
                 &shared.config.load(),
             );
             let name = |r: &routing::Routing| r.primary.as_ref().map(|p| p.name.clone());

@@ -1,6 +1,9 @@
 //! The routing snapshot: which backend takes writes, under which epoch,
-//! and the pools of every backend. Rebuilt from the applied Raft topology
-//! and swapped whole (`ArcSwap`); sessions load it once per statement.
+//! the pools of every backend, and the topology and health it was built
+//! from. Rebuilt when Raft applies an entry or a probe changes what this
+//! node knows, and swapped whole (`ArcSwap`); sessions load it once per
+//! statement, and SHOW BACKENDS, the API and the metrics show the same
+//! snapshot, so what they say is what the router decides on.
 
 use crate::backend::{BackendPool, PoolSettings};
 use concord_config::Config;
@@ -28,6 +31,9 @@ pub struct Routing {
     pub applied_index: u64,
     /// Active replicas (not draining, in maintenance or fenced).
     pub replicas: Vec<Replica>,
+    /// The applied topology and the health view this was built from.
+    pub applied: Arc<Applied>,
+    pub health: Arc<HealthView>,
 }
 
 impl Routing {
@@ -39,6 +45,8 @@ impl Routing {
             no_primary_reason: "the fleet has not agreed on a topology yet".into(),
             applied_index: 0,
             replicas: Vec::new(),
+            applied: Arc::new(Applied::default()),
+            health: Arc::new(HealthView::default()),
         }
     }
 
@@ -60,7 +68,12 @@ pub fn pool_settings(c: &Config) -> PoolSettings {
 /// Builds the snapshot for a newly applied topology, keeping the pools of
 /// backends that did not move. Pools of backends that stopped being the
 /// primary are closed (their connections could carry writes).
-pub fn rebuild(old: &Routing, applied: &Applied, health: &HealthView, cfg: &Config) -> Routing {
+pub fn rebuild(
+    old: &Routing,
+    applied: &Arc<Applied>,
+    health: &Arc<HealthView>,
+    cfg: &Config,
+) -> Routing {
     let topo = &applied.topology;
     let mut pools = BTreeMap::new();
     for b in topo.backends.values() {
@@ -141,5 +154,7 @@ pub fn rebuild(old: &Routing, applied: &Applied, health: &HealthView, cfg: &Conf
         no_primary_reason,
         applied_index: applied.index,
         replicas,
+        applied: applied.clone(),
+        health: health.clone(),
     }
 }

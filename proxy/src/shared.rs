@@ -415,6 +415,10 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
+        if std::thread::panicking() && concord_config::testhooks::on("leak-on-panic") {
+            // Test-only: what happened before this guard existed.
+            return;
+        }
         self.shared.sessions.remove(self.id);
         let u = self.user.lock().unwrap_or_else(|p| p.into_inner());
         self.shared.sessions.remove_user(&u);

@@ -37,6 +37,9 @@ pub struct ConcordConfig {
     pub users: String,
     /// `[node] data_dir`; default: `data` in the node's temp dir.
     pub data_dir: Option<std::path::PathBuf>,
+    /// `CONCORD_TEST_HOOKS` for the process: test-only switches that
+    /// remove a protection (see `config/src/testhooks.rs`).
+    pub test_hooks: String,
 }
 
 impl ConcordConfig {
@@ -63,6 +66,7 @@ impl ConcordConfig {
             extra: String::new(),
             users: format!("[[users]]\nname = \"app\"\npassword = \"{PASSWORD}\"\n"),
             data_dir: None,
+            test_hooks: String::new(),
         }
     }
 
@@ -308,6 +312,7 @@ impl Concord {
             Ok(v) => cmd.env("RUST_LOG", v),
             Err(_) => cmd.env_remove("RUST_LOG"),
         };
+        cmd.env("CONCORD_TEST_HOOKS", &self.cfg.test_hooks);
         let child = cmd
             .arg("--config")
             .arg(self.config_path())

@@ -15,6 +15,11 @@ use tokio::net::TcpStream;
 pub struct RawClient {
     pub s: PacketStream<TcpStream>,
     pub caps: u32,
+    /// The connection id from the greeting.
+    pub connection_id: u32,
+    /// The greeting's server version string.
+    pub server_version: Vec<u8>,
+    scramble: Vec<u8>,
 }
 
 pub const CLIENT_CAPS: u32 = cap::LONG_PASSWORD
@@ -79,7 +84,52 @@ impl RawClient {
                 _ => panic!("login failed: {:?}", String::from_utf8_lossy(&p.payload)),
             }
         }
-        RawClient { s, caps }
+        RawClient {
+            s,
+            caps,
+            connection_id: hs.connection_id,
+            server_version: hs.server_version,
+            scramble: hs.scramble,
+        }
+    }
+
+    /// COM_CHANGE_USER with mysql_native_password, following an auth
+    /// switch if the server asks for one; returns the final OK or ERR.
+    pub async fn change_user(&mut self, user: &str, password: &str, db: Option<&str>) -> Vec<u8> {
+        let mut p = vec![0x11];
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        let auth = auth::native_scramble(password.as_bytes(), &self.scramble);
+        p.push(auth.len() as u8);
+        p.extend_from_slice(&auth);
+        p.extend_from_slice(db.unwrap_or("").as_bytes());
+        p.push(0);
+        p.extend_from_slice(&45u16.to_le_bytes());
+        p.extend_from_slice(b"mysql_native_password\0");
+        let mut seq = 0;
+        if self.s.send(&mut seq, &p).await.is_err() {
+            return b"<closed>".to_vec();
+        }
+        loop {
+            let Ok(r) = self.s.read_packet().await else {
+                return b"<closed>".to_vec();
+            };
+            match r.first() {
+                Some(0xfe) => {
+                    let Ok(sw) = AuthSwitchRequest::decode(&r.payload) else {
+                        return r.payload.to_vec();
+                    };
+                    let mut seq = r.next_seq();
+                    let a = auth::native_scramble(password.as_bytes(), &sw.data);
+                    if self.s.send(&mut seq, &a).await.is_err() {
+                        return b"<closed>".to_vec();
+                    }
+                }
+                // caching_sha2 "fast auth ok" before the OK.
+                Some(0x01) => continue,
+                _ => return r.payload.to_vec(),
+            }
+        }
     }
 
     /// Sends one command and returns every packet of its response.

@@ -74,8 +74,9 @@ pub fn backends_table(shared: &Shared) -> Table {
         ("errors", I),
         ("epoch", I),
     ]);
-    let applied = shared.consensus.applied().borrow().clone();
+    // One snapshot: the topology and health the router decides on.
     let routing = shared.routing.load();
+    let applied = routing.applied.clone();
     // "readable": under the default bound (users and hints may differ).
     let bound = shared.config.load().routing.max_replica_lag.get();
     for b in applied.topology.backends.values() {
@@ -86,7 +87,7 @@ pub fn backends_table(shared: &Shared) -> Table {
         let stat = |f: fn(&crate::backend::pool::Stats) -> &std::sync::atomic::AtomicU64| {
             pool.map(|p| f(&p.stats).load(Ordering::Relaxed).to_string())
         };
-        let h = shared.health.get(&b.name);
+        let h = routing.health.backends.get(&b.name);
         let role = if applied.topology.primary.as_deref() == Some(b.name.as_str()) {
             "primary"
         } else {

@@ -57,6 +57,10 @@ pub struct BackendConn {
     /// Out of step with the server (it sent bytes after a response):
     /// closed after the current command, never reused.
     pub poisoned: bool,
+    /// Variables a `SET STATEMENT ... FOR` set for one statement: MariaDB
+    /// reports their reverting (with a state-change flag) along with the
+    /// next statement that reports anything on this connection.
+    pub reverting: Vec<Vec<u8>>,
     pub created: Instant,
     pub idle_since: Instant,
     pub server_version: Vec<u8>,
@@ -133,6 +137,7 @@ impl BackendConn {
             status: info.status,
             dirty: false,
             poisoned: false,
+            reverting: Vec::new(),
             created: now,
             idle_since: now,
             flavor: Flavor::of_version(&info.server_version),
@@ -331,6 +336,15 @@ impl BackendConn {
             Reply::Err(e) => Err(e),
             r => Ok(r),
         })
+    }
+}
+
+impl Drop for BackendConn {
+    /// Says goodbye without waiting (one small non-blocking write), so
+    /// the server does not log every pooled connection concord closes as
+    /// an aborted connection.
+    fn drop(&mut self) {
+        let _ = self.io.io.try_write(&[1, 0, 0, 0, com::QUIT]);
     }
 }
 

@@ -215,8 +215,8 @@ fn kill_statements() {
 }
 
 #[test]
-fn connection_id_is_rewritten() {
-    let r = |s: &str| String::from_utf8(rewrite_connection_id(s.as_bytes(), 77)).unwrap();
+fn connection_ids_are_rewritten_with_the_server_s_column_names() {
+    let r = |s: &str| String::from_utf8(rewrite_ids(s.as_bytes(), 77)).unwrap();
     assert_eq!(
         r("SELECT CONNECTION_ID()"),
         "SELECT 77 AS `CONNECTION_ID()`"
@@ -226,6 +226,7 @@ fn connection_id_is_rewritten() {
         "select 77 AS `connection_id()` , 1"
     );
     assert_eq!(r("SELECT CONNECTION_ID() AS id"), "SELECT 77 AS id");
+    assert_eq!(r("SELECT CONNECTION_ID() id"), "SELECT 77 id");
     assert_eq!(
         r("SELECT * FROM t WHERE c = CONNECTION_ID()"),
         "SELECT * FROM t WHERE c = 77"
@@ -234,7 +235,19 @@ fn connection_id_is_rewritten() {
         r("SELECT 'CONNECTION_ID()', `CONNECTION_ID`"),
         "SELECT 'CONNECTION_ID()', `CONNECTION_ID`"
     );
-    assert_eq!(r("SELECT CONNECTION_ID()+1"), "SELECT 77+1");
+    assert_eq!(
+        r("SELECT CONNECTION_ID()+1 FROM t"),
+        "SELECT 77+1 AS `CONNECTION_ID()+1` FROM t"
+    );
+    assert_eq!(
+        r("SELECT IS_USED_LOCK('l') = CONNECTION_ID()"),
+        "SELECT IF(IS_USED_LOCK('l') = @@pseudo_thread_id, 77, IS_USED_LOCK('l')) = 77 AS `IS_USED_LOCK('l') = CONNECTION_ID()`"
+    );
+    assert_eq!(
+        r("INSERT INTO t VALUES (CONNECTION_ID())"),
+        "INSERT INTO t VALUES (77)"
+    );
+    assert_eq!(r("SELECT 1"), "SELECT 1");
 }
 
 #[test]

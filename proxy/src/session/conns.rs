@@ -85,11 +85,15 @@ pub struct Outcome {
     pub failed: bool,
     pub prepare: Option<PrepareOk>,
     pub status: u16,
+    /// The server sent status flags (not an error alone).
+    pub status_seen: bool,
     /// Session-state changes the server reported (see `relay::RelayEnd`).
     pub changes: Vec<StateChange>,
     /// Id of the connection that ran it, and whether it tracks state.
     pub conn_id: u64,
     pub tracking: bool,
+    /// The id it generated (0: none).
+    pub last_insert_id: u64,
 }
 
 impl Session {
@@ -391,6 +395,7 @@ impl Session {
         if w == Which::Primary {
             self.write_epoch = b.epoch;
         }
+        tracing::trace!(session = self.info.id, backend = %b.pool.name, conn = b.conn.id, "forward");
         let mut sc = Scanner::new(expect, b.conn.deprecate_eof());
         b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
         self.info.running.store(b.conn.id, Ordering::Relaxed);
@@ -406,6 +411,7 @@ impl Session {
                     self.caps,
                     b.conn.caps,
                     prepare_id,
+                    self.status_fix.take(),
                     &relay::Stall {
                         pool: &b.pool,
                         nudge: &self.info.kill,
@@ -434,24 +440,36 @@ impl Session {
                 if !consume_now {
                     relay::consume(&mut self.client, cmd);
                 }
-                b.conn.status = sc.status;
+                if sc.status_seen {
+                    b.conn.status = sc.status;
+                }
                 if end.trailing {
                     tracing::warn!(backend = %b.pool.name, "backend sent data after the end of a response; its connection is closed after this command");
                     b.conn.poisoned = true;
                 }
                 let (conn_id, tracking) = (b.conn.id, b.conn.tracking);
-                if expect != Expect::Single || sc.error.is_none() {
+                // An error alone carries no status: the transaction state
+                // stays what it was (an open transaction is still open),
+                // but whether a failed statement opened one with
+                // autocommit off, or a deadlock ended one, only the server
+                // knows: asked before concord answers with a status itself.
+                if sc.status_seen {
                     self.status = sc.status;
+                    self.status_stale = false;
                     self.txn = (sc.status & status::IN_TRANS != 0).then_some(w);
+                } else if sc.error.is_some() {
+                    self.status_stale = true;
                 }
                 self.last = Some(w);
                 Ok(Outcome {
                     failed: sc.error.is_some() || end.refused_infile,
                     prepare: sc.prepare,
                     status: sc.status,
+                    status_seen: sc.status_seen,
                     changes: end.changes,
                     conn_id,
                     tracking,
+                    last_insert_id: end.last_insert_id,
                 })
             }
             Err(e) => {
@@ -541,10 +559,12 @@ impl Session {
             (Some(Which::Replica(t)), Which::Replica(i)) if t > i => Some(Which::Replica(t - 1)),
             _ => x,
         };
-        if self.last == Some(w) {
-            self.last = None;
+        for x in [&mut self.last, &mut self.last_read] {
+            if *x == Some(w) {
+                *x = None;
+            }
+            *x = shift(*x);
         }
-        self.last = shift(self.last);
         // A transaction on this connection: the caller says what it means.
         if self.txn != Some(w) {
             self.txn = shift(self.txn);

@@ -54,20 +54,17 @@ impl Session {
         };
         match kill(&self.shared, id, query_only, &killer).await {
             Ok(()) => {
-                let mut seq = 1;
-                concord_protocol::resultset::write_ok(
-                    &mut self.client.wbuf,
-                    &mut seq,
-                    self.caps,
-                    0,
-                    "",
-                );
-                self.client
-                    .flush()
-                    .await
-                    .map_err(|e| (SessionError::Client(e), 1))
+                crate::metrics::kill("ok");
+                self.send_ok().await
             }
-            Err(e) => Err((SessionError::Reply(e), 1)),
+            Err(e) => {
+                crate::metrics::kill(if e.code == codes::NO_SUCH_THREAD.0 {
+                    "unknown"
+                } else {
+                    "failed"
+                });
+                Err((SessionError::Reply(e), 1))
+            }
         }
     }
 

@@ -42,7 +42,7 @@ pub async fn concord_status(s: &mut Session) -> Result<(), (SessionError, u8)> {
         &mut s.client.wbuf,
         &mut seq,
         s.caps,
-        s.status,
+        super::lasting_status(s.status),
         &columns,
         &rows,
     );

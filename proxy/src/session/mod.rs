@@ -60,8 +60,19 @@ pub struct Session {
     /// information (SHOW WARNINGS, FOUND_ROWS(), @@warning_count, ...) is
     /// read there.
     last: Option<Which>,
+    /// The connection that ran the previous SELECT: FOUND_ROWS() is read
+    /// there (statements other than SELECT leave it as it was).
+    last_read: Option<Which>,
     /// After SET TRANSACTION: the next transaction runs where it was set.
     next_on_primary: bool,
+    /// For the next relayed answer: (status flags to clear, to set), when
+    /// it comes from a connection other than the transaction's.
+    status_fix: Option<(u16, u16)>,
+    /// The last answer was an error alone: `status` may be out of date.
+    status_stale: bool,
+    /// What LAST_INSERT_ID() returns on the primary connection, for a
+    /// read-only transaction on a replica that asks.
+    last_insert_id: u64,
     /// Session state that lived only on a backend connection that is gone
     /// (why): the session ends, as a direct connection would have.
     lost: Option<String>,
@@ -147,7 +158,11 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         txn: None,
         pins: 0,
         last: None,
+        last_read: None,
         next_on_primary: false,
+        status_fix: None,
+        status_stale: false,
+        last_insert_id: 0,
         lost: None,
         txn_lost: false,
         write_epoch: 0,
@@ -351,6 +366,13 @@ impl Session {
         if self.txn_lost && code == com::QUERY {
             return self.while_txn_lost(cmd).await.map(|_| true);
         }
+        if code == com::QUERY
+            && concord_config::testhooks::on("session-panic")
+            && cmd.visible(&self.client.rbuf)[1..].starts_with(b"/* concord:test-panic */")
+        {
+            // Test-only: a bug in one session, with connections held.
+            panic!("test hook: session {} panics on request", self.info.id);
+        }
         let r = match code {
             com::QUIT => return Ok(false),
             com::QUERY => self.query(cmd).await,
@@ -393,9 +415,18 @@ impl Session {
 
     async fn local_ok(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         self.discard(cmd).await.map_err(|e| (e, 1))?;
+        self.send_ok().await
+    }
+
+    /// An OK answered by concord, with the session's current status flags
+    /// (transaction, autocommit, sql_mode bits) as the server would set.
+    async fn send_ok(&mut self) -> Result<(), (SessionError, u8)> {
+        if self.status_stale {
+            self.refresh_status().await;
+        }
         let mut seq = 1;
         let ok = concord_protocol::ok::OkPacket {
-            status: self.status,
+            status: lasting_status(self.status),
             ..Default::default()
         };
         concord_protocol::packet::build(&mut self.client.wbuf, &mut seq, |b| {
@@ -471,6 +502,21 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Asks the connection that answered last for the session's status
+    /// (a COM_PING), after an error left it unknown.
+    async fn refresh_status(&mut self) {
+        let w = self.txn.or(self.last).unwrap_or(Which::Primary);
+        if let Some(b) = self.conns.get_mut(w) {
+            if b.conn.command(&[com::PING]).await.is_ok() {
+                self.status = b.conn.status;
+                self.txn = (self.status & status::IN_TRANS != 0).then_some(w);
+                self.status_stale = false;
+                return;
+            }
+            self.drop_conn(w);
+        }
     }
 
     /// Server defaults again: session state, prepared statements, pins.
@@ -599,6 +645,18 @@ impl Session {
             _ => Err((SessionError::Reply(lost("The transaction was lost: its backend connection failed and the server rolled it back. Issue ROLLBACK and retry the transaction")), 1)),
         }
     }
+}
+
+/// The status flags that describe the session (transaction, autocommit,
+/// sql_mode bits), without those that described one statement's answer
+/// (index use, state changed, cursor, more results): what a server puts
+/// in an OK concord answers itself.
+pub fn lasting_status(s: u16) -> u16 {
+    s & (status::IN_TRANS
+        | status::AUTOCOMMIT
+        | status::NO_BACKSLASH_ESCAPES
+        | status::IN_TRANS_READONLY
+        | status::ANSI_QUOTES)
 }
 
 /// What a client whose session state was lost gets: its session is over,

@@ -52,7 +52,7 @@ impl Session {
             let id = self.info.id;
             self.rewrite_command(cmd, |payload| {
                 let mut p = vec![payload[0]];
-                p.extend(classify::rewrite_connection_id(&payload[1..], id));
+                p.extend(classify::rewrite_ids(&payload[1..], id));
                 p
             })
         } else {
@@ -122,12 +122,13 @@ impl Session {
         bytes: usize,
         prepare: bool,
     ) -> Result<(Which, Reason), SessionError> {
-        if !class.has(flag::STMT_INFO) {
-            // User variables the previous statement assigned are read back
-            // now, before anything else runs: a failover or a lost
-            // connection then loses nothing. Not before a statement that
-            // reads the previous one's diagnostics (the read-back would
-            // replace them).
+        if class.kind == Kind::Read && !class.has(flag::STMT_INFO) {
+            // User variables assigned earlier are read back now, so a
+            // failover or a lost connection loses nothing: before a read,
+            // which replaces everything the read-back could disturb on
+            // that connection (FOUND_ROWS(), ROW_COUNT(), diagnostics).
+            // Before anything else they wait, unless another connection
+            // needs them (see `sync_held`).
             self.capture_elsewhere(u64::MAX).await?;
         }
         if let Some(w) = self.txn {
@@ -136,15 +137,26 @@ impl Session {
                     self.ensure_primary(!prepare, bytes).await?;
                 } else {
                     self.sync_held(w).await?;
+                    if class.has(flag::CONN_FUNC) {
+                        // A read-only transaction on a replica asking for
+                        // LAST_INSERT_ID(): the primary connection's value.
+                        self.carry_last_insert_id(w).await?;
+                    }
                 }
                 return Ok((w, Reason::Transaction));
             }
             self.txn = None;
         }
         // Diagnostics and counters of the previous statement exist only on
-        // the connection that ran it.
+        // the connection that ran it (inside a transaction, that is the
+        // transaction's).
         if class.has(flag::STMT_INFO) {
-            if let Some(w) = self.last.filter(|w| self.conns.get(*w).is_some()) {
+            let from = if class.has(flag::FOUND_ROWS) {
+                self.last_read
+            } else {
+                self.last
+            };
+            if let Some(w) = from.filter(|w| self.conns.get(*w).is_some()) {
                 if w == Which::Primary {
                     self.ensure_primary(false, bytes).await?;
                 } else {
@@ -207,6 +219,31 @@ impl Session {
                 codes::UNKNOWN_ERROR,
                 format!("concord: {msg}"),
             )),
+        }
+    }
+
+    /// Sets LAST_INSERT_ID() on held connection `w` to the session's.
+    async fn carry_last_insert_id(&mut self, w: Which) -> Result<(), SessionError> {
+        let id = self.last_insert_id;
+        let Some(b) = self.conns.get_mut(w) else {
+            return Ok(());
+        };
+        let name = b.pool.name.clone();
+        match b
+            .conn
+            .exec(&format!("SET @@session.last_insert_id = {id}"))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(SessionError::Reply(e)),
+            Err(e) => {
+                self.drop_conn(w);
+                Err(SessionError::Backend {
+                    backend: name,
+                    source: e,
+                    mid_response: false,
+                })
+            }
         }
     }
 

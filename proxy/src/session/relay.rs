@@ -243,6 +243,9 @@ pub struct RelayEnd {
     /// The server flagged a session-state change (SESSION_STATE_CHANGED)
     /// in at least one OK packet.
     pub state_changed: bool,
+    /// The id the statement generated (what LAST_INSERT_ID() returns
+    /// after it), 0 if none.
+    pub last_insert_id: u64,
     /// The backend asked for LOCAL INFILE and the client had not allowed it.
     pub refused_infile: bool,
     /// The backend sent bytes after the end of the response: the answer
@@ -257,6 +260,9 @@ pub struct RelayEnd {
 /// packets carrying session state are decoded (their changes collected in
 /// [`RelayEnd`]) and, for a client that did not negotiate SESSION_TRACK,
 /// rewritten without the state block as the server would have sent them.
+/// `fix`: (flags to clear, flags to set) in every status the response
+/// carries, for an answer from a connection that is not where the
+/// session's transaction runs.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay_response<B, C>(
     backend: &mut PacketStream<B>,
@@ -265,6 +271,7 @@ pub async fn relay_response<B, C>(
     client_caps: u32,
     backend_caps: u32,
     prepare_id: Option<u32>,
+    fix: Option<(u16, u16)>,
     stall: &Stall<'_>,
 ) -> Result<RelayEnd, RelayError>
 where
@@ -288,6 +295,11 @@ where
         // An OK packet rewritten for the client: (where it starts, its
         // sequence id, the new payload).
         let mut rewrite: Option<(usize, u8, bytes::BytesMut)> = None;
+        // Status fields patched in place: EOF packets whose
+        // SESSION_STATE_CHANGED flag a client without SESSION_TRACK must
+        // not see, and every status when `fix` asks (offset of the u16).
+        let mut patches = [0usize; 8];
+        let mut npatch = 0;
         {
             let buf = &backend.rbuf[..];
             while pos < buf.len() {
@@ -316,6 +328,31 @@ where
                         .map_err(|e| backend_err(e, false, next_seq))?;
                     if !had_prepare && sc.prepare.is_some() {
                         patch_at = Some(pos + HEADER + 1);
+                    }
+                    let old_eof = body.first() == Some(&0xfe)
+                        && (5..9).contains(&len)
+                        && backend_caps & cap::DEPRECATE_EOF == 0;
+                    if old_eof
+                        && (fix.is_some()
+                            || (strip_state
+                                && u16::from_le_bytes([body[3], body[4]])
+                                    & status::SESSION_STATE_CHANGED
+                                    != 0))
+                    {
+                        patches[npatch] = pos + HEADER + 3;
+                        npatch += 1;
+                    } else if fix.is_some() && sc.last_was_ok {
+                        if let Some(at) = concord_protocol::ok::status_offset(body) {
+                            patches[npatch] = pos + HEADER + at;
+                            npatch += 1;
+                        }
+                    }
+                    if sc.last_was_ok && body.first() == Some(&0x00) {
+                        if let Some(id) = concord_protocol::ok::last_insert_id(body) {
+                            if id != 0 {
+                                end.last_insert_id = id;
+                            }
+                        }
                     }
                     if sc.last_was_ok && sc.status & status::SESSION_STATE_CHANGED != 0 {
                         end.state_changed = true;
@@ -359,13 +396,23 @@ where
                         break;
                     }
                 }
-                if rewrite.is_some() {
+                if rewrite.is_some() || npatch == patches.len() {
                     break;
                 }
             }
         }
         if let (Some(at), Some(id)) = (patch_at, prepare_id) {
             backend.rbuf[at..at + 4].copy_from_slice(&id.to_le_bytes());
+        }
+        for &at in &patches[..npatch] {
+            let mut st = u16::from_le_bytes([backend.rbuf[at], backend.rbuf[at + 1]]);
+            if strip_state {
+                st &= !status::SESSION_STATE_CHANGED;
+            }
+            if let Some((clear, set)) = fix {
+                st = (st & !clear) | set;
+            }
+            backend.rbuf[at..at + 2].copy_from_slice(&st.to_le_bytes());
         }
         let forward_to = match (&infile_at, &rewrite) {
             (Some((start, _)), _) if client_caps & cap::LOCAL_FILES == 0 => *start,
@@ -424,7 +471,7 @@ where
             end.trailing = !backend.rbuf.is_empty();
             return Ok(end);
         }
-        if rewrite.is_some() {
+        if rewrite.is_some() || npatch == patches.len() {
             // More of the response may already be buffered.
             continue;
         }
@@ -540,6 +587,7 @@ pub mod harness {
                 &mut sc,
                 client_caps,
                 backend_caps,
+                None,
                 None,
                 &stall,
             ),

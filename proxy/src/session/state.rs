@@ -329,38 +329,51 @@ pub fn capture_sql(targets: &[&str]) -> String {
 }
 
 /// A user variable's captured value as a literal that gives the same
-/// type, value and collation when assigned (`None`: a type concord cannot
-/// reproduce exactly).
+/// type (signedness included), value and collation when assigned; a NULL
+/// keeps its type too. `None`: a type concord cannot reproduce exactly.
 pub fn user_literal(
     col_type: u8,
+    col_flags: u16,
     value: Option<&[u8]>,
     hex: Option<&[u8]>,
     charset: Option<&[u8]>,
     collation: Option<&[u8]>,
 ) -> Option<String> {
-    let Some(value) = value else {
-        return Some("NULL".into());
-    };
-    let text = std::str::from_utf8(value).ok();
+    const UNSIGNED: u16 = 0x20;
     fn word(b: Option<&[u8]>) -> Option<&str> {
         b.and_then(|b| std::str::from_utf8(b).ok())
             .filter(|w| is_name(w))
     }
+    let unsigned = col_flags & UNSIGNED != 0;
+    let text = value.and_then(|v| std::str::from_utf8(v).ok());
     match col_type {
         ty::TINY | ty::SHORT | ty::LONG | ty::LONGLONG | ty::INT24 | ty::YEAR => {
-            let t = text?;
+            let cast = if unsigned { "UNSIGNED" } else { "SIGNED" };
+            let Some(t) = text else {
+                return Some(format!("CAST(NULL AS {cast})"));
+            };
             let digits = t.strip_prefix('-').unwrap_or(t);
-            (!digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()))
-                .then(|| t.to_string())
+            if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            Some(if unsigned {
+                format!("CAST({t} AS UNSIGNED)")
+            } else {
+                t.to_string()
+            })
         }
         ty::DECIMAL | ty::NEWDECIMAL => {
-            let t = text?;
+            let Some(t) = text else {
+                return Some("CAST(NULL AS DECIMAL(65,30))".into());
+            };
             t.bytes()
                 .all(|c| c.is_ascii_digit() || c == b'.' || c == b'-')
                 .then(|| t.to_string())
         }
         ty::FLOAT | ty::DOUBLE => {
-            let t = text?;
+            let Some(t) = text else {
+                return Some("CAST(NULL AS DOUBLE)".into());
+            };
             if !t
                 .bytes()
                 .all(|c| c.is_ascii_digit() || b".-+eE".contains(&c))
@@ -374,17 +387,30 @@ pub fn user_literal(
             })
         }
         ty::VARCHAR | ty::TINY_BLOB..=ty::STRING => {
+            let cs = word(charset)?;
+            if value.is_none() {
+                // Typed, even for the binary kind a bare NULL gives a
+                // fresh variable: a bare NULL keeps the type the variable
+                // had on the connection it is replayed on.
+                return Some(if cs == "binary" {
+                    "CAST(NULL AS BINARY)".into()
+                } else {
+                    format!(
+                        "CAST(NULL AS CHAR CHARACTER SET {cs}) COLLATE {}",
+                        word(collation)?
+                    )
+                });
+            }
             let hex = std::str::from_utf8(hex?).ok()?;
             if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
                 return None;
             }
-            let cs = word(charset)?;
             if cs == "binary" {
                 return Some(format!("_binary X'{hex}'"));
             }
             Some(format!("_{cs} X'{hex}' COLLATE {}", word(collation)?))
         }
-        ty::NULL => Some("NULL".into()),
+        ty::NULL => Some("CAST(NULL AS BINARY)".into()),
         _ => None,
     }
 }
@@ -575,9 +601,10 @@ mod tests {
 
     #[test]
     fn captured_values_keep_type_and_collation() {
-        let lit = |t, v: Option<&str>, h: Option<&str>, cs: &str, co: &str| {
+        let lit = |t, f, v: Option<&str>, h: Option<&str>, cs: &str, co: &str| {
             user_literal(
                 t,
+                f,
                 v.map(str::as_bytes),
                 h.map(str::as_bytes),
                 Some(cs.as_bytes()),
@@ -585,31 +612,49 @@ mod tests {
             )
         };
         assert_eq!(
-            lit(8, Some("-5"), Some("FFFF"), "binary", "binary").unwrap(),
+            lit(8, 0x80, Some("-5"), Some("FFFF"), "binary", "binary").unwrap(),
             "-5"
         );
         assert_eq!(
-            lit(246, Some("1.50"), None, "binary", "binary").unwrap(),
+            lit(8, 0xa0, Some("5"), Some("5"), "binary", "binary").unwrap(),
+            "CAST(5 AS UNSIGNED)"
+        );
+        assert_eq!(
+            lit(8, 0xa0, None, None, "binary", "binary").unwrap(),
+            "CAST(NULL AS UNSIGNED)"
+        );
+        assert_eq!(
+            lit(246, 0, Some("1.50"), None, "binary", "binary").unwrap(),
             "1.50"
         );
         assert_eq!(
-            lit(5, Some("0.3333333333333333"), None, "binary", "binary").unwrap(),
+            lit(5, 0, Some("0.3333333333333333"), None, "binary", "binary").unwrap(),
             "0.3333333333333333e0"
         );
         assert_eq!(
-            lit(251, Some("abc"), Some("616263"), "latin1", "latin1_bin").unwrap(),
+            lit(251, 0, Some("abc"), Some("616263"), "latin1", "latin1_bin").unwrap(),
             "_latin1 X'616263' COLLATE latin1_bin"
         );
         assert_eq!(
-            lit(251, Some("\u{0}"), Some("00FF"), "binary", "binary").unwrap(),
+            lit(251, 0x80, Some("\u{0}"), Some("00FF"), "binary", "binary").unwrap(),
             "_binary X'00FF'"
         );
-        assert_eq!(lit(251, None, None, "binary", "binary").unwrap(), "NULL");
         assert_eq!(
-            lit(251, Some("x"), Some("78"), "latin1", "x'; DROP").map(|_| ()),
+            lit(251, 0x80, None, None, "binary", "binary").unwrap(),
+            "CAST(NULL AS BINARY)"
+        );
+        assert_eq!(
+            lit(251, 0, None, None, "utf8mb4", "utf8mb4_general_ci").unwrap(),
+            "CAST(NULL AS CHAR CHARACTER SET utf8mb4) COLLATE utf8mb4_general_ci"
+        );
+        assert_eq!(
+            lit(251, 0, Some("x"), Some("78"), "latin1", "x'; DROP").map(|_| ()),
             None
         );
-        assert_eq!(lit(7, Some("2020-01-01"), None, "binary", "binary"), None);
+        assert_eq!(
+            lit(7, 0, Some("2020-01-01"), None, "binary", "binary"),
+            None
+        );
     }
 
     #[test]

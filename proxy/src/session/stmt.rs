@@ -251,7 +251,7 @@ impl Session {
         if class.has(crate::classify::flag::CONN_ID) {
             // Prepared with the session's id in place of CONNECTION_ID(),
             // here and wherever it is prepared later.
-            sql = classify::rewrite_connection_id(&sql, self.info.id);
+            sql = classify::rewrite_ids(&sql, self.info.id);
             let text = sql.clone();
             cmd = self.rewrite_command(cmd, move |p| {
                 let mut v = vec![p[0]];
@@ -314,6 +314,26 @@ impl Session {
                 },
             );
             self.stmts.note(id, conn_id, p.statement_id);
+            // Preparing `SET @v = ?` (or `... INTO @v`) already defines
+            // the variable on that connection.
+            let assigned = self
+                .stmts
+                .map
+                .get(&id)
+                .map(|s| s.assigned.clone())
+                .unwrap_or_default();
+            if !assigned.is_empty() {
+                self.state.bump();
+                for name in &assigned {
+                    self.state.record_user_on(name, conn_id);
+                }
+                let (sid, v) = (self.state.session_id, self.state.version);
+                if let Some(b) = self.conns.get_mut(w) {
+                    if b.conn.state.synced == Some((sid, v - 1)) {
+                        b.conn.state.synced = Some((sid, v));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -355,6 +375,17 @@ impl Session {
             }
         };
         let conn_id = self.conns.get(w).map(|b| b.conn.id).unwrap_or(0);
+        // A new execute closes the statement's open cursor, as on a
+        // server; one left open on another connection is reset there.
+        let old_cursor = self
+            .stmts
+            .map
+            .get_mut(&id)
+            .and_then(|s| s.cursor_on.take())
+            .filter(|c| *c != conn_id);
+        if let Some(c) = old_cursor {
+            self.reset_on(id, c).await;
+        }
         let cmd = match self.bind_types(id, conn_id, params, cmd) {
             Ok(c) => c,
             Err(e) => {
@@ -444,9 +475,29 @@ impl Session {
         })
     }
 
+    /// COM_STMT_RESET of statement `id` on held connection `conn_id`,
+    /// answered here (it closes a cursor the client no longer sees).
+    async fn reset_on(&mut self, id: u32, conn_id: u64) {
+        let (Some(w), Some(bid)) = (
+            self.conns.which_conn(conn_id),
+            self.stmts.backend_id(id, conn_id),
+        ) else {
+            return;
+        };
+        let Some(b) = self.conns.get_mut(w) else {
+            return;
+        };
+        let mut p = [com::STMT_RESET, 0, 0, 0, 0];
+        p[1..5].copy_from_slice(&bid.to_le_bytes());
+        if b.conn.command(&p).await.is_err() {
+            self.drop_conn(w);
+        }
+    }
+
     /// COM_STMT_FETCH: to the connection holding the cursor.
     pub(super) async fn stmt_fetch(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let known = self.stmts.map.contains_key(&id);
         let target = self
             .stmts
             .map
@@ -455,12 +506,33 @@ impl Session {
             .and_then(|c| self.conns.which_conn(c).map(|w| (c, w)));
         let Some((conn_id, w)) = target else {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
+            if known {
+                // What the server says for a statement without a cursor.
+                return Err((
+                    SessionError::Reply(ErrPacket::new(
+                        codes::STMT_HAS_NO_OPEN_CURSOR,
+                        format!("The statement ({id}) has no open cursor"),
+                    )),
+                    1,
+                ));
+            }
             return Err((unknown(id, "mysqld_stmt_fetch"), 1));
         };
         let Some(bid) = self.stmts.backend_id(id, conn_id) else {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
             return Err((unknown(id, "mysqld_stmt_fetch"), 1));
         };
+        // The cursor's connection in the session's state (its sql_mode
+        // flags), and, when a transaction runs elsewhere, the answer's
+        // transaction flags the session's own.
+        if let Err(e) = self.sync_held(w).await {
+            self.discard(cmd).await.map_err(|e| (e, 1))?;
+            return Err((e, 1));
+        }
+        if self.txn.is_some_and(|t| t != w) {
+            let tx = status::IN_TRANS | status::IN_TRANS_READONLY;
+            self.status_fix = Some((tx, self.status & tx));
+        }
         self.rewrite_id(bid);
         self.forward_to(w, cmd, Expect::Rows, false, None, true)
             .await
@@ -488,26 +560,20 @@ impl Session {
     /// COM_STMT_RESET: where it last ran (or nothing to reset).
     pub(super) async fn stmt_reset(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        self.discard(cmd).await.map_err(|e| (e, 1))?;
         let Some(s) = self.stmts.map.get_mut(&id) else {
-            self.discard(cmd).await.map_err(|e| (e, 1))?;
             return Err((unknown(id, "mysqld_stmt_reset"), 1));
         };
         s.long_data = false;
         s.cursor_on = None;
-        let target = s.last_on.and_then(|c| {
-            self.conns
-                .which_conn(c)
-                .and_then(|w| Some((w, self.stmts.backend_id(id, c)?)))
-        });
-        match target {
-            Some((w, bid)) => {
-                self.rewrite_id(bid);
-                self.forward_to(w, cmd, Expect::Single, false, None, true)
-                    .await
-                    .map(|_| ())
-            }
-            None => self.local_ok(cmd).await,
+        // Reset wherever it is prepared (long data, cursors), then answer
+        // with the session's own status: the connection the statement last
+        // ran on may not be the one holding the session's transaction.
+        let on: Vec<u64> = s.on.iter().map(|(c, _)| *c).collect();
+        for c in on {
+            self.reset_on(id, c).await;
         }
+        self.send_ok().await
     }
 
     /// COM_STMT_SEND_LONG_DATA: to the primary, where the next execute of

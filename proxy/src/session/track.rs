@@ -39,6 +39,14 @@ impl Session {
                 self.pin(Pin::NoTracking);
             }
         }
+        // What a previous SET STATEMENT on this connection set, reported
+        // as it reverts (see `BackendConn::reverting`).
+        let reverting = match self.conns.get_mut(w) {
+            Some(b) if !out.changes.is_empty() || class.has(flag::SET_STATEMENT) => {
+                std::mem::take(&mut b.conn.reverting)
+            }
+            _ => Vec::new(),
+        };
         let before = self.state.version;
         let mut bumped = false;
         let mut state_changed = false;
@@ -67,7 +75,11 @@ impl Session {
                         continue;
                     }
                     if class.has(flag::SET_STATEMENT) {
-                        // Reported for the statement's duration; reverts.
+                        // Set for the statement's duration; it reverts, and
+                        // the server reports that with the next statement.
+                        if let Some(b) = self.conns.get_mut(w) {
+                            b.conn.reverting.push(name.clone());
+                        }
                         continue;
                     }
                     if !bumped {
@@ -100,7 +112,24 @@ impl Session {
                 self.state.record_user_on(name, out.conn_id);
             }
         }
-        if state_changed && !class.has(flag::ONLY_SETS) && class.pin.is_none() && !assigns {
+        // The flag is the revert's echo only if every variable reported is
+        // one that reverts (a CALL that also changed something stays
+        // unexplained).
+        let echo = !reverting.is_empty()
+            && out.changes.iter().all(|c| match c {
+                StateChange::SystemVariable(n, _) => {
+                    n.eq_ignore_ascii_case(b"last_gtid")
+                        || reverting.iter().any(|r| r.eq_ignore_ascii_case(n))
+                }
+                StateChange::StateChanged(_) => true,
+                _ => false,
+            });
+        if state_changed
+            && !class.has(flag::ONLY_SETS | flag::SET_STATEMENT)
+            && class.pin.is_none()
+            && !assigns
+            && !echo
+        {
             // The server says something changed that no tracked value,
             // schema or named user variable accounts for (a stored program
             // assigned a user variable, ...): it stays where it is.
@@ -119,9 +148,15 @@ impl Session {
                 }
             }
         }
-        if !out.failed && out.status != 0 {
+        if out.status_seen {
             // The server's own flag: however autocommit was changed.
             self.state.autocommit = out.status & status::AUTOCOMMIT != 0;
+        }
+        if class.kind == Kind::Read {
+            self.last_read = Some(w);
+        }
+        if w == Which::Primary && out.last_insert_id != 0 {
+            self.last_insert_id = out.last_insert_id;
         }
         if class.kind == Kind::SetTransaction && !out.failed {
             self.next_on_primary = true;
@@ -201,8 +236,12 @@ impl Session {
                     row.and_then(|r| r.get(i * 4 + j))
                         .and_then(|c| c.as_deref())
                 };
-                let ty = got.columns.get(i * 4).map(|c| c.ty).unwrap_or(0xff);
-                match user_literal(ty, cell(0), cell(1), cell(2), cell(3)) {
+                let (ty, flags) = got
+                    .columns
+                    .get(i * 4)
+                    .map(|c| (c.ty, c.flags))
+                    .unwrap_or((0xff, 0));
+                match user_literal(ty, flags, cell(0), cell(1), cell(2), cell(3)) {
                     Some(lit) => self.state.set_user_literal(key, lit),
                     None => {
                         // Not a type a literal reproduces exactly: the
