@@ -857,8 +857,8 @@ async fn a_session_cannot_hold_unbounded_state() {
     let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
     // Thousands of distinct session variables: the session is pinned to its
-    // connection once past the replay list's bound, and concord's memory
-    // stays flat instead of growing with every SET.
+    // connection once past what concord keeps (1 024 variables), and
+    // concord's memory stays flat instead of growing with every SET.
     let rss0 = node.rss_kib();
     for i in 0..20_000 {
         c.query_drop(format!("SET @v{i} = {i}")).await.unwrap();

@@ -423,7 +423,7 @@ async fn statements_that_change_no_session_state_do_not_pin() {
     }
     assert!(!ids.contains(&1), "reads went to the primary: {ids:?}");
     // And state that cannot move pins, with its reason.
-    c.query_drop("CREATE TEMPORARY TABLE tt (a INT)")
+    c.query_drop("CREATE TEMPORARY TABLE test.tt (a INT)")
         .await
         .unwrap();
     assert_eq!(pinned(&node, c.id()).await, "temporary_table");

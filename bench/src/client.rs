@@ -40,11 +40,8 @@ const CAPS: u32 = cap::LONG_PASSWORD
     | cap::CONNECT_WITH_DB;
 
 fn scramble_for(plugin: &[u8], pw: &str, s: &[u8]) -> Vec<u8> {
-    if plugin == b"caching_sha2_password" {
-        auth::sha2_scramble(pw.as_bytes(), s)
-    } else {
-        auth::native_scramble(pw.as_bytes(), s)
-    }
+    auth::scramble_for(plugin, pw.as_bytes(), s)
+        .unwrap_or_else(|| auth::native_scramble(pw.as_bytes(), s))
 }
 
 impl Client {

@@ -18,7 +18,7 @@ pub struct Target {
     pub addr: String,
     pub pid: Option<u32>,
     child: Option<Child>,
-    _dir: Option<TempDir>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Target {
@@ -28,33 +28,6 @@ impl Drop for Target {
             let _ = c.wait();
         }
     }
-}
-
-/// A scratch directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Result<TempDir, BenchError> {
-        let d = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&d)?;
-        Ok(TempDir(d))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A free loopback port.
-pub fn free_port() -> Result<u16, BenchError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 impl Target {
@@ -108,9 +81,11 @@ impl Target {
 
     /// Starts HAProxy in `mode tcp` in front of `backend`.
     pub async fn start_haproxy(backend: &str) -> Result<Target, BenchError> {
-        let dir = TempDir::new("concord-bench-haproxy")?;
-        let port = free_port()?;
-        let cfg = dir.0.join("haproxy.cfg");
+        let dir = tempfile::Builder::new()
+            .prefix("concord-bench-haproxy")
+            .tempdir()?;
+        let port = crate::ports::free_port();
+        let cfg = dir.path().join("haproxy.cfg");
         std::fs::write(
             &cfg,
             format!(
@@ -121,7 +96,7 @@ impl Target {
             .into_iter()
             .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())
             .unwrap_or("haproxy");
-        let log = std::fs::File::create(dir.0.join("haproxy.log"))?;
+        let log = std::fs::File::create(dir.path().join("haproxy.log"))?;
         let child = Command::new(bin)
             .arg("-f")
             .arg(&cfg)
@@ -136,7 +111,7 @@ impl Target {
             })?;
         let addr = format!("127.0.0.1:{port}");
         if let Err(e) = wait_port(&addr, Duration::from_secs(10)).await {
-            let log = std::fs::read_to_string(dir.0.join("haproxy.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default();
             return Err(BenchError::Setup(format!("{e}; haproxy said: {log}")));
         }
         Ok(Target {
@@ -155,17 +130,20 @@ impl Target {
         user: &str,
         password: &str,
     ) -> Result<Target, BenchError> {
-        let dir = TempDir::new("concord-bench-node")?;
-        let (port, http, raft) = (free_port()?, free_port()?, free_port()?);
-        let cfg = dir.0.join("concord.toml");
+        let dir = tempfile::Builder::new()
+            .prefix("concord-bench-node")
+            .tempdir()?;
+        let free_port = crate::ports::free_port;
+        let (port, http, raft) = (free_port(), free_port(), free_port());
+        let cfg = dir.path().join("concord.toml");
         std::fs::write(
             &cfg,
             format!(
                 "[node]\ndata_dir = \"{}\"\n[cluster]\nraft_addr = \"127.0.0.1:{raft}\"\n[listener]\naddr = \"127.0.0.1:{port}\"\n[admin]\naddr = \"\"\n[http]\naddr = \"127.0.0.1:{http}\"\n[log]\nlevel = \"warn\"\n[[users]]\nname = \"{user}\"\npassword = \"{password}\"\n[[backends]]\nname = \"db1\"\naddr = \"{backend}\"\nrole = \"primary\"\n[monitor]\nuser = \"{user}\"\npassword = \"{password}\"\n",
-                dir.0.join("data").display()
+                dir.path().join("data").display()
             ),
         )?;
-        let log = std::fs::File::create(dir.0.join("concord.log"))?;
+        let log = std::fs::File::create(dir.path().join("concord.log"))?;
         let child = Command::new(bin)
             .arg("--config")
             .arg(&cfg)

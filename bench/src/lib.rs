@@ -17,6 +17,7 @@
 pub mod client;
 pub mod compare;
 pub mod mock;
+pub mod ports;
 pub mod procstat;
 pub mod report;
 pub mod runner;

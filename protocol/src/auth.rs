@@ -130,6 +130,17 @@ pub fn sha2_rsa_encrypt(password: &[u8], scramble: &[u8], pem: &[u8]) -> Result<
         .map_err(|e| format!("RSA encryption of the password failed: {e}"))
 }
 
+/// The auth response for `plugin` (mysql_native_password, the default, or
+/// caching_sha2_password's fast path); `None` for a plugin concord cannot
+/// answer.
+pub fn scramble_for(plugin: &[u8], password: &[u8], scramble: &[u8]) -> Option<Vec<u8>> {
+    match plugin {
+        b"" | b"mysql_native_password" => Some(native_scramble(password, scramble)),
+        b"caching_sha2_password" => Some(sha2_scramble(password, scramble)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,14 +146,6 @@ pub fn terminator_status(payload: &[u8], deprecate_eof: bool) -> Option<u16> {
     ok_status(payload)
 }
 
-/// The last insert id of an OK packet without decoding the rest.
-pub fn last_insert_id(payload: &[u8]) -> Option<u64> {
-    let mut r = Rd::new(payload);
-    r.u8("h").ok()?;
-    r.lenenc("a").ok()?;
-    r.lenenc("b").ok()
-}
-
 /// Where the status flags of an OK-layout packet start.
 pub fn status_offset(payload: &[u8]) -> Option<usize> {
     let mut r = Rd::new(payload);

@@ -121,8 +121,12 @@ pub mod flag {
     pub const ONLY_SETS: u32 = 1 << 12;
     /// Calls FOUND_ROWS(): runs where the previous SELECT ran.
     pub const FOUND_ROWS: u32 = 1 << 13;
-    /// Names a table (`FROM` somewhere in it).
-    pub const FROM: u32 = 1 << 14;
+    /// Names a table (`FROM` somewhere, or a statement about tables):
+    /// the server resets its diagnostics area for it.
+    pub const USES_TABLE: u32 = 1 << 14;
+    /// Reads the previous statements' warnings and errors (SHOW WARNINGS,
+    /// @@warning_count, ...).
+    pub const DIAG: u32 = 1 << 15;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -374,8 +378,8 @@ const STMT_FUNCS: &[&[u8]] = &[b"ROW_COUNT"];
 /// connection (the last generated id, the last GTID written).
 const CONN_VARS: &[&[u8]] = &[b"LAST_INSERT_ID", b"IDENTITY", b"INSERT_ID", b"LAST_GTID"];
 
-/// System variables that report on the previous statement.
-const STMT_VARS: &[&[u8]] = &[b"WARNING_COUNT", b"ERROR_COUNT", b"ROWCOUNT"];
+/// System variables that report on the previous statements' conditions.
+const STMT_VARS: &[&[u8]] = &[b"WARNING_COUNT", b"ERROR_COUNT"];
 
 /// The bare name of `@@name`, `@@session.name` or `@@local.name`; `tok` is
 /// the token's text, leading blanks included.
@@ -428,6 +432,30 @@ const WRITE_WORDS: &[&[u8]] = &[
     b"SHUTDOWN",
 ];
 
+/// Statements about tables (the server resets its diagnostics area).
+const TABLE_WORDS: &[&[u8]] = &[
+    b"INSERT",
+    b"UPDATE",
+    b"DELETE",
+    b"REPLACE",
+    b"CREATE",
+    b"ALTER",
+    b"DROP",
+    b"TRUNCATE",
+    b"RENAME",
+    b"LOAD",
+    b"ANALYZE",
+    b"OPTIMIZE",
+    b"REPAIR",
+    b"CHECK",
+    b"CHECKSUM",
+    b"LOCK",
+    b"HANDLER",
+    b"TABLE",
+    b"DESC",
+    b"DESCRIBE",
+];
+
 /// Statements that change connection state concord cannot replay.
 const PIN_WORDS: &[(&[u8], Pin)] = &[
     (b"LOCK", Pin::LockTables),
@@ -453,6 +481,11 @@ pub fn classify(sql: &[u8]) -> Class {
     };
     if matches!(kind, Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use) {
         flags |= flag::ONLY_SETS;
+    }
+    if let Some(Tok::Word(w)) = first {
+        if TABLE_WORDS.iter().any(|t| eq_ci(w, t)) {
+            flags |= flag::USES_TABLE;
+        }
     }
     scan_rest(&mut lx, &mut flags, &mut pin);
     if flags & flag::MULTI != 0 && !only_sets(sql) {
@@ -535,12 +568,11 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pi
             // The previous statement's diagnostics and this connection's
             // counters exist only on the connection that ran it.
             Some(Tok::Word(w))
-                if eq_ci(w, b"WARNINGS")
-                    || eq_ci(w, b"ERRORS")
-                    || eq_ci(w, b"COUNT")
-                    || eq_ci(w, b"PROFILE")
-                    || eq_ci(w, b"PROFILES") =>
+                if eq_ci(w, b"WARNINGS") || eq_ci(w, b"ERRORS") || eq_ci(w, b"COUNT") =>
             {
+                *flags |= flag::STMT_INFO | flag::DIAG;
+            }
+            Some(Tok::Word(w)) if eq_ci(w, b"PROFILE") || eq_ci(w, b"PROFILES") => {
                 *flags |= flag::STMT_INFO;
             }
             Some(Tok::Word(w))
@@ -765,16 +797,21 @@ fn is_single_assignment(lx: &mut Lexer<'_>) -> bool {
 fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
     let mut prev: Option<Tok<'_>> = None;
     let mut prev2: Option<Tok<'_>> = None;
+    // A later statement of a multi-statement text is a SET.
+    let mut in_set = false;
     loop {
         let start = lx.i;
         let Some(t) = lx.next() else { break };
+        if prev == Some(Tok::Punct(b';')) {
+            in_set = is_word(Some(t), b"SET");
+        }
         match t {
             Tok::Var { system: true } => {
                 let name = sysvar_name(&lx.s[start..lx.i]);
                 if CONN_VARS.iter().any(|v| eq_ci(v, name)) {
                     *flags |= flag::CONN_FUNC
                 } else if STMT_VARS.iter().any(|v| eq_ci(v, name)) {
-                    *flags |= flag::STMT_INFO
+                    *flags |= flag::STMT_INFO | flag::DIAG
                 }
             }
             Tok::Word(w) => {
@@ -795,7 +832,7 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
                     }
                     // SELECT ... INTO @v / OUTFILE / DUMPFILE (not
                     // INSERT INTO t, LOAD DATA ... INTO TABLE t).
-                    b"FROM" => *flags |= flag::FROM,
+                    b"FROM" => *flags |= flag::USES_TABLE,
                     b"INTO" => {
                         let save = (lx.i, lx.hint_primary, lx.hint_max_lag);
                         let next = lx.next();
@@ -827,6 +864,7 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
                 }
             }
             Tok::Punct(b'=') if prev == Some(Tok::Punct(b':')) => *flags |= flag::USER_VAR_WRITE,
+            Tok::Var { system: false } if in_set => *flags |= flag::USER_VAR | flag::USER_VAR_WRITE,
             Tok::Var { system: false } => *flags |= flag::USER_VAR,
             Tok::Punct(b';') if lx.clone_next().is_some() => *flags |= flag::MULTI,
             _ => {}
@@ -904,6 +942,40 @@ pub fn assigned_user_vars(sql: &[u8]) -> Vec<String> {
         }
         at_start = false;
         after_into = false;
+    }
+    out
+}
+
+/// The variables `SET STATEMENT a = 1, b = 2 FOR ...` sets for the
+/// statement's duration (lower case).
+pub fn set_statement_vars(sql: &[u8]) -> Vec<Vec<u8>> {
+    let mut lx = Lexer::new(sql);
+    let mut out = Vec::new();
+    if !is_word(lx.next(), b"SET") || !is_word(lx.next(), b"STATEMENT") {
+        return out;
+    }
+    let mut depth = 0i32;
+    let mut expect_name = true;
+    loop {
+        let start = lx.i;
+        let Some(t) = lx.next() else { break };
+        match t {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b',') if depth == 0 => expect_name = true,
+            Tok::Word(w) if depth == 0 && eq_ci(w, b"FOR") => break,
+            Tok::Word(_) | Tok::Var { system: true } if expect_name => {
+                let name = sysvar_name(trim(&lx.s[start..lx.i]));
+                let name = if name.is_empty() {
+                    trim(&lx.s[start..lx.i])
+                } else {
+                    name
+                };
+                out.push(name.to_ascii_lowercase());
+                expect_name = false;
+            }
+            _ => {}
+        }
     }
     out
 }
@@ -1166,5 +1238,6 @@ pub fn fuzz_entry(sql: &[u8]) {
     let _ = classify(sql);
     let _ = assigned_user_vars(sql);
     let _ = kill_target(sql);
+    let _ = set_statement_vars(sql);
     let _ = rewrite_ids(sql, 7);
 }

@@ -29,6 +29,14 @@ pub fn install() -> Result<(), String> {
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let _ = HANDLE.set(handle);
+    // Counters of rare events exist from the start (at zero), so a
+    // dashboard or alert sees them before the first one happens.
+    for why in crate::classify::Pin::ALL {
+        counter!("concord_session_pins_total", "reason" => why.as_str()).increment(0);
+    }
+    for outcome in ["ok", "unknown", "failed"] {
+        counter!("concord_kills_total", "outcome" => outcome).increment(0);
+    }
     Ok(())
 }
 

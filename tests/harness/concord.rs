@@ -415,14 +415,7 @@ impl Concord {
 
 /// Resident set size of process `pid` in KiB (0 if unknown).
 pub fn rss_kib_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    concord_bench::procstat::rss_kib(pid).unwrap_or(0)
 }
 
 impl Drop for Concord {

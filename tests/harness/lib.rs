@@ -12,7 +12,10 @@ pub mod cli;
 pub mod concord;
 pub mod fleet;
 pub mod mariadb;
-pub mod ports;
+/// Free loopback ports, shared with `concord-bench`.
+pub mod ports {
+    pub use concord_bench::ports::free_port;
+}
 pub mod raw;
 pub mod relay;
 pub mod rig;

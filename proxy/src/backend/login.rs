@@ -30,14 +30,12 @@ pub struct Credentials<'a> {
 }
 
 fn scramble_for(plugin: &[u8], password: &str, scramble: &[u8]) -> Result<Vec<u8>, BackendError> {
-    match plugin {
-        b"" | b"mysql_native_password" => Ok(auth::native_scramble(password.as_bytes(), scramble)),
-        b"caching_sha2_password" => Ok(auth::sha2_scramble(password.as_bytes(), scramble)),
-        other => Err(BackendError::Unsupported(format!(
+    auth::scramble_for(plugin, password.as_bytes(), scramble).ok_or_else(|| {
+        BackendError::Unsupported(format!(
             "backend asks for auth plugin '{}'; concord logs in with mysql_native_password or caching_sha2_password (give the backend account one of those)",
-            String::from_utf8_lossy(other)
-        ))),
-    }
+            String::from_utf8_lossy(plugin)
+        ))
+    })
 }
 
 pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(

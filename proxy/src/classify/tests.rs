@@ -114,6 +114,7 @@ fn session_state() {
     assert_eq!(k("USE test"), Kind::Use);
     assert_eq!(k("SHOW CONCORD STATUS"), Kind::ConcordStatus);
     assert!(classify(b"SET @a = 1").has(flag::USER_VAR_WRITE));
+    assert!(classify(b"INSERT INTO t VALUES (1); SET @a = 1").has(flag::USER_VAR_WRITE));
     assert!(classify(b"LOCK TABLES t WRITE").has(flag::PINS));
     assert!(classify(b"CREATE TEMPORARY TABLE t (a int)").has(flag::TEMP_TABLE));
     assert!(!classify(b"SET NAMES utf8; DROP TABLE t").has(flag::ONLY_SETS));
@@ -156,6 +157,10 @@ fn review_findings() {
         assert_eq!(c.kind, Kind::Write, "{sql}");
         assert!(!c.has(flag::PINS), "{sql}");
     }
+    assert_eq!(
+        set_statement_vars(b"SET STATEMENT max_statement_time=1, @@sql_mode='' FOR SELECT 1"),
+        vec![b"max_statement_time".to_vec(), b"sql_mode".to_vec()]
+    );
     assert_eq!(classify(b"SET ROLE r").pin, Some(Pin::Role));
     assert_eq!(
         classify(b"SELECT GET_LOCK('a', 1)").pin,

@@ -92,8 +92,8 @@ pub struct Outcome {
     /// Id of the connection that ran it, and whether it tracks state.
     pub conn_id: u64,
     pub tracking: bool,
-    /// The id it generated (0: none).
-    pub last_insert_id: u64,
+    /// Warnings the answer reported.
+    pub warnings: u16,
 }
 
 impl Session {
@@ -453,7 +453,10 @@ impl Session {
                 // but whether a failed statement opened one with
                 // autocommit off, or a deadlock ended one, only the server
                 // knows: asked before concord answers with a status itself.
-                if sc.status_seen {
+                if self.txn.is_some_and(|t| t != w) {
+                    // An answer from beside the transaction's connection
+                    // (a cursor, a lock): the transaction is where it was.
+                } else if sc.status_seen {
                     self.status = sc.status;
                     self.status_stale = false;
                     self.txn = (sc.status & status::IN_TRANS != 0).then_some(w);
@@ -469,7 +472,7 @@ impl Session {
                     changes: end.changes,
                     conn_id,
                     tracking,
-                    last_insert_id: end.last_insert_id,
+                    warnings: end.warnings,
                 })
             }
             Err(e) => {
@@ -559,7 +562,7 @@ impl Session {
             (Some(Which::Replica(t)), Which::Replica(i)) if t > i => Some(Which::Replica(t - 1)),
             _ => x,
         };
-        for x in [&mut self.last, &mut self.last_read] {
+        for x in [&mut self.last, &mut self.last_read, &mut self.last_diag] {
             if *x == Some(w) {
                 *x = None;
             }

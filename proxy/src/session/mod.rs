@@ -63,6 +63,11 @@ pub struct Session {
     /// The connection that ran the previous SELECT: FOUND_ROWS() is read
     /// there (statements other than SELECT leave it as it was).
     last_read: Option<Which>,
+    /// The connection whose diagnostics area holds what a server would
+    /// show now: the last statement that used a table or raised a
+    /// warning or error (MariaDB keeps the area through statements that
+    /// do neither).
+    last_diag: Option<Which>,
     /// After SET TRANSACTION: the next transaction runs where it was set.
     next_on_primary: bool,
     /// For the next relayed answer: (status flags to clear, to set), when
@@ -70,9 +75,6 @@ pub struct Session {
     status_fix: Option<(u16, u16)>,
     /// The last answer was an error alone: `status` may be out of date.
     status_stale: bool,
-    /// What LAST_INSERT_ID() returns on the primary connection, for a
-    /// read-only transaction on a replica that asks.
-    last_insert_id: u64,
     /// Session state that lived only on a backend connection that is gone
     /// (why): the session ends, as a direct connection would have.
     lost: Option<String>,
@@ -159,10 +161,10 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         pins: 0,
         last: None,
         last_read: None,
+        last_diag: None,
         next_on_primary: false,
         status_fix: None,
         status_stale: false,
-        last_insert_id: 0,
         lost: None,
         txn_lost: false,
         write_epoch: 0,
@@ -529,6 +531,9 @@ impl Session {
         self.txn = None;
         self.next_on_primary = false;
         self.lost = None;
+        self.last = None;
+        self.last_read = None;
+        self.last_diag = None;
     }
 
     async fn reset_connection(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {

@@ -9,6 +9,7 @@ use crate::classify::{self, flag, Class, Kind};
 use crate::error::SessionError;
 use crate::router::{self, Facts, Reason, Route};
 use concord_protocol::codes;
+use concord_protocol::consts::status;
 use concord_protocol::packet::HEADER;
 use concord_protocol::scan::Expect;
 
@@ -45,6 +46,13 @@ impl Session {
         // runs when another connection needs them).
         let assigned = if class.has(flag::USER_VAR_WRITE | flag::INTO) && cmd.whole {
             classify::assigned_user_vars(sql)
+        } else {
+            Vec::new()
+        };
+        // Set for the statement only: the server reports their reverting
+        // later (see `BackendConn::reverting`).
+        let reverting = if class.has(flag::SET_STATEMENT) && cmd.whole {
+            classify::set_statement_vars(sql)
         } else {
             Vec::new()
         };
@@ -89,6 +97,11 @@ impl Session {
                 .await;
         }
         let out = res?;
+        if !reverting.is_empty() {
+            if let Some(b) = self.conns.get_mut(w) {
+                b.conn.reverting.extend(reverting);
+            }
+        }
         self.after_statement(w, &class, &assigned, &out);
         Ok(())
     }
@@ -122,26 +135,31 @@ impl Session {
         bytes: usize,
         prepare: bool,
     ) -> Result<(Which, Reason), SessionError> {
-        if class.kind == Kind::Read && !class.has(flag::STMT_INFO) {
+        if class.kind == Kind::Read && !class.has(flag::STMT_INFO) && self.pins == 0 {
             // User variables assigned earlier are read back now, so a
             // failover or a lost connection loses nothing: before a read,
             // which replaces everything the read-back could disturb on
             // that connection (FOUND_ROWS(), ROW_COUNT(), diagnostics).
             // Before anything else they wait, unless another connection
-            // needs them (see `sync_held`).
+            // needs them (see `sync_held`). A pinned session keeps them
+            // where they are, with the rest of its state.
             self.capture_elsewhere(u64::MAX).await?;
         }
         if let Some(w) = self.txn {
             if self.conns.get(w).is_some() {
                 if w == Which::Primary {
                     self.ensure_primary(!prepare, bytes).await?;
+                } else if class.has(flag::CONN_FUNC) {
+                    // A read-only transaction on a replica calling GET_LOCK(),
+                    // LAST_INSERT_ID(), ...: what they name lives on the
+                    // primary connection (locks are not transactional). The
+                    // answer carries the transaction's flags.
+                    self.ensure_primary(false, bytes).await?;
+                    let tx = status::IN_TRANS | status::IN_TRANS_READONLY;
+                    self.status_fix = Some((tx, self.status & tx));
+                    return Ok((Which::Primary, Reason::ConnectionBound));
                 } else {
                     self.sync_held(w).await?;
-                    if class.has(flag::CONN_FUNC) {
-                        // A read-only transaction on a replica asking for
-                        // LAST_INSERT_ID(): the primary connection's value.
-                        self.carry_last_insert_id(w).await?;
-                    }
                 }
                 return Ok((w, Reason::Transaction));
             }
@@ -153,6 +171,8 @@ impl Session {
         if class.has(flag::STMT_INFO) {
             let from = if class.has(flag::FOUND_ROWS) {
                 self.last_read
+            } else if class.has(flag::DIAG) {
+                self.last_diag
             } else {
                 self.last
             };
@@ -219,31 +239,6 @@ impl Session {
                 codes::UNKNOWN_ERROR,
                 format!("concord: {msg}"),
             )),
-        }
-    }
-
-    /// Sets LAST_INSERT_ID() on held connection `w` to the session's.
-    async fn carry_last_insert_id(&mut self, w: Which) -> Result<(), SessionError> {
-        let id = self.last_insert_id;
-        let Some(b) = self.conns.get_mut(w) else {
-            return Ok(());
-        };
-        let name = b.pool.name.clone();
-        match b
-            .conn
-            .exec(&format!("SET @@session.last_insert_id = {id}"))
-            .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::Reply(e)),
-            Err(e) => {
-                self.drop_conn(w);
-                Err(SessionError::Backend {
-                    backend: name,
-                    source: e,
-                    mid_response: false,
-                })
-            }
         }
     }
 

@@ -243,9 +243,8 @@ pub struct RelayEnd {
     /// The server flagged a session-state change (SESSION_STATE_CHANGED)
     /// in at least one OK packet.
     pub state_changed: bool,
-    /// The id the statement generated (what LAST_INSERT_ID() returns
-    /// after it), 0 if none.
-    pub last_insert_id: u64,
+    /// Warnings the last OK/EOF reported.
+    pub warnings: u16,
     /// The backend asked for LOCAL INFILE and the client had not allowed it.
     pub refused_infile: bool,
     /// The backend sent bytes after the end of the response: the answer
@@ -347,12 +346,14 @@ where
                             npatch += 1;
                         }
                     }
-                    if sc.last_was_ok && body.first() == Some(&0x00) {
-                        if let Some(id) = concord_protocol::ok::last_insert_id(body) {
-                            if id != 0 {
-                                end.last_insert_id = id;
-                            }
-                        }
+                    if sc.last_was_ok || old_eof {
+                        end.warnings = if old_eof {
+                            u16::from_le_bytes([body[1], body[2]])
+                        } else {
+                            concord_protocol::ok::status_offset(body)
+                                .and_then(|at| body.get(at + 2..at + 4))
+                                .map_or(0, |w| u16::from_le_bytes([w[0], w[1]]))
+                        };
                     }
                     if sc.last_was_ok && sc.status & status::SESSION_STATE_CHANGED != 0 {
                         end.state_changed = true;
@@ -362,7 +363,16 @@ where
                             end.changes.extend(c);
                         }
                         if strip_state {
-                            rewrite = without_session_state(body).map(|p| (start, seq, p));
+                            rewrite = without_session_state(body).map(|mut p| {
+                                if let (Some((clear, set)), Some(at)) =
+                                    (fix, concord_protocol::ok::status_offset(&p))
+                                {
+                                    let st = u16::from_le_bytes([p[at], p[at + 1]]);
+                                    p[at..at + 2]
+                                        .copy_from_slice(&((st & !clear) | set).to_le_bytes());
+                                }
+                                (start, seq, p)
+                            });
                         }
                     }
                     pos += HEADER + len;
@@ -544,8 +554,6 @@ pub mod harness {
         let data = backend.to_vec();
         let feeder = tokio::spawn(async move {
             let _ = far_b.write_all(&data).await;
-            // Keep the stream open a moment, then end it.
-            tokio::time::sleep(Duration::from_millis(5)).await;
             drop(far_b);
         });
         let reader = tokio::spawn(async move {
@@ -599,6 +607,81 @@ pub mod harness {
         let out = reader.await.unwrap_or_default();
         (r, out)
     }
+
+    /// Client bytes through the command reader and forwarder: every
+    /// command announced in `client` is read (whole, or streamed when
+    /// larger than the whole-packet limit) and forwarded to a sink.
+    pub async fn forward_client_bytes(client: &[u8], max_packet: usize) {
+        let (near_c, mut far_c) = tokio::io::duplex(1 << 16);
+        let data = client.to_vec();
+        let feeder = tokio::spawn(async move {
+            let _ = far_c.write_all(&data).await;
+            drop(far_c);
+        });
+        let mut c = PacketStream::new(near_c);
+        c.max_packet = max_packet;
+        let (near_b, far_b) = tokio::io::duplex(1 << 16);
+        let drain = tokio::spawn(async move {
+            let mut far_b = far_b;
+            let mut sink = Vec::new();
+            let _ = far_b.read_to_end(&mut sink).await;
+        });
+        let mut b = PacketStream::new(near_b);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match command_ready(&c.rbuf, c.max_packet) {
+                    Ok(Some(cmd)) => {
+                        if forward_command(&mut c, &mut b, cmd, true).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        if c.fill().await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+        drop(b);
+        let _ = feeder.await;
+        let _ = drain.await;
+    }
+
+    /// Fuzz entry (`fuzz/fuzz_targets/relay.rs` and a property test): the
+    /// first byte picks the response shape and client capabilities, the
+    /// rest is what the backend (and, for odd first bytes, the client)
+    /// sends.
+    pub async fn fuzz(data: &[u8]) {
+        let Some((&sel, rest)) = data.split_first() else {
+            return;
+        };
+        let expect = match sel % 5 {
+            0 => Expect::ResultSets,
+            1 => Expect::Prepare,
+            2 => Expect::FieldList,
+            3 => Expect::Rows,
+            _ => Expect::Single,
+        };
+        let client_caps = if sel & 0x10 != 0 {
+            cap::SESSION_TRACK
+        } else {
+            0
+        } | if sel & 0x20 != 0 { cap::LOCAL_FILES } else { 0 };
+        let backend_caps = cap::SESSION_TRACK
+            | if sel & 0x40 != 0 {
+                cap::DEPRECATE_EOF
+            } else {
+                0
+            };
+        if sel & 0x80 != 0 {
+            forward_client_bytes(rest, 1 << 20).await;
+        } else {
+            let _ = relay_bytes(rest, expect, client_caps, backend_caps).await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -627,6 +710,27 @@ mod tests {
         }
         .encode(&mut b, cap::SESSION_TRACK);
         b.to_vec()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Backend and client bytes up to and past the whole-packet limit:
+        /// errors are fine, panics are not.
+        #[test]
+        fn the_relay_never_panics(
+            sel in proptest::prelude::any::<u8>(),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80_000),
+            len_at in 0usize..4,
+        ) {
+            // A plausible packet header in front, announcing a length near
+            // the limits, so the large-packet paths run.
+            let lens = [WHOLE_LIMIT - 1, WHOLE_LIMIT + 1, MAX_PAYLOAD, body.len()];
+            let len = lens[len_at].min(MAX_PAYLOAD);
+            let mut data = vec![sel, (len & 0xff) as u8, ((len >> 8) & 0xff) as u8, ((len >> 16) & 0xff) as u8, if sel & 0x80 != 0 { 0 } else { 1 }];
+            data.extend_from_slice(&body);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(super::harness::fuzz(&data));
+        }
     }
 
     #[tokio::test]

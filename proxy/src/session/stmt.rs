@@ -534,9 +534,16 @@ impl Session {
             self.status_fix = Some((tx, self.status & tx));
         }
         self.rewrite_id(bid);
-        self.forward_to(w, cmd, Expect::Rows, false, None, true)
-            .await
-            .map(|_| ())
+        let out = self
+            .forward_to(w, cmd, Expect::Rows, false, None, true)
+            .await?;
+        if out.failed || out.status & status::LAST_ROW_SENT != 0 {
+            // The server closed the cursor after its last row.
+            if let Some(s) = self.stmts.map.get_mut(&id) {
+                s.cursor_on = None;
+            }
+        }
+        Ok(())
     }
 
     /// COM_STMT_CLOSE: close it everywhere it was prepared; no reply.

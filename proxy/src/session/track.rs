@@ -40,13 +40,23 @@ impl Session {
             }
         }
         // What a previous SET STATEMENT on this connection set, reported
-        // as it reverts (see `BackendConn::reverting`).
+        // as it reverts (see `BackendConn::reverting`); a name leaves the
+        // list once its revert was reported.
         let reverting = match self.conns.get_mut(w) {
-            Some(b) if !out.changes.is_empty() || class.has(flag::SET_STATEMENT) => {
-                std::mem::take(&mut b.conn.reverting)
+            // (A SET STATEMENT's own report is the setting, not a revert.)
+            Some(b) if !b.conn.reverting.is_empty() && !class.has(flag::SET_STATEMENT) => {
+                let (seen, kept): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut b.conn.reverting).into_iter().partition(|r| {
+                        out.changes.iter().any(|c| {
+                            matches!(c, StateChange::SystemVariable(n, _) if n.eq_ignore_ascii_case(r))
+                        })
+                    });
+                b.conn.reverting = kept;
+                seen
             }
             _ => Vec::new(),
         };
+        tracing::trace!(session = self.info.id, conn = out.conn_id, changes = ?out.changes, reverting = ?reverting, kind = ?class.kind, "tracked");
         let before = self.state.version;
         let mut bumped = false;
         let mut state_changed = false;
@@ -75,11 +85,7 @@ impl Session {
                         continue;
                     }
                     if class.has(flag::SET_STATEMENT) {
-                        // Set for the statement's duration; it reverts, and
-                        // the server reports that with the next statement.
-                        if let Some(b) = self.conns.get_mut(w) {
-                            b.conn.reverting.push(name.clone());
-                        }
+                        // Set for the statement's duration only.
                         continue;
                     }
                     if !bumped {
@@ -115,11 +121,14 @@ impl Session {
         // The flag is the revert's echo only if every variable reported is
         // one that reverts (a CALL that also changed something stays
         // unexplained).
-        let echo = !reverting.is_empty()
+        let reverts = |n: &[u8]| reverting.iter().any(|r| r.eq_ignore_ascii_case(n));
+        let echo = out
+            .changes
+            .iter()
+            .any(|c| matches!(c, StateChange::SystemVariable(n, _) if reverts(n)))
             && out.changes.iter().all(|c| match c {
                 StateChange::SystemVariable(n, _) => {
-                    n.eq_ignore_ascii_case(b"last_gtid")
-                        || reverting.iter().any(|r| r.eq_ignore_ascii_case(n))
+                    n.eq_ignore_ascii_case(b"last_gtid") || reverts(n)
                 }
                 StateChange::StateChanged(_) => true,
                 _ => false,
@@ -133,7 +142,7 @@ impl Session {
             // The server says something changed that no tracked value,
             // schema or named user variable accounts for (a stored program
             // assigned a user variable, ...): it stays where it is.
-            tracing::debug!(session = self.info.id, changes = ?out.changes, "state change no tracked value explains");
+            tracing::debug!(session = self.info.id, changes = ?out.changes, reverting = ?reverting, class = ?class, "state change no tracked value explains");
             self.pin(Pin::Untracked);
         }
         if self.state.overflow {
@@ -155,8 +164,8 @@ impl Session {
         if class.kind == Kind::Read {
             self.last_read = Some(w);
         }
-        if w == Which::Primary && out.last_insert_id != 0 {
-            self.last_insert_id = out.last_insert_id;
+        if out.failed || out.warnings > 0 || class.has(flag::USES_TABLE) {
+            self.last_diag = Some(w);
         }
         if class.kind == Kind::SetTransaction && !out.failed {
             self.next_on_primary = true;
@@ -191,6 +200,8 @@ impl Session {
     /// `except` (by connection id), so they can be replayed as literals.
     /// A variable whose connection is gone is lost with it.
     pub(super) async fn capture_elsewhere(&mut self, except: u64) -> Result<(), SessionError> {
+        /// Variables read back per query (a bounded result row).
+        const BATCH: usize = 64;
         let pending = self.state.pending_elsewhere(except);
         if pending.is_empty() {
             return Ok(());
@@ -198,11 +209,21 @@ impl Session {
         let mut conns: Vec<u64> = pending.iter().map(|(c, _)| *c).collect();
         conns.dedup();
         for c in conns {
-            let keys: Vec<&String> = pending
+            let all: Vec<&String> = pending
                 .iter()
                 .filter(|(x, _)| *x == c)
                 .map(|(_, k)| k)
                 .collect();
+            for keys in all.chunks(BATCH) {
+                self.capture_batch(c, keys).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads back `keys` from connection `c`.
+    async fn capture_batch(&mut self, c: u64, keys: &[&String]) -> Result<(), SessionError> {
+        {
             let Some(w) = self.conns.which_conn(c) else {
                 let why = "the backend connection holding this session's user variables was closed before they were read back".to_string();
                 self.lost.get_or_insert(why.clone());
@@ -215,7 +236,7 @@ impl Session {
             let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
             let sql = capture_sql(&refs);
             let Some(b) = self.conns.get_mut(w) else {
-                continue;
+                return Ok(());
             };
             let name = b.pool.name.clone();
             let got = match b.conn.query_typed(&sql).await {

@@ -1,4 +1,5 @@
-//! Free loopback ports. Ports are handed out from a per-process counter
+//! Free loopback ports (the benchmark's own servers and the test
+//! harness's). Ports are handed out from a per-process counter
 //! starting at a random offset and checked by binding, so parallel tests
 //! and parallel test binaries do not collide. They stay below the kernel's
 //! ephemeral range (32768+), which outgoing connections draw from, so a
