@@ -6,6 +6,7 @@
 //!   cargo run --release --example scenarios -- failover  kill -9 and switchover under write load, per-100 ms timeline
 //!   cargo run --release --example scenarios -- compare   concord-bench compare: MariaDB direct vs concord vs HAProxy
 //!   cargo run --release --example scenarios -- fleet     concord-bench fleet mode over 3 nodes vs 1 node (mock backend)
+//!   cargo run --release --example scenarios -- ryw       read-your-writes on vs off: read-mostly and read/write loads, 2 replicas
 //!
 //! Rounds are interleaved so every target sees the same machine noise;
 //! figures are medians.
@@ -410,6 +411,75 @@ async fn fleet() {
     let _ = mock.wait();
 }
 
+/// Read-your-writes on (the default) and off, side by side: two concord
+/// nodes (separate one-node fleets, node ids 1 and 2) in front of the same
+/// primary and two replicas, measured in interleaved rounds.
+async fn ryw() {
+    let topo = Topology::start(2).await;
+    let mut nodes = Vec::new();
+    for (id, mode) in [(1u64, "session"), (2, "off")] {
+        let mut cfg = ConcordConfig::new(topo.backends());
+        cfg.node_id = id;
+        cfg.extra = format!("[log]\nlevel = \"warn\"\n[routing]\nread_your_writes = \"{mode}\"\n");
+        let node = Concord::start(cfg).await;
+        node.wait_readable(&["db2", "db3"]).await;
+        nodes.push(node);
+    }
+    let on = format!(
+        "ryw-session={},pid={}",
+        nodes[0].addr(),
+        nodes[0].pid().unwrap()
+    );
+    let off = format!(
+        "ryw-off={},pid={}",
+        nodes[1].addr(),
+        nodes[1].pid().unwrap()
+    );
+    for (i, workload) in ["read-mostly", "read-write"].iter().enumerate() {
+        let mut args = vec![
+            "compare",
+            "--direct",
+            "",
+            "--proxy",
+            on.as_str(),
+            "--proxy",
+            off.as_str(),
+            "--user",
+            "app",
+            "--password",
+            PASSWORD,
+            "--workload",
+            workload,
+            "--rounds",
+            "5",
+            "--duration",
+            "8s",
+            "--connections",
+            "16",
+            "--threads",
+            "1",
+            "--tables",
+            "4",
+            "--table-size",
+            "20000",
+        ];
+        let primary = topo.primary.addr();
+        args[2] = primary.as_str();
+        if i == 0 {
+            args.push("--setup");
+        }
+        bench(&args);
+    }
+    for n in &nodes {
+        let (_, m) = n.http_get("/metrics").await.unwrap();
+        let routed: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with("concord_routed_total") && !l.ends_with(" 0"))
+            .collect();
+        println!("node {}:\n{}", n.cfg.node_id, routed.join("\n"));
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     match std::env::args().nth(1).as_deref() {
@@ -418,6 +488,7 @@ async fn main() {
         Some("failover") => failover().await,
         Some("compare") => compare().await,
         Some("fleet") => fleet().await,
-        _ => println!("usage: scenarios routing | raft | failover | compare | fleet"),
+        Some("ryw") => ryw().await,
+        _ => println!("usage: scenarios routing | raft | failover | compare | fleet | ryw"),
     }
 }

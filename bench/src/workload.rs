@@ -16,8 +16,10 @@ pub enum Workload {
     PointSelectPs,
     /// Point selects and small range scans.
     ReadOnly,
-    /// Reads, updates by id and inserts, autocommit.
+    /// Reads, updates by id and inserts, autocommit (20% writes).
     ReadWrite,
+    /// Reads with an update by id every 20 statements (5% writes).
+    ReadMostly,
     /// Unique inserts only.
     Insert,
 }
@@ -30,10 +32,11 @@ impl std::str::FromStr for Workload {
             "point-select-ps" => Workload::PointSelectPs,
             "read-only" => Workload::ReadOnly,
             "read-write" => Workload::ReadWrite,
+            "read-mostly" => Workload::ReadMostly,
             "insert" => Workload::Insert,
             other => {
                 return Err(format!(
-                    "unknown workload {other:?}: point-select, point-select-ps, read-only, read-write, insert"
+                    "unknown workload {other:?}: point-select, point-select-ps, read-only, read-mostly, read-write, insert"
                 ))
             }
         })
@@ -138,6 +141,16 @@ impl Worker {
                         self.sql,
                         "INSERT INTO {SCHEMA}.sbtest{t} (k, c, pad) VALUES ({id}, 'rw', 'bench')"
                     );
+                }
+            }
+            Workload::ReadMostly => {
+                if self.rng.random_range(0..20u32) == 0 {
+                    let _ = write!(
+                        self.sql,
+                        "UPDATE {SCHEMA}.sbtest{t} SET k = k + 1 WHERE id = {id}"
+                    );
+                } else {
+                    let _ = write!(self.sql, "SELECT c FROM {SCHEMA}.sbtest{t} WHERE id = {id}");
                 }
             }
             Workload::Insert => {
