@@ -7,22 +7,31 @@
 //! the process starts with `CONCORD_TEST_HOOKS=name,name` in its
 //! environment. No config key reaches them.
 
+/// The switches turned on for this process (logged at start).
+#[cfg(feature = "test-hooks")]
+pub fn active() -> &'static [String] {
+    use std::sync::OnceLock;
+    static HOOKS: OnceLock<Vec<String>> = OnceLock::new();
+    HOOKS.get_or_init(|| {
+        std::env::var("CONCORD_TEST_HOOKS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
 /// Whether the switch `name` is on.
 #[cfg(feature = "test-hooks")]
 pub fn on(name: &str) -> bool {
-    use std::sync::OnceLock;
-    static HOOKS: OnceLock<Vec<String>> = OnceLock::new();
-    HOOKS
-        .get_or_init(|| {
-            std::env::var("CONCORD_TEST_HOOKS")
-                .unwrap_or_default()
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .iter()
-        .any(|h| h == name)
+    active().iter().any(|h| h == name)
+}
+
+/// The switches turned on for this process: none, in this build.
+#[cfg(not(feature = "test-hooks"))]
+pub fn active() -> &'static [String] {
+    &[]
 }
 
 /// Whether the switch `name` is on: never, in this build.

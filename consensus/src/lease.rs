@@ -1,56 +1,141 @@
-//! The routing lease: until when this node may route writes, because a
-//! quorum confirmed (at or after the moment the lease counts from) that the
-//! state it has applied is current. Checked on every routed write with one
-//! atomic load and a monotonic clock read; never a network round trip.
+//! The routing lease: until when this node may send statements to the
+//! primary of an epoch, because a quorum confirmed (at or after the moment
+//! the lease counts from) that the state it had applied, with that epoch,
+//! is current. Checked on every statement to the primary (before its first
+//! byte, and again before its answer is relayed) with a few atomic loads
+//! and one clock read; never a network round trip.
+//!
+//! The lease is per epoch. Confirmations that complete once this node has
+//! applied a newer epoch extend only the newer one, so the deadline of an
+//! older epoch is frozen at its last confirmation: a statement routed under
+//! epoch E is answered as a success only before E's deadline, which the
+//! leader can bound from the moment it committed the fence (see
+//! docs/DESIGN.md, "Why a fenced primary never acknowledges a write").
+//!
+//! The clock is CLOCK_BOOTTIME: it keeps counting while a VM is suspended,
+//! so a node that wakes up after its lease ran out knows it ran out
+//! (CLOCK_MONOTONIC, what `Instant` uses, stops during suspend).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// Nanoseconds on CLOCK_BOOTTIME (suspend included).
+pub fn boot_nanos() -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
 
 pub struct Lease {
-    base: Instant,
-    /// Nanoseconds after `base`; 0 = no lease.
+    /// The newest epoch a confirmation covered, and its deadline
+    /// (boot nanos; 0 = none).
+    epoch: AtomicU64,
     deadline: AtomicU64,
-    pub timeout: Duration,
+    /// The epoch before it and the deadline it had reached when the newer
+    /// one was first confirmed (frozen from then on).
+    prev_epoch: AtomicU64,
+    prev_deadline: AtomicU64,
+    /// How long a confirmation holds (nanoseconds); the fleet's value
+    /// (`cluster.lease_timeout` in the replicated topology).
+    timeout_ns: AtomicU64,
 }
 
 impl Lease {
     pub fn new(timeout: Duration) -> Self {
         Lease {
-            base: Instant::now(),
+            epoch: AtomicU64::new(0),
             deadline: AtomicU64::new(0),
-            timeout,
+            prev_epoch: AtomicU64::new(0),
+            prev_deadline: AtomicU64::new(0),
+            timeout_ns: AtomicU64::new(nanos(timeout)),
         }
     }
 
-    fn nanos(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    /// The current length of a lease.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_nanos(self.timeout_ns.load(Ordering::Relaxed))
     }
 
-    /// True while the lease holds.
+    /// The fleet's lease length changed (applies from the next confirmation).
+    pub fn set_timeout(&self, d: Duration) {
+        self.timeout_ns.store(nanos(d), Ordering::Relaxed);
+    }
+
+    /// True while this node holds a lease for the newest epoch it has
+    /// had confirmed.
     #[inline]
     pub fn valid(&self) -> bool {
-        self.nanos(Instant::now()) < self.deadline.load(Ordering::Acquire)
+        boot_nanos() < self.deadline.load(Ordering::Acquire)
     }
 
-    /// Time left, if any.
+    /// True while a statement routed under `epoch` may be sent to, or
+    /// answered from, that epoch's primary.
+    #[inline]
+    pub fn valid_for(&self, epoch: u64) -> bool {
+        self.deadline_for(epoch).is_some_and(|d| boot_nanos() < d)
+    }
+
+    fn deadline_for(&self, epoch: u64) -> Option<u64> {
+        loop {
+            let current = self.epoch.load(Ordering::Acquire);
+            let d = if epoch == current {
+                Some(self.deadline.load(Ordering::Acquire))
+            } else {
+                (epoch == self.prev_epoch.load(Ordering::Acquire))
+                    .then(|| self.prev_deadline.load(Ordering::Acquire))
+            };
+            // The epoch moved while reading: the deadline read may belong
+            // to the newer one; read again.
+            if self.epoch.load(Ordering::Acquire) == current {
+                return d;
+            }
+        }
+    }
+
+    /// Time left on the newest epoch's lease, if any.
     pub fn remaining(&self) -> Option<Duration> {
-        let now = self.nanos(Instant::now());
+        let now = boot_nanos();
         let d = self.deadline.load(Ordering::Acquire);
         (now < d).then(|| Duration::from_nanos(d - now))
     }
 
-    /// A quorum confirmed our state at or after `confirmed_at`: the lease
-    /// runs until `confirmed_at + timeout` (never shortened by a late,
-    /// older confirmation).
-    pub fn extend_from(&self, confirmed_at: Instant) {
-        let d = self.nanos(confirmed_at + self.timeout);
+    /// A quorum confirmed, at or after `confirmed_at` (boot nanos), that
+    /// this node's applied state with `epoch` is current: that epoch's
+    /// lease runs until `confirmed_at + timeout` (never shortened by a
+    /// late, older confirmation). Called by one task only.
+    pub fn extend_from(&self, confirmed_at: u64, epoch: u64) {
+        let d = confirmed_at.saturating_add(self.timeout_ns.load(Ordering::Relaxed));
+        let current = self.epoch.load(Ordering::Acquire);
+        if epoch > current {
+            // The older epoch's deadline freezes where it is. Written
+            // before the epoch moves, so a reader that sees the new epoch
+            // finds the old one's deadline in `prev`.
+            self.prev_deadline
+                .store(self.deadline.load(Ordering::Acquire), Ordering::Release);
+            self.prev_epoch.store(current, Ordering::Release);
+            self.deadline.store(0, Ordering::Release);
+            self.epoch.store(epoch, Ordering::Release);
+        } else if epoch < current {
+            // A confirmation for a state older than one already confirmed.
+            return;
+        }
         self.deadline.fetch_max(d, Ordering::AcqRel);
     }
 
-    /// Drops the lease at once (e.g. on losing leadership).
+    /// Drops the lease at once (e.g. on losing leadership), for every epoch.
     pub fn revoke(&self) {
         self.deadline.store(0, Ordering::Release);
+        self.prev_deadline.store(0, Ordering::Release);
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -61,15 +146,38 @@ mod tests {
     fn lease_runs_from_confirmation_and_expires() {
         let l = Lease::new(Duration::from_millis(50));
         assert!(!l.valid());
-        l.extend_from(Instant::now());
-        assert!(l.valid());
+        l.extend_from(boot_nanos(), 1);
+        assert!(l.valid() && l.valid_for(1));
         // An older confirmation never shortens it.
-        l.extend_from(Instant::now() - Duration::from_millis(40));
+        l.extend_from(boot_nanos() - 40_000_000, 1);
         assert!(l.remaining().unwrap() > Duration::from_millis(30));
         std::thread::sleep(Duration::from_millis(60));
         assert!(!l.valid());
-        l.extend_from(Instant::now());
+        l.extend_from(boot_nanos(), 1);
         l.revoke();
-        assert!(!l.valid());
+        assert!(!l.valid() && !l.valid_for(1));
+    }
+
+    #[test]
+    fn an_older_epoch_keeps_only_the_deadline_it_had() {
+        let l = Lease::new(Duration::from_millis(80));
+        l.extend_from(boot_nanos(), 4);
+        std::thread::sleep(Duration::from_millis(40));
+        // The fence (epoch 5) is applied and confirmed: epoch 4's deadline
+        // stays where its last confirmation put it.
+        l.extend_from(boot_nanos(), 5);
+        assert!(l.valid_for(4) && l.valid_for(5));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !l.valid_for(4),
+            "epoch 4 ran out 80 ms after its last confirmation"
+        );
+        assert!(l.valid_for(5));
+        l.extend_from(boot_nanos(), 5);
+        assert!(!l.valid_for(4), "confirmations of 5 never extend 4");
+        assert!(!l.valid_for(3), "an epoch two back has no lease");
+        // A late confirmation of an older state is ignored.
+        l.extend_from(boot_nanos(), 4);
+        assert!(!l.valid_for(4));
     }
 }

@@ -20,6 +20,6 @@ pub use lease::Lease;
 pub use node::{AppHandler, Consensus, ConsensusError, Status, Workflow, WorkflowHandler};
 pub use store::Applied;
 pub use topology::{
-    Backend, BackendState, Command, Event, Op, Response, Role, SeedBackend, Topology,
+    Backend, BackendState, Command, Event, Op, Owner, Response, Role, SeedBackend, Topology,
 };
 pub use types::NodeId;

@@ -224,6 +224,25 @@ impl Consensus {
         self.inner.gate.clone()
     }
 
+    /// The Raft term this node is in.
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
+    /// Confirms with a quorum that this node is still the leader and has
+    /// applied everything committed before the call (a read index).
+    pub async fn confirm_leader(&self, timeout: Duration) -> Result<(), ConsensusError> {
+        let raft = self.inner.raft.clone();
+        match self
+            .on_rt(async move { tokio::time::timeout(timeout, raft.ensure_linearizable()).await })
+            .await?
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ConsensusError::Raft(e.to_string())),
+            Err(_) => Err(ConsensusError::Timeout),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
@@ -453,10 +472,11 @@ async fn start_inner(cfg: Config, dir: PathBuf) -> Result<Arc<Inner>, ConsensusE
 /// confirming leadership with a quorum, followers by a read-index round
 /// trip to the leader and waiting until they applied that far.
 async fn keep_lease(inner: Arc<Inner>) {
-    let period = inner.lease.timeout / 4;
     let mut metrics = inner.raft.metrics();
     loop {
+        let period = inner.lease.timeout() / 4;
         let t0 = Instant::now();
+        let confirmed_at = crate::lease::boot_nanos();
         let ok = match confirm(&inner).await {
             Ok(()) => true,
             Err(e) => {
@@ -465,7 +485,15 @@ async fn keep_lease(inner: Arc<Inner>) {
             }
         };
         if ok && inner.stopped.get().is_none() {
-            inner.lease.extend_from(t0);
+            // The fleet's lease length, as applied up to the confirmed
+            // index (the leader waits for the longest one after a fence).
+            let fleet_ms = inner.applied.borrow().topology.lease_ms;
+            if fleet_ms > 0 {
+                inner.lease.set_timeout(Duration::from_millis(fleet_ms));
+            }
+            // The epoch this node has applied now: anything newer was
+            // committed after the confirmation started (see lease.rs).
+            inner.lease.extend_from(confirmed_at, inner.gate.epoch());
         }
         // Refresh sooner when leadership changes.
         let _ = tokio::time::timeout(period, metrics.changed()).await;
@@ -507,7 +535,7 @@ async fn watch_core(inner: Arc<Inner>) {
 }
 
 async fn confirm(inner: &Arc<Inner>) -> Result<(), ConsensusError> {
-    let budget = inner.lease.timeout / 2;
+    let budget = inner.lease.timeout() / 2;
     let (leader, leader_addr) = {
         let m = inner.raft.metrics();
         let m = m.borrow();

@@ -121,6 +121,28 @@ pub enum Op {
     },
     /// Only records an event (evidence, progress of a workflow).
     Note,
+    /// Node `node`, leader in Raft term `term`, takes over the promotion
+    /// workflows: any other workflow still running stops at its next step
+    /// (each backend side effect checks it still owns them).
+    Claim {
+        node: u64,
+        term: u64,
+        kind: String,
+    },
+    /// The fleet's lease length (`cluster.lease_timeout` of the leader),
+    /// used by every node, so the leader's wait after a fence covers the
+    /// longest lease any node can hold.
+    SetLease {
+        ms: u64,
+    },
+}
+
+/// Who runs the promotion workflows (see [`Op::Claim`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub node: u64,
+    pub term: u64,
+    pub kind: String,
 }
 
 /// A command with who proposed it, when, and why.
@@ -174,6 +196,16 @@ pub struct Topology {
     /// GTID position the current primary was promoted from.
     #[serde(default)]
     pub promoted_from: Option<String>,
+    /// Who runs the promotion workflows now.
+    #[serde(default)]
+    pub owner: Option<Owner>,
+    /// The fleet's lease length in ms (0: not set yet, each node uses its
+    /// own `cluster.lease_timeout`), and the one before it (a lease taken
+    /// under the old length may still run).
+    #[serde(default)]
+    pub lease_ms: u64,
+    #[serde(default)]
+    pub prev_lease_ms: u64,
 }
 
 impl Topology {
@@ -390,7 +422,29 @@ impl Topology {
                 None => no(format!("unknown backend '{name}'")),
             },
             Op::Note => ok(String::new()),
+            Op::Claim { node, term, kind } => {
+                self.owner = Some(Owner {
+                    node: *node,
+                    term: *term,
+                    kind: kind.clone(),
+                });
+                ok(format!("node {node} (term {term}) runs the {kind} workflow"))
+            }
+            Op::SetLease { ms } => {
+                if *ms == 0 {
+                    return no("a lease of 0 ms".into());
+                }
+                self.prev_lease_ms = if self.lease_ms == 0 { *ms } else { self.lease_ms };
+                self.lease_ms = *ms;
+                ok(format!("the fleet's lease is {ms} ms"))
+            }
         }
+    }
+
+    /// The longest lease a node may hold now (ms): the fleet's length and
+    /// the one before it (0 if never set).
+    pub fn longest_lease_ms(&self) -> u64 {
+        self.lease_ms.max(self.prev_lease_ms)
     }
 
     pub fn primary_backend(&self) -> Option<&Backend> {
@@ -411,6 +465,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::Promote { .. } => "promote",
         Op::Rejoin { .. } => "rejoin",
         Op::Note => "note",
+        Op::Claim { .. } => "claim",
+        Op::SetLease { .. } => "set_lease",
     }
 }
 

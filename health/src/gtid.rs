@@ -30,6 +30,87 @@ pub fn covers(pos: &str, gtid: &str) -> bool {
         .all(|(d, seq)| have.iter().any(|(hd, hs)| hd == d && hs >= seq))
 }
 
+/// The transactions in `want` that `have` lacks, as text, and how many;
+/// `None` when `have` covers `want`. Used to report what a promotion could
+/// not carry over.
+pub fn missing(have: &str, want: &str) -> Option<(String, u64)> {
+    if covers(have, want) {
+        return None;
+    }
+    if is_mysql(want) || is_mysql(have) {
+        let have = mysql_parse(have);
+        let mut parts = Vec::new();
+        let mut count = 0u64;
+        for (uuid, ivs) in mysql_parse(want) {
+            let held: Vec<(u64, u64)> = have
+                .iter()
+                .find(|(u, _)| *u == uuid)
+                .map(|(_, h)| h.clone())
+                .unwrap_or_default();
+            for (a, b) in ivs {
+                for n in a..=b.min(a.saturating_add(1_000_000)) {
+                    if !held.iter().any(|(ha, hb)| *ha <= n && n <= *hb) {
+                        count += 1;
+                        if parts.len() < 20 {
+                            parts.push(format!("{uuid}:{n}"));
+                        }
+                    }
+                }
+            }
+        }
+        return Some((parts.join(","), count));
+    }
+    let have = mariadb_parse_full(have);
+    let mut parts = Vec::new();
+    let mut count = 0u64;
+    for (d, s, seq) in mariadb_parse_full(want) {
+        let got = have
+            .iter()
+            .filter(|(hd, _, _)| *hd == d)
+            .map(|(_, _, hs)| *hs)
+            .max()
+            .unwrap_or(0);
+        if seq > got {
+            count += seq - got;
+            parts.push(if seq == got + 1 {
+                format!("{d}-{s}-{seq}")
+            } else {
+                format!("{d}-{s}-{}..{d}-{s}-{seq}", got + 1)
+            });
+        }
+    }
+    Some((parts.join(","), count))
+}
+
+/// MariaDB: whether the GTID state `have` holds every (domain, server,
+/// sequence) of `want` exactly, server id included (`covers` compares
+/// sequence numbers per domain only, so an errant `0-1-101` would pass as
+/// covered by `0-2-500`). Both are `gtid_binlog_state`-like lists with one
+/// entry per (domain, server). MySQL sets are exact already.
+pub fn covers_exact(have: &str, want: &str) -> bool {
+    if is_mysql(want) || is_mysql(have) {
+        return mysql_covers(have, want);
+    }
+    let have = mariadb_parse_full(have);
+    mariadb_parse_full(want).iter().all(|(d, s, seq)| {
+        have.iter()
+            .any(|(hd, hs, hseq)| hd == d && hs == s && hseq >= seq)
+    })
+}
+
+/// (domain, server, seq) per entry.
+fn mariadb_parse_full(s: &str) -> Vec<(u32, u64, u64)> {
+    s.split(',')
+        .filter_map(|g| {
+            let mut it = g.trim().split('-');
+            let d = it.next()?.parse().ok()?;
+            let server = it.next()?.parse().ok()?;
+            let seq = it.next()?.parse().ok()?;
+            Some((d, server, seq))
+        })
+        .collect()
+}
+
 fn is_mysql(s: &str) -> bool {
     s.contains(':')
 }
@@ -114,6 +195,30 @@ mod tests {
         assert!(covers("0-1-5", ""));
         assert!(covers("0-1-10,1-1-4", "0-1-9,1-1-4"));
         assert!(!covers("", "0-1-1"));
+    }
+
+    #[test]
+    fn exact_tuples_and_what_is_missing() {
+        use super::{covers_exact, missing};
+        // Errant 0-1-101 on the old primary: the new primary has server
+        // 1's transactions up to 100 and its own up to 500.
+        assert!(
+            covers("0-2-500", "0-1-101"),
+            "per-domain comparison misses it"
+        );
+        assert!(!covers_exact("0-1-100,0-2-500", "0-1-101"));
+        assert!(covers_exact("0-1-100,0-2-500", "0-1-100"));
+        assert!(!covers_exact("0-2-500", "0-1-1"), "a server never seen");
+        assert_eq!(missing("0-1-100", "0-1-100"), None);
+        assert_eq!(
+            missing("0-1-97", "0-1-100"),
+            Some(("0-1-98..0-1-100".into(), 3))
+        );
+        assert_eq!(missing("", "0-1-1"), Some(("0-1-1".into(), 1)));
+        assert_eq!(
+            missing("aaaa:1-3", "aaaa:1-5"),
+            Some(("aaaa:4,aaaa:5".into(), 2))
+        );
     }
 
     #[test]

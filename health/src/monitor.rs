@@ -392,7 +392,7 @@ async fn heartbeat_writer(
             // Checked again right before the write: the lease may have
             // lapsed while connecting. The guard makes a fence wait for
             // this write instead of racing it (see `concord_consensus::gate`).
-            let Some(_guard) = gate.enter(epoch).filter(|_| lease.valid()) else {
+            let Some(_guard) = gate.enter(epoch).filter(|_| lease.valid_for(epoch)) else {
                 return Ok::<bool, mysql_async::Error>(false);
             };
             conn.exec_drop(

@@ -127,6 +127,9 @@ pub mod flag {
     /// Reads the previous statements' warnings and errors (SHOW WARNINGS,
     /// @@warning_count, ...).
     pub const DIAG: u32 = 1 << 15;
+    /// Runs a stored procedure (CALL): it may change session state that
+    /// no reported value describes.
+    pub const CALL: u32 = 1 << 16;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -560,6 +563,10 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pi
     }
     if up(b"KILL") {
         return Kind::Kill;
+    }
+    if up(b"CALL") {
+        *flags |= flag::CALL;
+        return Kind::Write;
     }
     if up(b"SHOW") {
         let save = lx.i;
@@ -1138,7 +1145,22 @@ pub fn rewrite_ids(sql: &[u8], id: u64) -> Vec<u8> {
             i += 3;
             continue;
         }
-        if word(i, b"IS_USED_LOCK") && punct(i + 1, b'(') {
+        // The argument is evaluated twice by the rewrite: only a single
+        // plain token (a string, a number, a column, a user variable read)
+        // is rewritten; anything else (a `?` placeholder, which would gain
+        // a second parameter, or an expression with side effects) is left
+        // to return the backend's thread id.
+        if word(i, b"IS_USED_LOCK")
+            && punct(i + 1, b'(')
+            && punct(i + 3, b')')
+            && matches!(
+                toks.get(i + 2),
+                Some((
+                    Tok::Quoted | Tok::Word(_) | Tok::Number | Tok::Var { system: false },
+                    ..
+                ))
+            )
+        {
             let d = toks[i + 1].3;
             if let Some(j) = (i + 2..toks.len()).find(|&j| punct(j, b')') && toks[j].3 == d) {
                 let args = String::from_utf8_lossy(&sql[toks[i + 1].2..toks[j].1]).into_owned();

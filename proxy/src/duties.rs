@@ -36,11 +36,7 @@ async fn run(shared: &Arc<Shared>, w: Workflow) -> Result<String, String> {
         Workflow::Drain { .. } => None,
         _ => Some(shared.workflow_lock.lock().await),
     };
-    let fleet = Fleet {
-        consensus: &shared.consensus,
-        cfg: shared.config.load_full(),
-        health: &shared.health,
-    };
+    let fleet = Fleet::new(&shared.consensus, shared.config.load_full(), &shared.health);
     let started = std::time::Instant::now();
     let (kind, r) = match w {
         Workflow::Switchover { to } => ("switchover", failover::switchover(&fleet, &to).await),
@@ -143,6 +139,7 @@ pub async fn leader_duties(shared: Arc<Shared>) {
     let mut fenced_seen = BTreeMap::new();
     let mut last_verdict = Verdict::Healthy;
     let mut cooldown_noted = false;
+    let mut primary_wrong: Option<(String, std::time::Instant, bool)> = None;
     loop {
         let interval = shared.config.load().monitor.interval.get();
         tokio::time::sleep(interval.min(Duration::from_millis(300))).await;
@@ -156,12 +153,50 @@ pub async fn leader_duties(shared: Arc<Shared>) {
             bootstrapped = concord_health::discovery::bootstrap(&shared.consensus, &cfg).await;
             continue;
         }
-        let fleet = Fleet {
-            consensus: &shared.consensus,
-            cfg: cfg.clone(),
-            health: &shared.health,
-        };
+        let fleet = Fleet::new(&shared.consensus, cfg.clone(), &shared.health);
         let topo = shared.consensus.applied().borrow().topology.clone();
+        // The fleet's lease length follows the leader's config: every node
+        // uses it, so the wait after a fence covers every node's lease.
+        let lease_ms =
+            u64::try_from(cfg.cluster.lease_timeout.get().as_millis()).unwrap_or(u64::MAX);
+        if topo.lease_ms != lease_ms {
+            let cmd = concord_consensus::Command::new(
+                concord_consensus::Op::SetLease { ms: lease_ms },
+                shared.node_id,
+                format!(
+                    "cluster.lease_timeout of the leader (node {})",
+                    shared.node_id
+                ),
+            );
+            if let Err(e) = shared.consensus.propose(cmd).await {
+                tracing::warn!("could not set the fleet's lease length: {e}");
+            }
+            continue;
+        }
+        // A routed primary that is read-only or replicating: said once in
+        // the event log (and by `concord_primary_misconfigured`).
+        let wrong = topo.primary.as_ref().and_then(|p| {
+            let h = shared.health.get(p)?;
+            let why = match (h.reachable, h.read_only, h.source.as_deref()) {
+                (true, _, Some(src)) => format!("replicates from {src}"),
+                (true, true, None) => "is read-only".to_string(),
+                _ => return None,
+            };
+            Some(format!("the primary '{p}' {why}: writes routed to it fail or reach two servers; check who changed it"))
+        });
+        // Held for three probe intervals: a promotion's first probes may
+        // still show the server as it was.
+        match (&wrong, &mut primary_wrong) {
+            (None, p) => *p = None,
+            (Some(w), p @ None) => *p = Some((w.clone(), std::time::Instant::now(), false)),
+            (Some(_), Some((w, since, said))) => {
+                if !*said && since.elapsed() >= interval * 3 {
+                    *said = true;
+                    tracing::error!("{w}");
+                    note(&shared, w.clone()).await;
+                }
+            }
+        }
         failover::keep_fenced_read_only(&fleet, &mut fenced_seen).await;
         if topo.primary.is_none() && topo.epoch > 0 {
             // A failover whose leader died (or whose promotion failed).

@@ -63,6 +63,13 @@ fn main() -> ExitCode {
         eprintln!("{e}");
         return ExitCode::from(2);
     }
+    let hooks = concord_config::testhooks::active();
+    if !hooks.is_empty() {
+        tracing::warn!(
+            "TEST-ONLY SWITCHES ACTIVE ({}): protections are removed on purpose; never run this process in production",
+            hooks.join(",")
+        );
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.node.worker_threads > 0 {
         builder.worker_threads(config.node.worker_threads);

@@ -37,6 +37,10 @@ pub fn install() -> Result<(), String> {
     for outcome in ["ok", "unknown", "failed"] {
         counter!("concord_kills_total", "outcome" => outcome).increment(0);
     }
+    counter!("concord_failover_lost_transactions_total").increment(0);
+    for stage in ["before_send", "late_answer"] {
+        counter!("concord_fenced_statements_total", "stage" => stage).increment(0);
+    }
     Ok(())
 }
 
@@ -118,6 +122,18 @@ pub fn kill(outcome: &'static str) {
     counter!("concord_kills_total", "outcome" => outcome).increment(1);
 }
 
+/// A statement for a primary refused before its first byte went out
+/// (this node's lease or epoch no longer covers the route).
+pub fn refused_before_send() {
+    counter!("concord_fenced_statements_total", "stage" => "before_send").increment(1);
+}
+
+/// A primary's answer withheld because it arrived after the lease lapsed
+/// (the client got "outcome unknown").
+pub fn late_answer() {
+    counter!("concord_fenced_statements_total", "stage" => "late_answer").increment(1);
+}
+
 /// An error packet sent to a client.
 pub fn client_error(code: u16) {
     counter!("concord_client_errors_total", "code" => code.to_string()).increment(1);
@@ -170,6 +186,14 @@ pub fn render(shared: &Shared) -> String {
         counter!("concord_backend_errors_total", "backend" => b.clone())
             .absolute(pool.stats.errors.load(Ordering::Relaxed));
     }
+    // The routed primary read-only or replicating: writes fail, or two
+    // servers may take them. An alert, not a routing input.
+    let misconfigured = routing
+        .primary
+        .as_ref()
+        .and_then(|p| routing.health.backends.get(p.name.as_ref()))
+        .is_some_and(|h| h.reachable && (h.read_only || h.source.is_some()));
+    gauge!("concord_primary_misconfigured").set(f64::from(u8::from(misconfigured)));
     let bound = shared.config.load().routing.max_replica_lag.get();
     for (name, h) in routing.health.backends.iter() {
         let b = name.clone();

@@ -78,6 +78,14 @@ impl Shared {
         }
     }
 
+    /// Whether a statement routed to the primary of `epoch` may be sent
+    /// now: no newer epoch applied here, and this node's lease for that
+    /// epoch holds. The last check before a statement's first byte.
+    #[inline]
+    pub fn primary_usable(&self, epoch: u64) -> bool {
+        self.gate.epoch() == epoch && self.lease.valid_for(epoch)
+    }
+
     /// Whether writes can be routed right now, and if not, why.
     pub fn write_block_reason(&self) -> Option<String> {
         if self.shutting_down.load(Ordering::Acquire) {
@@ -93,7 +101,7 @@ impl Shared {
         if !self.lease.valid() {
             return Some(format!(
                 "no quorum: this node could not confirm the fleet's state within cluster.lease_timeout ({:?})",
-                self.lease.timeout
+                self.lease.timeout()
             ));
         }
         None

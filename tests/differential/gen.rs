@@ -392,11 +392,12 @@ impl G {
         let slot = self.r.below(3) as usize;
         match self.slots[slot] {
             None => {
-                let (sql, cursor, params) = match self.r.below(5) {
+                let (sql, cursor, params) = match self.r.below(6) {
                     0 => ("SELECT id, v, s FROM t WHERE id = ?", false, 1),
                     1 if !self.read_only_txn => ("INSERT INTO t (v, s) VALUES (?, 'p')", false, 1),
                     2 => ("SELECT id, v FROM t WHERE id > ? ORDER BY id", true, 1),
                     3 => ("SET @p = ?", false, 1),
+                    4 => ("SELECT IS_USED_LOCK(?) IS NULL", false, 1),
                     _ => ("SELECT ? + 1, @p", false, 1),
                 };
                 self.steps.push(Step::Prepare(slot, sql.into()));
@@ -521,7 +522,7 @@ impl G {
 
     fn locks_and_programs(&mut self) {
         self.expect.pins = true;
-        match self.r.below(4) {
+        match self.r.below(6) {
             0 => {
                 self.q("SELECT GET_LOCK('diff_lock', 0)");
                 self.q("SELECT IS_USED_LOCK('diff_lock') = CONNECTION_ID()");
@@ -531,9 +532,24 @@ impl G {
                 self.q("CALL p_sets(@out)");
                 self.q("SELECT @out, @pv");
             }
+            2 if !self.read_only_txn => {
+                // The statement's own setting reverts; what the procedure
+                // set stays.
+                self.q("SET STATEMENT max_statement_time=10 FOR CALL p_sets(@out)");
+                self.q("SELECT @out, @pv, @@max_statement_time");
+            }
+            3 => {
+                // A frozen clock, then the real one again.
+                self.q("SET timestamp = 1000000000");
+                self.q("SELECT NOW(), UNIX_TIMESTAMP(), @@timestamp");
+                self.q("SET timestamp = DEFAULT");
+                self.q("SELECT NOW() > '2020-01-01', @@timestamp > 1600000000");
+                self.read();
+                self.q("SELECT YEAR(NOW()) > 2020");
+            }
             _ if !self.read_only_txn => {
                 self.q("CALL p_mode()");
-                self.q("SELECT @@sql_mode");
+                self.q("SELECT @@time_zone, @@sql_mode");
             }
             _ => self.read(),
         }

@@ -79,10 +79,11 @@ fn show(p: &[u8]) -> String {
 /// One seed: runs it both ways and returns the statements it ran, or a
 /// report of the first difference.
 async fn check_seed(rig: &Rig, seed: u64, statements: usize) -> Result<usize, String> {
-    let flavor = if seed.is_multiple_of(2) {
-        Flavor::Plain
-    } else {
-        Flavor::Tracking
+    let flavor = match seed % 4 {
+        0 => Flavor::Plain,
+        1 => Flavor::Tracking,
+        2 => Flavor::TrackOnly,
+        _ => Flavor::EofOnly,
     };
     let s = gen::session(seed, statements);
     if std::env::var_os("DIFF_STEPS_ONLY").is_some() {
@@ -103,10 +104,13 @@ async fn check_seed(rig: &Rig, seed: u64, statements: usize) -> Result<usize, St
         let me = rows
             .iter()
             .find(|r| r["id"].as_deref() == Some(runner.id.to_string().as_str()));
-        if let Some(pinned) = me
-            .and_then(|r| r["pinned"].clone())
-            .filter(|p| !p.is_empty())
-        {
+        let Some(me) = me else {
+            return Err(format!(
+                "seed {seed}: session {} is not in SHOW SESSIONS",
+                runner.id
+            ));
+        };
+        if let Some(pinned) = me["pinned"].clone().filter(|p| !p.is_empty()) {
             return Err(format!(
                 "seed {seed}: the session was pinned ({pinned}) though nothing in it needs a pin"
             ));

@@ -13,11 +13,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// How the client negotiates: like PyMySQL (no session tracking, old EOF
-/// packets) or like MySQL Connector/J and mysql_async (both).
+/// packets), like MySQL Connector/J and mysql_async (both), or one of the
+/// two alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
     Plain,
     Tracking,
+    TrackOnly,
+    EofOnly,
 }
 
 impl Flavor {
@@ -25,6 +28,8 @@ impl Flavor {
         match self {
             Flavor::Plain => CLIENT_CAPS,
             Flavor::Tracking => CLIENT_CAPS | cap::SESSION_TRACK | cap::DEPRECATE_EOF,
+            Flavor::TrackOnly => CLIENT_CAPS | cap::SESSION_TRACK,
+            Flavor::EofOnly => CLIENT_CAPS | cap::DEPRECATE_EOF,
         }
     }
 }
@@ -196,7 +201,8 @@ impl Runner {
                 }
             };
             let mut bytes = p.payload.to_vec();
-            if sc.last_was_ok {
+            let old_eof = bytes.first() == Some(&0xfe) && bytes.len() < 9;
+            if sc.last_was_ok || old_eof {
                 bytes = self.normalize_ok(bytes);
             }
             if p.payload.first() == Some(&0xff) {
@@ -236,7 +242,17 @@ impl Runner {
     /// With session tracking, concord reports every variable it tracks
     /// (see `known.rs`): compare OK packets without their state block.
     fn normalize_ok(&self, p: Vec<u8>) -> Vec<u8> {
-        if self.flavor != Flavor::Tracking || p.first() == Some(&0xff) {
+        if self.c.caps & cap::SESSION_TRACK == 0 || p.first() == Some(&0xff) {
+            return p;
+        }
+        if p.first() == Some(&0xfe) && p.len() < 9 {
+            // An old-style EOF: its state-changed flag, likewise.
+            let mut p = p;
+            if p.len() >= 5 {
+                let st = u16::from_le_bytes([p[3], p[4]])
+                    & !concord_protocol::consts::status::SESSION_STATE_CHANGED;
+                p[3..5].copy_from_slice(&st.to_le_bytes());
+            }
             return p;
         }
         match OkPacket::decode(&p, cap::SESSION_TRACK) {

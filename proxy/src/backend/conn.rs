@@ -61,6 +61,9 @@ pub struct BackendConn {
     /// reports their reverting (with a state-change flag) along with the
     /// next statement that reports anything on this connection.
     pub reverting: Vec<Vec<u8>>,
+    /// A command is on the wire and its answer not wholly read: a QUIT
+    /// now could complete a half-sent packet, so dropping sends none.
+    pub mid_command: bool,
     pub created: Instant,
     pub idle_since: Instant,
     pub server_version: Vec<u8>,
@@ -138,6 +141,7 @@ impl BackendConn {
             dirty: false,
             poisoned: false,
             reverting: Vec::new(),
+            mid_command: false,
             created: now,
             idle_since: now,
             flavor: Flavor::of_version(&info.server_version),
@@ -193,9 +197,13 @@ impl BackendConn {
     /// are collected as text rows; meant for small internal queries only.
     pub async fn command(&mut self, payload: &[u8]) -> Result<Reply, BackendError> {
         let mut seq = 0;
+        self.mid_command = true;
         self.io.send(&mut seq, payload).await?;
-        self.read_reply(payload.first().copied(), &mut Typed::default())
-            .await
+        let r = self
+            .read_reply(payload.first().copied(), &mut Typed::default())
+            .await?;
+        self.mid_command = false;
+        Ok(r)
     }
 
     /// Runs a query and returns its result set with column definitions
@@ -208,9 +216,12 @@ impl BackendConn {
         payload.push(com::QUERY);
         payload.extend_from_slice(sql.as_bytes());
         let mut seq = 0;
+        self.mid_command = true;
         self.io.send(&mut seq, &payload).await?;
         let mut t = Typed::default();
-        match self.read_reply(Some(com::QUERY), &mut t).await? {
+        let r = self.read_reply(Some(com::QUERY), &mut t).await?;
+        self.mid_command = false;
+        match r {
             Reply::Err(e) => Ok(Err(e)),
             _ => Ok(Ok(t)),
         }
@@ -285,6 +296,8 @@ impl BackendConn {
     /// reset returns the tracking variables to their global values).
     pub async fn reset(&mut self) -> Result<Result<(), ErrPacket>, BackendError> {
         let mut seq = 0;
+        self.mid_command = true;
+        self.reverting.clear();
         self.io.write_packet(&mut seq, &[com::RESET_CONNECTION]);
         let track = self.caps & cap::SESSION_TRACK != 0;
         if track {
@@ -308,6 +321,7 @@ impl BackendConn {
         } else {
             false
         };
+        self.mid_command = false;
         match reset {
             Reply::Err(e) => Ok(Err(e)),
             _ => {
@@ -324,7 +338,11 @@ impl BackendConn {
     /// connection; the connection is closed when dropped.
     pub async fn quit(mut self) {
         let mut seq = 0;
-        let _ = self.io.send(&mut seq, &[com::QUIT]).await;
+        if !self.mid_command {
+            let _ = self.io.send(&mut seq, &[com::QUIT]).await;
+        }
+        // Sent (or not to be sent): not again on drop.
+        self.mid_command = true;
     }
 
     /// Runs a statement concord needs to succeed; an ERR becomes `Err`.
@@ -344,7 +362,9 @@ impl Drop for BackendConn {
     /// the server does not log every pooled connection concord closes as
     /// an aborted connection.
     fn drop(&mut self) {
-        let _ = self.io.io.try_write(&[1, 0, 0, 0, com::QUIT]);
+        if !self.mid_command {
+            let _ = self.io.io.try_write(&[1, 0, 0, 0, com::QUIT]);
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use concord_protocol::consts::{cap, status};
 use concord_protocol::err::ErrPacket;
 use concord_protocol::ok::StateChange;
 use concord_protocol::scan::{Expect, PrepareOk, Scanner};
+use concord_protocol::ProtoError;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,6 +95,9 @@ pub struct Outcome {
     pub tracking: bool,
     /// Warnings the answer reported.
     pub warnings: u16,
+    /// The server flagged a state change it gave no details of (see
+    /// `relay::RelayEnd::state_unreadable`).
+    pub state_unreadable: bool,
 }
 
 impl Session {
@@ -186,17 +190,13 @@ impl Session {
 
     /// Makes sure the session holds a connection to the current primary,
     /// in its state. While no primary is routable (failover in progress,
-    /// or this node lost its lease when `need_lease`) the statement waits,
+    /// or this node holds no lease: everything sent to a primary needs
+    /// one, reads and session statements included) the statement waits,
     /// bounded by `failover.write_buffer_timeout` and the buffer caps, then
     /// fails with 1290 and a message that says why.
-    pub(super) async fn ensure_primary(
-        &mut self,
-        need_lease: bool,
-        cmd_bytes: usize,
-    ) -> Result<(), SessionError> {
+    pub(super) async fn ensure_primary(&mut self, cmd_bytes: usize) -> Result<(), SessionError> {
         let routing = self.shared.routing.load();
-        self.ensure_primary_in(&routing, need_lease, cmd_bytes)
-            .await
+        self.ensure_primary_in(&routing, cmd_bytes).await
     }
 
     /// [`Session::ensure_primary`] deciding on the routing snapshot the
@@ -204,13 +204,12 @@ impl Session {
     pub(super) async fn ensure_primary_in(
         &mut self,
         routing: &crate::routing::Routing,
-        need_lease: bool,
         cmd_bytes: usize,
     ) -> Result<(), SessionError> {
         // Fast path, the common case: the held connection is to the
         // current primary under the current epoch.
         let fast = match &self.conns.primary {
-            Some(b) if !need_lease || self.shared.lease.valid() => {
+            Some(b) if self.shared.lease.valid_for(routing.epoch) => {
                 let current = held_is_current(b, routing)
                     && routing.epoch >= self.shared.gate.epoch()
                     && self.cmd_at.saturating_duration_since(b.conn.idle_since) <= IDLE_CHECK;
@@ -258,7 +257,7 @@ impl Session {
                     format!("epoch {applied_epoch} is being applied")
                 }
                 None => routing.no_primary_reason.clone(),
-                Some(_) if need_lease && !self.shared.lease.valid() => {
+                Some(_) if !self.shared.lease.valid_for(routing.epoch) => {
                     self.shared.write_block_reason().unwrap_or_default()
                 }
                 Some(p) => {
@@ -389,17 +388,38 @@ impl Session {
                 1,
             ));
         };
+        if w == Which::Primary {
+            // The last check before the first byte goes out: everything
+            // since the route was chosen (a pool slot, a connect, the
+            // session's state replayed) may have taken longer than the
+            // lease, or a fence may have been applied meanwhile.
+            if !self.shared.primary_usable(b.epoch)
+                && !concord_config::testhooks::on("no-presend-check")
+            {
+                let epoch = b.epoch;
+                crate::metrics::refused_before_send();
+                relay::discard_command(&mut self.client, cmd)
+                    .await
+                    .map_err(|e| (SessionError::Client(e), 1))?;
+                return Err((
+                    SessionError::reply(
+                        codes::OPTION_PREVENTS_STATEMENT,
+                        format!("concord: the route to the primary of epoch {epoch} lapsed (this node's lease ran out or a newer epoch was applied) just before the statement was sent; it was not executed, safe to retry"),
+                    ),
+                    1,
+                ));
+            }
+            self.write_epoch = b.epoch;
+        }
         if dirty {
             b.conn.dirty = true;
-        }
-        if w == Which::Primary {
-            self.write_epoch = b.epoch;
         }
         tracing::trace!(session = self.info.id, backend = %b.pool.name, conn = b.conn.id, "forward");
         let mut sc = Scanner::new(expect, b.conn.deprecate_eof());
         b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
         self.info.running.store(b.conn.id, Ordering::Relaxed);
         let started = Instant::now();
+        b.conn.mid_command = true;
         let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
             .await
         {
@@ -417,6 +437,7 @@ impl Session {
                         nudge: &self.info.kill,
                         kill_reason: &self.info.kill_reason,
                         config: &self.shared.config,
+                        lease: (w == Which::Primary).then_some((&*self.shared.lease, b.epoch)),
                     },
                 )
                 .await
@@ -437,6 +458,7 @@ impl Session {
         }
         match res {
             Ok(end) => {
+                b.conn.mid_command = false;
                 if !consume_now {
                     relay::consume(&mut self.client, cmd);
                 }
@@ -473,6 +495,7 @@ impl Session {
                     conn_id,
                     tracking,
                     warnings: end.warnings,
+                    state_unreadable: end.state_unreadable,
                 })
             }
             Err(e) => {
@@ -494,8 +517,12 @@ impl Session {
         let Some(b) = self.conns.get_mut(w) else {
             return Ok(());
         };
+        b.conn.mid_command = true;
         match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, true).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                b.conn.mid_command = false;
+                Ok(())
+            }
             Err(e) => match self.lost(w, e) {
                 (SessionError::Client(pe), _) => Err((SessionError::Client(pe), 1)),
                 // The client expects no reply; it learns at its next command.
@@ -506,50 +533,48 @@ impl Session {
 
     /// A relay failed: drop the connection and decide what the client sees.
     fn lost(&mut self, w: Which, e: RelayError) -> (SessionError, u8) {
-        let in_txn = self.txn == Some(w);
         let name = self.conns.get(w).map(|b| b.pool.name.clone());
         self.drop_conn(w);
-        if self.lost.is_some() {
-            return match e {
-                RelayError::Client(pe) => (SessionError::Client(pe), 1),
-                RelayError::Backend {
-                    next_seq,
+        let (source, mid_packet, next_seq) = match e {
+            RelayError::Client(pe) => return (SessionError::Client(pe), 1),
+            RelayError::Late {
+                mid_packet: false,
+                next_seq,
+            } if self.lost.is_none() => {
+                crate::metrics::late_answer();
+                return (SessionError::Fatal(outcome_unknown()), next_seq);
+            }
+            RelayError::Late {
+                mid_packet,
+                next_seq,
+            } => {
+                crate::metrics::late_answer();
+                let why =
+                    "its answer arrived after this node's lease lapsed; the outcome is unknown";
+                (
+                    ProtoError::Io(std::io::Error::other(why)),
                     mid_packet,
-                    source,
-                } => (
-                    SessionError::Backend {
-                        backend: name.unwrap_or_else(|| "?".into()),
-                        source: source.into(),
-                        mid_response: mid_packet,
-                    },
                     next_seq,
-                ),
-            };
-        }
-        match e {
-            RelayError::Client(pe) => (SessionError::Client(pe), 1),
+                )
+            }
             RelayError::Backend {
                 source,
                 mid_packet,
                 next_seq,
-            } => {
-                if in_txn {
-                    self.txn_lost = true;
-                }
-                if in_txn || self.txn.is_none() {
-                    self.txn = None;
-                    self.status &= !status::IN_TRANS;
-                }
-                (
-                    SessionError::Backend {
-                        backend: name.unwrap_or_else(|| "?".into()),
-                        source: source.into(),
-                        mid_response: mid_packet,
-                    },
-                    next_seq,
-                )
-            }
+            } => (source, mid_packet, next_seq),
+        };
+        // A transaction on `w` ended with it (see `take_conn`).
+        if self.txn.is_none() {
+            self.status &= !status::IN_TRANS;
         }
+        (
+            SessionError::Backend {
+                backend: name.unwrap_or_else(|| "?".into()),
+                source: source.into(),
+                mid_response: mid_packet,
+            },
+            next_seq,
+        )
     }
 
     /// Takes a held connection out of `conns`, keeping `txn` and `last`
@@ -568,8 +593,14 @@ impl Session {
             }
             *x = shift(*x);
         }
-        // A transaction on this connection: the caller says what it means.
-        if self.txn != Some(w) {
+        if self.txn == Some(w) {
+            // The transaction dies with its connection (the server rolls it
+            // back): the client hears so at its next statement, instead of
+            // finding its later writes autocommitted and its COMMIT "ok".
+            self.txn = None;
+            self.txn_lost = true;
+            self.status &= !status::IN_TRANS;
+        } else {
             self.txn = shift(self.txn);
         }
         if self.state.has_pending_on(b.conn.id) {
@@ -695,4 +726,16 @@ pub fn retryable(e: &(SessionError, u8)) -> bool {
             1
         )
     )
+}
+
+/// What a client gets when the primary's answer came too late to vouch
+/// for: the statement may or may not have taken effect, and the session
+/// (its transaction, its connection) cannot carry on.
+fn outcome_unknown() -> ErrPacket {
+    ErrPacket {
+        code: codes::UNKNOWN_ERROR.0,
+        // "Transaction resolution unknown".
+        state: *b"08007",
+        message: "concord: the primary answered after this node's routing lease lapsed (a failover may have promoted another server meanwhile), so the answer was not relayed: the statement may or may not have been applied; the outcome is unknown. Check before retrying. The connection is closed".into(),
+    }
 }

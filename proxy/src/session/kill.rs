@@ -188,7 +188,11 @@ pub async fn kill_local(
     if let Some(h) = running {
         // Stop the server's work too: closing a connection does not stop
         // a statement that is not sending anything.
-        if let Err(e) = kill_backend_query(shared, &h).await {
+        // Checked again once the side connection is up: if the statement
+        // ended meanwhile, the backend connection may be serving another
+        // session by now.
+        let still = || s.running.load(std::sync::atomic::Ordering::Relaxed) == h.conn_id;
+        if let Err(e) = kill_backend_query(shared, &h, still).await {
             tracing::warn!(session = id, backend = %h.backend, "KILL QUERY on backend thread {} failed: {e}", h.thread_id);
         }
     }
@@ -197,7 +201,12 @@ pub async fn kill_local(
 
 /// `KILL QUERY <thread>` on a backend, from a side connection with the
 /// account that owns the thread (any account may kill its own threads).
-pub async fn kill_backend_query(shared: &Shared, h: &HeldConn) -> Result<(), String> {
+/// `still()` is asked right before the KILL is sent.
+pub async fn kill_backend_query(
+    shared: &Shared,
+    h: &HeldConn,
+    still: impl Fn() -> bool,
+) -> Result<(), String> {
     let timeout = shared.config.load().pool.connect_timeout.get();
     let creds = Credentials {
         user: &h.user,
@@ -209,6 +218,10 @@ pub async fn kill_backend_query(shared: &Shared, h: &HeldConn) -> Result<(), Str
     let mut c = BackendConn::connect(&h.addr, &creds, timeout)
         .await
         .map_err(|e| e.to_string())?;
+    if !still() {
+        c.quit().await;
+        return Ok(());
+    }
     let r = c.exec(&format!("KILL QUERY {}", h.thread_id)).await;
     c.quit().await;
     match r {

@@ -215,7 +215,7 @@ impl Session {
     async fn login_complete(&mut self, seq: u8) -> bool {
         let mut seq = seq;
         if self.state.db.is_some() {
-            if let Err(e) = self.ensure_primary(false, 0).await {
+            if let Err(e) = self.ensure_primary(0).await {
                 if let Some(p) = e.to_packet() {
                     let _ = self.client.send(&mut seq, &p.to_payload()).await;
                 }
@@ -251,6 +251,9 @@ impl Session {
                 crate::metrics::client_bytes(received, sent);
             }
             self.write_guard = None;
+            // Meant for this command's answer only (a failure before it
+            // was forwarded leaves it set).
+            self.status_fix = None;
             self.drop_poisoned();
             // At a transaction boundary: drop connections to backends the
             // routing no longer offers (drained, in maintenance, fenced).
@@ -386,8 +389,8 @@ impl Session {
             com::STMT_RESET => self.stmt_reset(cmd).await,
             com::STMT_CLOSE => self.stmt_close(cmd).await,
             com::STMT_SEND_LONG_DATA => self.stmt_long_data(cmd).await,
-            com::FIELD_LIST => self.on_primary(cmd, Expect::FieldList, false).await,
-            com::STATISTICS => self.on_primary(cmd, Expect::Single, false).await,
+            com::FIELD_LIST => self.on_primary(cmd, Expect::FieldList).await,
+            com::STATISTICS => self.on_primary(cmd, Expect::Single).await,
             com::PROCESS_KILL => self.process_kill(cmd).await,
             com::SET_OPTION => self.set_option(cmd).await,
             com::RESET_CONNECTION => self.reset_connection(cmd).await,
@@ -441,16 +444,11 @@ impl Session {
     }
 
     /// A command for the primary (or the open transaction's backend).
-    async fn on_primary(
-        &mut self,
-        cmd: CmdHead,
-        expect: Expect,
-        need_lease: bool,
-    ) -> Result<(), (SessionError, u8)> {
+    async fn on_primary(&mut self, cmd: CmdHead, expect: Expect) -> Result<(), (SessionError, u8)> {
         let w = match self.txn {
             Some(w) if self.conns.get(w).is_some() => w,
             _ => {
-                if let Err(e) = self.ensure_primary(need_lease, cmd.len).await {
+                if let Err(e) = self.ensure_primary(cmd.len).await {
                     self.discard(cmd).await.map_err(|e| (e, 1))?;
                     return Err((e, 1));
                 }
@@ -464,7 +462,7 @@ impl Session {
 
     async fn init_db(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let db = String::from_utf8_lossy(&cmd.visible(&self.client.rbuf)[1..]).into_owned();
-        if let Err(e) = self.ensure_primary(false, cmd.len).await {
+        if let Err(e) = self.ensure_primary(cmd.len).await {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
             return Err((e, 1));
         }
@@ -490,7 +488,7 @@ impl Session {
                 ));
             }
         };
-        if let Err(e) = self.ensure_primary(false, cmd.len).await {
+        if let Err(e) = self.ensure_primary(cmd.len).await {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
             return Err((e, 1));
         }
@@ -529,6 +527,7 @@ impl Session {
         self.set_pins(0);
         self.ryw = ryw::Ryw::default();
         self.txn = None;
+        self.txn_lost = false;
         self.next_on_primary = false;
         self.lost = None;
         self.last = None;
@@ -614,7 +613,7 @@ impl Session {
         self.txn_lost = false;
         if let Some(db) = req.database {
             self.state.db = Some(db);
-            if let Err(e) = self.ensure_primary(false, 0).await {
+            if let Err(e) = self.ensure_primary(0).await {
                 return Err((e, seq));
             }
         }

@@ -67,7 +67,7 @@ impl Session {
             cmd
         };
 
-        let (w, reason) = match self.place(&class, cmd.len, false).await {
+        let (w, reason) = match self.place(&class, cmd.len).await {
             Ok(x) => x,
             Err(e) => {
                 self.discard(cmd).await.map_err(|e| (e, 1))?;
@@ -86,7 +86,7 @@ impl Session {
             if let Err((e, _)) = &res {
                 tracing::info!(session = self.info.id, "read re-run on the primary: {e}");
             }
-            if let Err(e) = self.ensure_primary(false, cmd.len).await {
+            if let Err(e) = self.ensure_primary(cmd.len).await {
                 self.discard(cmd).await.map_err(|e| (e, 1))?;
                 return Err((e, 1));
             }
@@ -126,14 +126,11 @@ impl Session {
     }
 
     /// Decides where a statement runs and makes sure the session holds a
-    /// connection there. `prepare`: placing a COM_STMT_PREPARE (never needs
-    /// the lease: preparing writes nothing). The routing snapshot is read
-    /// once, here.
+    /// connection there. The routing snapshot is read once, here.
     pub(super) async fn place(
         &mut self,
         class: &Class,
         bytes: usize,
-        prepare: bool,
     ) -> Result<(Which, Reason), SessionError> {
         if class.kind == Kind::Read && !class.has(flag::STMT_INFO) && self.pins == 0 {
             // User variables assigned earlier are read back now, so a
@@ -148,13 +145,13 @@ impl Session {
         if let Some(w) = self.txn {
             if self.conns.get(w).is_some() {
                 if w == Which::Primary {
-                    self.ensure_primary(!prepare, bytes).await?;
+                    self.ensure_primary(bytes).await?;
                 } else if class.has(flag::CONN_FUNC) {
                     // A read-only transaction on a replica calling GET_LOCK(),
                     // LAST_INSERT_ID(), ...: what they name lives on the
                     // primary connection (locks are not transactional). The
                     // answer carries the transaction's flags.
-                    self.ensure_primary(false, bytes).await?;
+                    self.ensure_primary(bytes).await?;
                     let tx = status::IN_TRANS | status::IN_TRANS_READONLY;
                     self.status_fix = Some((tx, self.status & tx));
                     return Ok((Which::Primary, Reason::ConnectionBound));
@@ -178,7 +175,7 @@ impl Session {
             };
             if let Some(w) = from.filter(|w| self.conns.get(*w).is_some()) {
                 if w == Which::Primary {
-                    self.ensure_primary(false, bytes).await?;
+                    self.ensure_primary(bytes).await?;
                 } else {
                     self.sync_held(w).await?;
                 }
@@ -213,12 +210,7 @@ impl Session {
         }
         match route {
             Route::Primary(reason) => {
-                let session_only = matches!(
-                    class.kind,
-                    Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use
-                );
-                let need_lease = !prepare && !class.replica_ok() && !session_only;
-                self.ensure_primary_in(&routing, need_lease, bytes).await?;
+                self.ensure_primary_in(&routing, bytes).await?;
                 Ok((Which::Primary, reason))
             }
             Route::Replica(i, reason) => {
@@ -229,7 +221,7 @@ impl Session {
                         backend, source, ..
                     }) => {
                         tracing::info!(backend = %backend, "replica unusable ({source}); this read goes to the primary");
-                        self.ensure_primary(false, bytes).await?;
+                        self.ensure_primary(bytes).await?;
                         Ok((Which::Primary, Reason::NoReplica))
                     }
                     Err(e) => Err(e),

@@ -26,6 +26,10 @@ pub struct Stall<'a> {
     pub kill_reason: &'a std::sync::Mutex<Option<String>>,
     /// `monitor.timeout` is read from here when nudged, not per query.
     pub config: &'a arc_swap::ArcSwap<concord_config::Config>,
+    /// For an answer from a primary: the lease it must arrive under, and
+    /// the epoch it was routed with. Nothing of it is relayed once that
+    /// epoch's lease has lapsed ([`RelayError::Late`]).
+    pub lease: Option<(&'a concord_consensus::Lease, u64)>,
 }
 
 impl Stall<'_> {
@@ -79,6 +83,11 @@ pub enum RelayError {
         mid_packet: bool,
         next_seq: u8,
     },
+    /// The primary's answer (or the rest of it) arrived after this node's
+    /// lease for the route's epoch lapsed: a failover may have promoted
+    /// another server meanwhile, so it is not relayed. Fields as in
+    /// `Backend`.
+    Late { mid_packet: bool, next_seq: u8 },
 }
 
 /// A command's first bytes are in the client's read buffer.
@@ -240,9 +249,10 @@ pub struct RelayEnd {
     /// Session-state changes the server reported, in order, from every OK
     /// packet of the response (several for a multi-statement).
     pub changes: Vec<StateChange>,
-    /// The server flagged a session-state change (SESSION_STATE_CHANGED)
-    /// in at least one OK packet.
-    pub state_changed: bool,
+    /// A status carried SESSION_STATE_CHANGED whose details could not be
+    /// read: an old-style EOF carries none, or the OK did not decode. The
+    /// session cannot tell what changed.
+    pub state_unreadable: bool,
     /// Warnings the last OK/EOF reported.
     pub warnings: u16,
     /// The backend asked for LOCAL INFILE and the client had not allowed it.
@@ -287,6 +297,9 @@ where
     // and replaced by one error packet carrying this sequence id.
     let mut swallow: Option<u8> = None;
     loop {
+        // Where this chunk starts: inside a packet, or at the header of
+        // the packet with sequence id `next_seq`.
+        let (chunk_mid, chunk_seq) = (skip > 0, next_seq);
         let mut pos = 0;
         let mut done = false;
         let mut infile_at: Option<(usize, u8)> = None;
@@ -355,12 +368,17 @@ where
                                 .map_or(0, |w| u16::from_le_bytes([w[0], w[1]]))
                         };
                     }
+                    if old_eof
+                        && u16::from_le_bytes([body[3], body[4]]) & status::SESSION_STATE_CHANGED
+                            != 0
+                    {
+                        end.state_unreadable = true;
+                    }
                     if sc.last_was_ok && sc.status & status::SESSION_STATE_CHANGED != 0 {
-                        end.state_changed = true;
-                        if let Ok(c) =
-                            OkPacket::decode(body, backend_caps).and_then(|ok| ok.state_changes())
+                        match OkPacket::decode(body, backend_caps).and_then(|ok| ok.state_changes())
                         {
-                            end.changes.extend(c);
+                            Ok(c) => end.changes.extend(c),
+                            Err(_) => end.state_unreadable = true,
                         }
                         if strip_state {
                             rewrite = without_session_state(body).map(|mut p| {
@@ -429,6 +447,18 @@ where
             (_, Some((start, _, _))) => *start,
             _ => pos,
         };
+        if let Some((lease, epoch)) = stall.lease {
+            let relaying = forward_to > 0 || rewrite.is_some();
+            if relaying
+                && !lease.valid_for(epoch)
+                && !concord_config::testhooks::on("no-late-answer-check")
+            {
+                return Err(RelayError::Late {
+                    mid_packet: chunk_mid,
+                    next_seq: chunk_seq,
+                });
+            }
+        }
         if swallow.is_none() {
             if let Some((_, seq, payload)) = &rewrite {
                 client.wbuf.extend_from_slice(&backend.rbuf[..forward_to]);
@@ -525,6 +555,7 @@ pub async fn discard_command<C: AsyncRead + AsyncWrite + Unpin>(
         Ok(_) => Ok(()),
         Err(RelayError::Client(e)) => Err(e),
         Err(RelayError::Backend { source, .. }) => Err(source),
+        Err(RelayError::Late { .. }) => Ok(()),
     }
 }
 
@@ -585,6 +616,7 @@ pub mod harness {
             nudge: &nudge,
             kill_reason: &kill,
             config: &cfg,
+            lease: None,
         };
         let mut sc = Scanner::new(expect, backend_caps & cap::DEPRECATE_EOF != 0);
         let r = tokio::time::timeout(
@@ -603,6 +635,7 @@ pub mod harness {
         .await
         .unwrap_or(Err(RelayError::Client(ProtoError::Timeout("relay"))));
         drop(c);
+        drop(b);
         let _ = feeder.await;
         let out = reader.await.unwrap_or_default();
         (r, out)
@@ -645,7 +678,10 @@ pub mod harness {
             }
         })
         .await;
+        // Both ends go before the helpers are awaited: a feeder blocked on
+        // a full pipe the relay stopped reading ends when it closes.
         drop(b);
+        drop(c);
         let _ = feeder.await;
         let _ = drain.await;
     }
@@ -769,7 +805,7 @@ mod tests {
         let bytes = packets(&[&okp]);
         let (r, got) = relay_bytes(&bytes, Expect::ResultSets, 0, cap::SESSION_TRACK).await;
         let end = r.unwrap();
-        assert!(end.state_changed);
+        assert!(!end.state_unreadable);
         assert_eq!(end.changes, vec![StateChange::StateChanged(true)]);
         let want = packets(&[&without_session_state(&okp).unwrap()]);
         assert_eq!(got, want);

@@ -68,7 +68,7 @@ impl Session {
         // whole position is a safe, stricter stand-in for the write's GTID.
         let own = self.conns.primary.is_some();
         if !own {
-            self.ensure_primary(false, 0).await?;
+            self.ensure_primary(0).await?;
         }
         let Some(b) = self.conns.primary.as_mut() else {
             return Err(SessionError::reply(

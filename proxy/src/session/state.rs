@@ -21,6 +21,11 @@ use std::sync::{Mutex, OnceLock};
 pub const MAX_VARS: usize = 1024;
 pub const MAX_VAR_BYTES: usize = 1 << 20;
 
+/// Session variables whose reported value cannot be replayed faithfully:
+/// `SET timestamp = DEFAULT` reports the frozen value it leaves, so a
+/// session that sets it keeps its connections.
+pub const PINNING_VARS: &[&str] = &["timestamp"];
+
 /// Session variables the server reports but that must not be replayed:
 /// one-shot values consumed by the next statement, read-only statement
 /// information, and concord's own tracking settings.

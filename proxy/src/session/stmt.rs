@@ -273,7 +273,7 @@ impl Session {
                 1,
             ));
         }
-        let (w, _reason) = match self.place(&class, cmd.len, true).await {
+        let (w, _reason) = match self.place(&class, cmd.len).await {
             Ok(x) => x,
             Err(e) => {
                 self.discard(cmd).await.map_err(|e| (e, 1))?;
@@ -353,11 +353,11 @@ impl Session {
         let long_data = stmt.long_data;
         let assigned = stmt.assigned.clone();
         let placed = if long_data {
-            self.ensure_primary(!class.replica_ok(), cmd.len)
+            self.ensure_primary(cmd.len)
                 .await
                 .map(|_| (Which::Primary, crate::router::Reason::Write))
         } else {
-            self.place(&class, cmd.len, false).await
+            self.place(&class, cmd.len).await
         };
         let (w, reason) = match placed {
             Ok(x) => x,
@@ -591,7 +591,7 @@ impl Session {
             // No reply is expected; the error surfaces at execute.
             return self.discard(cmd).await.map_err(|e| (e, 1));
         }
-        if self.ensure_primary(false, cmd.len).await.is_err() {
+        if self.ensure_primary(cmd.len).await.is_err() {
             return self.discard(cmd).await.map_err(|e| (e, 1));
         }
         let bid = match self.prepared_on(id, Which::Primary).await {

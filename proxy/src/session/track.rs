@@ -45,17 +45,39 @@ impl Session {
         let reverting = match self.conns.get_mut(w) {
             // (A SET STATEMENT's own report is the setting, not a revert.)
             Some(b) if !b.conn.reverting.is_empty() && !class.has(flag::SET_STATEMENT) => {
-                let (seen, kept): (Vec<_>, Vec<_>) =
+                if out.state_unreadable {
+                    // A change flagged without details (an old-style EOF):
+                    // taken as the pending reverts.
+                    std::mem::take(&mut b.conn.reverting)
+                } else {
+                    let (seen, kept): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut b.conn.reverting).into_iter().partition(|r| {
                         out.changes.iter().any(|c| {
                             matches!(c, StateChange::SystemVariable(n, _) if n.eq_ignore_ascii_case(r))
                         })
                     });
-                b.conn.reverting = kept;
-                seen
+                    b.conn.reverting = kept;
+                    seen
+                }
             }
             _ => Vec::new(),
         };
+        // What this SET STATEMENT sets for its own duration (its names are
+        // on the connection's revert list already): reported now as the
+        // setting, not as the session's state. Anything else it reports
+        // (a procedure it runs may set a variable for good) is recorded.
+        let for_statement: Vec<Vec<u8>> = if class.has(flag::SET_STATEMENT) {
+            self.conns
+                .get(w)
+                .map(|b| b.conn.reverting.clone())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if class.has(flag::SET_STATEMENT) && class.has(flag::TRUNCATED) {
+            // Which names revert is unknown (cut at 64 KiB).
+            self.pin(Pin::Untracked);
+        }
         tracing::trace!(session = self.info.id, conn = out.conn_id, changes = ?out.changes, reverting = ?reverting, kind = ?class.kind, "tracked");
         let before = self.state.version;
         let mut bumped = false;
@@ -84,8 +106,18 @@ impl Session {
                         }
                         continue;
                     }
-                    if class.has(flag::SET_STATEMENT) {
+                    if class.has(flag::SET_STATEMENT)
+                        && (class.has(flag::TRUNCATED)
+                            || for_statement.iter().any(|r| r.eq_ignore_ascii_case(name)))
+                    {
                         // Set for the statement's duration only.
+                        continue;
+                    }
+                    if super::state::PINNING_VARS
+                        .iter()
+                        .any(|v| v.as_bytes().eq_ignore_ascii_case(name))
+                    {
+                        self.pin(Pin::Untracked);
                         continue;
                     }
                     if !bumped {
@@ -133,8 +165,13 @@ impl Session {
                 StateChange::StateChanged(_) => true,
                 _ => false,
             });
+        // A SET STATEMENT's own setting raises the flag too; only one
+        // running a procedure may have changed what no value reports.
+        let set_statement_explains = class.has(flag::SET_STATEMENT) && !class.has(flag::CALL);
+        let state_changed = state_changed || (out.state_unreadable && reverting.is_empty());
         if state_changed
-            && !class.has(flag::ONLY_SETS | flag::SET_STATEMENT)
+            && !class.has(flag::ONLY_SETS)
+            && !set_statement_explains
             && class.pin.is_none()
             && !assigns
             && !echo

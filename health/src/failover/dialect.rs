@@ -1,0 +1,200 @@
+//! The backend side effects of the workflows, in MariaDB's and MySQL's
+//! dialects. Every statement that changes a server goes through [`exec`],
+//! which first checks that this node still owns the workflow (see
+//! `owner.rs`): a leader that lost its place stops before it touches a
+//! server again.
+
+use super::{owner, step, Fleet, R};
+use crate::gtid;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+pub(super) fn is_mariadb(c: &Conn) -> bool {
+    c.server_version() >= (10, 0, 0)
+        && c.server_version() < (20, 0, 0)
+        && !matches!(c.server_version(), (8, _, _))
+}
+
+/// [`gtid::wait_sql`] in the dialect of the server behind `c`.
+pub(super) fn gtid_wait_sql(c: &Conn, pos: &str, secs: f64) -> String {
+    gtid::wait_sql(is_mariadb(c), pos, secs)
+}
+
+/// A statement that changes a server, run only while this node owns the
+/// workflow.
+pub(super) async fn exec(
+    f: &Fleet<'_>,
+    c: &mut Conn,
+    name: &str,
+    what: &'static str,
+    sql: &str,
+) -> R<()> {
+    owner::owned(f).await?;
+    c.query_drop(sql).await.map_err(|e| step(name, what, e))
+}
+
+/// The server's binlog position (what it wrote itself and logged).
+pub(super) async fn binlog_pos(c: &mut Conn, name: &str) -> R<String> {
+    let sql = if is_mariadb(c) {
+        "SELECT @@gtid_binlog_pos"
+    } else {
+        "SELECT @@gtid_executed"
+    };
+    let p: Option<String> = c
+        .query_first(sql)
+        .await
+        .map_err(|e| step(name, "read position", e))?;
+    Ok(crate::probe::normalize_gtids(&p.unwrap_or_default()))
+}
+
+/// Every (domain, server, sequence) a server holds: MariaDB's binlog
+/// state and applied position together (a promoted replica's own binlog
+/// may lack what it applied without `log_slave_updates`); MySQL's
+/// executed set.
+pub(super) async fn gtid_state(c: &mut Conn, name: &str) -> R<String> {
+    let sql = if is_mariadb(c) {
+        "SELECT CONCAT_WS(',', NULLIF(@@gtid_binlog_state, ''), NULLIF(@@gtid_slave_pos, ''))"
+    } else {
+        "SELECT @@gtid_executed"
+    };
+    let p: Option<String> = c
+        .query_first(sql)
+        .await
+        .map_err(|e| step(name, "read GTID state", e))?;
+    Ok(crate::probe::normalize_gtids(&p.unwrap_or_default()))
+}
+
+/// Stops a replica's IO thread (what it received stays in its relay log
+/// and is applied; nothing more arrives from a fenced source).
+pub(super) async fn stop_receiving(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
+    let sql = if is_mariadb(c) {
+        "STOP SLAVE IO_THREAD"
+    } else {
+        "STOP REPLICA IO_THREAD"
+    };
+    exec(f, c, name, "stop receiving", sql).await
+}
+
+/// Makes a server writable and not a replica any more.
+pub(super) async fn promote_server(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
+    if is_mariadb(c) {
+        exec(f, c, name, "stop replication", "STOP SLAVE").await?;
+        exec(f, c, name, "reset replication", "RESET SLAVE ALL").await?;
+        exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
+    } else {
+        exec(f, c, name, "stop replication", "STOP REPLICA").await?;
+        exec(f, c, name, "reset replication", "RESET REPLICA ALL").await?;
+        exec(
+            f,
+            c,
+            name,
+            "set super_read_only=0",
+            "SET GLOBAL super_read_only = 0",
+        )
+        .await?;
+        exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
+    }
+}
+
+/// Points a replica at a new source with GTID auto-positioning.
+/// `credentials` is needed for a server that never replicated. The
+/// heartbeat period follows `monitor.interval` (at most MariaDB's default
+/// of half `slave_net_timeout`), so a replica notices a silent source in
+/// seconds, and the failure verdict with it.
+pub(super) async fn repoint(
+    f: &Fleet<'_>,
+    c: &mut Conn,
+    name: &str,
+    source: &str,
+    credentials: Option<(&str, &str)>,
+    pos: &str,
+) -> R<()> {
+    let (host, port) = source.rsplit_once(':').unwrap_or((source, "3306"));
+    let creds = credentials
+        .map(|(u, p)| {
+            format!(
+                ", MASTER_USER='{}', MASTER_PASSWORD='{}'",
+                u.replace('\'', "''"),
+                p.replace('\'', "''")
+            )
+        })
+        .unwrap_or_default();
+    let hb = f.cfg.monitor.interval.get().as_secs_f64().clamp(0.5, 30.0);
+    if is_mariadb(c) {
+        owner::owned(f).await?;
+        let _ = c.query_drop("STOP SLAVE").await;
+        exec(
+            f,
+            c,
+            name,
+            "repoint replication",
+            &format!("CHANGE MASTER TO MASTER_HOST='{host}', MASTER_PORT={port}{creds}, MASTER_USE_GTID={pos}, MASTER_HEARTBEAT_PERIOD={hb:.3}"),
+        )
+        .await?;
+        exec(f, c, name, "set read_only=1", "SET GLOBAL read_only = 1").await?;
+        exec(f, c, name, "start replication", "START SLAVE").await
+    } else {
+        owner::owned(f).await?;
+        let _ = c.query_drop("STOP REPLICA").await;
+        let creds = creds
+            .replace("MASTER_USER", "SOURCE_USER")
+            .replace("MASTER_PASSWORD", "SOURCE_PASSWORD");
+        exec(
+            f,
+            c,
+            name,
+            "repoint replication",
+            &format!("CHANGE REPLICATION SOURCE TO SOURCE_HOST='{host}', SOURCE_PORT={port}{creds}, SOURCE_AUTO_POSITION=1, SOURCE_HEARTBEAT_PERIOD={hb:.3}"),
+        )
+        .await?;
+        exec(
+            f,
+            c,
+            name,
+            "set read_only=1",
+            "SET GLOBAL super_read_only = 1",
+        )
+        .await?;
+        exec(f, c, name, "start replication", "START REPLICA").await
+    }
+}
+
+/// On a demoted primary: read-only, and every connection but replication
+/// and this one killed, concord's own monitor connections included (a
+/// heartbeat in flight from a node that has not applied the fence yet
+/// must fail rather than commit later: the monitor account may bypass
+/// `read_only`). Best effort; the result says what happened.
+pub(super) async fn fence_server(f: &Fleet<'_>, name: &str, addr: &str) -> String {
+    let mut c = match super::connect(f, name, addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            return format!(
+                "'{name}' unreachable for read_only ({e}); it stays fenced in the topology"
+            )
+        }
+    };
+    let ro = if is_mariadb(&c) {
+        "SET GLOBAL read_only = 1"
+    } else {
+        "SET GLOBAL super_read_only = 1"
+    };
+    if let Err(e) = exec(f, &mut c, name, "set read_only=1", ro).await {
+        return format!("'{name}': setting read_only failed: {e}");
+    }
+    let ids: Vec<u64> = c
+        .query(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER NOT IN ('system user', 'event_scheduler') AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon')",
+        )
+        .await
+        .unwrap_or_default();
+    let mut killed = 0;
+    if owner::owned(f).await.is_ok() {
+        for id in &ids {
+            if c.query_drop(format!("KILL {id}")).await.is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    let _ = c.disconnect().await;
+    format!("'{name}' set read_only and {killed} connections killed")
+}

@@ -1,0 +1,628 @@
+//! The failover, switchover and rejoin workflows, run by the Raft leader.
+//! Every step is recorded in the replicated event log; every topology
+//! change is a CAS on the epoch, so a second decider cannot act twice; and
+//! every statement that changes a server checks first that this node
+//! still owns the workflow (`owner.rs`), so a deposed leader stops.
+//!
+//! `verdict.rs` decides that a primary is dead, `candidates.rs` which
+//! replica to promote, `dialect.rs` holds the SQL in both dialects.
+
+mod candidates;
+mod dialect;
+mod owner;
+mod verdict;
+
+pub use verdict::{report, Detector, Verdict};
+
+use crate::gtid;
+use crate::monitor::Health;
+use crate::probe::monitor_opts;
+use concord_config::Config;
+use concord_consensus::{BackendState, Command, Consensus, Op, Owner, Role, Topology};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("consensus: {0}")]
+    Consensus(#[from] concord_consensus::ConsensusError),
+    #[error("{backend}: {step} failed: {error}")]
+    Step {
+        backend: String,
+        step: &'static str,
+        error: String,
+    },
+}
+
+pub(crate) type R<T> = Result<T, FailoverError>;
+
+/// What a workflow needs.
+pub struct Fleet<'a> {
+    pub consensus: &'a Consensus,
+    pub cfg: Arc<Config>,
+    pub health: &'a Health,
+    /// The claim this workflow committed (see `owner.rs`).
+    claim: OnceLock<Owner>,
+}
+
+impl<'a> Fleet<'a> {
+    pub fn new(consensus: &'a Consensus, cfg: Arc<Config>, health: &'a Health) -> Self {
+        Fleet {
+            consensus,
+            cfg,
+            health,
+            claim: OnceLock::new(),
+        }
+    }
+}
+
+async fn note(f: &Fleet<'_>, what: String) {
+    tracing::info!("{what}");
+    let _ = f
+        .consensus
+        .propose(Command::new(Op::Note, f.consensus.id(), what))
+        .await;
+}
+
+async fn commit(f: &Fleet<'_>, op: Op, why: String) -> R<concord_consensus::Response> {
+    let r = f
+        .consensus
+        .propose(Command::new(op, f.consensus.id(), why))
+        .await?;
+    if !r.ok {
+        return Err(FailoverError::Refused(r.message));
+    }
+    Ok(r)
+}
+
+/// A monitor connection to a backend (how this node reaches it).
+async fn connect(f: &Fleet<'_>, name: &str, addr: &str) -> R<Conn> {
+    let target = f.cfg.connect_addr(name, addr).to_string();
+    let opts = monitor_opts(&target, &f.cfg.monitor.user, &f.cfg.monitor.password);
+    match tokio::time::timeout(f.cfg.monitor.timeout.get(), Conn::new(opts)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(step(name, "connect", e)),
+        Err(_) => Err(step(name, "connect", "timed out")),
+    }
+}
+
+fn step(backend: &str, step: &'static str, e: impl std::fmt::Display) -> FailoverError {
+    FailoverError::Step {
+        backend: backend.to_string(),
+        step,
+        error: e.to_string(),
+    }
+}
+
+/// How long the leader waits after a fence for leases that may still
+/// name the old epoch: the longest lease any node can hold (the fleet's
+/// length, and the one before a change) plus `failover.lease_drift`.
+fn lease_wait(f: &Fleet<'_>) -> Duration {
+    let fleet = f.consensus.applied().borrow().topology.longest_lease_ms();
+    let own = f.cfg.cluster.lease_timeout.get();
+    Duration::from_millis(fleet).max(own) + f.cfg.failover.lease_drift.get()
+}
+
+/// Automatic or forced failover: claim the workflow, fence the primary
+/// (in the topology, then on the server where it is reachable), wait until
+/// no node can still send it anything, promote the most advanced replica,
+/// repoint the others, commit.
+pub async fn failover(f: &Fleet<'_>, why: String) -> R<String> {
+    let started = Instant::now();
+    let applied = f.consensus.applied().borrow().clone();
+    let topo = &applied.topology;
+    let old = match topo.primary_backend() {
+        Some(p) => p.clone(),
+        None => return resume(f).await,
+    };
+    owner::claim(f, "failover").await?;
+    let r = commit(
+        f,
+        Op::Fence {
+            expected_epoch: topo.epoch,
+        },
+        why,
+    )
+    .await?;
+    let fenced_at = Instant::now();
+    tracing::warn!(epoch = r.epoch, "fenced primary '{}'", old.name);
+    // At once where it is reachable: what is running there fails rather
+    // than commits later, and non-privileged writes stop.
+    let msg = dialect::fence_server(f, &old.name, &old.addr).await;
+    note(f, msg).await;
+    promote_phase(
+        f,
+        Some((old.name.clone(), old.addr.clone())),
+        Some(r.index),
+        fenced_at,
+        started,
+    )
+    .await
+}
+
+/// A failover whose leader died after the fence (or whose promotion
+/// failed): claim it and finish it.
+pub async fn resume(f: &Fleet<'_>) -> R<String> {
+    let applied = f.consensus.applied().borrow().clone();
+    if applied.topology.epoch == 0 {
+        return Err(FailoverError::Refused("no primary was ever chosen".into()));
+    }
+    owner::claim(f, "resume").await?;
+    let old = applied
+        .topology
+        .backends
+        .values()
+        .find(|b| b.state == BackendState::Fenced)
+        .map(|b| (b.name.clone(), b.addr.clone()));
+    // When the fence committed, and what a previous owner may still have
+    // in flight, are unknown: a full wait from the claim.
+    promote_phase(f, old, None, Instant::now(), Instant::now()).await
+}
+
+/// After the fence: wait for every node's write gate, or for every lease
+/// that could name the old epoch to run out; fence the old primary again;
+/// freeze the replicas' positions; promote the most advanced; report what
+/// it could not carry over.
+async fn promote_phase(
+    f: &Fleet<'_>,
+    old: Option<(String, String)>,
+    fence_index: Option<u64>,
+    fenced_at: Instant,
+    started: Instant,
+) -> R<String> {
+    let wait = lease_wait(f);
+    if concord_config::testhooks::on("no-fence-wait") {
+        note(
+            f,
+            "test switch no-fence-wait: promoting without waiting for the fleet".into(),
+        )
+        .await;
+    } else {
+        // Every member that applied the fence and answered everything it
+        // had sent to the old primary can send it nothing more; for the
+        // others, their leases must run out (see docs/DESIGN.md, "Why a
+        // fenced primary never acknowledges a write").
+        let missing = match fence_index {
+            Some(index) => f.consensus.wait_all_applied(index, wait).await,
+            None => vec![0],
+        };
+        if missing.is_empty() {
+            note(
+                f,
+                "every node applied the fence and finished what it had sent to the old primary"
+                    .into(),
+            )
+            .await;
+        } else {
+            tokio::time::sleep(wait.saturating_sub(fenced_at.elapsed())).await;
+            note(
+                f,
+                format!(
+                    "every lease that could name the old epoch has expired (waited {wait:?}{})",
+                    if fence_index.is_some() {
+                        format!("; nodes {missing:?} did not confirm the fence")
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+            .await;
+        }
+    }
+    // The old primary: fenced again (anything that got in meanwhile), and
+    // its final position, which the promoted server must have.
+    let mut old_final: Option<String> = None;
+    if let Some((name, addr)) = &old {
+        let msg = dialect::fence_server(f, name, addr).await;
+        note(f, msg).await;
+        if let Ok(mut c) = connect(f, name, addr).await {
+            old_final = dialect::binlog_pos(&mut c, name).await.ok();
+            let _ = c.disconnect().await;
+        }
+    }
+    let applied = f.consensus.applied().borrow().clone();
+    let topo = &applied.topology;
+    let exclude = old.as_ref().map(|o| o.0.clone()).unwrap_or_default();
+    let secs = f.cfg.failover.catchup_timeout.get().as_secs_f64();
+    if let Some(pos) = &old_final {
+        // Reachable: let the replicas receive everything it has.
+        let deadline = Instant::now() + f.cfg.failover.catchup_timeout.get();
+        loop {
+            let cands = candidates::candidates(f, topo, &exclude).await;
+            if cands.iter().any(|c| gtid::covers(&c.io_pos, pos)) || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Freeze what each replica received: nothing more can arrive from a
+    // fenced source, and what is in a relay log stays there to be applied.
+    for b in topo.backends.values().filter(|b| {
+        b.name != exclude && matches!(b.state, BackendState::Active | BackendState::Draining)
+    }) {
+        if let Ok(mut c) = connect(f, &b.name, &b.addr).await {
+            let _ = dialect::stop_receiving(f, &mut c, &b.name).await;
+            let _ = c.disconnect().await;
+        }
+    }
+    let cands = candidates::candidates(f, topo, &exclude).await;
+    if cands.is_empty() {
+        return Err(FailoverError::Refused(
+            "no reachable replica to promote".into(),
+        ));
+    }
+    let best = candidates::most_advanced(&cands)?;
+    let cand = &cands[best];
+    note(
+        f,
+        format!(
+            "candidate '{}' (received {}); others: {}",
+            cand.name,
+            cand.io_pos,
+            cands
+                .iter()
+                .filter(|c| c.name != cand.name)
+                .map(|c| format!("{}={}", c.name, c.io_pos))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+    .await;
+    let mut c = connect(f, &cand.name, &cand.addr).await?;
+    let waited: Option<i64> = c
+        .query_first(dialect::gtid_wait_sql(&c, &cand.io_pos, secs))
+        .await
+        .map_err(|e| step(&cand.name, "apply relay log", e))?;
+    if waited != Some(0) {
+        return Err(step(
+            &cand.name,
+            "apply relay log",
+            format!(
+                "did not apply {} within failover.catchup_timeout ({secs}s)",
+                cand.io_pos
+            ),
+        ));
+    }
+    note(
+        f,
+        format!(
+            "'{}' applied its relay log up to {}",
+            cand.name, cand.io_pos
+        ),
+    )
+    .await;
+    // What the old primary had that the new one does not: its final
+    // position when reachable, else the last one a probe saw.
+    let (last_known, source) = match &old_final {
+        Some(p) => (p.clone(), "its final position"),
+        None => (
+            old.as_ref()
+                .and_then(|(n, _)| f.health.get(n))
+                .map(|h| h.gtid.clone())
+                .unwrap_or_default(),
+            "the last position a probe saw",
+        ),
+    };
+    let lost = if last_known.is_empty() {
+        None
+    } else {
+        gtid::missing(&cand.io_pos, &last_known)
+    };
+    if let Some((set, n)) = &lost {
+        metrics::counter!("concord_failover_lost_transactions_total").increment(*n);
+        tracing::error!(old = %exclude, new = %cand.name, "promotion loses {n} transactions the old primary had ({source}): {set}");
+        note(
+            f,
+            format!(
+                "'{}' lacks {n} transactions '{exclude}' had ({source}): {set}; they are not on the new primary",
+                cand.name
+            ),
+        )
+        .await;
+    }
+    dialect::promote_server(f, &mut c, &cand.name).await?;
+    let _ = c.disconnect().await;
+    note(
+        f,
+        format!(
+            "'{}' promoted: replication stopped and reset, read_only=0",
+            cand.name
+        ),
+    )
+    .await;
+    let mut repointed = Vec::new();
+    for other in cands.iter().filter(|o| o.name != cand.name) {
+        let res = async {
+            let mut oc = connect(f, &other.name, &other.addr).await?;
+            dialect::repoint(f, &mut oc, &other.name, &cand.addr, None, "slave_pos").await
+        }
+        .await;
+        repointed.push(match res {
+            Ok(()) => format!("'{}' now replicates from '{}'", other.name, cand.name),
+            Err(e) => format!("'{}' could not be repointed: {e}", other.name),
+        });
+    }
+    if let Some((set, n)) = &lost {
+        repointed.push(format!("{n} transactions not carried over: {set}"));
+    }
+    owner::owned(f).await?;
+    let epoch = f.consensus.applied().borrow().topology.epoch;
+    commit(
+        f,
+        Op::Promote {
+            epoch,
+            primary: cand.name.clone(),
+            from_pos: cand.io_pos.clone(),
+        },
+        repointed.join("; "),
+    )
+    .await?;
+    let took = started.elapsed();
+    Ok(format!(
+        "promoted '{}' under epoch {epoch} in {:.2}s{}",
+        cand.name,
+        took.as_secs_f64(),
+        lost.map(|(set, n)| format!("; {n} transactions not carried over: {set}"))
+            .unwrap_or_default()
+    ))
+}
+
+/// Planned switchover: hold writes, make the old primary read-only, let
+/// the target catch up to its exact position, promote, repoint, release.
+pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
+    let started = Instant::now();
+    let applied = f.consensus.applied().borrow().clone();
+    let topo = &applied.topology;
+    let old = topo
+        .primary_backend()
+        .cloned()
+        .ok_or_else(|| FailoverError::Refused("there is no primary to switch over from".into()))?;
+    let tgt = topo
+        .backends
+        .get(target)
+        .cloned()
+        .ok_or_else(|| FailoverError::Refused(format!("unknown backend '{target}'")))?;
+    if tgt.name == old.name {
+        return Err(FailoverError::Refused(format!(
+            "'{target}' is already the primary"
+        )));
+    }
+    if tgt.state != BackendState::Active || tgt.role != Role::Replica {
+        return Err(FailoverError::Refused(format!(
+            "'{target}' is {} and cannot be promoted",
+            tgt.state.as_str()
+        )));
+    }
+    // Check the target before holding any write.
+    let mut tc = connect(f, &tgt.name, &tgt.addr).await?;
+    let mut pc = connect(f, &old.name, &old.addr).await?;
+    owner::claim(f, "switchover").await?;
+    let r = commit(
+        f,
+        Op::Freeze {
+            expected_epoch: topo.epoch,
+        },
+        format!("switchover to '{target}'"),
+    )
+    .await?;
+    let frozen_at = Instant::now();
+    let lease = lease_wait(f);
+    let missing = f.consensus.wait_all_applied(r.index, lease).await;
+    if !missing.is_empty() {
+        // Nodes that did not confirm cannot route writes once their
+        // lease has run out.
+        tokio::time::sleep(lease.saturating_sub(frozen_at.elapsed())).await;
+    }
+    let ro = if dialect::is_mariadb(&pc) {
+        "SET GLOBAL read_only = 1"
+    } else {
+        "SET GLOBAL super_read_only = 1"
+    };
+    if let Err(e) = dialect::exec(f, &mut pc, &old.name, "set read_only=1", ro).await {
+        return Err(restore(f, &old.name, e).await);
+    }
+    let pos = match dialect::binlog_pos(&mut pc, &old.name).await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = pc.query_drop("SET GLOBAL read_only = 0").await;
+            return Err(restore(f, &old.name, e).await);
+        }
+    };
+    let secs = f.cfg.failover.catchup_timeout.get().as_secs_f64();
+    match tc
+        .query_first::<i64, _>(dialect::gtid_wait_sql(&tc, &pos, secs))
+        .await
+    {
+        Ok(Some(0)) => {}
+        other => {
+            let _ = pc.query_drop("SET GLOBAL read_only = 0").await;
+            let why = step(
+                &tgt.name,
+                "catch up",
+                format!("did not reach {pos} within {secs}s ({other:?})"),
+            );
+            return Err(restore(f, &old.name, why).await);
+        }
+    }
+    if let Err(e) = dialect::promote_server(f, &mut tc, &tgt.name).await {
+        let _ = pc.query_drop("SET GLOBAL read_only = 0").await;
+        return Err(restore(f, &old.name, e).await);
+    }
+    let mut notes = Vec::new();
+    for b in topo.backends.values() {
+        if b.name == tgt.name || b.name == old.name || b.state != BackendState::Active {
+            continue;
+        }
+        let res = async {
+            let mut c = connect(f, &b.name, &b.addr).await?;
+            dialect::repoint(f, &mut c, &b.name, &tgt.addr, None, "slave_pos").await
+        }
+        .await;
+        notes.push(match res {
+            Ok(()) => format!("'{}' now replicates from '{}'", b.name, tgt.name),
+            Err(e) => format!("'{}' could not be repointed: {e}", b.name),
+        });
+    }
+    let fc = &f.cfg.failover;
+    let old_note = if fc.replication_user.is_empty() {
+        format!(
+            "'{}' is read-only; set failover.replication_user to let concord make it a replica",
+            old.name
+        )
+    } else {
+        match dialect::repoint(
+            f,
+            &mut pc,
+            &old.name,
+            &tgt.addr,
+            Some((&fc.replication_user, &fc.replication_password)),
+            "current_pos",
+        )
+        .await
+        {
+            Ok(()) => format!("'{}' now replicates from '{}'", old.name, tgt.name),
+            Err(e) => format!("'{}' could not become a replica: {e}", old.name),
+        }
+    };
+    notes.push(old_note);
+    let epoch = f.consensus.applied().borrow().topology.epoch;
+    commit(
+        f,
+        Op::Promote {
+            epoch,
+            primary: tgt.name.clone(),
+            from_pos: pos.clone(),
+        },
+        notes.join("; "),
+    )
+    .await?;
+    let paused = frozen_at.elapsed();
+    Ok(format!(
+        "switched over to '{}' (epoch {epoch}); writes were held {:.0} ms; total {:.0} ms",
+        tgt.name,
+        paused.as_secs_f64() * 1000.0,
+        started.elapsed().as_secs_f64() * 1000.0
+    ))
+}
+
+/// An aborted switchover gives the old primary its writes back under the
+/// new epoch.
+async fn restore(f: &Fleet<'_>, name: &str, why: FailoverError) -> FailoverError {
+    let epoch = f.consensus.applied().borrow().topology.epoch;
+    let restored = commit(
+        f,
+        Op::Promote {
+            epoch,
+            primary: name.to_string(),
+            from_pos: String::new(),
+        },
+        format!("switchover aborted: {why}"),
+    )
+    .await;
+    match restored {
+        Ok(_) => why,
+        Err(e) => FailoverError::Refused(format!("{why}; restoring '{name}' also failed: {e}")),
+    }
+}
+
+/// A fenced former primary becomes a replica of the current primary,
+/// unless it holds transactions the primary does not: every (domain,
+/// server, sequence) in its binlog must be in the primary's GTID state
+/// exactly (server ids included), whatever promotions happened since.
+pub async fn rejoin(f: &Fleet<'_>, name: &str) -> R<String> {
+    let applied = f.consensus.applied().borrow().clone();
+    let topo = &applied.topology;
+    let b = topo
+        .backends
+        .get(name)
+        .cloned()
+        .ok_or_else(|| FailoverError::Refused(format!("unknown backend '{name}'")))?;
+    if b.state != BackendState::Fenced {
+        return Err(FailoverError::Refused(format!("'{name}' is not fenced")));
+    }
+    let p = topo
+        .primary_backend()
+        .cloned()
+        .ok_or_else(|| FailoverError::Refused("there is no primary to rejoin".into()))?;
+    let fc = &f.cfg.failover;
+    if fc.replication_user.is_empty() {
+        return Err(FailoverError::Refused(
+            "set failover.replication_user and replication_password: a former primary has no replication account of its own".into(),
+        ));
+    }
+    owner::claim(f, "rejoin").await?;
+    let mut pc = connect(f, &p.name, &p.addr).await?;
+    let mut bc = connect(f, &b.name, &b.addr).await?;
+    let own = if dialect::is_mariadb(&bc) {
+        let s: Option<String> = bc
+            .query_first("SELECT @@gtid_binlog_state")
+            .await
+            .map_err(|e| step(name, "read GTID state", e))?;
+        crate::probe::normalize_gtids(&s.unwrap_or_default())
+    } else {
+        dialect::binlog_pos(&mut bc, name).await?
+    };
+    let theirs = dialect::gtid_state(&mut pc, &p.name).await?;
+    if !gtid::covers_exact(&theirs, &own) {
+        return Err(FailoverError::Refused(format!(
+            "'{name}' has transactions the primary '{}' does not (its binlog: {own}; primary: {theirs}); it diverged: rebuild it from a backup or clone of the primary",
+            p.name
+        )));
+    }
+    dialect::repoint(
+        f,
+        &mut bc,
+        name,
+        &p.addr,
+        Some((&fc.replication_user, &fc.replication_password)),
+        "current_pos",
+    )
+    .await?;
+    commit(
+        f,
+        Op::Rejoin {
+            name: name.to_string(),
+        },
+        format!("replicates from '{}' at {own}", p.name),
+    )
+    .await?;
+    Ok(format!("'{name}' rejoined as a replica of '{}'", p.name))
+}
+
+/// Leader upkeep: a fenced server that comes back writable is made
+/// read-only again (it is never routed to either way).
+pub async fn keep_fenced_read_only(f: &Fleet<'_>, seen: &mut BTreeMap<String, bool>) {
+    let applied = f.consensus.applied().borrow().clone();
+    for b in applied
+        .topology
+        .backends
+        .values()
+        .filter(|b| b.state == BackendState::Fenced)
+    {
+        let Some(h) = f.health.get(&b.name) else {
+            continue;
+        };
+        if h.reachable && !h.read_only {
+            if seen.get(&b.name) != Some(&true) {
+                let msg = dialect::fence_server(f, &b.name, &b.addr).await;
+                note(f, format!("fenced '{}' came back writable: {msg}", b.name)).await;
+                seen.insert(b.name.clone(), true);
+            }
+        } else {
+            seen.remove(&b.name);
+        }
+    }
+}
+
+/// How long since the last fence (failover cooldown).
+pub fn since_last_fence(topo: &Topology) -> Option<Duration> {
+    let last = topo.last_fence_ms?;
+    Some(Duration::from_millis(
+        concord_consensus::topology::now_ms().saturating_sub(last),
+    ))
+}

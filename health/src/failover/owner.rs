@@ -1,0 +1,64 @@
+//! Who runs the promotion workflows, fenced through Raft.
+//!
+//! A workflow starts by committing a claim (its node and Raft term) and
+//! checks, before every statement that changes a server, that it is still
+//! the leader (a read index confirmed by a quorum) and that the applied
+//! topology still names its claim. A new leader takes over by committing
+//! its own claim first: from then on the old leader's workflow stops at
+//! its next step, instead of running STOP SLAVE, `read_only=0` and
+//! repoints against the new one's.
+//!
+//! A step already sent when the claim changes hands is not recalled; the
+//! new owner waits a full lease (plus drift) after its claim before its
+//! first side effect (see `resume`), longer than a check stays good.
+
+use super::{commit, FailoverError, Fleet, R};
+use concord_consensus::{Op, Owner};
+use std::time::Duration;
+
+/// Commits this node's claim on the workflows.
+pub(super) async fn claim(f: &Fleet<'_>, kind: &str) -> R<()> {
+    let me = Owner {
+        node: f.consensus.id(),
+        term: f.consensus.term(),
+        kind: kind.to_string(),
+    };
+    commit(
+        f,
+        Op::Claim {
+            node: me.node,
+            term: me.term,
+            kind: me.kind.clone(),
+        },
+        String::new(),
+    )
+    .await?;
+    let _ = f.claim.set(me);
+    Ok(())
+}
+
+/// Still the leader, and still the owner of the workflow this fleet
+/// handle claimed (just the leader, for duties outside a workflow).
+pub(super) async fn owned(f: &Fleet<'_>) -> R<()> {
+    if concord_config::testhooks::on("no-workflow-owner") {
+        return Ok(());
+    }
+    let budget = (f.cfg.cluster.lease_timeout.get() / 2).max(Duration::from_millis(100));
+    f.consensus.confirm_leader(budget).await.map_err(|e| {
+        FailoverError::Refused(format!(
+            "this node is no longer the leader ({e}); the workflow stops here: run it again once the fleet has a leader"
+        ))
+    })?;
+    let Some(mine) = f.claim.get() else {
+        return Ok(());
+    };
+    let now = f.consensus.applied().borrow().topology.owner.clone();
+    if now.as_ref() != Some(mine) {
+        return Err(FailoverError::Refused(format!(
+            "the workflow was taken over ({}); this one stops here",
+            now.map(|o| format!("node {} runs {} in term {}", o.node, o.kind, o.term))
+                .unwrap_or_else(|| "no owner".into())
+        )));
+    }
+    Ok(())
+}
