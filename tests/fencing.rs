@@ -10,6 +10,7 @@
 use concord_protocol::consts::com;
 use concord_protocol::scan::Expect;
 use harness::raw::RawClient;
+use harness::rig::{missing_on, Load, Rig};
 use harness::{Fleet, MariaDb, PASSWORD};
 use mysql_async::prelude::*;
 use std::time::Duration;
@@ -176,4 +177,223 @@ async fn nothing_is_sent_to_the_primary_after_the_lease_lapsed() {
         reached,
         "without the check the INSERT is sent with no lease"
     );
+}
+
+const FAST: &str = "[monitor]\ninterval = \"250ms\"\nheartbeat_interval = \"100ms\"\ntimeout = \"500ms\"\nfailure_threshold = 4\n";
+const FAST_CLUSTER: &str = "lease_timeout = \"500ms\"\n";
+
+/// Writes through every node; node 3 is cut off from the fleet but keeps
+/// the primary (and the replicas keep replicating from it), nodes 1 and 2
+/// lose the primary, and a failover is forced on them at once, while node
+/// 3 still holds its lease. Returns the acknowledged writes missing on
+/// the new primary, out of how many.
+async fn forced_failover_beside_a_leased_node(hooks: &str) -> (usize, usize) {
+    let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+    let load = Load::start(&rig.fleet, 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.fleet.isolate(2);
+    rig.node_relays[0].cut();
+    rig.node_relays[1].cut();
+    harness::wait_for(
+        "a forced failover to run",
+        Duration::from_secs(20),
+        || async {
+            rig.fleet.nodes[0]
+                .admin_query("FAILOVER")
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(20)).await;
+    // Node 3's lease is long gone by now; nothing it still sends is
+    // acknowledged.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (acked, _, _) = load.stop().await;
+    let missing = missing_on(rig.server(&new), &acked).await;
+    (missing, acked.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_waits_out_every_lease_before_it_freezes_the_replicas() {
+    let (missing, acked) = forced_failover_beside_a_leased_node("").await;
+    println!("as shipped: {missing} of {acked} acknowledged writes missing on the new primary");
+    assert_eq!(missing, 0, "acknowledged writes lost");
+    // Promoting at once, the replicas stop receiving while node 3 still
+    // writes to the old primary under its lease: acknowledged, and lost.
+    let (missing, acked) = forced_failover_beside_a_leased_node("no-fence-wait").await;
+    println!(
+        "without the wait: {missing} of {acked} acknowledged writes missing on the new primary"
+    );
+    assert!(missing > 0, "the scenario no longer needs the wait");
+}
+
+/// How many of the rig's servers accept writes (`read_only = 0`).
+async fn writable(rig: &Rig) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, db) in [
+        ("db1", &rig.primary),
+        ("db2", &rig.replicas[0]),
+        ("db3", &rig.replicas[1]),
+    ] {
+        let ro: Vec<i64> = db.query("SELECT @@global.read_only").await;
+        if ro.first() == Some(&0) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+/// A forced failover whose leader is frozen (SIGSTOP) while it waits after
+/// the fence; the other two nodes elect a leader, which takes over and
+/// promotes a replica;
+/// then the old leader wakes up and carries on with its workflow. Returns
+/// the servers that accept writes in the end, and the one the fleet routes
+/// writes to.
+async fn old_leader_wakes_up(hooks: &str) -> (Vec<String>, String) {
+    let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+    let leader = rig.fleet.leader(Duration::from_secs(10)).await;
+    let admin_opts = {
+        let n = &rig.fleet.nodes[leader];
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(n.cfg.admin_port)
+            .user(Some("admin"))
+            .pass(Some(PASSWORD))
+            .prefer_socket(false)
+    };
+    // The third node cannot hear from the leader (nor answer it): the
+    // leader waits out the leases after its fence, time enough to freeze
+    // it in the middle of its workflow.
+    let quiet = (leader + 2) % 3;
+    rig.fleet.relays[quiet].block_from(&harness::fleet::raft_ip(leader));
+    rig.fleet.relays[leader].block_from(&harness::fleet::raft_ip(quiet));
+    let forced = tokio::spawn(async move {
+        if let Ok(mut c) = mysql_async::Conn::new(admin_opts).await {
+            let _ = c.query_drop("FAILOVER").await;
+        }
+    });
+    let watcher = &rig.fleet.nodes[(leader + 1) % 3];
+    harness::wait_for("the fence", Duration::from_secs(10), || async {
+        let ev = watcher.admin_query("SHOW EVENTS LIMIT 50").await.ok()?;
+        ev.iter()
+            .any(|e| e["event"].as_deref() == Some("fence"))
+            .then_some(())
+    })
+    .await;
+    rig.fleet.nodes[leader].signal("STOP");
+    // The others elect a leader, which resumes the failover and promotes.
+    let new = harness::wait_for("a new primary", Duration::from_secs(30), || async {
+        for (i, n) in rig.fleet.nodes.iter().enumerate() {
+            if i == leader {
+                continue;
+            }
+            if let Some((p, _)) = rig.primary_of(n).await {
+                if p != "db1" {
+                    return Some(p);
+                }
+            }
+        }
+        None
+    })
+    .await;
+    println!("promoted '{new}' while the old leader was frozen");
+    rig.fleet.nodes[leader].signal("CONT");
+    // The old leader's workflow runs on (or stops) now.
+    let _ = tokio::time::timeout(Duration::from_secs(15), forced).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if std::env::var_os("FENCING_DEBUG").is_some() {
+        for l in rig.fleet.nodes[leader].logs().lines() {
+            if l.contains("concord_health") || l.contains("failover") || l.contains("promot") {
+                println!("old leader: {l}");
+            }
+        }
+    }
+    (writable(&rig).await, new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_stops_its_failover_at_the_next_step() {
+    let (w, routed) = old_leader_wakes_up("").await;
+    println!("as shipped, writable servers: {w:?}, routed primary '{routed}'");
+    assert_eq!(
+        w,
+        vec![routed],
+        "the routed primary is the one writable server"
+    );
+    // Without the ownership check the old leader, awake again, finds the
+    // promoted server no longer a replica: it promotes another one and
+    // makes the routed primary a read-only replica of it.
+    let (w, routed) = old_leader_wakes_up("no-workflow-owner").await;
+    println!("without the ownership check, writable servers: {w:?}, routed primary '{routed}'");
+    assert_ne!(w, vec![routed], "the scenario no longer needs the check");
+}
+
+/// Three nodes in front of a primary and a replica, every node reaching
+/// both through its own relays; then every relay is cut: concord sees no
+/// database at all, while the databases are fine. Returns the fences the
+/// fleet committed in the next seconds.
+async fn blind_fleet(hooks: &str) -> usize {
+    let primary = MariaDb::start_with("primary", 1, &["--slave-net-timeout=2"]).await;
+    let replica = MariaDb::start_with("replica1", 2, &["--slave-net-timeout=2"]).await;
+    replica.replicate_from(&primary.addr()).await;
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push((
+            harness::Relay::start(&primary.addr()).await,
+            harness::Relay::start(&replica.addr()).await,
+        ));
+    }
+    let addrs: Vec<(String, String)> = relays.iter().map(|(p, r)| (p.addr(), r.addr())).collect();
+    let backends = vec![
+        (
+            "db1".to_string(),
+            primary.addr(),
+            Some("primary".to_string()),
+        ),
+        (
+            "db2".to_string(),
+            replica.addr(),
+            Some("replica".to_string()),
+        ),
+    ];
+    let fleet = Fleet::start(3, backends, |i, c| {
+        c.connect_addrs.push(("db1".into(), addrs[i].0.clone()));
+        c.connect_addrs.push(("db2".into(), addrs[i].1.clone()));
+        c.test_hooks = hooks.into();
+        c.extra.push_str(FAST);
+        c.cluster_extra.push_str(FAST_CLUSTER);
+    })
+    .await;
+    fleet.nodes[0].wait_readable(&["db2"]).await;
+    for (p, r) in &relays {
+        p.cut();
+        r.cut();
+    }
+    // Far longer than a verdict takes (4 failed probes of 250 ms, two
+    // evaluations).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let ev = fleet.nodes[0]
+        .admin_query("SHOW EVENTS LIMIT 200")
+        .await
+        .unwrap();
+    ev.iter()
+        .filter(|e| e["event"].as_deref() == Some("fence"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_that_sees_no_database_fences_nothing() {
+    let fences = blind_fleet("").await;
+    println!("as shipped: {fences} fences while concord saw no database");
+    assert_eq!(
+        fences, 0,
+        "a healthy primary was fenced on missing evidence"
+    );
+    // Counting a replica nobody can see as "not receiving", the fleet
+    // fences the healthy primary.
+    let fences = blind_fleet("verdict-without-evidence").await;
+    println!("without positive evidence: {fences} fences");
+    assert!(fences > 0, "the scenario no longer needs positive evidence");
 }

@@ -44,6 +44,18 @@ impl Rig {
         primary_args: &[&str],
         replica_args: &[&str],
     ) -> Rig {
+        Self::start_full(extra, cluster, primary_args, replica_args, "").await
+    }
+
+    /// Like [`Rig::start_with`], every node with the test-only switches
+    /// `hooks` (see `config/src/testhooks.rs`).
+    pub async fn start_full(
+        extra: &str,
+        cluster: &str,
+        primary_args: &[&str],
+        replica_args: &[&str],
+        hooks: &str,
+    ) -> Rig {
         let mut args = vec!["--slave-net-timeout=2"];
         args.extend_from_slice(primary_args);
         let primary = MariaDb::start_with("primary", 1, &args).await;
@@ -93,6 +105,7 @@ impl Rig {
         };
         let fleet = Fleet::start(3, backends, |i, c| {
             c.connect_addrs.push(("db1".into(), relay_addrs[i].clone()));
+            c.test_hooks = hooks.to_string();
             c.extra.push_str(&extra);
             c.cluster_extra.push_str(cluster);
         })

@@ -214,6 +214,8 @@ async fn promote_phase(
             .await;
         }
     }
+    // A leader deposed meanwhile stops here, before any side effect.
+    owner::owned(f).await?;
     // The old primary: fenced again (anything that got in meanwhile), and
     // its final position, which the promoted server must have.
     let mut old_final: Option<String> = None;
