@@ -153,6 +153,11 @@ pub struct Command {
     pub at_ms: u64,
     /// Evidence or reason, kept in the event log.
     pub why: String,
+    /// Random id of this proposal: a proposal retried after a timeout (the
+    /// first attempt may have committed) applies once; the retry gets the
+    /// first one's response. 0: no id (entries from older versions).
+    #[serde(default)]
+    pub id: u64,
 }
 
 impl Command {
@@ -162,6 +167,7 @@ impl Command {
             by,
             at_ms: now_ms(),
             why: why.into(),
+            id: rand::random::<u64>().max(1),
         }
     }
 }

@@ -25,7 +25,14 @@ pub struct SmData {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub topology: Topology,
+    /// Responses to the last proposals with an id, so a retried proposal
+    /// applies once (see `Command::id`).
+    #[serde(default)]
+    pub recent: std::collections::VecDeque<(u64, Response)>,
 }
+
+/// Proposals remembered for deduplication.
+const RECENT: usize = 512;
 
 /// What the rest of concord sees after each apply.
 #[derive(Clone, Debug, Default)]
@@ -164,8 +171,22 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             meta: meta.clone(),
             data: data.clone(),
         };
+        // Held across the write: a snapshot installed from the leader while
+        // this one was being built may be newer, and must not be replaced
+        // by it (the log before the newer one is gone: the node could not
+        // restart).
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(newer) = cur
+            .as_ref()
+            .filter(|c| c.meta.last_log_id > meta.last_log_id)
+        {
+            return Ok(Snapshot {
+                meta: newer.meta.clone(),
+                snapshot: Box::new(Cursor::new(newer.data.clone())),
+            });
+        }
         save(&self.dir, &snap)?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+        *cur = Some(snap);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -196,7 +217,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     ..Default::default()
                 }),
                 EntryPayload::Normal(cmd) => {
-                    out.push(self.data.topology.apply(e.log_id.index, &cmd))
+                    let seen = (cmd.id != 0)
+                        .then(|| self.data.recent.iter().find(|(id, _)| *id == cmd.id))
+                        .flatten()
+                        .map(|(_, r)| r.clone());
+                    match seen {
+                        // A retry of a proposal that committed: same answer,
+                        // applied once.
+                        Some(r) => out.push(r),
+                        None => {
+                            let r = self.data.topology.apply(e.log_id.index, &cmd);
+                            if cmd.id != 0 {
+                                self.data.recent.push_back((cmd.id, r.clone()));
+                                while self.data.recent.len() > RECENT {
+                                    self.data.recent.pop_front();
+                                }
+                            }
+                            out.push(r)
+                        }
+                    }
                 }
                 EntryPayload::Membership(m) => {
                     self.data.membership = StoredMembership::new(Some(e.log_id), m);
@@ -236,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: bytes,
         };
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         save(&self.dir, &snap)?;
         tracing::info!(
             snapshot = %meta.snapshot_id,
@@ -243,7 +283,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             "installed a snapshot from the leader (the log it replaces was purged there)"
         );
         self.data = data;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+        *cur = Some(snap);
+        drop(cur);
         self.publish();
         Ok(())
     }
@@ -258,5 +299,90 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Command, Op};
+    use openraft::CommittedLeaderId;
+
+    fn entry(index: u64, cmd: Command) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retried_proposal_applies_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut sm, _rx) = StateMachine::open(dir.path()).expect("open");
+        let seed = Command::new(
+            Op::Seed {
+                backends: vec![crate::topology::SeedBackend {
+                    name: "db1".into(),
+                    addr: "a:1".into(),
+                    weight: 1,
+                }],
+            },
+            1,
+            "",
+        );
+        let disc = Command::new(
+            Op::Discover {
+                primary: "db1".into(),
+            },
+            1,
+            "",
+        );
+        let fence = Command::new(Op::Fence { expected_epoch: 1 }, 1, "");
+        let first = sm
+            .apply([entry(1, seed), entry(2, disc), entry(3, fence.clone())])
+            .await
+            .expect("apply");
+        assert!(first[2].ok, "{:?}", first[2]);
+        // The same proposal again (its first attempt timed out on the way
+        // back): the same answer, not "stale fence", and no second event.
+        let again = sm.apply([entry(4, fence)]).await.expect("apply");
+        assert_eq!(again[0], first[2]);
+        assert_eq!(sm.data.topology.epoch, 2);
+        let fences = sm
+            .data
+            .topology
+            .events
+            .iter()
+            .filter(|e| e.kind == "fence")
+            .count();
+        assert_eq!(fences, 1);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_built_from_older_state_never_replaces_a_newer_installed_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut sm, _rx) = StateMachine::open(dir.path()).expect("open");
+        sm.apply([entry(1, Command::new(Op::Note, 1, "one"))])
+            .await
+            .expect("apply");
+        // A build starts from the state at index 1 ...
+        let mut builder = sm.get_snapshot_builder().await;
+        // ... while a snapshot at index 9 arrives from the leader.
+        let mut newer = sm.data.clone();
+        newer.last_applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 9));
+        let meta = SnapshotMeta {
+            last_log_id: newer.last_applied,
+            last_membership: newer.membership.clone(),
+            snapshot_id: "leader-9".into(),
+        };
+        let bytes = serde_json::to_vec(&newer).expect("json");
+        sm.install_snapshot(&meta, Box::new(Cursor::new(bytes)))
+            .await
+            .expect("install");
+        let built = builder.build_snapshot().await.expect("build");
+        assert_eq!(built.meta.snapshot_id, "leader-9");
+        drop(sm);
+        let (sm, _rx) = StateMachine::open(dir.path()).expect("reopen");
+        assert_eq!(sm.data.last_applied.map(|l| l.index), Some(9));
     }
 }
