@@ -619,3 +619,40 @@ async fn admin_mutations_take_effect_on_every_node_and_drain_is_fleet_wide() {
         .to_string();
     assert!(e.contains("unknown backend 'nope'"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_preflight_says_what_the_settings_put_at_risk() {
+    // The harness runs MariaDB with sync_binlog = 0 and
+    // innodb_flush_log_at_trx_commit = 2 (fast tests; unsafe for real).
+    let db = MariaDb::start("primary", 1).await;
+    let node = Concord::start(ConcordConfig::single(&db.addr())).await;
+    let preflight = || async {
+        let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
+        rows.first()?.get("preflight").cloned().flatten()
+    };
+    let found = harness::wait_for("preflight findings", Duration::from_secs(15), || async {
+        preflight().await.filter(|p| p != "ok")
+    })
+    .await;
+    println!("SHOW BACKENDS preflight: {found}");
+    assert!(found.contains("sync_binlog is 0"), "{found}");
+    assert!(
+        found.contains("innodb_flush_log_at_trx_commit is 2"),
+        "{found}"
+    );
+    let (code, body) = node.http_get("/readyz").await.unwrap();
+    assert_eq!(code, 200, "findings do not stop routing: {body}");
+    assert!(body.contains("preflight db1: sync_binlog is 0"), "{body}");
+    assert!(node
+        .logs()
+        .contains("replication preflight: sync_binlog is 0"));
+    // Fixed on the server: the finding goes (settings are read again
+    // every 10 s).
+    db.exec("SET GLOBAL sync_binlog = 1").await;
+    db.exec("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
+        .await;
+    harness::wait_for("preflight ok", Duration::from_secs(25), || async {
+        preflight().await.filter(|p| p == "ok")
+    })
+    .await;
+}

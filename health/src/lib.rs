@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod failover;
 pub mod gtid;
 pub mod monitor;
+pub mod preflight;
 pub mod probe;
 
 pub use monitor::{BackendHealth, Health, HealthView};

@@ -59,6 +59,8 @@ pub struct BackendHealth {
     #[serde(skip)]
     pub last_receive: Option<Instant>,
     pub last_error: Option<String>,
+    /// What its replication settings put at risk (`preflight.rs`).
+    pub preflight: Vec<String>,
     pub probed_ms_ago: u64,
     /// Consecutive failed probes.
     pub failures: u32,
@@ -218,7 +220,13 @@ async fn probe_loop(
             tracing::warn!(backend = %name, "probe failed: {}", p.error.clone().unwrap_or_default());
         }
         logged_error = !p.reachable;
+        let before = state.preflight.clone();
         state = next_state(state, &p, lag, &c);
+        if state.preflight != before {
+            for f in state.preflight.iter().filter(|f| !before.contains(f)) {
+                tracing::warn!(backend = %name, "replication preflight: {f}");
+            }
+        }
         health.update(&name, state.clone());
     }
 }
@@ -300,6 +308,11 @@ pub fn next_state(
             .error
             .clone()
             .or_else(|| r.map(|r| r.last_error.clone()).filter(|e| !e.is_empty())),
+        preflight: if p.reachable {
+            p.preflight.clone()
+        } else {
+            prev.preflight
+        },
         probed_ms_ago: 0,
         failures: if p.reachable {
             0

@@ -62,6 +62,9 @@ pub struct Probe {
     pub gtid_executed: String,
     /// MariaDB `gtid_binlog_pos` (what this server wrote to its binlog).
     pub gtid_binlog: String,
+    /// What its replication settings put at risk (see `preflight`).
+    #[serde(default)]
+    pub preflight: Vec<String>,
     pub took_ms: u64,
 }
 
@@ -86,6 +89,8 @@ pub struct Prober {
     conn: Option<Conn>,
     flavor: Option<Flavor>,
     timeout: Duration,
+    /// Replication settings and when they were read (see `preflight`).
+    settings: Option<(Instant, crate::preflight::Settings)>,
 }
 
 pub fn monitor_opts(addr: &str, user: &str, password: &str) -> Opts {
@@ -113,6 +118,7 @@ impl Prober {
             conn: None,
             flavor: None,
             timeout,
+            settings: None,
         }
     }
 
@@ -169,6 +175,11 @@ impl Prober {
 
     async fn probe_inner(&mut self) -> Result<Probe, mysql_async::Error> {
         let flavor_known = self.flavor;
+        let stale = self
+            .settings
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= crate::preflight::REFRESH);
+        let mut fresh = None;
         let conn = self.conn().await?;
         let row: Option<(String, u64, u64)> = conn
             .query_first("SELECT @@version, @@read_only, @@server_id")
@@ -189,6 +200,25 @@ impl Prober {
         let replica = rows.first().map(|r| replica_status(r, flavor));
         let gtids: Option<(String, String)> = conn.query_first(gtid_sql).await?;
         let (gtid_executed, gtid_binlog) = gtids.unwrap_or_default();
+        if stale {
+            if let Ok(s) = crate::preflight::read(conn, flavor).await {
+                fresh = Some(s);
+            }
+        }
+        if let Some(s) = fresh {
+            self.settings = Some((Instant::now(), s));
+        }
+        let preflight = self
+            .settings
+            .as_ref()
+            .map(|(_, s)| {
+                crate::preflight::findings(
+                    s,
+                    replica.is_some(),
+                    replica.as_ref().and_then(|r| r.heartbeat_period),
+                )
+            })
+            .unwrap_or_default();
         self.flavor = Some(flavor);
         Ok(Probe {
             reachable: true,
@@ -200,6 +230,7 @@ impl Prober {
             replica,
             gtid_executed: normalize_gtids(&gtid_executed),
             gtid_binlog: normalize_gtids(&gtid_binlog),
+            preflight,
             took_ms: 0,
         })
     }

@@ -52,10 +52,20 @@ async fn handle(shared: Arc<Shared>, mut s: TcpStream) -> std::io::Result<()> {
 async fn route(shared: &Arc<Shared>, path: &str) -> (u16, &'static str, String) {
     match path {
         "/healthz" => (200, "text/plain", "ok\n".into()),
-        "/readyz" => match shared.write_block_reason() {
-            None => (200, "text/plain", "ready\n".into()),
-            Some(why) => (503, "text/plain", format!("not ready: {why}\n")),
-        },
+        "/readyz" => {
+            // What the backends' replication settings put at risk: detail,
+            // not a reason to stop routing.
+            let mut detail = String::new();
+            for (name, h) in shared.routing.load().health.backends.iter() {
+                for f in &h.preflight {
+                    detail.push_str(&format!("preflight {name}: {f}\n"));
+                }
+            }
+            match shared.write_block_reason() {
+                None => (200, "text/plain", format!("ready\n{detail}")),
+                Some(why) => (503, "text/plain", format!("not ready: {why}\n{detail}")),
+            }
+        }
         "/metrics" => (
             200,
             "text/plain; version=0.0.4",

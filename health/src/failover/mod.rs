@@ -275,6 +275,14 @@ async fn promote_phase(
         ),
     )
     .await;
+    // Preflight of the server about to become the primary.
+    if let Some(h) = f.health.get(&cand.name).filter(|h| !h.preflight.is_empty()) {
+        note(
+            f,
+            format!("preflight of '{}': {}", cand.name, h.preflight.join("; ")),
+        )
+        .await;
+    }
     let mut c = connect(f, &cand.name, &cand.addr).await?;
     let waited: Option<i64> = c
         .query_first(dialect::gtid_wait_sql(&c, &cand.io_pos, secs))

@@ -73,6 +73,7 @@ pub fn backends_table(shared: &Shared) -> Table {
         ("queries", I),
         ("errors", I),
         ("epoch", I),
+        ("preflight", S),
     ]);
     // One snapshot: the topology and health the router decides on.
     let routing = shared.routing.load();
@@ -117,6 +118,13 @@ pub fn backends_table(shared: &Shared) -> Table {
             stat(|s| &s.queries),
             stat(|s| &s.errors),
             s(applied.topology.epoch),
+            h.as_ref().map(|h| {
+                if h.preflight.is_empty() {
+                    "ok".to_string()
+                } else {
+                    h.preflight.join("; ")
+                }
+            }),
         ]);
     }
     t
