@@ -82,6 +82,35 @@ pub fn missing(have: &str, want: &str) -> Option<(String, u64)> {
     Some((parts.join(","), count))
 }
 
+/// Like [`missing`], matching (domain, server id) exactly: the
+/// transactions of `want` (a `gtid_binlog_state`) that `have` (another
+/// server's state) lacks.
+pub fn missing_exact(have: &str, want: &str) -> Option<(String, u64)> {
+    if is_mysql(want) || is_mysql(have) {
+        return missing(have, want);
+    }
+    let have = mariadb_parse_full(have);
+    let mut parts = Vec::new();
+    let mut count = 0u64;
+    for (d, s, seq) in mariadb_parse_full(want) {
+        let got = have
+            .iter()
+            .filter(|(hd, hs, _)| *hd == d && *hs == s)
+            .map(|(_, _, q)| *q)
+            .max()
+            .unwrap_or(0);
+        if seq > got {
+            count += seq - got;
+            parts.push(if seq == got + 1 {
+                format!("{d}-{s}-{seq}")
+            } else {
+                format!("{d}-{s}-{}..{d}-{s}-{seq}", got + 1)
+            });
+        }
+    }
+    (count > 0).then(|| (parts.join(","), count))
+}
+
 /// MariaDB: whether the GTID state `have` holds every (domain, server,
 /// sequence) of `want` exactly, server id included (`covers` compares
 /// sequence numbers per domain only, so an errant `0-1-101` would pass as
@@ -219,6 +248,13 @@ mod tests {
             missing("aaaa:1-3", "aaaa:1-5"),
             Some(("aaaa:4,aaaa:5".into(), 2))
         );
+        // The old primary wrote 0-1-101..103; the new one replicated up to
+        // 0-1-100 and wrote its own past them.
+        assert_eq!(
+            super::missing_exact("0-1-100,0-2-500", "0-1-103"),
+            Some(("0-1-101..0-1-103".into(), 3))
+        );
+        assert_eq!(super::missing_exact("0-1-103,0-2-500", "0-1-103"), None);
     }
 
     #[test]

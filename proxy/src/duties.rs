@@ -6,7 +6,6 @@
 use crate::shared::Shared;
 use concord_consensus::Workflow;
 use concord_health::failover::{self, Detector, Fleet, Verdict};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,7 +135,7 @@ pub async fn report_loop(shared: Arc<Shared>) {
 pub async fn leader_duties(shared: Arc<Shared>) {
     let mut bootstrapped = false;
     let mut detector = Detector::default();
-    let mut fenced_seen = BTreeMap::new();
+    let mut fenced = failover::FencedWatch::default();
     let mut last_verdict = Verdict::Healthy;
     let mut cooldown_noted = false;
     let mut primary_wrong: Option<(String, std::time::Instant, bool)> = None;
@@ -197,7 +196,7 @@ pub async fn leader_duties(shared: Arc<Shared>) {
                 }
             }
         }
-        failover::keep_fenced_read_only(&fleet, &mut fenced_seen).await;
+        failover::keep_fenced_read_only(&fleet, &mut fenced).await;
         if topo.primary.is_none() && topo.epoch > 0 {
             // A failover whose leader died (or whose promotion failed).
             if let Ok(_guard) = shared.workflow_lock.try_lock() {

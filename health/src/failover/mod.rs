@@ -604,9 +604,23 @@ pub async fn rejoin(f: &Fleet<'_>, name: &str) -> R<String> {
     Ok(format!("'{name}' rejoined as a replica of '{}'", p.name))
 }
 
+/// What the leader remembers about fenced servers between upkeep rounds.
+#[derive(Default)]
+pub struct FencedWatch {
+    /// Seen writable again (and fenced again): said once per return.
+    writable: std::collections::BTreeSet<String>,
+    /// Per server: when its divergence was last checked, and the count
+    /// last reported.
+    diverged: BTreeMap<String, (Instant, u64)>,
+}
+
 /// Leader upkeep: a fenced server that comes back writable is made
-/// read-only again (it is never routed to either way).
-pub async fn keep_fenced_read_only(f: &Fleet<'_>, seen: &mut BTreeMap<String, bool>) {
+/// read-only again (it is never routed to either way); one that is
+/// reachable again is compared with the primary every few seconds, and
+/// what it holds that the primary lacks is reported whenever that grows
+/// (the exact loss of its promotion, and any statement that was in flight
+/// to it and committed late).
+pub async fn keep_fenced_read_only(f: &Fleet<'_>, watch: &mut FencedWatch) {
     let applied = f.consensus.applied().borrow().clone();
     for b in applied
         .topology
@@ -618,15 +632,68 @@ pub async fn keep_fenced_read_only(f: &Fleet<'_>, seen: &mut BTreeMap<String, bo
             continue;
         };
         if h.reachable && !h.read_only {
-            if seen.get(&b.name) != Some(&true) {
+            if !watch.writable.contains(&b.name) {
                 let msg = dialect::fence_server(f, &b.name, &b.addr).await;
                 note(f, format!("fenced '{}' came back writable: {msg}", b.name)).await;
-                seen.insert(b.name.clone(), true);
+                watch.writable.insert(b.name.clone());
             }
         } else {
-            seen.remove(&b.name);
+            watch.writable.remove(&b.name);
         }
+        let due = watch
+            .diverged
+            .get(&b.name)
+            .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(3));
+        if !h.reachable || !due {
+            continue;
+        }
+        let Some(p) = applied.topology.primary_backend() else {
+            continue;
+        };
+        let reported = watch.diverged.get(&b.name).map_or(0, |(_, n)| *n);
+        let now = match divergence(f, &b.name, &b.addr, &p.name, &p.addr).await {
+            Some(Some((n, report))) if n > reported => {
+                tracing::error!("{report}");
+                note(f, report).await;
+                n
+            }
+            Some(Some((n, _))) => n.max(reported),
+            Some(None) | None => reported,
+        };
+        watch.diverged.insert(b.name.clone(), (Instant::now(), now));
     }
+}
+
+/// `Some(None)`: the fenced server holds nothing the primary lacks;
+/// `Some(Some((n, report)))`: what it holds; `None`: could not tell.
+async fn divergence(
+    f: &Fleet<'_>,
+    name: &str,
+    addr: &str,
+    primary: &str,
+    paddr: &str,
+) -> Option<Option<(u64, String)>> {
+    let mut bc = connect(f, name, addr).await.ok()?;
+    let mut pc = connect(f, primary, paddr).await.ok()?;
+    let own: Option<String> = if dialect::is_mariadb(&bc) {
+        bc.query_first("SELECT @@gtid_binlog_state").await.ok()?
+    } else {
+        bc.query_first("SELECT @@gtid_executed").await.ok()?
+    };
+    let theirs = dialect::gtid_state(&mut pc, primary).await.ok()?;
+    let own = crate::probe::normalize_gtids(&own.unwrap_or_default());
+    let _ = bc.disconnect().await;
+    let _ = pc.disconnect().await;
+    Some(gtid::missing_exact(&theirs, &own).map(|(set, n)| {
+        metrics::gauge!("concord_fenced_divergent_transactions", "backend" => name.to_string())
+            .set(n as f64);
+        (
+            n,
+            format!(
+                "fenced '{name}' is reachable again and holds {n} transactions the primary '{primary}' does not: {set} (acknowledged writes among them were lost at its promotion; REJOIN refuses it until it is rebuilt)"
+            ),
+        )
+    }))
 }
 
 /// How long since the last fence (failover cooldown).
