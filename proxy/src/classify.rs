@@ -1000,6 +1000,18 @@ fn user_var_name(tok: &[u8]) -> String {
                 if inner[i..].starts_with(&doubled) {
                     v.push(q);
                     i += 2;
+                } else if q != b'`' && inner[i] == b'\\' && i + 1 < inner.len() {
+                    // A string-quoted name takes backslash escapes.
+                    v.push(match inner[i + 1] {
+                        b'n' => b'\n',
+                        b't' => b'\t',
+                        b'r' => b'\r',
+                        b'0' => 0,
+                        b'b' => 8,
+                        b'Z' => 26,
+                        c => c,
+                    });
+                    i += 2;
                 } else {
                     v.push(inner[i]);
                     i += 1;

@@ -74,6 +74,9 @@ pub struct BackendConn {
     /// false for servers without CLIENT_SESSION_TRACK, or after a client
     /// statement changed the tracking settings (set again before reuse).
     pub tracking: bool,
+    /// The server refused the tracking settings: not asked again on
+    /// every statement (state changes on it pin sessions instead).
+    pub tracking_refused: bool,
     /// Counts this connection in its pool's `open` until dropped, however
     /// the connection ends (a panicking session included).
     pub slot: Option<super::pool::OpenSlot>,
@@ -148,6 +151,7 @@ impl BackendConn {
             server_version: info.server_version,
             login_collation: creds.collation,
             tracking: false,
+            tracking_refused: false,
             slot: None,
         };
         tokio::time::timeout(timeout, conn.track())
@@ -173,6 +177,7 @@ impl BackendConn {
                 tracing::warn!(
                     "backend refused session tracking ({e}); state changes on it pin sessions"
                 );
+                self.tracking_refused = true;
                 false
             }
         };

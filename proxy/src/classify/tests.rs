@@ -182,6 +182,24 @@ fn assigned_user_variables() {
     assert_eq!(v("SELECT @a = 1"), Vec::<String>::new(), "a comparison");
     assert_eq!(v("SET @a = 1; SELECT @a; SET @'b' = 2"), ["a", "b"]);
     assert_eq!(v("DO @y := 3"), ["y"]);
+    // Quoted names: doubled quotes, and backslash escapes in string quotes.
+    assert_eq!(
+        v("SET @'a''b' = 1, @\"c\\\"d\" = 2, @`e\\f` = 3"),
+        ["a'b", "c\"d", "e\\f"]
+    );
+}
+
+#[test]
+fn is_used_lock_is_rewritten_only_when_its_argument_is_one_plain_token() {
+    let r = |s: &str| String::from_utf8(rewrite_ids(s.as_bytes(), 7)).unwrap();
+    assert!(r("SELECT IS_USED_LOCK('x')").contains("@@pseudo_thread_id"));
+    assert!(r("SELECT IS_USED_LOCK(@l)").contains("@@pseudo_thread_id"));
+    // A placeholder would become two; an expression would run twice.
+    assert_eq!(r("SELECT IS_USED_LOCK(?)"), "SELECT IS_USED_LOCK(?)");
+    assert_eq!(
+        r("SELECT IS_USED_LOCK(CONCAT('a', RAND()))"),
+        "SELECT IS_USED_LOCK(CONCAT('a', RAND()))"
+    );
 }
 
 #[test]

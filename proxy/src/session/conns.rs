@@ -169,7 +169,7 @@ impl Session {
             && b.conn.state.db == self.state.db
             && b.conn.state.collation == self.state.collation
             && b.conn.state.multi_statements == self.state.multi_statements
-            && b.conn.tracking
+            && (b.conn.tracking || b.conn.tracking_refused)
         {
             return Ok(());
         }

@@ -435,7 +435,10 @@ pub async fn sync(
             return Ok(Err(e));
         }
     }
-    if !conn.tracking && conn.caps & concord_protocol::consts::cap::SESSION_TRACK != 0 {
+    if !conn.tracking
+        && !conn.tracking_refused
+        && conn.caps & concord_protocol::consts::cap::SESSION_TRACK != 0
+    {
         // A client statement changed the tracking settings.
         conn.track().await?;
     }

@@ -244,6 +244,7 @@ impl Session {
             return Ok(());
         }
         let mut conns: Vec<u64> = pending.iter().map(|(c, _)| *c).collect();
+        conns.sort_unstable();
         conns.dedup();
         for c in conns {
             let all: Vec<&String> = pending
@@ -266,10 +267,14 @@ impl Session {
                 self.lost.get_or_insert(why.clone());
                 return Err(SessionError::Fatal(super::lost_state(&why)));
             };
-            let targets: Vec<String> = keys
+            // Keys and their targets side by side: column i*4 is key i.
+            let (keys, targets): (Vec<&String>, Vec<String>) = keys
                 .iter()
-                .filter_map(|k| self.state.vars.get(*k).map(|v| v.target.clone()))
-                .collect();
+                .filter_map(|k| self.state.vars.get(*k).map(|v| (*k, v.target.clone())))
+                .unzip();
+            if keys.is_empty() {
+                return Ok(());
+            }
             let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
             let sql = capture_sql(&refs);
             let Some(b) = self.conns.get_mut(w) else {
