@@ -40,6 +40,8 @@ pub struct Lease {
     /// one was first confirmed (frozen from then on).
     prev_epoch: AtomicU64,
     prev_deadline: AtomicU64,
+    /// When the newest epoch's latest confirmation started (boot nanos).
+    confirmed: AtomicU64,
     /// How long a confirmation holds (nanoseconds); the fleet's value
     /// (`cluster.lease_timeout` in the replicated topology).
     timeout_ns: AtomicU64,
@@ -52,6 +54,7 @@ impl Lease {
             deadline: AtomicU64::new(0),
             prev_epoch: AtomicU64::new(0),
             prev_deadline: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
             timeout_ns: AtomicU64::new(nanos(timeout)),
         }
     }
@@ -119,12 +122,33 @@ impl Lease {
                 .store(self.deadline.load(Ordering::Acquire), Ordering::Release);
             self.prev_epoch.store(current, Ordering::Release);
             self.deadline.store(0, Ordering::Release);
+            self.confirmed.store(0, Ordering::Release);
             self.epoch.store(epoch, Ordering::Release);
         } else if epoch < current {
             // A confirmation for a state older than one already confirmed.
             return;
         }
         self.deadline.fetch_max(d, Ordering::AcqRel);
+        self.confirmed.fetch_max(confirmed_at, Ordering::AcqRel);
+    }
+
+    /// Whether a quorum confirmed, at or after `t` (boot nanos), that this
+    /// node's applied state still has `epoch`: then no fence of that epoch
+    /// had been committed at `t`, so anything the epoch's primary did
+    /// before `t` happened before any promotion that replaces it. `None`
+    /// once a newer epoch was confirmed (it never will be).
+    pub fn confirmed_since(&self, epoch: u64, t: u64) -> Option<bool> {
+        loop {
+            let current = self.epoch.load(Ordering::Acquire);
+            let since = self.confirmed.load(Ordering::Acquire) >= t;
+            if self.epoch.load(Ordering::Acquire) == current {
+                return match current.cmp(&epoch) {
+                    std::cmp::Ordering::Greater => None,
+                    std::cmp::Ordering::Equal => Some(since),
+                    std::cmp::Ordering::Less => Some(false),
+                };
+            }
+        }
     }
 
     /// Drops the lease at once (e.g. on losing leadership), for every epoch.
@@ -179,5 +203,20 @@ mod tests {
         // A late confirmation of an older state is ignored.
         l.extend_from(boot_nanos(), 4);
         assert!(!l.valid_for(4));
+    }
+
+    #[test]
+    fn only_a_confirmation_started_later_vouches_for_the_past() {
+        let l = Lease::new(Duration::from_millis(50));
+        let before = boot_nanos();
+        l.extend_from(before, 7);
+        let t = boot_nanos() + 1;
+        assert_eq!(l.confirmed_since(7, t), Some(false), "started before t");
+        l.extend_from(t, 7);
+        assert_eq!(l.confirmed_since(7, t), Some(true));
+        assert_eq!(l.confirmed_since(8, t), Some(false), "not applied yet");
+        l.extend_from(t + 5, 8);
+        assert_eq!(l.confirmed_since(7, t), None, "a newer epoch took over");
+        assert_eq!(l.confirmed_since(8, t), Some(true));
     }
 }

@@ -369,6 +369,42 @@ impl Session {
         *self.info.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
     }
 
+    /// The lease lapsed between routing and sending, usually because a
+    /// Raft leader is being elected: hold the statement, not sent yet, until
+    /// this node's lease for `epoch` is back, as [`Session::ensure_primary`]
+    /// would have, and re-enter the write gate. False when a newer epoch
+    /// was applied (the held connection is fenced), the write buffer is
+    /// full, or `failover.write_buffer_timeout` passes.
+    async fn rehold(&mut self, epoch: u64, cmd_bytes: usize) -> bool {
+        // Held statements hold no guard: a fence must not wait on them.
+        self.write_guard = None;
+        let cfg = self.shared.config.load_full();
+        let Ok(_slot) = self.shared.buffer_slot(cmd_bytes, &cfg.failover) else {
+            return false;
+        };
+        let limit = cfg.failover.write_buffer_timeout.get();
+        let start = Instant::now();
+        loop {
+            if self.shared.gate.epoch() != epoch || self.conns.primary.is_none() {
+                return false;
+            }
+            if self.shared.lease.valid_for(epoch) {
+                let Some(guard) = self.shared.gate.enter(epoch) else {
+                    return false;
+                };
+                self.write_guard = Some(guard);
+                if self.shared.primary_usable(epoch) {
+                    return true;
+                }
+                self.write_guard = None;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Forwards the command at the head of the client buffer on `w` and
     /// relays the response. `consume_now = false` leaves a whole command in
     /// the buffer for a retry elsewhere if the backend fails before
@@ -382,21 +418,16 @@ impl Session {
         prepare_id: Option<u32>,
         consume_now: bool,
     ) -> Result<Outcome, (SessionError, u8)> {
-        let Some(b) = self.conns.get_mut(w) else {
-            return Err((
-                SessionError::reply(codes::UNKNOWN_ERROR, "concord: no backend connection"),
-                1,
-            ));
-        };
         if w == Which::Primary {
             // The last check before the first byte goes out: everything
             // since the route was chosen (a pool slot, a connect, the
             // session's state replayed) may have taken longer than the
             // lease, or a fence may have been applied meanwhile.
-            if !self.shared.primary_usable(b.epoch)
+            let epoch = self.conns.primary.as_ref().map_or(0, |b| b.epoch);
+            if !self.shared.primary_usable(epoch)
                 && !concord_config::testhooks::on("no-presend-check")
+                && !self.rehold(epoch, cmd.len).await
             {
-                let epoch = b.epoch;
                 crate::metrics::refused_before_send();
                 relay::discard_command(&mut self.client, cmd)
                     .await
@@ -404,13 +435,19 @@ impl Session {
                 return Err((
                     SessionError::reply(
                         codes::OPTION_PREVENTS_STATEMENT,
-                        format!("concord: the route to the primary of epoch {epoch} lapsed (this node's lease ran out or a newer epoch was applied) just before the statement was sent; it was not executed, safe to retry"),
+                        format!("concord: the route to the primary of epoch {epoch} lapsed just before the statement was sent (a newer epoch was applied, or this node's lease did not come back within failover.write_buffer_timeout); it was not executed, safe to retry"),
                     ),
                     1,
                 ));
             }
-            self.write_epoch = b.epoch;
+            self.write_epoch = epoch;
         }
+        let Some(b) = self.conns.get_mut(w) else {
+            return Err((
+                SessionError::reply(codes::UNKNOWN_ERROR, "concord: no backend connection"),
+                1,
+            ));
+        };
         if dirty {
             b.conn.dirty = true;
         }

@@ -33,6 +33,27 @@ pub struct Stall<'a> {
 }
 
 impl Stall<'_> {
+    /// An answer from the primary of `epoch` arrived after the lease for
+    /// it ran out (a Raft election under way is the usual cause). Its
+    /// outcome is safe to report only if the fence of that epoch had not
+    /// been committed when it arrived: wait, bounded by
+    /// `failover.write_buffer_timeout`, for a quorum confirmation that
+    /// started after now and still finds `epoch` (see DESIGN, "Why a
+    /// fenced primary never acknowledges a write").
+    async fn reconfirmed(&self, lease: &concord_consensus::Lease, epoch: u64) -> bool {
+        let arrived = concord_consensus::lease::boot_nanos();
+        let limit = self.config.load().failover.write_buffer_timeout.get();
+        let start = std::time::Instant::now();
+        loop {
+            match lease.confirmed_since(epoch, arrived) {
+                Some(true) => return true,
+                None => return false,
+                Some(false) if start.elapsed() >= limit => return false,
+                Some(false) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+
     /// `progress` counts the reads that brought data; it is compared
     /// between nudges, so the hot path reads no clock for this.
     async fn wait(&self, progress: &std::sync::atomic::AtomicU64) -> ProtoError {
@@ -452,6 +473,7 @@ where
             if relaying
                 && !lease.valid_for(epoch)
                 && !concord_config::testhooks::on("no-late-answer-check")
+                && !stall.reconfirmed(lease, epoch).await
             {
                 return Err(RelayError::Late {
                     mid_packet: chunk_mid,
