@@ -7,6 +7,7 @@
 //!   cargo run --release --example scenarios -- compare   concord-bench compare: MariaDB direct vs concord vs HAProxy
 //!   cargo run --release --example scenarios -- fleet     concord-bench fleet mode over 3 nodes vs 1 node (mock backend)
 //!   cargo run --release --example scenarios -- ryw       read-your-writes on vs off: read-mostly and read/write loads, 2 replicas
+//!   cargo run --release --example scenarios -- faults    write gap, errors and losses per fault class, defaults
 //!
 //! Rounds are interleaved so every target sees the same machine noise;
 //! figures are medians.
@@ -480,6 +481,84 @@ async fn ryw() {
     }
 }
 
+/// One fault class under write load (2 writers per node, unique
+/// autocommit inserts), defaults but `failover.cooldown`; a fresh rig each.
+/// Prints: the longest gap between acknowledged writes from the fault on,
+/// client errors by kind, acknowledged writes, and those missing on the
+/// primary at the end.
+async fn fault_class(name: &str, fault: &str) {
+    let mut rig = Rig::start("[log]\nlevel = \"warn\"\n[failover]\ncooldown = \"5s\"\n").await;
+    let load = Load::start(&rig.fleet, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = Instant::now();
+    let leader = rig.fleet.leader(Duration::from_secs(10)).await;
+    match fault {
+        "kill" => rig.primary.kill(),
+        "blackhole" => {
+            rig.repl_relay.black_hole();
+            for r in &rig.node_relays {
+                r.black_hole();
+            }
+        }
+        "cut" => {
+            rig.repl_relay.cut();
+            for r in &rig.node_relays {
+                r.cut();
+            }
+        }
+        "freeze-leader" => rig.fleet.nodes[leader].signal("STOP"),
+        "isolate-follower" => rig.fleet.isolate((leader + 1) % 3),
+        "switchover" => {
+            let _ = rig.fleet.nodes[0].admin_query("SWITCHOVER TO 'db2'").await;
+        }
+        _ => {}
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    if fault == "freeze-leader" {
+        rig.fleet.nodes[leader].signal("CONT");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (acked, samples, errors) = load.stop().await;
+    let gap = write_gap(&samples, t0 - Duration::from_millis(200));
+    let primary = rig
+        .primary_of(&rig.fleet.nodes[(leader + 2) % 3])
+        .await
+        .map(|(p, _)| p)
+        .unwrap_or_else(|| "db1".into());
+    let lost = missing_on(rig.server(&primary), &acked).await;
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in &errors {
+        let k = e
+            .split(['(', ':'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(40)
+            .collect::<String>();
+        *kinds.entry(k).or_default() += 1;
+    }
+    println!(
+        "{name}: primary {primary}; longest write gap {:.2}s; client errors {} {kinds:?}; acknowledged {}; missing on the primary {lost}",
+        gap.as_secs_f64(),
+        errors.len(),
+        acked.len()
+    );
+}
+
+async fn fault_classes() {
+    for (name, fault) in [
+        ("kill -9 of the primary", "kill"),
+        ("primary black-holed (every link)", "blackhole"),
+        ("primary cut (every link, connections refused)", "cut"),
+        ("Raft leader frozen 8 s (SIGSTOP)", "freeze-leader"),
+        ("a follower node cut off from the fleet", "isolate-follower"),
+        ("SWITCHOVER TO 'db2'", "switchover"),
+    ] {
+        fault_class(name, fault).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     match std::env::args().nth(1).as_deref() {
@@ -489,6 +568,9 @@ async fn main() {
         Some("compare") => compare().await,
         Some("fleet") => fleet().await,
         Some("ryw") => ryw().await,
-        _ => println!("usage: scenarios routing | raft | failover | compare | fleet | ryw"),
+        Some("faults") => fault_classes().await,
+        _ => {
+            println!("usage: scenarios routing | raft | failover | compare | fleet | ryw | faults")
+        }
     }
 }
