@@ -1008,3 +1008,61 @@ async fn kill_session_stops_a_session_in_the_middle_of_a_command() {
     let n: Vec<u64> = db.query("SELECT COUNT(*) FROM test.f").await;
     assert_eq!(n, vec![0]);
 }
+
+/// Runs `secs` of point reads over 8 connections with nobody scraping
+/// `/metrics`; returns (queries after the warm-up, RSS growth in KiB over
+/// them).
+async fn unscraped_growth(hooks: &str, secs: u64) -> (u64, u64) {
+    let db = MariaDb::start("primary", 1).await;
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.test_hooks = hooks.into();
+    let node = Concord::start(cfg).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let opts = node.opts();
+        let (stop, count) = (stop.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = mysql_async::Conn::new(opts).await.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let _: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Warm-up: pools, buffers and allocator arenas reach their size.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (rss0, n0) = (node.rss_kib(), count.load(Ordering::Relaxed));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (rss1, n1) = (node.rss_kib(), count.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (n1 - n0, rss1.saturating_sub(rss0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_under_load_with_nobody_scraping_metrics() {
+    // Histogram samples wait in the recorder until folded into buckets:
+    // without the node's once-a-second upkeep they pile up (16 bytes per
+    // query measured), however long nobody scrapes.
+    let (n, grown) = unscraped_growth("", 16).await;
+    let per_query = grown as f64 * 1024.0 / n as f64;
+    println!("as shipped: {n} queries, RSS +{grown} KiB, {per_query:.2} bytes/query");
+    let (n_off, grown_off) = unscraped_growth("no-metrics-upkeep", 16).await;
+    let per_query_off = grown_off as f64 * 1024.0 / n_off as f64;
+    println!(
+        "no-metrics-upkeep: {n_off} queries, RSS +{grown_off} KiB, {per_query_off:.2} bytes/query"
+    );
+    assert!(n > 20_000, "too little load to judge: {n} queries");
+    assert!(
+        per_query_off > 8.0,
+        "the scenario no longer shows the growth without upkeep: {per_query_off:.2} bytes/query"
+    );
+    assert!(
+        per_query < 2.0,
+        "RSS grew {per_query:.2} bytes per query with nobody scraping"
+    );
+}

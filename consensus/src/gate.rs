@@ -18,8 +18,8 @@
 //! only once the guards taken before the raise are dropped, i.e. once every
 //! statement it routed under the old epoch has been answered.
 //!
-//! Cost on the hot path: two atomic read-modify-writes and one load per
-//! statement sent to the primary.
+//! Cost on the hot path: two atomic read-modify-writes and one or two
+//! loads per statement sent to the primary; no lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +32,10 @@ pub struct WriteGate {
     epoch: AtomicU64,
     /// Guards held (statements in flight to a primary).
     inflight: AtomicU64,
+    /// Tasks inside [`WriteGate::drained`]: a guard dropping the count to
+    /// zero touches the Notify (a mutex shared by every session) only when
+    /// someone waits, which is only during a fence.
+    waiters: AtomicU64,
     drained: Notify,
 }
 
@@ -79,6 +83,17 @@ impl WriteGate {
     /// Waits until no guard is held, up to `timeout`. Meant for a fenced
     /// state (no primary), where every guard still held predates the fence.
     pub async fn drained(&self, timeout: Duration) -> bool {
+        /// Counts this waiter however the wait ends (it may be dropped).
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        // Counted before the count of guards is read (both SeqCst): a guard
+        // dropped after that read sees this waiter and notifies it.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiters);
         let deadline = Instant::now() + timeout;
         loop {
             let notified = self.drained.notified();
@@ -97,7 +112,9 @@ impl WriteGate {
 
 impl Drop for WriteGuard {
     fn drop(&mut self) {
-        if self.gate.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.gate.inflight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.gate.waiters.load(Ordering::SeqCst) > 0
+        {
             self.gate.drained.notify_waiters();
         }
     }

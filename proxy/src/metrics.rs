@@ -44,6 +44,14 @@ pub fn install() -> Result<(), String> {
     Ok(())
 }
 
+/// Folds pending histogram samples into their buckets (run every second
+/// by the node's upkeep; scrapes do it too).
+pub fn upkeep() {
+    if let Some(h) = HANDLE.get() {
+        h.run_upkeep();
+    }
+}
+
 struct Hot {
     /// [target (0 primary, 1 replica)][reason]
     routed: Vec<Counter>,

@@ -298,7 +298,7 @@ fn start_per_core(shared: &Arc<Shared>, cfg: &Config) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Once a second: pool upkeep and idle-session timeouts.
+/// Once a second: pool upkeep, idle-session timeouts, metrics upkeep.
 async fn upkeep(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -314,7 +314,13 @@ async fn upkeep(shared: Arc<Shared>) {
                 .get(&p.name)
                 .is_some_and(|h| h.failures >= threshold);
             any_down |= p.set_down(failing);
-            p.maintain().await;
+            p.maintain_in_background();
+        }
+        // The Prometheus recorder keeps each histogram sample until it is
+        // folded into buckets; with nobody scraping `/metrics` that would
+        // grow with every query (16 bytes each, measured).
+        if !concord_config::testhooks::on("no-metrics-upkeep") {
+            crate::metrics::upkeep();
         }
         // Sessions stuck on a backend that went down check their stall
         // (`relay::Stall`) when nudged; the nudge is their own Notify, so

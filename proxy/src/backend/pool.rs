@@ -90,6 +90,10 @@ pub struct BackendPool {
     /// maintenance, fenced): released connections close instead of going
     /// idle and none are kept warm, so a drain empties it on every node.
     serving: std::sync::atomic::AtomicBool,
+    /// Set while a [`BackendPool::maintain`] runs: connects to a
+    /// black-holed backend take up to `connect_timeout` each, so upkeep
+    /// runs it in the background and never starts a second one.
+    maintaining: std::sync::atomic::AtomicBool,
     pub stats: Stats,
 }
 
@@ -135,6 +139,7 @@ impl BackendPool {
             settings,
             outstanding: AtomicU32::new(0),
             serving: std::sync::atomic::AtomicBool::new(true),
+            maintaining: std::sync::atomic::AtomicBool::new(false),
             stats: Stats::new(name),
         })
     }
@@ -317,6 +322,27 @@ impl BackendPool {
             self.discard(c);
         }
         n
+    }
+
+    /// Starts [`BackendPool::maintain`] on its own task unless one is
+    /// still running, so one slow backend never delays upkeep of the
+    /// others (or marking a backend down).
+    pub fn maintain_in_background(self: &Arc<Self>) {
+        if self.maintaining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        /// Clears the flag however the task ends.
+        struct Running(Arc<BackendPool>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.maintaining.store(false, Ordering::Release);
+            }
+        }
+        let running = Running(self.clone());
+        tokio::spawn(async move {
+            running.0.maintain().await;
+            drop(running);
+        });
     }
 
     /// Periodic upkeep: close connections idle too long, keep `min_idle`
