@@ -200,15 +200,20 @@ async fn run_schedule(seed: u64) -> Outcome {
     // A settled fleet: every node ready, writes flowing again.
     let mut violations = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(40);
+    // Settled means every node ready and agreeing on (primary, epoch), and
+    // still the same 3 s later: a failover decided just before the heal
+    // may still be promoting when every node first looks ready.
+    let mut seen: Option<((String, u64), Instant)> = None;
     let routed = loop {
-        let mut ready = true;
-        for n in &rig.fleet.nodes {
-            ready &= matches!(n.http_get("/readyz").await, Some((200, _)));
-        }
-        if ready {
-            if let Some((p, _)) = rig.primary_of(&rig.fleet.nodes[0]).await {
-                break p;
+        let agreed = agreed_primary(&rig).await;
+        match (&agreed, &seen) {
+            (Some(a), Some((b, since))) if a == b => {
+                if since.elapsed() >= Duration::from_secs(3) {
+                    break a.0.clone();
+                }
             }
+            (Some(a), _) => seen = Some((a.clone(), Instant::now())),
+            (None, _) => seen = None,
         }
         if Instant::now() > deadline {
             violations
@@ -389,6 +394,22 @@ async fn held_by_fenced(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     n
+}
+
+/// The (primary, epoch) every node applied, when all are ready and agree.
+async fn agreed_primary(rig: &Rig) -> Option<(String, u64)> {
+    let mut agreed: Option<(String, u64)> = None;
+    for n in &rig.fleet.nodes {
+        if !matches!(n.http_get("/readyz").await, Some((200, _))) {
+            return None;
+        }
+        let p = rig.primary_of(n).await?;
+        if agreed.as_ref().is_some_and(|a| *a != p) {
+            return None;
+        }
+        agreed = Some(p);
+    }
+    agreed
 }
 
 fn admin_opts(rig: &Rig, i: usize) -> mysql_async::OptsBuilder {
