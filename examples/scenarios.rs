@@ -491,6 +491,9 @@ async fn fault_class(name: &str, fault: &str) {
     let load = Load::start(&rig.fleet, 2);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t0 = Instant::now();
+    let wall0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let leader = rig.fleet.leader(Duration::from_secs(10)).await;
     match fault {
         "kill" => rig.primary.kill(),
@@ -528,22 +531,51 @@ async fn fault_class(name: &str, fault: &str) {
     let lost = missing_on(rig.server(&primary), &acked).await;
     let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
     for e in &errors {
+        // The MySQL error code, else the start of the message.
         let k = e
-            .split(['(', ':'])
-            .next()
-            .unwrap_or("")
-            .trim()
-            .chars()
-            .take(40)
-            .collect::<String>();
+            .split_once("ERROR ")
+            .map(|(_, rest)| rest.chars().take_while(char::is_ascii_digit).collect())
+            .filter(|code: &String| !code.is_empty())
+            .unwrap_or_else(|| e.chars().take(40).collect::<String>());
         *kinds.entry(k).or_default() += 1;
     }
+    let observer = &rig.fleet.nodes[(leader + 2) % 3];
+    // The leader that promoted counts the loss it computed.
+    let mut reported = 0.0;
+    for n in &rig.fleet.nodes {
+        if let Some((_, body)) = n.http_get("/metrics").await {
+            reported += body
+                .lines()
+                .find(|l| l.starts_with("concord_failover_lost_transactions_total"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
     println!(
-        "{name}: primary {primary}; longest write gap {:.2}s; client errors {} {kinds:?}; acknowledged {}; missing on the primary {lost}",
+        "{name}: primary {primary}; longest write gap {:.2}s; client errors {} {kinds:?}; acknowledged {}; missing on the primary {lost}; reported lost {reported}",
         gap.as_secs_f64(),
         errors.len(),
         acked.len()
     );
+    // What the fleet did, in ms from the fault.
+    if let Ok(events) = observer.admin_query("SHOW EVENTS LIMIT 40").await {
+        for e in events.iter().rev() {
+            let at: u64 = e["at_ms"].as_deref().unwrap_or("0").parse().unwrap_or(0);
+            if at >= wall0 {
+                let detail: String = e["detail"]
+                    .clone()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(110)
+                    .collect();
+                println!(
+                    "    +{:>5} ms {:<10} {detail}",
+                    at - wall0,
+                    e["event"].as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
 }
 
 async fn fault_classes() {

@@ -362,9 +362,11 @@ impl Consensus {
     /// members that did not confirm within `timeout`.
     pub async fn wait_all_applied(&self, index: u64, timeout: Duration) -> Vec<NodeId> {
         let inner = self.inner.clone();
+        let me = self.inner.id;
+        // No answer is no confirmation: the caller then waits out the leases.
         self.on_rt(async move { inner.wait_all_applied(index, timeout).await })
             .await
-            .unwrap_or_default()
+            .unwrap_or_else(|_| vec![me])
     }
 
     pub async fn shutdown(&self) {

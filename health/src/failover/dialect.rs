@@ -165,11 +165,25 @@ pub(super) async fn repoint(
 /// must fail rather than commit later: the monitor account may bypass
 /// `read_only`). Best effort; the result says what happened.
 pub(super) async fn fence_server(f: &Fleet<'_>, name: &str, addr: &str) -> String {
+    fence_server_at(f, name, addr).await.0
+}
+
+/// [`fence_server`], also reading the server's final binlog position on
+/// the same connection (`None` when unreachable: one connect timeout, not
+/// two, on a black-holed server).
+pub(super) async fn fence_server_at(
+    f: &Fleet<'_>,
+    name: &str,
+    addr: &str,
+) -> (String, Option<String>) {
     let mut c = match super::connect(f, name, addr).await {
         Ok(c) => c,
         Err(e) => {
-            return format!(
-                "'{name}' unreachable for read_only ({e}); it stays fenced in the topology"
+            return (
+                format!(
+                    "'{name}' unreachable for read_only ({e}); it stays fenced in the topology"
+                ),
+                None,
             )
         }
     };
@@ -179,7 +193,7 @@ pub(super) async fn fence_server(f: &Fleet<'_>, name: &str, addr: &str) -> Strin
         "SET GLOBAL super_read_only = 1"
     };
     if let Err(e) = exec(f, &mut c, name, "set read_only=1", ro).await {
-        return format!("'{name}': setting read_only failed: {e}");
+        return (format!("'{name}': setting read_only failed: {e}"), None);
     }
     let ids: Vec<u64> = c
         .query(
@@ -195,6 +209,10 @@ pub(super) async fn fence_server(f: &Fleet<'_>, name: &str, addr: &str) -> Strin
             }
         }
     }
+    let pos = binlog_pos(&mut c, name).await.ok();
     let _ = c.disconnect().await;
-    format!("'{name}' set read_only and {killed} connections killed")
+    (
+        format!("'{name}' set read_only and {killed} connections killed"),
+        pos,
+    )
 }

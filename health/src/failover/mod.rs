@@ -187,8 +187,14 @@ async fn promote_phase(
         // had sent to the old primary can send it nothing more; for the
         // others, their leases must run out (see docs/DESIGN.md, "Why a
         // fenced primary never acknowledges a write").
+        // Counted from the fence's commit, like the leases: a slow first
+        // fence of an unreachable server is not added on top.
         let missing = match fence_index {
-            Some(index) => f.consensus.wait_all_applied(index, wait).await,
+            Some(index) => {
+                f.consensus
+                    .wait_all_applied(index, wait.saturating_sub(fenced_at.elapsed()))
+                    .await
+            }
             None => vec![0],
         };
         if missing.is_empty() {
@@ -220,12 +226,9 @@ async fn promote_phase(
     // its final position, which the promoted server must have.
     let mut old_final: Option<String> = None;
     if let Some((name, addr)) = &old {
-        let msg = dialect::fence_server(f, name, addr).await;
+        let (msg, pos) = dialect::fence_server_at(f, name, addr).await;
         note(f, msg).await;
-        if let Ok(mut c) = connect(f, name, addr).await {
-            old_final = dialect::binlog_pos(&mut c, name).await.ok();
-            let _ = c.disconnect().await;
-        }
+        old_final = pos;
     }
     let applied = f.consensus.applied().borrow().clone();
     let topo = &applied.topology;
