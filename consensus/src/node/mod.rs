@@ -24,7 +24,6 @@ mod keeper;
 mod rpc;
 
 use keeper::{keep_lease, watch_core};
-use rpc::retryable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {

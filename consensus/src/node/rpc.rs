@@ -326,6 +326,6 @@ impl Inner {
     }
 }
 
-pub(super) fn retryable(e: &ConsensusError) -> bool {
+fn retryable(e: &ConsensusError) -> bool {
     matches!(e, ConsensusError::Forward(_) | ConsensusError::NoLeader)
 }
