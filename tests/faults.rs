@@ -456,26 +456,25 @@ async fn ten_seeded_fault_schedules_keep_every_promise() {
     run_seeds(1..=10).await;
 }
 
+/// A number from the environment, or `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long mode: FAULT_SCHEDULES (200) from FAULT_FIRST_SEED (1000)"]
 async fn long() {
-    let first: u64 = std::env::var("FAULT_FIRST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let n: u64 = std::env::var("FAULT_SCHEDULES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let first: u64 = env_u64("FAULT_FIRST_SEED", 1000);
+    let n: u64 = env_u64("FAULT_SCHEDULES", 200);
     run_seeds(first..first + n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "one seed: FAULT_SEED"]
 async fn one() {
-    let seed: u64 = std::env::var("FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let seed: u64 = env_u64("FAULT_SEED", 1);
     run_seeds(std::iter::once(seed)).await;
 }

@@ -60,42 +60,19 @@ pub fn missing(have: &str, want: &str) -> Option<(String, u64)> {
         }
         return Some((parts.join(","), count));
     }
-    let have = mariadb_parse_full(have);
-    let mut parts = Vec::new();
-    let mut count = 0u64;
-    for (d, s, seq) in mariadb_parse_full(want) {
-        let got = have
-            .iter()
-            .filter(|(hd, _, _)| *hd == d)
-            .map(|(_, _, hs)| *hs)
-            .max()
-            .unwrap_or(0);
-        if seq > got {
-            count += seq - got;
-            parts.push(if seq == got + 1 {
-                format!("{d}-{s}-{seq}")
-            } else {
-                format!("{d}-{s}-{}..{d}-{s}-{seq}", got + 1)
-            });
-        }
-    }
-    Some((parts.join(","), count))
+    Some(mariadb_missing(have, want, false))
 }
 
-/// Like [`missing`], matching (domain, server id) exactly: the
-/// transactions of `want` (a `gtid_binlog_state`) that `have` (another
-/// server's state) lacks.
-pub fn missing_exact(have: &str, want: &str) -> Option<(String, u64)> {
-    if is_mysql(want) || is_mysql(have) {
-        return missing(have, want);
-    }
+/// MariaDB: the ranges of `want` beyond what `have` holds, per domain, or
+/// per (domain, server id) when `same_server`; and their count.
+fn mariadb_missing(have: &str, want: &str, same_server: bool) -> (String, u64) {
     let have = mariadb_parse_full(have);
     let mut parts = Vec::new();
     let mut count = 0u64;
     for (d, s, seq) in mariadb_parse_full(want) {
         let got = have
             .iter()
-            .filter(|(hd, hs, _)| *hd == d && *hs == s)
+            .filter(|(hd, hs, _)| *hd == d && (!same_server || *hs == s))
             .map(|(_, _, q)| *q)
             .max()
             .unwrap_or(0);
@@ -108,7 +85,18 @@ pub fn missing_exact(have: &str, want: &str) -> Option<(String, u64)> {
             });
         }
     }
-    (count > 0).then(|| (parts.join(","), count))
+    (parts.join(","), count)
+}
+
+/// Like [`missing`], matching (domain, server id) exactly: the
+/// transactions of `want` (a `gtid_binlog_state`) that `have` (another
+/// server's state) lacks.
+pub fn missing_exact(have: &str, want: &str) -> Option<(String, u64)> {
+    if is_mysql(want) || is_mysql(have) {
+        return missing(have, want);
+    }
+    let (parts, count) = mariadb_missing(have, want, true);
+    (count > 0).then_some((parts, count))
 }
 
 /// MariaDB: whether the GTID state `have` holds every (domain, server,
@@ -228,7 +216,7 @@ mod tests {
 
     #[test]
     fn exact_tuples_and_what_is_missing() {
-        use super::{covers_exact, missing};
+        use super::{covers_exact, missing, missing_exact};
         // Errant 0-1-101 on the old primary: the new primary has server
         // 1's transactions up to 100 and its own up to 500.
         assert!(
@@ -244,6 +232,13 @@ mod tests {
             Some(("0-1-98..0-1-100".into(), 3))
         );
         assert_eq!(missing("", "0-1-1"), Some(("0-1-1".into(), 1)));
+        // Per domain, 0-2-500 covers 0-1-101; per server it does not.
+        assert_eq!(missing("0-2-500", "0-1-101"), None);
+        assert_eq!(
+            missing_exact("0-1-99,0-2-500", "0-1-101"),
+            Some(("0-1-100..0-1-101".into(), 2))
+        );
+        assert_eq!(missing_exact("0-1-101,0-2-500", "0-1-101"), None);
         assert_eq!(
             missing("aaaa:1-3", "aaaa:1-5"),
             Some(("aaaa:4,aaaa:5".into(), 2))
