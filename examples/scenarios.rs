@@ -498,14 +498,14 @@ async fn fault_class(name: &str, fault: &str) {
     match fault {
         "kill" => rig.primary.kill(),
         "blackhole" => {
-            rig.repl_relay.black_hole();
-            for r in &rig.node_relays {
+            rig.repl_relay().black_hole();
+            for r in rig.node_relays() {
                 r.black_hole();
             }
         }
         "cut" => {
-            rig.repl_relay.cut();
-            for r in &rig.node_relays {
+            rig.repl_relay().cut();
+            for r in rig.node_relays() {
                 r.cut();
             }
         }

@@ -173,13 +173,7 @@ async fn semi_sync_loses_no_acknowledged_write() {
 async fn host_dead_black_hole_fails_over() {
     let rig = fast_rig().await;
     let t = Instant::now();
-    for r in rig
-        .node_relays
-        .iter()
-        .chain(std::iter::once(&rig.repl_relay))
-    {
-        r.black_hole();
-    }
+    rig.black_hole_primary();
     let (new, epoch, took) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
     println!("host dead (black hole): {new} promoted at epoch {epoch} after {took:?} (replica IO threads notice after slave_net_timeout=2s)");
     assert!(t.elapsed() < Duration::from_secs(30));
@@ -196,14 +190,14 @@ const SETTLE: Duration = Duration::from_secs(4);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_cut_from_the_primary_only_no_failover() {
     let rig = fast_rig().await;
-    rig.repl_relay.cut();
+    rig.repl_relay().cut();
     no_failover_for(&rig, SETTLE, "replicas cut from the primary only").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concord_nodes_cut_from_the_primary_replicas_replicating_no_failover() {
     let rig = fast_rig().await;
-    for r in &rig.node_relays {
+    for r in rig.node_relays() {
         r.cut();
     }
     no_failover_for(
@@ -217,7 +211,7 @@ async fn concord_nodes_cut_from_the_primary_replicas_replicating_no_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_concord_node_cut_from_the_primary_no_failover() {
     let rig = fast_rig().await;
-    rig.node_relays[0].cut();
+    rig.node_relays()[0].cut();
     no_failover_for(&rig, SETTLE, "one concord node cut from the primary").await;
 }
 
@@ -225,8 +219,8 @@ async fn one_concord_node_cut_from_the_primary_no_failover() {
 async fn concord_and_replicas_cut_from_the_primary_fails_over() {
     let rig = fast_rig().await;
     let t = Instant::now();
-    rig.repl_relay.cut();
-    for r in &rig.node_relays {
+    rig.repl_relay().cut();
+    for r in rig.node_relays() {
         r.cut();
     }
     let (new, _, took) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
@@ -438,9 +432,9 @@ async fn minority_with_the_old_primary_never_writes_after_the_fence_20_times() {
         // Node 3 keeps the old primary, loses the quorum; nodes 1 and 2
         // and the replicas lose the old primary.
         rig.fleet.isolate(2);
-        rig.node_relays[0].cut();
-        rig.node_relays[1].cut();
-        rig.repl_relay.cut();
+        rig.node_relays()[0].cut();
+        rig.node_relays()[1].cut();
+        rig.repl_relay().cut();
         let t0 = Instant::now();
         let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(20)).await;
         let t_failover = t0.elapsed();
@@ -460,13 +454,7 @@ async fn minority_with_the_old_primary_never_writes_after_the_fence_20_times() {
         );
         // Heal, make db1 a replica again, switch back.
         rig.fleet.heal(2);
-        for r in rig
-            .node_relays
-            .iter()
-            .chain(std::iter::once(&rig.repl_relay))
-        {
-            r.heal();
-        }
+        rig.heal_all();
         // Writes the old primary took before the fence never reached the
         // replicas (async replication cut): discard them so db1 can rejoin.
         rig.primary.exec("SET GLOBAL read_only = 0").await;

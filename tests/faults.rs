@@ -19,14 +19,21 @@
 //! 4. every answer was ok, a definite error, or "outcome unknown" (1105
 //!    08007 / a lost connection): counted and printed.
 //!
-//! `cargo test --test faults` runs 10 schedules (seeds 1..=10); the long
+//! The same schedules also run over real partitions
+//! (`Rig::start_hosts`): each server and node in its own network namespace,
+//! faults as nftables packet drops, with one-way cuts, staggered cuts (the
+//! leader's Raft link last, around the verdict) and random loss added.
+//!
+//! `cargo test --test faults` runs 10 loopback schedules (seeds 1..=10)
+//! and 7 namespace schedules (seeds 3..=9, which draw every fault kind); `FAULT_LINKS=hosts` makes the
+//! long and one-seed modes use namespaces. The long
 //! mode runs `FAULT_SCHEDULES` (default 200) from `FAULT_FIRST_SEED`:
 //! `cargo test --test faults long -- --ignored --nocapture`. One seed:
 //! `FAULT_SEED=7 cargo test --test faults one -- --ignored --nocapture`.
 //! `FAULT_HOOKS=no-fence-wait,...` runs the schedules with protections
 //! removed (test-only switches), to see the checker catch it.
 
-use harness::rig::{binlog_after, missing_on, query_one, Load, Rig};
+use harness::rig::{binlog_after, binlog_rows, gtid_in_report, missing_on, query_one, Load, Rig};
 use harness::MariaDb;
 use std::time::{Duration, Instant};
 
@@ -65,24 +72,49 @@ enum Fault {
     Freeze(usize, u64),
     /// FAILOVER on the admin port of node i.
     ForceFailover(usize),
+    /// Node i's packets to the other nodes vanish; theirs still reach it
+    /// (namespace rigs only).
+    MuteNode(usize),
+    /// The primary's packets vanish, then after this many ms the node
+    /// leading Raft at that moment is cut off from the fleet: the Raft
+    /// link goes last, around the verdict, so the failover's owner may
+    /// change in its middle (namespace rigs only).
+    StaggeredLeader(u64),
+    /// This percent of node i's packets vanish at random (namespace rigs
+    /// only).
+    Loss(usize, u32),
+}
+
+/// Where a schedule runs: loopback with relays, or namespace hosts with
+/// packet drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Links {
+    Relays,
+    Hosts,
 }
 
 /// 2 to 4 faults, each held 0.2 to 2.5 s; at most one forced failover
 /// (with three servers, an automatic failover and two forced ones would
 /// leave nothing to promote).
-fn schedule(seed: u64) -> Vec<(Fault, u64)> {
+/// Namespace rigs also draw one-way cuts, staggered cuts and random loss
+/// (the loopback draws are unchanged, so old seeds replay the same).
+fn schedule(seed: u64, links: Links) -> Vec<(Fault, u64)> {
     let mut r = Rng::new(seed);
     let n = 2 + r.below(3) as usize;
     let mut forced = false;
+    let kinds = if links == Links::Hosts { 9 } else { 6 };
     (0..n)
         .map(|_| {
             let node = r.below(3) as usize;
-            let f = match r.below(6) {
+            let f = match r.below(kinds) {
                 0 => Fault::IsolateNode(node),
                 1 => Fault::CutNodeFromPrimary(node),
                 2 => Fault::CutReplication,
                 3 => Fault::BlackHolePrimary,
                 4 => Fault::Freeze(node, 600 + r.below(1200)),
+                6 => Fault::MuteNode(node),
+                7 => Fault::StaggeredLeader(600 + r.below(800)),
+                8 => Fault::Loss(node, 20 + r.below(40) as u32),
                 _ if forced => Fault::CutNodeFromPrimary(node),
                 _ => {
                     forced = true;
@@ -101,6 +133,9 @@ struct Outcome {
     refused: usize,
     missing: usize,
     reported_lost: u64,
+    /// Fences followed by a promotion, and the primary at the end.
+    promotions: usize,
+    primary: String,
     violations: Vec<String>,
 }
 
@@ -130,32 +165,72 @@ fn reported_lost(events: &[std::collections::BTreeMap<String, Option<String>>]) 
     promoted.max(returned)
 }
 
-async fn run_schedule(seed: u64) -> Outcome {
-    let steps = schedule(seed);
-    println!("seed {seed}: {steps:?}");
+/// The GTID sets in concord's loss reports: at a promotion ("lacks N
+/// transactions 'x' had (source): SET; they are not ...") and when a
+/// fenced server came back ("holds N transactions ... does not: SET (...").
+fn reported_sets(events: &[std::collections::BTreeMap<String, Option<String>>]) -> Vec<String> {
+    let mut sets = Vec::new();
+    for e in events {
+        let d = e["detail"].clone().unwrap_or_default();
+        let set = if d.contains(" lacks ") {
+            d.split("): ")
+                .nth(1)
+                .and_then(|x| x.split("; they are not").next())
+        } else if d.contains(" and holds ") {
+            d.split(" does not: ")
+                .nth(1)
+                .and_then(|x| x.split(" (acknowledged").next())
+        } else {
+            None
+        };
+        if let Some(set) = set {
+            sets.push(set.trim().to_string());
+        }
+    }
+    sets
+}
+
+async fn run_schedule(seed: u64, links: Links) -> Outcome {
+    let steps = schedule(seed, links);
+    run_steps(&format!("seed {seed}"), &steps, links, &[], &[]).await
+}
+
+/// Plays `steps` on a fresh rig (servers started with the extra
+/// arguments), heals, and checks.
+async fn run_steps(
+    label: &str,
+    steps: &[(Fault, u64)],
+    links: Links,
+    primary_args: &[&str],
+    replica_args: &[&str],
+) -> Outcome {
+    println!("{label} ({links:?}): {steps:?}");
     // FAULT_HOOKS: test-only switches for every node, to see the checker
     // catch a protection removed.
     let hooks = std::env::var("FAULT_HOOKS").unwrap_or_default();
-    let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], &hooks).await;
+    let (p, r) = (primary_args, replica_args);
+    let rig = match links {
+        Links::Relays => Rig::start_full(FAST, FAST_CLUSTER, p, r, &hooks).await,
+        Links::Hosts => Rig::start_hosts(FAST, FAST_CLUSTER, p, r, &hooks).await,
+    };
     let load = Load::start(&rig.fleet, 1);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut frozen: Vec<(usize, Instant)> = Vec::new();
-    let mut isolated = Vec::new();
+    // When to cut the then leader off (staggered cuts).
+    let mut cut_leader_at: Vec<Instant> = Vec::new();
     let mut forced = Vec::new();
-    for (fault, hold) in &steps {
+    for (fault, hold) in steps {
         match fault {
-            Fault::IsolateNode(i) => {
-                rig.fleet.isolate(*i);
-                isolated.push(*i);
+            Fault::IsolateNode(i) => rig.fleet.isolate(*i),
+            Fault::CutNodeFromPrimary(i) => rig.cut_node_from_primary(*i),
+            Fault::CutReplication => rig.cut_replication(),
+            Fault::BlackHolePrimary => rig.black_hole_primary(),
+            Fault::MuteNode(i) => rig.fleet.mute(*i),
+            Fault::StaggeredLeader(ms) => {
+                rig.black_hole_primary();
+                cut_leader_at.push(Instant::now() + Duration::from_millis(*ms));
             }
-            Fault::CutNodeFromPrimary(i) => rig.node_relays[*i].cut(),
-            Fault::CutReplication => rig.repl_relay.cut(),
-            Fault::BlackHolePrimary => {
-                rig.repl_relay.black_hole();
-                for r in &rig.node_relays {
-                    r.black_hole();
-                }
-            }
+            Fault::Loss(i, pct) => rig.fleet.hosts[*i].loss(*pct),
             Fault::Freeze(i, ms) => {
                 rig.fleet.nodes[*i].signal("STOP");
                 frozen.push((*i, Instant::now() + Duration::from_millis(*ms)));
@@ -172,6 +247,16 @@ async fn run_schedule(seed: u64) -> Outcome {
         }
         let until = Instant::now() + Duration::from_millis(*hold);
         while Instant::now() < until {
+            if cut_leader_at
+                .first()
+                .is_some_and(|at| Instant::now() >= *at)
+            {
+                cut_leader_at.remove(0);
+                if let Some(l) = leader_now(&rig).await {
+                    println!("{label}: staggered: node {} (leader) cut off", l + 1);
+                    rig.fleet.isolate(l);
+                }
+            }
             frozen.retain(|(i, at)| {
                 if Instant::now() >= *at {
                     rig.fleet.nodes[*i].signal("CONT");
@@ -187,13 +272,7 @@ async fn run_schedule(seed: u64) -> Outcome {
     for (i, _) in frozen.drain(..) {
         rig.fleet.nodes[i].signal("CONT");
     }
-    for i in isolated {
-        rig.fleet.heal(i);
-    }
-    rig.repl_relay.heal();
-    for r in &rig.node_relays {
-        r.heal();
-    }
+    rig.heal_all();
     for f in forced {
         let _ = tokio::time::timeout(Duration::from_secs(20), f).await;
     }
@@ -218,7 +297,7 @@ async fn run_schedule(seed: u64) -> Outcome {
         if Instant::now() > deadline {
             violations
                 .push("the fleet did not settle on a primary within 40 s of the heal".to_string());
-            println!("seed {seed}: not settled:\n{}", rig.diagnose().await);
+            println!("{label}: not settled:\n{}", rig.diagnose().await);
             break rig
                 .primary_of(&rig.fleet.nodes[0])
                 .await
@@ -305,7 +384,7 @@ async fn run_schedule(seed: u64) -> Outcome {
         late_binlog += binlog_after(db, promoted_ms + 1000).await.len();
         if !rows.is_empty() {
             println!(
-                "seed {seed}: {} unacknowledged statements committed late on fenced '{name}'",
+                "{label}: {} unacknowledged statements committed late on fenced '{name}'",
                 rows.len()
             );
         }
@@ -320,10 +399,11 @@ async fn run_schedule(seed: u64) -> Outcome {
     let missing = missing_on(primary, &acked).await;
     // Give the leader a moment to report what a returned fenced server
     // holds.
+    let mut events = events;
     let mut lost = reported_lost(&events);
     if missing as u64 > lost || late_binlog > 0 {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let events = rig.fleet.nodes[0]
+        events = rig.fleet.nodes[0]
             .admin_query("SHOW EVENTS LIMIT 1000")
             .await
             .unwrap_or_default();
@@ -333,6 +413,46 @@ async fn run_schedule(seed: u64) -> Outcome {
         violations.push(format!(
             "{missing} acknowledged writes are not on the primary '{routed}', concord reported {lost} lost"
         ));
+    }
+    // 3b. Row by row: each missing acknowledged write was a transaction
+    //     (found by its row in a fenced server's binlog) whose GTID is in
+    //     a set concord reported lost.
+    if missing > 0 {
+        let have: std::collections::HashSet<(u32, u32)> = primary
+            .query::<(u32, u32)>("SELECT writer, seq FROM test.w")
+            .await
+            .into_iter()
+            .collect();
+        let mut origin = std::collections::HashMap::new();
+        for (name, db) in &servers {
+            if *name != routed {
+                origin.extend(binlog_rows(db).await);
+            }
+        }
+        let sets = reported_sets(&events);
+        let (mut nowhere, mut unreported) = (0, 0);
+        for k in acked.iter().filter(|k| !have.contains(k)) {
+            match origin.get(k) {
+                None => nowhere += 1,
+                Some(g) if !sets.iter().any(|s| gtid_in_report(g, s)) => unreported += 1,
+                Some(_) => {}
+            }
+        }
+        println!(
+            "{label}: {missing} acknowledged writes missing, each found in a binlog: {}, in a reported GTID set: {}",
+            missing - nowhere,
+            missing - nowhere - unreported
+        );
+        if nowhere > 0 {
+            violations.push(format!(
+                "{nowhere} acknowledged writes are in no server's binlog"
+            ));
+        }
+        if unreported > 0 {
+            violations.push(format!(
+                "{unreported} acknowledged writes were lost in transactions outside every GTID set concord reported ({sets:?})"
+            ));
+        }
     }
     let held = held_by_fenced(&rig, &events).await;
     if late_binlog as u64 > held {
@@ -350,7 +470,7 @@ async fn run_schedule(seed: u64) -> Outcome {
         .count();
     let refused = errors.len() - unknown;
     if !violations.is_empty() {
-        println!("seed {seed}: diagnose:\n{}", rig.diagnose().await);
+        println!("{label}: diagnose:\n{}", rig.diagnose().await);
     }
     Outcome {
         acked: acked.len(),
@@ -358,6 +478,8 @@ async fn run_schedule(seed: u64) -> Outcome {
         refused,
         missing,
         reported_lost: lost,
+        promotions: fenced_at.len(),
+        primary: routed.clone(),
         violations,
     }
 }
@@ -412,21 +534,34 @@ async fn agreed_primary(rig: &Rig) -> Option<(String, u64)> {
     agreed
 }
 
+/// The node some reachable node names as Raft leader, if any.
+async fn leader_now(rig: &Rig) -> Option<usize> {
+    for n in &rig.fleet.nodes {
+        if let Some((200, body)) = n.http_get("/api/v1/cluster").await {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(l) = v.get("leader").and_then(|l| l.as_u64()) {
+                return rig.fleet.nodes.iter().position(|n| n.cfg.node_id == l);
+            }
+        }
+    }
+    None
+}
+
 fn admin_opts(rig: &Rig, i: usize) -> mysql_async::OptsBuilder {
     mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
+        .ip_or_hostname(rig.fleet.nodes[i].cfg.ip.clone())
         .tcp_port(rig.fleet.nodes[i].cfg.admin_port)
         .user(Some("admin"))
         .pass(Some(harness::PASSWORD))
         .prefer_socket(false)
 }
 
-async fn run_seeds(seeds: impl Iterator<Item = u64>) {
+async fn run_seeds(seeds: impl Iterator<Item = u64>, links: Links) {
     let mut failed = Vec::new();
     let mut n = 0;
     for seed in seeds {
         n += 1;
-        let o = run_schedule(seed).await;
+        let o = run_schedule(seed, links).await;
         println!(
             "seed {seed}: {} acknowledged, {} refused (not executed), {} outcome unknown or connection lost; missing on the primary {}, reported lost {}; checker: {}",
             o.acked,
@@ -453,7 +588,100 @@ async fn run_seeds(seeds: impl Iterator<Item = u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_seeded_fault_schedules_keep_every_promise() {
-    run_seeds(1..=10).await;
+    run_seeds(1..=10, Links::Relays).await;
+}
+
+/// The same checker over real partitions: every server and node in its
+/// own network namespace, faults as dropped packets (one-way cuts,
+/// staggered cuts with the Raft link last, random loss among them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_packet_drop_schedules_in_namespaces_keep_every_promise() {
+    run_seeds(3..=9, Links::Hosts).await;
+}
+
+/// Semi-sync (AFTER_SYNC, a 30 s timeout that never fires here): the
+/// primary's packets vanish under write load, concord fails over, and
+/// every acknowledged write is on the new primary, not merely reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_sync_primary_lost_in_a_partition_loses_no_acknowledged_write() {
+    let steps = [(Fault::BlackHolePrimary, 3000)];
+    let o = run_steps(
+        "semi-sync",
+        &steps,
+        Links::Hosts,
+        harness::rig::SEMI_SYNC_PRIMARY,
+        harness::rig::SEMI_SYNC_REPLICA,
+    )
+    .await;
+    println!(
+        "semi-sync: {} acknowledged, {} missing, {} reported lost, {} outcome unknown, {} promotions, primary {}; checker: {:?}",
+        o.acked, o.missing, o.reported_lost, o.unknown, o.promotions, o.primary, o.violations
+    );
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    assert_eq!(o.missing, 0, "semi-sync lost acknowledged writes");
+    assert!(o.acked > 0);
+}
+
+/// Semi-sync with a 300 ms timeout: replication is cut, the primary
+/// waits 300 ms for an ack and falls back to async, and goes on
+/// acknowledging writes no replica has; then its packets vanish and
+/// concord fails over. Those writes are lost, and every one of them must
+/// be among the transactions concord reported lost (row by row, GTID by
+/// GTID).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_sync_timeout_fallback_losses_are_all_reported() {
+    let primary = [
+        "--rpl-semi-sync-master-enabled=ON",
+        "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+        "--rpl-semi-sync-master-timeout=300",
+    ];
+    let steps = [
+        (Fault::CutReplication, 2000),
+        (Fault::BlackHolePrimary, 8000),
+    ];
+    let o = run_steps(
+        "semi-sync fallback",
+        &steps,
+        Links::Hosts,
+        &primary,
+        harness::rig::SEMI_SYNC_REPLICA,
+    )
+    .await;
+    println!(
+        "semi-sync fallback: {} acknowledged, {} missing, {} reported lost, {} outcome unknown, {} promotions, primary {}; checker: {:?}",
+        o.acked, o.missing, o.reported_lost, o.unknown, o.promotions, o.primary, o.violations
+    );
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    // Otherwise the fallback did not happen and the test proved nothing.
+    assert!(
+        o.missing > 0,
+        "no write was acknowledged after the fallback"
+    );
+}
+
+#[test]
+fn reported_gtid_sets_are_parsed_and_matched_exactly() {
+    let ev =
+        |d: &str| std::collections::BTreeMap::from([("detail".to_string(), Some(d.to_string()))]);
+    let events = vec![
+        ev("'db2' lacks 5 transactions 'db1' had (last probe): 0-1-11..0-1-15; they are not on the new primary"),
+        ev("fenced 'db1' is reachable again and holds 1 transactions the primary 'db2' does not: 0-1-20 (acknowledged writes among them were lost at its promotion; REJOIN refuses it until it is rebuilt)"),
+    ];
+    let sets = reported_sets(&events);
+    assert_eq!(sets, vec!["0-1-11..0-1-15", "0-1-20"]);
+    let any = |g: &str| sets.iter().any(|s| gtid_in_report(g, s));
+    assert!(any("0-1-11") && any("0-1-15") && any("0-1-20"));
+    // Outside the ranges, another server id, another domain.
+    assert!(!any("0-1-10") && !any("0-1-16") && !any("0-2-12") && !any("1-1-12"));
+    assert_eq!(reported_lost(&events), 5);
+}
+
+/// `FAULT_LINKS=hosts` runs the long and one-seed modes in namespaces.
+fn links_from_env() -> Links {
+    match std::env::var("FAULT_LINKS").as_deref() {
+        Ok("hosts") => Links::Hosts,
+        _ => Links::Relays,
+    }
 }
 
 /// A number from the environment, or `default`.
@@ -469,12 +697,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
 async fn long() {
     let first: u64 = env_u64("FAULT_FIRST_SEED", 1000);
     let n: u64 = env_u64("FAULT_SCHEDULES", 200);
-    run_seeds(first..first + n).await;
+    run_seeds(first..first + n, links_from_env()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "one seed: FAULT_SEED"]
 async fn one() {
     let seed: u64 = env_u64("FAULT_SEED", 1);
-    run_seeds(std::iter::once(seed)).await;
+    run_seeds(std::iter::once(seed), links_from_env()).await;
 }

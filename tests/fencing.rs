@@ -192,8 +192,8 @@ async fn forced_failover_beside_a_leased_node(hooks: &str) -> (usize, usize) {
     let load = Load::start(&rig.fleet, 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     rig.fleet.isolate(2);
-    rig.node_relays[0].cut();
-    rig.node_relays[1].cut();
+    rig.node_relays()[0].cut();
+    rig.node_relays()[1].cut();
     harness::wait_for(
         "a forced failover to run",
         Duration::from_secs(20),

@@ -14,6 +14,10 @@ pub struct ConcordConfig {
     pub admin_port: u16,
     pub http_port: u16,
     pub raft_port: u16,
+    /// IP the client, admin and HTTP listeners bind.
+    pub ip: String,
+    /// The network-namespace host the process runs in, if any.
+    pub host: Option<crate::netns::Host>,
     /// IP the Raft listener binds (and outgoing peer connections use).
     pub raft_ip: String,
     /// Address peers use for this node (default: raft_ip:raft_port).
@@ -55,6 +59,8 @@ impl ConcordConfig {
             admin_port: free_port(),
             http_port: free_port(),
             raft_port: free_port(),
+            ip: "127.0.0.1".into(),
+            host: None,
             raft_ip: "127.0.0.1".into(),
             advertise: None,
             peers: Vec::new(),
@@ -70,9 +76,18 @@ impl ConcordConfig {
         }
     }
 
+    /// Runs this node inside a network-namespace host: every listener
+    /// and outgoing connection uses the host's address.
+    pub fn on_host(&mut self, host: &crate::netns::Host) {
+        self.ip = host.ip.clone();
+        self.raft_ip = host.ip.clone();
+        self.host = Some(host.clone());
+    }
+
     pub fn to_toml(&self, data_dir: &std::path::Path) -> String {
+        let ip = &self.ip;
         let mut t = format!(
-            "[node]\nid = {}\ndata_dir = \"{}\"\n\n[listener]\naddr = \"127.0.0.1:{}\"\n{}\n\n[admin]\naddr = \"127.0.0.1:{}\"\nuser = \"admin\"\npassword = \"{PASSWORD}\"\n\n[http]\naddr = \"127.0.0.1:{}\"\n\n[monitor]\nuser = \"monitor\"\npassword = \"{PASSWORD}\"\n\n",
+            "[node]\nid = {}\ndata_dir = \"{}\"\n\n[listener]\naddr = \"{ip}:{}\"\n{}\n\n[admin]\naddr = \"{ip}:{}\"\nuser = \"admin\"\npassword = \"{PASSWORD}\"\n\n[http]\naddr = \"{ip}:{}\"\n\n[monitor]\nuser = \"monitor\"\npassword = \"{PASSWORD}\"\n\n",
             self.node_id,
             data_dir.display(),
             self.port,
@@ -197,7 +212,7 @@ impl Concord {
     /// GET on the node's HTTP port: (status, body).
     pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.cfg.http_port))
+        let mut s = tokio::net::TcpStream::connect((self.cfg.ip.as_str(), self.cfg.http_port))
             .await
             .ok()?;
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -220,7 +235,7 @@ impl Concord {
     /// A logged-in admin-port connection.
     pub async fn admin(&self) -> mysql_async::Conn {
         let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
+            .ip_or_hostname(self.cfg.ip.clone())
             .tcp_port(self.cfg.admin_port)
             .user(Some("admin"))
             .pass(Some(PASSWORD))
@@ -305,7 +320,10 @@ impl Concord {
             .append(true)
             .open(self.dir.path().join("concord.log"))
             .unwrap();
-        let mut cmd = Command::new(bin::workspace_bin("concord"));
+        let mut cmd = match &self.cfg.host {
+            Some(h) => h.command(bin::workspace_bin("concord")),
+            None => Command::new(bin::workspace_bin("concord")),
+        };
         bin::die_with_parent(&mut cmd);
         // `[log] level` from the config, unless CONCORD_TEST_LOG overrides.
         match std::env::var("CONCORD_TEST_LOG") {
@@ -326,7 +344,7 @@ impl Concord {
     pub async fn wait_listening(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.cfg.port))
+            if tokio::net::TcpStream::connect((self.cfg.ip.as_str(), self.cfg.port))
                 .await
                 .is_ok()
             {
@@ -347,12 +365,12 @@ impl Concord {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.cfg.port)
+        format!("{}:{}", self.cfg.ip, self.cfg.port)
     }
 
     pub fn opts_for(&self, user: &str, pass: &str) -> mysql_async::OptsBuilder {
         mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
+            .ip_or_hostname(self.cfg.ip.clone())
             .tcp_port(self.cfg.port)
             .user(Some(user))
             .pass(Some(pass))

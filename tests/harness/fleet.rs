@@ -3,13 +3,17 @@
 //! both directions. Node i binds Raft on 127.0.0.(10+i) and connects to
 //! peers from that IP, which is how the relays tell senders apart.
 
+use crate::netns::Host;
 use crate::{Concord, ConcordConfig, Relay};
 use std::time::{Duration, Instant};
 
 pub struct Fleet {
     pub nodes: Vec<Concord>,
-    /// `relays[i]` carries all Raft traffic to `nodes[i]`.
+    /// `relays[i]` carries all Raft traffic to `nodes[i]` (loopback
+    /// fleets; empty when the nodes run in namespace hosts).
     pub relays: Vec<Relay>,
+    /// `hosts[i]` is the namespace host of `nodes[i]` (empty on loopback).
+    pub hosts: Vec<Host>,
 }
 
 pub fn raft_ip(i: usize) -> String {
@@ -39,6 +43,37 @@ impl Fleet {
             .iter()
             .map(|c| (c.node_id, c.advertise.clone().unwrap()))
             .collect();
+        Self::start_all(cfgs, peers, relays, Vec::new(), tweak).await
+    }
+
+    /// Starts one node in each namespace host of `hosts`; Raft links are
+    /// direct, and faults are packet drops on the hosts.
+    pub async fn start_on(
+        hosts: Vec<Host>,
+        backends: Vec<(String, String, Option<String>)>,
+        tweak: impl Fn(usize, &mut ConcordConfig),
+    ) -> Fleet {
+        let mut cfgs = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            let mut c = ConcordConfig::new(backends.clone());
+            c.node_id = i as u64 + 1;
+            c.on_host(h);
+            cfgs.push(c);
+        }
+        let peers: Vec<(u64, String)> = cfgs
+            .iter()
+            .map(|c| (c.node_id, format!("{}:{}", c.raft_ip, c.raft_port)))
+            .collect();
+        Self::start_all(cfgs, peers, Vec::new(), hosts, tweak).await
+    }
+
+    async fn start_all(
+        cfgs: Vec<ConcordConfig>,
+        peers: Vec<(u64, String)>,
+        relays: Vec<Relay>,
+        hosts: Vec<Host>,
+        tweak: impl Fn(usize, &mut ConcordConfig),
+    ) -> Fleet {
         let mut nodes = Vec::new();
         for (i, mut c) in cfgs.into_iter().enumerate() {
             c.peers = peers.clone();
@@ -48,11 +83,23 @@ impl Fleet {
         for n in nodes.iter_mut() {
             n.wait_ready().await;
         }
-        Fleet { nodes, relays }
+        Fleet {
+            nodes,
+            relays,
+            hosts,
+        }
     }
 
     /// Cuts node `i` off from every other node, both directions.
     pub fn isolate(&self, i: usize) {
+        if !self.hosts.is_empty() {
+            for (j, h) in self.hosts.iter().enumerate() {
+                if j != i {
+                    self.hosts[i].cut(&h.ip);
+                }
+            }
+            return;
+        }
         self.relays[i].cut();
         for (j, r) in self.relays.iter().enumerate() {
             if j != i {
@@ -61,7 +108,21 @@ impl Fleet {
         }
     }
 
+    /// Node `i`'s packets to the other nodes vanish; theirs still reach
+    /// it (a one-way cut).
+    pub fn mute(&self, i: usize) {
+        for (j, h) in self.hosts.iter().enumerate() {
+            if j != i {
+                self.hosts[i].drop_to(&h.ip);
+            }
+        }
+    }
+
     pub fn heal(&self, i: usize) {
+        if !self.hosts.is_empty() {
+            self.hosts[i].heal();
+            return;
+        }
         self.relays[i].heal();
         for (j, r) in self.relays.iter().enumerate() {
             if j != i {

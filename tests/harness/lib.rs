@@ -12,6 +12,7 @@ pub mod cli;
 pub mod concord;
 pub mod fleet;
 pub mod mariadb;
+pub mod netns;
 /// Free loopback ports, shared with `concord-bench`.
 pub mod ports {
     pub use concord_bench::ports::free_port;

@@ -12,13 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const TEMPLATE_VERSION: &str = "v2";
+const TEMPLATE_VERSION: &str = "v3";
 
 fn bootstrap_sql() -> String {
     format!(
         "FLUSH PRIVILEGES;
 CREATE OR REPLACE USER 'root'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';
 GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+CREATE OR REPLACE USER 'root'@'10.%' IDENTIFIED BY '{PASSWORD}';
+GRANT ALL ON *.* TO 'root'@'10.%' WITH GRANT OPTION;
 CREATE OR REPLACE USER 'app'@'%' IDENTIFIED BY '{PASSWORD}';
 GRANT ALL ON *.* TO 'app'@'%';
 CREATE OR REPLACE USER 'monitor'@'%' IDENTIFIED BY '{PASSWORD}';
@@ -96,6 +98,9 @@ fn template() -> &'static PathBuf {
 /// One running `mariadbd`.
 pub struct MariaDb {
     pub port: u16,
+    /// The address it listens on: loopback, or its host's in a namespace.
+    pub ip: String,
+    host: Option<crate::netns::Host>,
     pub server_id: u32,
     pub name: String,
     dir: tempfile::TempDir,
@@ -110,6 +115,16 @@ impl MariaDb {
     }
 
     pub async fn start_with(name: &str, server_id: u32, extra: &[&str]) -> MariaDb {
+        Self::start_on(name, server_id, extra, None).await
+    }
+
+    /// Like [`MariaDb::start_with`], inside a network-namespace host.
+    pub async fn start_on(
+        name: &str,
+        server_id: u32,
+        extra: &[&str],
+        host: Option<&crate::netns::Host>,
+    ) -> MariaDb {
         let dir = tempfile::Builder::new()
             .prefix(&format!("concord-{name}-"))
             .tempdir()
@@ -124,6 +139,8 @@ impl MariaDb {
         assert!(st.success(), "copying the MariaDB template failed");
         let mut db = MariaDb {
             port: free_port(),
+            ip: host.map_or_else(|| "127.0.0.1".to_string(), |h| h.ip.clone()),
+            host: host.cloned(),
             server_id,
             name: name.to_string(),
             dir,
@@ -141,11 +158,14 @@ impl MariaDb {
 
     fn spawn(&mut self) {
         let data = self.data_dir();
-        let mut cmd = Command::new(bin::mariadbd());
+        let mut cmd = match &self.host {
+            Some(h) => h.command(bin::mariadbd()),
+            None => Command::new(bin::mariadbd()),
+        };
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--port={}", self.port))
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--bind-address={}", self.ip))
             .arg(format!(
                 "--socket={}",
                 self.dir.path().join("sock").display()
@@ -187,13 +207,13 @@ impl MariaDb {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// Options for a root login over TCP.
     pub fn opts(&self) -> mysql_async::Opts {
         mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
+            .ip_or_hostname(self.ip.clone())
             .tcp_port(self.port)
             .user(Some("root"))
             .pass(Some(PASSWORD))

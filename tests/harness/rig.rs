@@ -6,6 +6,7 @@
 //!
 //! Plus a write load that records every acknowledged insert.
 
+use crate::netns::{Host, Net};
 use crate::{Concord, Fleet, MariaDb, Relay, PASSWORD};
 use mysql_async::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,11 +16,26 @@ use std::time::{Duration, Instant};
 pub struct Rig {
     pub primary: MariaDb,
     pub replicas: Vec<MariaDb>,
-    /// Replication link to the primary (its agreed address goes here).
-    pub repl_relay: Relay,
-    /// Node i's link to the primary.
-    pub node_relays: Vec<Relay>,
+    pub links: Links,
     pub fleet: Fleet,
+    /// Dropped last: the namespaces outlive the processes in them.
+    _net: Option<Net>,
+}
+
+/// How the rig's links are made, and so how a fault breaks them.
+pub enum Links {
+    /// Everything on loopback; the links that faults cut are relays.
+    Relays {
+        /// Replication link to the primary (its agreed address goes here).
+        repl: Relay,
+        /// Node i's link to the primary.
+        nodes: Vec<Relay>,
+    },
+    /// Every server and node its own namespace host; faults drop packets.
+    Hosts {
+        /// db1 (the first primary), db2, db3.
+        dbs: Vec<Host>,
+    },
 }
 
 /// Semi-sync replication: the primary waits for a replica's ack (after
@@ -56,53 +72,23 @@ impl Rig {
         replica_args: &[&str],
         hooks: &str,
     ) -> Rig {
-        let mut args = vec!["--slave-net-timeout=2"];
-        args.extend_from_slice(primary_args);
-        let primary = MariaDb::start_with("primary", 1, &args).await;
-        let mut args = vec!["--slave-net-timeout=2"];
-        args.extend_from_slice(replica_args);
+        let (p_args, r_args) = server_args(primary_args, replica_args);
+        let primary = MariaDb::start_with("primary", 1, &p_args).await;
         let repl_relay = Relay::start(&primary.addr()).await;
         let mut replicas = Vec::new();
         for i in 0..2 {
-            let r = MariaDb::start_with(&format!("replica{}", i + 1), 2 + i, &args).await;
+            let r = MariaDb::start_with(&format!("replica{}", i + 1), 2 + i, &r_args).await;
             r.replicate_from(&repl_relay.addr()).await;
             replicas.push(r);
         }
-        primary
-                        .exec("CREATE TABLE test.w (writer INT, seq INT, origin INT NOT NULL DEFAULT 0, ts DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (writer, seq))")
-            .await;
+        create_table(&primary).await;
         let mut node_relays = Vec::new();
         for _ in 0..3 {
             node_relays.push(Relay::start(&primary.addr()).await);
         }
-        let backends = vec![
-            (
-                "db1".to_string(),
-                repl_relay.addr(),
-                Some("primary".to_string()),
-            ),
-            (
-                "db2".to_string(),
-                replicas[0].addr(),
-                Some("replica".to_string()),
-            ),
-            (
-                "db3".to_string(),
-                replicas[1].addr(),
-                Some("replica".to_string()),
-            ),
-        ];
+        let backends = backends(&repl_relay.addr(), &replicas);
         let relay_addrs: Vec<String> = node_relays.iter().map(Relay::addr).collect();
-        // Tests may set their own [failover] keys; the replication account
-        // is added to that section.
-        let extra = if extra.contains("[failover]") {
-            extra.replace(
-                "[failover]\n",
-                &format!("[failover]\nreplication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n"),
-            )
-        } else {
-            format!("{extra}\n[failover]\nreplication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n")
-        };
+        let extra = with_replication_account(extra);
         let fleet = Fleet::start(3, backends, |i, c| {
             c.connect_addrs.push(("db1".into(), relay_addrs[i].clone()));
             c.test_hooks = hooks.to_string();
@@ -113,12 +99,125 @@ impl Rig {
         let rig = Rig {
             primary,
             replicas,
-            repl_relay,
-            node_relays,
+            links: Links::Relays {
+                repl: repl_relay,
+                nodes: node_relays,
+            },
             fleet,
+            _net: None,
         };
         rig.wait_replicas_readable().await;
         rig
+    }
+
+    /// The same rig with every server and node in its own network
+    /// namespace on one bridge, and no relays: faults drop packets.
+    pub async fn start_hosts(
+        extra: &str,
+        cluster: &str,
+        primary_args: &[&str],
+        replica_args: &[&str],
+        hooks: &str,
+    ) -> Rig {
+        let mut net = Net::new();
+        let dbs: Vec<Host> = (0..3).map(|i| net.host(i)).collect();
+        let nodes: Vec<Host> = (0..3).map(|i| net.host(3 + i)).collect();
+        let (p_args, r_args) = server_args(primary_args, replica_args);
+        let primary = MariaDb::start_on("primary", 1, &p_args, Some(&dbs[0])).await;
+        let mut replicas = Vec::new();
+        for i in 0..2 {
+            let name = format!("replica{}", i + 1);
+            let r = MariaDb::start_on(&name, 2 + i as u32, &r_args, Some(&dbs[1 + i])).await;
+            r.replicate_from(&primary.addr()).await;
+            replicas.push(r);
+        }
+        create_table(&primary).await;
+        let backends = backends(&primary.addr(), &replicas);
+        let extra = with_replication_account(extra);
+        let fleet = Fleet::start_on(nodes, backends, |_, c| {
+            c.test_hooks = hooks.to_string();
+            c.extra.push_str(&extra);
+            c.cluster_extra.push_str(cluster);
+        })
+        .await;
+        let rig = Rig {
+            primary,
+            replicas,
+            links: Links::Hosts { dbs },
+            fleet,
+            _net: Some(net),
+        };
+        rig.wait_replicas_readable().await;
+        rig
+    }
+
+    /// The replication relay (loopback rigs only).
+    pub fn repl_relay(&self) -> &Relay {
+        match &self.links {
+            Links::Relays { repl, .. } => repl,
+            Links::Hosts { .. } => panic!("a namespace rig has no relays"),
+        }
+    }
+
+    /// Each node's relay to the primary (loopback rigs only).
+    pub fn node_relays(&self) -> &[Relay] {
+        match &self.links {
+            Links::Relays { nodes, .. } => nodes,
+            Links::Hosts { .. } => panic!("a namespace rig has no relays"),
+        }
+    }
+
+    /// Node i loses its link to db1, both ways.
+    pub fn cut_node_from_primary(&self, i: usize) {
+        match &self.links {
+            Links::Relays { nodes, .. } => nodes[i].cut(),
+            Links::Hosts { dbs } => self.fleet.hosts[i].cut(&dbs[0].ip),
+        }
+    }
+
+    /// The replicas lose db1, both ways.
+    pub fn cut_replication(&self) {
+        match &self.links {
+            Links::Relays { repl, .. } => repl.cut(),
+            Links::Hosts { dbs } => {
+                for r in &dbs[1..] {
+                    dbs[0].cut(&r.ip);
+                }
+            }
+        }
+    }
+
+    /// db1 stops answering anyone: packets vanish.
+    pub fn black_hole_primary(&self) {
+        match &self.links {
+            Links::Relays { repl, nodes } => {
+                repl.black_hole();
+                for r in nodes {
+                    r.black_hole();
+                }
+            }
+            Links::Hosts { dbs } => dbs[0].black_hole(),
+        }
+    }
+
+    /// Every link fault gone (frozen processes are the caller's).
+    pub fn heal_all(&self) {
+        for i in 0..self.fleet.nodes.len() {
+            self.fleet.heal(i);
+        }
+        match &self.links {
+            Links::Relays { repl, nodes } => {
+                repl.heal();
+                for r in nodes {
+                    r.heal();
+                }
+            }
+            Links::Hosts { dbs } => {
+                for h in dbs {
+                    h.heal();
+                }
+            }
+        }
     }
 
     pub async fn wait_replicas_readable(&self) {
@@ -269,6 +368,53 @@ impl Rig {
             "db2" => &self.replicas[0],
             _ => &self.replicas[1],
         }
+    }
+}
+
+/// `--slave-net-timeout=2` plus the caller's arguments.
+fn server_args<'a>(primary: &[&'a str], replica: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut p = vec!["--slave-net-timeout=2"];
+    p.extend_from_slice(primary);
+    let mut r = vec!["--slave-net-timeout=2"];
+    r.extend_from_slice(replica);
+    (p, r)
+}
+
+async fn create_table(primary: &MariaDb) {
+    primary
+        .exec("CREATE TABLE test.w (writer INT, seq INT, origin INT NOT NULL DEFAULT 0, ts DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (writer, seq))")
+        .await;
+}
+
+/// db1 at its agreed address, db2 and db3 the replicas.
+fn backends(primary_addr: &str, replicas: &[MariaDb]) -> Vec<(String, String, Option<String>)> {
+    vec![
+        (
+            "db1".to_string(),
+            primary_addr.to_string(),
+            Some("primary".to_string()),
+        ),
+        (
+            "db2".to_string(),
+            replicas[0].addr(),
+            Some("replica".to_string()),
+        ),
+        (
+            "db3".to_string(),
+            replicas[1].addr(),
+            Some("replica".to_string()),
+        ),
+    ]
+}
+
+/// Tests may set their own [failover] keys; the replication account is
+/// added to that section.
+fn with_replication_account(extra: &str) -> String {
+    let account = format!("replication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n");
+    if extra.contains("[failover]") {
+        extra.replace("[failover]\n", &format!("[failover]\n{account}"))
+    } else {
+        format!("{extra}\n[failover]\n{account}")
     }
 }
 
@@ -449,66 +595,19 @@ pub async fn writes_after(db: &MariaDb, fence_ms: u64) -> i64 {
 /// Panics if the binlog shows no transaction of `db` at all (a parse that
 /// finds nothing must not pass as "no split brain").
 pub async fn binlog_after(db: &MariaDb, fence_ms: u64) -> Vec<String> {
-    let mut c = db.conn().await;
-    let logs: Vec<(String, u64)> = c
-        .query("SHOW BINARY LOGS")
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|row: mysql_async::Row| {
-            let (name, size): (String, u64) =
-                mysql_async::from_row_opt(row).unwrap_or_else(|_| (String::new(), 0));
-            (name, size)
-        })
-        .collect();
     let fence_s = fence_ms / 1000;
     let mut after = Vec::new();
     let mut seen = 0;
-    for (log, _) in logs.into_iter().filter(|(n, _)| !n.is_empty()) {
-        let out = std::process::Command::new("mariadb-binlog")
-            .env("TZ", "UTC")
-            .args([
-                "--read-from-remote-server",
-                "--host=127.0.0.1",
-                &format!("--port={}", db.port),
-                "--user=root",
-                &format!("--password={}", crate::PASSWORD),
-                &log,
-            ])
-            .output()
-            .expect("run mariadb-binlog");
-        assert!(
-            out.status.success(),
-            "mariadb-binlog {log}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            // #261202  1:02:03 server id 1  end_log_pos 1234 CRC32 0x.. GTID 0-1-55 trans
-            let Some(rest) = line.strip_prefix('#') else {
-                continue;
-            };
-            if !line.contains("\tGTID ") && !line.contains(" GTID ") {
-                continue;
-            }
-            let mut w = rest.split_whitespace();
-            let (Some(date), Some(time)) = (w.next(), w.next()) else {
-                continue;
-            };
-            let sid = line
-                .split("server id ")
-                .nth(1)
-                .and_then(|x| x.split_whitespace().next())
-                .and_then(|x| x.parse::<u32>().ok());
-            if sid != Some(db.server_id) {
-                continue;
-            }
-            let Some(at) = binlog_unix_seconds(date, time) else {
-                continue;
-            };
-            seen += 1;
-            if at > fence_s {
-                after.push(line.to_string());
-            }
+    for line in binlog_lines(db, false).await {
+        let Some((sid, at, _)) = gtid_header(&line) else {
+            continue;
+        };
+        if sid != db.server_id {
+            continue;
+        }
+        seen += 1;
+        if at > fence_s {
+            after.push(line);
         }
     }
     assert!(
@@ -517,6 +616,133 @@ pub async fn binlog_after(db: &MariaDb, fence_ms: u64) -> Vec<String> {
         db.server_id
     );
     after
+}
+
+/// Every `test.w` row inserted in `db`'s binlog, with the GTID of the
+/// transaction that inserted it (decoded row events): which transaction
+/// an acknowledged write was, to check it against the GTID sets concord
+/// reported lost.
+pub async fn binlog_rows(db: &MariaDb) -> std::collections::HashMap<(u32, u32), String> {
+    let mut rows = std::collections::HashMap::new();
+    let mut gtid = String::new();
+    // Inside an insert into test.w, the column values arrive as
+    // `###   @1=..` (writer), `###   @2=..` (seq).
+    let mut in_insert = false;
+    let mut writer: Option<u32> = None;
+    for line in binlog_lines(db, true).await {
+        if let Some((_, _, g)) = gtid_header(&line) {
+            gtid = g;
+            in_insert = false;
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("### ") else {
+            continue;
+        };
+        let rest = rest.trim();
+        if rest.starts_with("INSERT INTO") {
+            in_insert = rest.contains("`test`.`w`");
+            writer = None;
+        } else if in_insert {
+            if let Some(v) = rest.strip_prefix("@1=") {
+                writer = v.parse().ok();
+            } else if let Some(v) = rest.strip_prefix("@2=") {
+                if let (Some(w), Ok(q)) = (writer, v.parse::<u32>()) {
+                    rows.insert((w, q), gtid.clone());
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// A binlog GTID header line: (server id, Unix seconds, "d-s-q").
+fn gtid_header(line: &str) -> Option<(u32, u64, String)> {
+    // #261202  1:02:03 server id 1  end_log_pos 1234 CRC32 0x.. GTID 0-1-55 trans
+    let rest = line.strip_prefix('#')?;
+    if !line.contains("\tGTID ") && !line.contains(" GTID ") {
+        return None;
+    }
+    let mut w = rest.split_whitespace();
+    let (date, time) = (w.next()?, w.next()?);
+    let sid = line
+        .split("server id ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse::<u32>()
+        .ok()?;
+    let gtid = line
+        .split("GTID ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    Some((sid, binlog_unix_seconds(date, time)?, gtid))
+}
+
+/// The text of every binlog `db` holds, read from the server with
+/// `mariadb-binlog` (`decode_rows`: row events as `### @n=` lines).
+async fn binlog_lines(db: &MariaDb, decode_rows: bool) -> Vec<String> {
+    let mut c = db.conn().await;
+    let logs: Vec<String> = c
+        .query("SHOW BINARY LOGS")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|row: mysql_async::Row| {
+            mysql_async::from_row_opt::<(String, u64)>(row)
+                .ok()
+                .map(|(n, _)| n)
+        })
+        .collect();
+    let _ = c.disconnect().await;
+    let mut lines = Vec::new();
+    for log in logs.into_iter().filter(|n| !n.is_empty()) {
+        let mut cmd = std::process::Command::new("mariadb-binlog");
+        cmd.env("TZ", "UTC").args([
+            "--read-from-remote-server",
+            &format!("--host={}", db.ip),
+            &format!("--port={}", db.port),
+            "--user=root",
+            &format!("--password={}", crate::PASSWORD),
+        ]);
+        if decode_rows {
+            cmd.args(["--base64-output=decode-rows", "--verbose"]);
+        }
+        let out = cmd.arg(&log).output().expect("run mariadb-binlog");
+        assert!(
+            out.status.success(),
+            "mariadb-binlog {log}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    lines
+}
+
+/// Whether MariaDB GTID `d-s-q` is in a set as concord reports it
+/// (`d-s-a..d-s-b` ranges and `d-s-q` items, comma-separated).
+pub fn gtid_in_report(gtid: &str, set: &str) -> bool {
+    let parse = |g: &str| -> Option<(u64, u64, u64)> {
+        let mut p = g.trim().split('-').map(|x| x.parse::<u64>().ok());
+        Some((p.next()??, p.next()??, p.next()??))
+    };
+    let Some((d, s, q)) = parse(gtid) else {
+        return false;
+    };
+    set.split(',').any(|item| {
+        let (lo, hi) = item.split_once("..").unwrap_or((item, item));
+        match (parse(lo), parse(hi)) {
+            (Some((d1, s1, a)), Some((d2, s2, b))) => {
+                d1 == d && d2 == d && s1 == s && s2 == s && a <= q && q <= b
+            }
+            _ => false,
+        }
+    })
 }
 
 /// `YYMMDD` and `H:MM:SS` (UTC) as Unix seconds.
