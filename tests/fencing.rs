@@ -397,3 +397,162 @@ async fn a_fleet_that_sees_no_database_fences_nothing() {
     println!("without positive evidence: {fences} fences");
     assert!(fences > 0, "the scenario no longer needs positive evidence");
 }
+
+/// A client that bypasses concord and writes straight to the primary (a
+/// stale connection string, a cron job) while the primary is cut off from
+/// every concord node, under `failover.self_fence` (5 s: longer than this
+/// rig takes to promote, so only the failover's wait orders the two). Returns the direct
+/// writes the old primary committed at or after the promotion, and
+/// whether it ended read-only.
+async fn bypassing_writer(hooks: &str) -> (i64, bool) {
+    let extra = format!(
+        "{FAST}[failover]\ncooldown = \"0s\"\nself_fence = true\nself_fence_after = \"5s\"\n"
+    );
+    let rig = Rig::start_hosts(&extra, FAST_CLUSTER, &[], &[], hooks).await;
+    // Armed: the leased nodes installed the event with their first heartbeat.
+    harness::wait_for("the self-fence event", Duration::from_secs(10), || async {
+        let n: Vec<i64> = rig
+            .primary
+            .query("SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_NAME = 'self_fence' AND STATUS = 'ENABLED'")
+            .await;
+        (n.first() == Some(&1)).then_some(())
+    })
+    .await;
+    rig.primary
+        .exec(&format!(
+            "CREATE USER 'direct'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT SELECT, INSERT ON test.* TO 'direct'@'%'"
+        ))
+        .await;
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(rig.primary.ip.clone())
+        .tcp_port(rig.primary.port)
+        .user(Some("direct"))
+        .pass(Some(PASSWORD))
+        .prefer_socket(false)
+        .into();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut c = mysql_async::Conn::new(opts).await.unwrap();
+        let mut seq = 0u32;
+        let mut refused = 0u32;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            seq += 1;
+            if c.exec_drop("INSERT INTO test.w (writer, seq) VALUES (99999, ?)", (seq,))
+                .await
+                .is_err()
+            {
+                // read_only refuses it (1290); keep the connection.
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        refused
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every concord node (and replica) loses the primary; the test
+    // process, like the bypassing client, still reaches it.
+    rig.black_hole_primary();
+    let (new, _, took) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let refused = writer.await.unwrap();
+    let events = rig.fleet.nodes[0]
+        .admin_query("SHOW EVENTS LIMIT 1000")
+        .await
+        .unwrap();
+    let promoted_ms: u64 = events
+        .iter()
+        .rev()
+        .find(|e| e["event"].as_deref() == Some("promote"))
+        .and_then(|e| e["at_ms"].as_deref()?.parse().ok())
+        .expect("a promote event");
+    let late: Vec<i64> = rig
+        .primary
+        .query(&format!(
+            "SELECT COUNT(*) FROM test.w WHERE writer = 99999 AND ts >= FROM_UNIXTIME({promoted_ms} / 1000)"
+        ))
+        .await;
+    let ro: Vec<i64> = rig.primary.query("SELECT @@global.read_only").await;
+    println!(
+        "hooks '{hooks}': '{new}' promoted {took:?} after the cut; direct writes committed on db1 at or after the promotion: {:?}; refused: {refused}; db1 read_only: {:?}",
+        late.first(),
+        ro.first()
+    );
+    (late.first().copied().unwrap_or(-1), ro.first() == Some(&1))
+}
+
+/// With `failover.self_fence`, a primary cut off from every concord node
+/// makes itself read-only before a replica is promoted, so even a client
+/// that bypasses concord cannot write to two primaries. Without the
+/// failover's wait for it (test-only switch), the promotion comes first
+/// and the bypassing client's writes land on the old primary after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_fencing_primary_is_read_only_before_the_promotion() {
+    let (late, read_only) = bypassing_writer("").await;
+    assert_eq!(
+        late, 0,
+        "direct writes committed on the old primary after the promotion"
+    );
+    assert!(read_only, "the old primary did not fence itself");
+    let (late, _) = bypassing_writer("no-self-fence-wait").await;
+    assert!(
+        late > 0,
+        "without the wait the promotion should precede the self-fence"
+    );
+}
+
+/// Every concord node frozen longer than `self_fence_after`: the primary
+/// fences itself (no heartbeats), and once the nodes are back and leased
+/// the first heartbeat lifts it, with no failover in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_fenced_primary_is_lifted_when_the_fleet_returns() {
+    let extra = format!(
+        "{FAST}[failover]\nautomatic = false\nself_fence = true\nself_fence_after = \"1s\"\n"
+    );
+    let rig = Rig::start_full(&extra, FAST_CLUSTER, &[], &[], "").await;
+    let read_only = || async {
+        rig.primary
+            .query::<i64>("SELECT @@global.read_only")
+            .await
+            .first()
+            .copied()
+    };
+    harness::wait_for("the self-fence event", Duration::from_secs(10), || async {
+        let n: Vec<i64> = rig
+            .primary
+            .query("SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_NAME = 'self_fence' AND STATUS = 'ENABLED'")
+            .await;
+        (n.first() == Some(&1)).then_some(())
+    })
+    .await;
+    assert_eq!(read_only().await, Some(0));
+    for n in &rig.fleet.nodes {
+        n.signal("STOP");
+    }
+    let t = std::time::Instant::now();
+    harness::wait_for(
+        "the primary to fence itself",
+        Duration::from_secs(10),
+        || async { (read_only().await == Some(1)).then_some(()) },
+    )
+    .await;
+    println!("self-fenced {:?} after the fleet froze", t.elapsed());
+    for n in &rig.fleet.nodes {
+        n.signal("CONT");
+    }
+    let t = std::time::Instant::now();
+    harness::wait_for(
+        "the fence to be lifted",
+        Duration::from_secs(15),
+        || async { (read_only().await == Some(0)).then_some(()) },
+    )
+    .await;
+    println!("lifted {:?} after the fleet resumed", t.elapsed());
+    assert_eq!(rig.fences().await, 0, "no failover");
+    // Writes through concord flow again.
+    let mut c = rig.fleet.nodes[0].conn().await;
+    c.query_drop("INSERT INTO test.w (writer, seq) VALUES (88888, 1)")
+        .await
+        .unwrap();
+}

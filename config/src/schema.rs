@@ -444,6 +444,12 @@ pub struct FailoverConfig {
     /// REJOIN (it has no replication settings of its own).
     pub replication_user: String,
     pub replication_password: String,
+    /// Dead-man switch on the primary: an event there sets `read_only=1`
+    /// once no heartbeat has arrived for `self_fence_after`, so a primary
+    /// cut off from every node fences itself against clients that bypass
+    /// concord; failovers of an unreachable primary wait for it.
+    pub self_fence: bool,
+    pub self_fence_after: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -458,6 +464,8 @@ impl Default for FailoverConfig {
             lease_drift: Duration::from_millis(200),
             replication_user: String::new(),
             replication_password: String::new(),
+            self_fence: false,
+            self_fence_after: Duration::from_secs(2),
         }
     }
 }

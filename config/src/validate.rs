@@ -66,6 +66,7 @@ impl Config {
         self.validate_backends()?;
         self.validate_monitor()?;
         self.validate_lease()?;
+        self.validate_self_fence()?;
         self.validate_rest()
     }
 
@@ -342,6 +343,24 @@ impl Config {
         Ok(())
     }
 
+    /// The primary's event runs once a second and heartbeats come every
+    /// `monitor.heartbeat_interval`: a shorter silence would fence a
+    /// healthy primary between two heartbeats.
+    fn validate_self_fence(&self) -> R {
+        let f = &self.failover;
+        let floor =
+            (self.monitor.heartbeat_interval.get() * 4).max(std::time::Duration::from_secs(1));
+        if f.self_fence && f.self_fence_after.get() < floor {
+            return Err(ConfigError::invalid(
+                "failover.self_fence_after",
+                format!(
+                    "must be at least 1s and 4 x monitor.heartbeat_interval ({floor:?}): the primary's event checks once a second"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_rest(&self) -> R {
         if !self.admin.addr.is_empty() {
             check_addr("admin.addr", &self.admin.addr)?;
@@ -441,6 +460,17 @@ addr = "127.0.0.1:3306"
         assert_eq!(key_of(&no_pw), "users[0].password");
         let peers = format!("{MIN}\n[cluster]\npeers = {{ 2 = \"127.0.0.1:7002\" }}\n");
         assert_eq!(key_of(&peers), "cluster.peers");
+    }
+
+    #[test]
+    fn a_self_fence_shorter_than_the_event_can_see_is_refused() {
+        let ok = format!("{MIN}\n[failover]\nself_fence = true\n");
+        assert!(Config::from_toml(&ok).is_ok());
+        let short = format!("{MIN}\n[failover]\nself_fence = true\nself_fence_after = \"500ms\"\n");
+        assert_eq!(key_of(&short), "failover.self_fence_after");
+        // Off, the value is not checked.
+        let off = format!("{MIN}\n[failover]\nself_fence_after = \"500ms\"\n");
+        assert!(Config::from_toml(&off).is_ok());
     }
 
     #[test]

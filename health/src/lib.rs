@@ -8,6 +8,7 @@ pub mod gtid;
 pub mod monitor;
 pub mod preflight;
 pub mod probe;
+pub mod selffence;
 
 pub use monitor::{BackendHealth, Health, HealthView};
 pub use probe::{Flavor, Probe, Prober, ReplicaStatus};

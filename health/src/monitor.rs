@@ -391,6 +391,11 @@ async fn heartbeat_writer(
         };
         let epoch = *epoch;
         let table = c.monitor.heartbeat_table.clone();
+        let self_fence = c
+            .failover
+            .self_fence
+            .then(|| c.failover.self_fence_after.get());
+        let name = p.name.clone();
         let res = async {
             let conn = prober.conn().await?;
             if !created {
@@ -401,6 +406,19 @@ async fn heartbeat_writer(
                     "CREATE TABLE IF NOT EXISTS {table} (node INT UNSIGNED NOT NULL PRIMARY KEY, ts BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
                 ))
                 .await?;
+                if let Some(after) = self_fence {
+                    // A switch that cannot be armed must not stop the
+                    // heartbeats: reported, retried at the next (re)connect.
+                    let armed = match crate::selffence::install(conn, &table, after).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(backend = %name, "failover.self_fence: could not install the primary's event: {e}");
+                            false
+                        }
+                    };
+                    metrics::gauge!("concord_self_fence_armed", "backend" => name.clone())
+                        .set(if armed { 1.0 } else { 0.0 });
+                }
             }
             // Checked again right before the write: the lease may have
             // lapsed while connecting. The guard makes a fence wait for
@@ -413,6 +431,16 @@ async fn heartbeat_writer(
                 (node_id, now_us()),
             )
             .await?;
+            // Every node was away longer than the switch allows and the
+            // primary fenced itself; this node routes to it under a valid
+            // lease and holds the gate, so it is the primary: lift it.
+            if self_fence.is_some() {
+                if let Ok(Some(at)) = crate::selffence::fired(conn, &table).await {
+                    crate::selffence::lift(conn, &table).await?;
+                    metrics::counter!("concord_self_fence_lifted_total").increment(1);
+                    tracing::warn!(backend = %name, epoch, "primary had fenced itself at {at} (no heartbeat for failover.self_fence_after); lifted");
+                }
+            }
             Ok(true)
         };
         match tokio::time::timeout(c.monitor.timeout.get(), res).await {

@@ -80,10 +80,12 @@ pub(super) async fn promote_server(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R
     if is_mariadb(c) {
         exec(f, c, name, "stop replication", "STOP SLAVE").await?;
         exec(f, c, name, "reset replication", "RESET SLAVE ALL").await?;
+        rearm_self_fence(f, c).await;
         exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
     } else {
         exec(f, c, name, "stop replication", "STOP REPLICA").await?;
         exec(f, c, name, "reset replication", "RESET REPLICA ALL").await?;
+        rearm_self_fence(f, c).await;
         exec(
             f,
             c,
@@ -93,6 +95,14 @@ pub(super) async fn promote_server(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R
         )
         .await?;
         exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
+    }
+}
+
+/// A server that was primary before may hold an enabled self-fence event
+/// whose clock is old: restart it before the server becomes writable.
+async fn rearm_self_fence(f: &Fleet<'_>, c: &mut Conn) {
+    if f.cfg.failover.self_fence {
+        crate::selffence::rearm(c, &f.cfg.monitor.heartbeat_table).await;
     }
 }
 

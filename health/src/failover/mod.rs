@@ -108,6 +108,30 @@ fn lease_wait(f: &Fleet<'_>) -> Duration {
     Duration::from_millis(fleet).max(own) + f.cfg.failover.lease_drift.get()
 }
 
+/// The old primary could not be fenced by us: give its dead-man switch
+/// the time it needs to fence it (`failover.self_fence`), counted from
+/// the moment no node could write a heartbeat there any more.
+async fn wait_for_self_fence(f: &Fleet<'_>, name: &str, fleet_done: Instant) {
+    if concord_config::testhooks::on("no-self-fence-wait") {
+        note(
+            f,
+            "test switch no-self-fence-wait: promoting without waiting for the self-fence".into(),
+        )
+        .await;
+        return;
+    }
+    let wait = crate::selffence::wait_after_fleet(
+        f.cfg.failover.self_fence_after.get(),
+        f.cfg.failover.lease_drift.get(),
+    );
+    tokio::time::sleep(wait.saturating_sub(fleet_done.elapsed())).await;
+    note(
+        f,
+        format!("'{name}' is unreachable: waited {wait:?} after the last possible heartbeat for it to fence itself (failover.self_fence)"),
+    )
+    .await;
+}
+
 /// Automatic or forced failover: claim the workflow, fence the primary
 /// (in the topology, then on the server where it is reachable), wait until
 /// no node can still send it anything, promote the most advanced replica,
@@ -220,6 +244,9 @@ async fn promote_phase(
             .await;
         }
     }
+    // From here no node can write anything to the old primary, heartbeats
+    // included.
+    let fleet_done = Instant::now();
     // A leader deposed meanwhile stops here, before any side effect.
     owner::owned(f).await?;
     // The old primary: fenced again (anything that got in meanwhile), and
@@ -229,6 +256,10 @@ async fn promote_phase(
         let (msg, pos) = dialect::fence_server_at(f, name, addr).await;
         note(f, msg).await;
         old_final = pos;
+        if old_final.is_none() && f.cfg.failover.self_fence {
+            wait_for_self_fence(f, name, fleet_done).await;
+            owner::owned(f).await?;
+        }
     }
     let applied = f.consensus.applied().borrow().clone();
     let topo = &applied.topology;
