@@ -130,6 +130,9 @@ pub mod flag {
     /// Runs a stored procedure (CALL): it may change session state that
     /// no reported value describes.
     pub const CALL: u32 = 1 << 16;
+    /// Names a `@@concord_...` variable: answered by concord (causal
+    /// tokens), never sent to a backend.
+    pub const CONCORD_VAR: u32 = 1 << 17;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +145,8 @@ pub struct Class {
     pub hint_primary: bool,
     /// `/* concord:max_lag=200ms */`.
     pub hint_max_lag: Option<Duration>,
+    /// `/* concord:after=TOKEN */`: byte range of TOKEN in the text.
+    pub hint_after: Option<(u32, u32)>,
 }
 
 impl Class {
@@ -187,6 +192,9 @@ struct Lexer<'a> {
     i: usize,
     hint_primary: bool,
     hint_max_lag: Option<Duration>,
+    hint_after: Option<(u32, u32)>,
+    /// A `@@concord_...` variable was seen.
+    concord_var: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -196,6 +204,8 @@ impl<'a> Lexer<'a> {
             i: 0,
             hint_primary: false,
             hint_max_lag: None,
+            hint_after: None,
+            concord_var: false,
         }
     }
 
@@ -227,7 +237,7 @@ impl<'a> Lexer<'a> {
                 }
                 let start = self.i + 2;
                 let end = find(s, start, b"*/").unwrap_or(s.len());
-                self.hint(&s[start..end]);
+                self.hint(start, end);
                 self.i = (end + 2).min(s.len());
             } else if c == b'*' && s.get(self.i + 1) == Some(&b'/') {
                 self.i += 2; // end of an executable comment
@@ -237,11 +247,20 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn hint(&mut self, body: &[u8]) {
-        let body = trim(body);
+    fn hint(&mut self, start: usize, end: usize) {
+        let body = trim(&self.s[start..end]);
         let Some(rest) = strip_prefix_ci(body, b"concord:") else {
             return;
         };
+        // after=TOKEN runs to the next space (a MariaDB token has commas).
+        if let Some(at) = find_ci(rest, b"after=") {
+            let from = rest.as_ptr() as usize - self.s.as_ptr() as usize + at + 6;
+            let to = self.s[from..end]
+                .iter()
+                .position(|c| c.is_ascii_whitespace())
+                .map_or(end, |n| from + n);
+            self.hint_after = Some((from as u32, to as u32));
+        }
         for part in rest.split(|&b| b == b',' || b == b' ') {
             if eq_ci(part, b"primary") {
                 self.hint_primary = true;
@@ -308,11 +327,15 @@ impl<'a> Lexer<'a> {
                 if matches!(s.get(self.i), Some(b'\'' | b'"' | b'`')) {
                     self.next();
                 } else {
+                    let name = self.i;
                     while self.i < s.len()
                         && (s[self.i].is_ascii_alphanumeric()
                             || matches!(s[self.i], b'_' | b'.' | b'$'))
                     {
                         self.i += 1;
+                    }
+                    if system && is_concord_var(&s[name..self.i]) {
+                        self.concord_var = true;
                     }
                 }
                 Some(Tok::Var { system })
@@ -323,6 +346,19 @@ impl<'a> Lexer<'a> {
             }
         }
     }
+}
+
+/// `concord_...`, `session.concord_...` or `local.concord_...`.
+fn is_concord_var(name: &[u8]) -> bool {
+    let name = strip_prefix_ci(name, b"session.")
+        .or_else(|| strip_prefix_ci(name, b"local."))
+        .unwrap_or(name);
+    strip_prefix_ci(name, b"concord_").is_some()
+}
+
+/// Case-insensitive position of `pat` in `s`.
+fn find_ci(s: &[u8], pat: &[u8]) -> Option<usize> {
+    s.windows(pat.len()).position(|w| eq_ci(w, pat))
 }
 
 fn find(s: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
@@ -494,12 +530,16 @@ pub fn classify(sql: &[u8]) -> Class {
     if flags & flag::MULTI != 0 && !only_sets(sql) {
         flags &= !flag::ONLY_SETS;
     }
+    if lx.concord_var {
+        flags |= flag::CONCORD_VAR;
+    }
     Class {
         kind,
         flags,
         pin,
         hint_primary: lx.hint_primary,
         hint_max_lag: lx.hint_max_lag,
+        hint_after: lx.hint_after,
     }
 }
 

@@ -223,3 +223,11 @@ pub fn render(shared: &Shared) -> String {
         None => "# metrics recorder not installed\n".into(),
     }
 }
+
+/// A read with a causal token: `replica` (a replica's probed position
+/// covered it), `waited` (a replica applied it while the read waited),
+/// `primary` (ran on a primary holding it), `refused` (the primary does
+/// not have it).
+pub fn causal_read(outcome: &'static str) {
+    metrics::counter!("concord_causal_reads_total", "outcome" => outcome).increment(1);
+}

@@ -301,3 +301,33 @@ proptest! {
         fuzz_entry(s.as_bytes());
     }
 }
+
+#[test]
+fn causal_hints_and_concord_variables() {
+    let sql = b"/* concord:after=0-1-5,1-2-9 max_lag=1s */ SELECT 1";
+    let c = classify(sql);
+    let (a, b) = c.hint_after.expect("after= hint");
+    assert_eq!(&sql[a as usize..b as usize], b"0-1-5,1-2-9");
+    assert_eq!(c.hint_max_lag, Some(Duration::from_secs(1)));
+    assert!(c.replica_ok());
+    let sql = b"/*concord:primary,after=u:1-5*/ SELECT 1";
+    let c = classify(sql);
+    let (a, b) = c.hint_after.expect("after= hint");
+    assert_eq!(&sql[a as usize..b as usize], b"u:1-5");
+    assert!(c.hint_primary);
+    assert!(classify(b"/* app */ SELECT 1").hint_after.is_none());
+    for s in [
+        "SELECT @@concord_token",
+        "SET @@session.concord_after = '0-1-1'",
+        "select @@CONCORD_AFTER",
+    ] {
+        assert!(classify(s.as_bytes()).has(flag::CONCORD_VAR), "{s}");
+    }
+    for s in [
+        "SELECT @@concord",
+        "SELECT @concord_token",
+        "SELECT 'concord_token'",
+    ] {
+        assert!(!classify(s.as_bytes()).has(flag::CONCORD_VAR), "{s}");
+    }
+}

@@ -8,6 +8,7 @@
 //! and connection ids), `relay` (moving bytes), `local` (answered by
 //! concord).
 
+mod causal;
 mod conns;
 pub mod handshake;
 pub mod kill;
@@ -84,6 +85,10 @@ pub struct Session {
     /// Epoch the last statement sent to the primary was routed under.
     write_epoch: u64,
     ryw: ryw::Ryw,
+    /// `SET @@concord_after`: every read of the session waits for it.
+    after: Option<String>,
+    /// The current statement's `/* concord:after=TOKEN */`.
+    pending_after: Option<String>,
     /// Held from routing a command to the primary until its answer is
     /// relayed: a fence waits for it (see `concord_consensus::gate`).
     write_guard: Option<concord_consensus::WriteGuard>,
@@ -169,6 +174,8 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         txn_lost: false,
         write_epoch: 0,
         ryw: ryw::Ryw::default(),
+        after: None,
+        pending_after: None,
         write_guard: None,
         cmd_at: std::time::Instant::now(),
         registered,
@@ -526,6 +533,7 @@ impl Session {
         self.stmts.clear();
         self.set_pins(0);
         self.ryw = ryw::Ryw::default();
+        self.after = None;
         self.txn = None;
         self.txn_lost = false;
         self.next_on_primary = false;

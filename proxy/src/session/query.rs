@@ -35,6 +35,7 @@ impl Session {
                 }
                 return local::concord_status(self).await;
             }
+            _ if super::causal::is_concord_var(&class) => return self.concord_var(cmd).await,
             Kind::Kill if cmd.whole => {
                 let (query_only, target) = classify::kill_target(sql);
                 self.discard(cmd).await.map_err(|e| (e, 1))?;
@@ -42,6 +43,13 @@ impl Session {
             }
             _ => {}
         }
+        self.pending_after = match Self::hint_token(&class, sql) {
+            Ok(t) => t,
+            Err(e) => {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        };
         // The names of user variables it assigns (read back from where it
         // runs when another connection needs them).
         let assigned = if class.has(flag::USER_VAR_WRITE | flag::INTO) && cmd.whole {
@@ -197,20 +205,41 @@ impl Session {
             }
         };
         let reads = class.replica_ok() || matches!(class.kind, Kind::Begin { read_only: true });
-        let need = if reads && self.ryw_enabled() {
+        // A causal token (this statement's hint, else the session's
+        // @@concord_after) applies to reads, wherever they run.
+        let hinted = self.pending_after.take();
+        let token = if class.kind == Kind::Read || reads {
+            hinted.or_else(|| self.after.clone())
+        } else {
+            None
+        };
+        let own = if reads && self.ryw_enabled() {
             self.ryw_gtid().await?
         } else {
             None
+        };
+        let need = match (own, token.as_deref()) {
+            (Some(a), Some(t)) if reads => Some(super::causal::merge(&a, t)),
+            (a, t) if reads => a.or(t.map(str::to_string)),
+            (a, _) => a,
         };
         let mut route = router::route(class, &facts, &routing, need.as_deref());
         if let (Route::Primary(Reason::ReadYourWrites), Some(g)) = (&route, need.as_deref()) {
             if let Some(i) = self.ryw_wait(&routing, facts.max_lag, g).await {
                 route = Route::Replica(i, Reason::Read);
+                if token.is_some() {
+                    crate::metrics::causal_read("waited");
+                }
             }
+        } else if token.is_some() && matches!(route, Route::Replica(..)) {
+            crate::metrics::causal_read("replica");
         }
         match route {
             Route::Primary(reason) => {
                 self.ensure_primary_in(&routing, bytes).await?;
+                if let Some(t) = &token {
+                    self.primary_has(t).await?;
+                }
                 Ok((Which::Primary, reason))
             }
             Route::Replica(i, reason) => {

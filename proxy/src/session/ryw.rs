@@ -21,8 +21,11 @@ pub struct Ryw {
     pub pending: bool,
     /// The GTID reads must see (None: nothing to wait for).
     pub gtid: Option<String>,
-    /// Replicas known to have applied `gtid` (by waiting on them).
+    /// Replicas known to have applied `covered_for` (by waiting on them).
     pub covered: Vec<Arc<str>>,
+    /// The position `covered` is about (the session's write, or that
+    /// merged with a causal token).
+    pub covered_for: Option<String>,
 }
 
 impl Session {
@@ -37,10 +40,9 @@ impl Session {
     /// After a statement on the primary that may have written: `own` is
     /// the GTID the server reported for it. A tracking backend that
     /// reported none wrote nothing to its binlog (the last write stands).
+    /// Recorded even with read-your-writes off: it is the session's
+    /// causal token (`SELECT @@concord_token`).
     pub(super) fn ryw_note_write(&mut self, tracking: bool, own: Option<Vec<u8>>) {
-        if !self.ryw_enabled() {
-            return;
-        }
         match own {
             Some(g) => {
                 let g = gtid_text(&String::from_utf8_lossy(&g));
@@ -114,6 +116,10 @@ impl Session {
         max_lag: Duration,
         gtid: &str,
     ) -> Option<usize> {
+        if self.ryw.covered_for.as_deref() != Some(gtid) {
+            self.ryw.covered.clear();
+            self.ryw.covered_for = Some(gtid.to_string());
+        }
         let eligible = |i: usize| routing.replicas[i].health.within(max_lag);
         if let Some(i) = (0..routing.replicas.len())
             .find(|&i| eligible(i) && self.ryw.covered.contains(&routing.replicas[i].pool.name))

@@ -1,0 +1,193 @@
+//! Causal reads across connections and nodes: a token taken after a write
+//! through one node makes a read through another node see that write, on
+//! a replica whose SQL thread is stopped (so without the token the same
+//! read misses it); the token survives a switchover, and a token naming a
+//! transaction the primary does not have is refused.
+
+use harness::{Fleet, Topology, PASSWORD};
+use mysql_async::prelude::*;
+use std::time::Duration;
+
+/// A primary and one replica, two concord nodes; the lag bound is wide so
+/// a replica whose SQL thread stopped stays readable (stale, not lagging
+/// past the bound).
+async fn setup() -> (Topology, Fleet) {
+    let topo = Topology::start(1).await;
+    topo.primary
+        .exec("CREATE TABLE test.c (id INT PRIMARY KEY)")
+        .await;
+    topo.wait_replicated().await;
+    let fleet = Fleet::start(2, topo.backends(), |_, c| {
+        c.extra.push_str(&format!(
+            "[routing]\nmax_replica_lag = \"1h\"\n[failover]\nreplication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n"
+        ));
+    })
+    .await;
+    for n in &fleet.nodes {
+        n.wait_readable(&["db2"]).await;
+    }
+    (topo, fleet)
+}
+
+async fn count(c: &mut mysql_async::Conn, prefix: &str) -> i64 {
+    c.query_first::<i64, _>(format!("{prefix}SELECT COUNT(*) FROM test.c"))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_one_node_makes_a_read_through_another_see_the_write() {
+    let (topo, fleet) = setup().await;
+    topo.replicas[0].exec("STOP SLAVE SQL_THREAD").await;
+    let mut w = fleet.nodes[0].conn().await;
+    let none: Option<Option<String>> = w.query_first("SELECT @@concord_token").await.unwrap();
+    assert_eq!(none, Some(None), "no write yet: NULL");
+    w.query_drop("INSERT INTO test.c VALUES (1)").await.unwrap();
+    let token: String = w
+        .query_first::<Option<String>, _>("SELECT @@concord_token")
+        .await
+        .unwrap()
+        .flatten()
+        .expect("a token after a write");
+    println!("token {token}");
+    // Another connection, another node.
+    let mut r = fleet.nodes[1].conn().await;
+    assert_eq!(
+        count(&mut r, "").await,
+        0,
+        "without the token the read goes to the stale replica and misses the write"
+    );
+    assert_eq!(
+        count(&mut r, &format!("/* concord:after={token} */ ")).await,
+        1,
+        "with the token in a hint the read sees the write"
+    );
+    r.query_drop(format!("SET @@concord_after = '{token}'"))
+        .await
+        .unwrap();
+    let after: Option<String> = r.query_first("SELECT @@concord_after").await.unwrap();
+    assert_eq!(after.as_deref(), Some(token.as_str()));
+    assert_eq!(count(&mut r, "").await, 1, "with the session's token");
+    r.query_drop("SET @@concord_after = NULL").await.unwrap();
+    assert_eq!(count(&mut r, "").await, 0, "token cleared: stale again");
+    // The README's PyMySQL example, as written there, against these nodes.
+    let script = format!(
+        r#"
+import pymysql
+w = pymysql.connect(host="127.0.0.1", port={p1}, user="app", password="{PASSWORD}", autocommit=True)
+with w.cursor() as c:
+    c.execute("INSERT INTO test.c (id) VALUES (42)")
+    c.execute("SELECT @@concord_token")
+    token = c.fetchone()[0]
+r = pymysql.connect(host="127.0.0.1", port={p2}, user="app", password="{PASSWORD}", autocommit=True)
+with r.cursor() as c:
+    c.execute(f"/* concord:after={{token}} */ SELECT COUNT(*) FROM test.c WHERE id = 42")
+    hinted = c.fetchone()[0]
+    c.execute("SELECT COUNT(*) FROM test.c WHERE id = 42")
+    plain = c.fetchone()[0]
+    c.execute("SET @@concord_after = %s", (token,))
+    c.execute("SELECT COUNT(*) FROM test.c WHERE id = 42")
+    session = c.fetchone()[0]
+print(hinted, plain, session)
+"#,
+        p1 = fleet.nodes[0].cfg.port,
+        p2 = fleet.nodes[1].cfg.port,
+    );
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        text,
+        "1 0 1",
+        "hinted, plain and session reads through PyMySQL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Once the replica applies the write, token reads are served there.
+    topo.replicas[0].exec("START SLAVE SQL_THREAD").await;
+    topo.wait_replicated().await;
+    let hint = format!("/* concord:after={token} */ ");
+    assert_eq!(
+        count(&mut r, &hint).await,
+        2,
+        "both writes (one by PyMySQL)"
+    );
+    let served: Option<u32> = r
+        .query_first(format!("{hint}SELECT @@server_id"))
+        .await
+        .unwrap();
+    assert_eq!(
+        served,
+        Some(topo.replicas[0].server_id),
+        "a replica that has the token serves it"
+    );
+    let m = fleet.nodes[1].http_get("/metrics").await.unwrap().1;
+    assert!(m.contains("concord_causal_reads_total"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_survive_a_switchover_and_unknown_ones_are_refused() {
+    let (topo, fleet) = setup().await;
+    let mut w = fleet.nodes[0].conn().await;
+    w.query_drop("INSERT INTO test.c VALUES (1)").await.unwrap();
+    let token: String = w
+        .query_first::<Option<String>, _>("SELECT @@concord_token")
+        .await
+        .unwrap()
+        .flatten()
+        .unwrap();
+    drop(w);
+    fleet.nodes[1]
+        .admin_query("SWITCHOVER TO 'db2'")
+        .await
+        .unwrap();
+    // db1 is a replica of db2 now; stop it applying, so only the new
+    // primary can answer a token read it has.
+    harness::wait_for(
+        "db1 to replicate from db2",
+        Duration::from_secs(20),
+        || async {
+            let rows: Vec<mysql_async::Row> = topo.primary.query("SHOW SLAVE STATUS").await;
+            (!rows.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let mut r = fleet.nodes[1].conn().await;
+    let hint = format!("/* concord:after={token} */ ");
+    assert_eq!(
+        count(&mut r, &hint).await,
+        1,
+        "the new primary has the old primary's write"
+    );
+    // A transaction no server ever had (or one a failover lost): refused.
+    let e = r
+        .query_drop("/* concord:after=0-1-999999 */ SELECT COUNT(*) FROM test.c")
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("1231") && msg.contains("does not have"),
+        "{msg}"
+    );
+    // Malformed tokens are refused before anything runs.
+    let e = r
+        .query_drop("/* concord:after=0-1-5';DROP */ SELECT 1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a causal token"), "{e}");
+    let e = r
+        .query_drop("SET @@concord_after = 'not a token'")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a causal token"), "{e}");
+    let e = r
+        .query_drop("SET @@concord_token = '0-1-1'")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("1193"), "{e}");
+    // The session still works.
+    assert_eq!(count(&mut r, "").await, 1);
+}
