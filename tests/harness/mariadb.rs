@@ -271,10 +271,16 @@ impl MariaDb {
         }
     }
 
+    /// The last 30 lines of the server's error log, or, after a crash,
+    /// the crash report from its first line ("got signal N").
     pub fn error_log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let from = lines
+            .iter()
+            .position(|l| l.contains("got signal"))
+            .map_or(lines.len().saturating_sub(30), |i| i.saturating_sub(5));
+        lines[from..lines.len().min(from + 80)].join("\n")
     }
 
     pub async fn exec(&self, sql: &str) {
