@@ -6,7 +6,7 @@
 //!   cargo run --release --example scenarios -- failover  kill -9 and switchover under write load, per-100 ms timeline
 //!   cargo run --release --example scenarios -- compare   concord-bench compare: MariaDB direct vs concord vs HAProxy
 //!   cargo run --release --example scenarios -- fleet     concord-bench fleet mode over 3 nodes vs 1 node (mock backend)
-//!   cargo run --release --example scenarios -- ryw       read-your-writes on vs off: read-mostly and read/write loads, 2 replicas
+//!   cargo run --release --example scenarios -- ryw       read-your-writes session, off and fleet: read-mostly and read/write loads, 2 replicas
 //!   cargo run --release --example scenarios -- faults    write gap, errors and losses per fault class, defaults
 //!
 //! Rounds are interleaved so every target sees the same machine noise;
@@ -412,13 +412,14 @@ async fn fleet() {
     let _ = mock.wait();
 }
 
-/// Read-your-writes on (the default) and off, side by side: two concord
-/// nodes (separate one-node fleets, node ids 1 and 2) in front of the same
-/// primary and two replicas, measured in interleaved rounds.
+/// Read-your-writes per session (the default), off, and fleet-wide, side
+/// by side: three concord nodes (separate one-node fleets, node ids 1..3)
+/// in front of the same primary and two replicas, measured in
+/// interleaved rounds.
 async fn ryw() {
     let topo = Topology::start(2).await;
     let mut nodes = Vec::new();
-    for (id, mode) in [(1u64, "session"), (2, "off")] {
+    for (id, mode) in [(1u64, "session"), (2, "off"), (3, "fleet")] {
         let mut cfg = ConcordConfig::new(topo.backends());
         cfg.node_id = id;
         cfg.extra = format!("[log]\nlevel = \"warn\"\n[routing]\nread_your_writes = \"{mode}\"\n");
@@ -436,6 +437,11 @@ async fn ryw() {
         nodes[1].addr(),
         nodes[1].pid().unwrap()
     );
+    let fleet = format!(
+        "ryw-fleet={},pid={}",
+        nodes[2].addr(),
+        nodes[2].pid().unwrap()
+    );
     for (i, workload) in ["read-mostly", "read-write"].iter().enumerate() {
         let mut args = vec![
             "compare",
@@ -445,6 +451,8 @@ async fn ryw() {
             on.as_str(),
             "--proxy",
             off.as_str(),
+            "--proxy",
+            fleet.as_str(),
             "--user",
             "app",
             "--password",
@@ -475,7 +483,12 @@ async fn ryw() {
         let (_, m) = n.http_get("/metrics").await.unwrap();
         let routed: Vec<&str> = m
             .lines()
-            .filter(|l| l.starts_with("concord_routed_total") && !l.ends_with(" 0"))
+            .filter(|l| {
+                (l.starts_with("concord_routed_total")
+                    || l.starts_with("concord_read_wait_seconds_sum")
+                    || l.starts_with("concord_read_wait_seconds_count"))
+                    && !l.ends_with(" 0")
+            })
             .collect();
         println!("node {}:\n{}", n.cfg.node_id, routed.join("\n"));
     }

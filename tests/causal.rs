@@ -2,7 +2,8 @@
 //! through one node makes a read through another node see that write, on
 //! a replica whose SQL thread is stopped (so without the token the same
 //! read misses it); the token survives a switchover, and a token naming a
-//! transaction the primary does not have is refused.
+//! transaction the primary does not have is refused. In fleet mode no
+//! token is needed.
 
 use harness::{Fleet, Topology, PASSWORD};
 use mysql_async::prelude::*;
@@ -12,6 +13,11 @@ use std::time::Duration;
 /// a replica whose SQL thread stopped stays readable (stale, not lagging
 /// past the bound).
 async fn setup() -> (Topology, Fleet) {
+    setup_with("").await
+}
+
+/// [`setup`] with extra `[routing]` keys.
+async fn setup_with(routing: &str) -> (Topology, Fleet) {
     let topo = Topology::start(1).await;
     topo.primary
         .exec("CREATE TABLE test.c (id INT PRIMARY KEY)")
@@ -19,7 +25,7 @@ async fn setup() -> (Topology, Fleet) {
     topo.wait_replicated().await;
     let fleet = Fleet::start(2, topo.backends(), |_, c| {
         c.extra.push_str(&format!(
-            "[routing]\nmax_replica_lag = \"1h\"\n[failover]\nreplication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n"
+            "[routing]\nmax_replica_lag = \"1h\"\n{routing}[failover]\nreplication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n"
         ));
     })
     .await;
@@ -109,6 +115,9 @@ print(hinted, plain, session)
     // Once the replica applies the write, token reads are served there.
     topo.replicas[0].exec("START SLAVE SQL_THREAD").await;
     topo.wait_replicated().await;
+    // Stopped replication counted as unbounded lag: readable again after
+    // `monitor.recover_after` probes.
+    fleet.nodes[1].wait_readable(&["db2"]).await;
     let hint = format!("/* concord:after={token} */ ");
     assert_eq!(
         count(&mut r, &hint).await,
@@ -190,4 +199,35 @@ async fn tokens_survive_a_switchover_and_unknown_ones_are_refused() {
     assert!(e.to_string().contains("1193"), "{e}");
     // The session still works.
     assert_eq!(count(&mut r, "").await, 1);
+}
+
+/// `read_your_writes = "fleet"`: no token, and a read through another
+/// node still sees a write acknowledged before it (the same read misses
+/// it in session mode: the first test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_mode_reads_see_writes_acknowledged_through_other_nodes() {
+    let (topo, fleet) = setup_with("read_your_writes = \"fleet\"\n").await;
+    topo.replicas[0].exec("STOP SLAVE SQL_THREAD").await;
+    let mut w = fleet.nodes[0].conn().await;
+    let mut r = fleet.nodes[1].conn().await;
+    for i in 1..=20 {
+        w.query_drop(format!("INSERT INTO test.c VALUES ({i})"))
+            .await
+            .unwrap();
+        assert_eq!(
+            count(&mut r, "").await,
+            i,
+            "read {i} through the other node"
+        );
+    }
+    // Replication resumes: the same reads are served by the replica again.
+    topo.replicas[0].exec("START SLAVE SQL_THREAD").await;
+    topo.wait_replicated().await;
+    // Stopped replication counted as unbounded lag: readable again after
+    // `monitor.recover_after` probes.
+    fleet.nodes[1].wait_readable(&["db2"]).await;
+    let served: Option<u32> = r.query_first("SELECT @@server_id").await.unwrap();
+    assert_eq!(served, Some(topo.replicas[0].server_id));
+    let m = fleet.nodes[1].http_get("/metrics").await.unwrap().1;
+    assert!(m.contains("concord_read_wait_seconds"), "{m}");
 }

@@ -395,6 +395,9 @@ pub enum Fallback {
 pub enum ReadYourWrites {
     Off,
     Session,
+    /// Every read sees every write acknowledged through any node before
+    /// it arrived (the primary's position, read after the read arrived).
+    Fleet,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

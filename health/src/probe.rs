@@ -144,6 +144,28 @@ impl Prober {
         ))
     }
 
+    /// What this server wrote to its binlog (MariaDB `gtid_binlog_pos`,
+    /// MySQL `gtid_executed`), normalized: on a primary, a position
+    /// covering every write it acknowledged before the query ran.
+    pub async fn gtid_position(&mut self) -> Result<String, mysql_async::Error> {
+        let known = self.flavor;
+        let conn = self.conn().await?;
+        let flavor = match known {
+            Some(f) => f,
+            None => {
+                let v: Option<String> = conn.query_first("SELECT @@version").await?;
+                Flavor::of_version(v.unwrap_or_default().as_bytes())
+            }
+        };
+        let sql = match flavor {
+            Flavor::MariaDb => "SELECT @@global.gtid_binlog_pos",
+            Flavor::MySql => "SELECT @@global.gtid_executed",
+        };
+        let pos: Option<String> = conn.query_first(sql).await?;
+        self.flavor = Some(flavor);
+        Ok(normalize_gtids(&pos.unwrap_or_default()))
+    }
+
     /// Drops the connection (after an error, or when told the backend died).
     pub fn reset(&mut self) {
         self.conn = None;

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod classify;
 pub mod duties;
 pub mod error;
+pub mod fleetpos;
 pub mod http;
 pub mod logging;
 pub mod metrics;

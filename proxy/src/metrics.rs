@@ -231,3 +231,9 @@ pub fn render(shared: &Shared) -> String {
 pub fn causal_read(outcome: &'static str) {
     metrics::counter!("concord_causal_reads_total", "outcome" => outcome).increment(1);
 }
+
+/// How long a causal read waited: `position` (learning the primary's
+/// position, fleet mode) or `replica` (a replica applying a position).
+pub fn read_wait(what: &'static str, took: std::time::Duration) {
+    metrics::histogram!("concord_read_wait_seconds", "what" => what).record(took.as_secs_f64());
+}

@@ -43,6 +43,8 @@ pub struct Shared {
     pub started: Instant,
     /// Failed logins per source address.
     pub auth_throttle: crate::throttle::AuthThrottle,
+    /// The primary's position for `read_your_writes = "fleet"`.
+    pub primary_pos: Arc<crate::fleetpos::PrimaryPosition>,
 }
 
 impl Shared {
@@ -75,6 +77,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             auth_throttle: Default::default(),
+            primary_pos: Default::default(),
         }
     }
 

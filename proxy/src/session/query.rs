@@ -213,16 +213,22 @@ impl Session {
         } else {
             None
         };
-        let own = if reads && self.ryw_enabled() {
+        let mode = self.ryw_mode();
+        let own = if reads && mode != concord_config::ReadYourWrites::Off {
             self.ryw_gtid().await?
         } else {
             None
         };
-        let need = match (own, token.as_deref()) {
-            (Some(a), Some(t)) if reads => Some(super::causal::merge(&a, t)),
-            (a, t) if reads => a.or(t.map(str::to_string)),
-            (a, _) => a,
+        let fleet = if reads && mode == concord_config::ReadYourWrites::Fleet {
+            self.fleet_position().await?
+        } else {
+            None
         };
+        // Everything the read must see, merged into one position.
+        let need = [own, token.clone(), fleet]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| super::causal::merge(&a, &b));
         let mut route = router::route(class, &facts, &routing, need.as_deref());
         if let (Route::Primary(Reason::ReadYourWrites), Some(g)) = (&route, need.as_deref()) {
             if let Some(i) = self.ryw_wait(&routing, facts.max_lag, g).await {

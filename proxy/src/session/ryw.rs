@@ -29,12 +29,31 @@ pub struct Ryw {
 }
 
 impl Session {
-    pub(super) fn ryw_enabled(&self) -> bool {
+    pub(super) fn ryw_mode(&self) -> ReadYourWrites {
         let cfg = self.shared.config.load();
         self.user
             .read_your_writes
             .unwrap_or(cfg.routing.read_your_writes)
-            == ReadYourWrites::Session
+    }
+
+    /// `read_your_writes = "fleet"`: the primary's position as read after
+    /// this read arrived (see `crate::fleetpos`).
+    pub(super) async fn fleet_position(&self) -> Result<Option<String>, SessionError> {
+        let timeout = self.shared.config.load().monitor.timeout.get();
+        let t = std::time::Instant::now();
+        let pos = self
+            .shared
+            .primary_pos
+            .after_now(&self.shared, timeout)
+            .await
+            .map_err(|why| {
+                SessionError::reply(
+                    concord_protocol::codes::OPTION_PREVENTS_STATEMENT,
+                    format!("concord: read_your_writes = \"fleet\" could not learn the primary's position ({why}); the read was not run"),
+                )
+            })?;
+        crate::metrics::read_wait("position", t.elapsed());
+        Ok((!pos.is_empty()).then_some(pos))
     }
 
     /// After a statement on the primary that may have written: `own` is
@@ -143,7 +162,10 @@ impl Session {
         let mariadb = b.conn.flavor == concord_health::Flavor::MariaDb;
         let secs = wait.as_secs_f64();
         let sql = concord_health::gtid::wait_sql(mariadb, gtid, secs);
-        match b.conn.exec(&sql).await {
+        let t = std::time::Instant::now();
+        let res = b.conn.exec(&sql).await;
+        crate::metrics::read_wait("replica", t.elapsed());
+        match res {
             Ok(Ok(Reply::Rows(rows)))
                 if rows
                     .first()
