@@ -45,6 +45,9 @@ pub struct Lease {
     /// How long a confirmation holds (nanoseconds); the fleet's value
     /// (`cluster.lease_timeout` in the replicated topology).
     timeout_ns: AtomicU64,
+    /// Woken when the newest epoch's lease turns valid after having
+    /// lapsed (or was never held): statements held for it go at once.
+    pub regained: tokio::sync::Notify,
 }
 
 impl Lease {
@@ -56,6 +59,7 @@ impl Lease {
             prev_deadline: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             timeout_ns: AtomicU64::new(nanos(timeout)),
+            regained: tokio::sync::Notify::new(),
         }
     }
 
@@ -128,8 +132,12 @@ impl Lease {
             // A confirmation for a state older than one already confirmed.
             return;
         }
-        self.deadline.fetch_max(d, Ordering::AcqRel);
+        let now = boot_nanos();
+        let was = self.deadline.fetch_max(d, Ordering::AcqRel);
         self.confirmed.fetch_max(confirmed_at, Ordering::AcqRel);
+        if was <= now && d > now {
+            self.regained.notify_waiters();
+        }
     }
 
     /// Whether a quorum confirmed, at or after `t` (boot nanos), that this

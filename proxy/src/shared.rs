@@ -45,6 +45,9 @@ pub struct Shared {
     pub auth_throttle: crate::throttle::AuthThrottle,
     /// The primary's position for `read_your_writes = "fleet"`.
     pub primary_pos: Arc<crate::fleetpos::PrimaryPosition>,
+    /// Woken whenever the routing snapshot is rebuilt (a new primary or
+    /// epoch, a backend's health changed): held statements look again.
+    pub route_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -78,6 +81,7 @@ impl Shared {
             started: Instant::now(),
             auth_throttle: Default::default(),
             primary_pos: Default::default(),
+            route_changed: tokio::sync::Notify::new(),
         }
     }
 

@@ -16,6 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A held statement looks again at least this often; it is woken at once
+/// when the routing is rebuilt or the lease comes back.
+const HELD_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A held connection unused for longer than this is checked for life
 /// (one non-blocking read) before the next statement goes out on it.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -224,7 +228,14 @@ impl Session {
             }
         }
         let mut waiting: Option<(Instant, crate::shared::BufferSlot)> = None;
+        let shared = self.shared.clone();
         loop {
+            // Registered before looking, so a change while we look wakes us.
+            let route_ev = shared.route_changed.notified();
+            let lease_ev = shared.lease.regained.notified();
+            tokio::pin!(route_ev, lease_ev);
+            route_ev.as_mut().enable();
+            lease_ev.as_mut().enable();
             let routing = self.shared.routing.load_full();
             if let Some(b) = &self.conns.primary {
                 let current = held_is_current(b, &routing);
@@ -320,7 +331,12 @@ impl Session {
                 ));
             }
             drop(routing);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let left = limit.saturating_sub(since).min(HELD_RECHECK);
+            tokio::select! {
+                _ = &mut route_ev => {}
+                _ = &mut lease_ev => {}
+                _ = tokio::time::sleep(left) => {}
+            }
         }
     }
 
@@ -384,7 +400,13 @@ impl Session {
         };
         let limit = cfg.failover.write_buffer_timeout.get();
         let start = Instant::now();
+        let shared = self.shared.clone();
         loop {
+            let route_ev = shared.route_changed.notified();
+            let lease_ev = shared.lease.regained.notified();
+            tokio::pin!(route_ev, lease_ev);
+            route_ev.as_mut().enable();
+            lease_ev.as_mut().enable();
             if self.shared.gate.epoch() != epoch || self.conns.primary.is_none() {
                 return false;
             }
@@ -401,7 +423,12 @@ impl Session {
             if start.elapsed() >= limit {
                 return false;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let left = limit.saturating_sub(start.elapsed()).min(HELD_RECHECK);
+            tokio::select! {
+                _ = &mut route_ev => {}
+                _ = &mut lease_ev => {}
+                _ = tokio::time::sleep(left) => {}
+            }
         }
     }
 
