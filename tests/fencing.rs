@@ -503,12 +503,15 @@ async fn a_self_fencing_primary_is_read_only_before_the_promotion() {
 }
 
 /// Every concord node frozen longer than `self_fence_after`: the primary
-/// fences itself (no heartbeats), and once the nodes are back and leased
-/// the first heartbeat lifts it, with no failover in between.
+/// fences itself (no heartbeats) and stays fenced when the nodes come
+/// back (the switch fails closed: a lift that arrived late could reopen a
+/// replaced primary), each node says so (`concord_self_fenced`), no
+/// failover starts, and a DBA's `SET GLOBAL read_only = 0` brings writes
+/// back. Nothing the switch did is in the binlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_self_fenced_primary_is_lifted_when_the_fleet_returns() {
+async fn a_self_fenced_primary_stays_fenced_until_a_dba_lifts_it() {
     let extra = format!(
-        "{FAST}[failover]\nautomatic = false\nself_fence = true\nself_fence_after = \"1s\"\n"
+        "{FAST}[failover]\nautomatic = false\nself_fence = true\nself_fence_after = \"2s\"\n"
     );
     let rig = Rig::start_full(&extra, FAST_CLUSTER, &[], &[], "").await;
     let read_only = || async {
@@ -541,18 +544,41 @@ async fn a_self_fenced_primary_is_lifted_when_the_fleet_returns() {
     for n in &rig.fleet.nodes {
         n.signal("CONT");
     }
-    let t = std::time::Instant::now();
     harness::wait_for(
-        "the fence to be lifted",
-        Duration::from_secs(15),
-        || async { (read_only().await == Some(0)).then_some(()) },
+        "a node to report the self-fence",
+        Duration::from_secs(10),
+        || async {
+            let m = rig.fleet.nodes[0].http_get("/metrics").await?.1;
+            m.lines()
+                .any(|l| l.starts_with("concord_self_fenced{") && l.ends_with(" 1"))
+                .then_some(())
+        },
     )
     .await;
-    println!("lifted {:?} after the fleet resumed", t.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        read_only().await,
+        Some(1),
+        "stays fenced with the fleet back"
+    );
     assert_eq!(rig.fences().await, 0, "no failover");
-    // Writes through concord flow again.
+    // The switch wrote nothing to the binlog: no GTID of the primary's own
+    // beyond the heartbeats concord's nodes wrote (checked: the event's
+    // table is not on the replicas).
+    let on_replica: Vec<i64> = rig.replicas[0]
+        .query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'concord' AND TABLE_NAME = 'self_fence'")
+        .await;
+    assert_eq!(
+        on_replica.first(),
+        Some(&0),
+        "the switch's table reached a replica"
+    );
+    // A DBA lifts it; writes through concord flow again.
+    rig.primary.exec("SET GLOBAL read_only = 0").await;
     let mut c = rig.fleet.nodes[0].conn().await;
     c.query_drop("INSERT INTO test.w (writer, seq) VALUES (88888, 1)")
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(read_only().await, Some(0), "heartbeats keep it open");
 }

@@ -468,7 +468,7 @@ impl Default for FailoverConfig {
             replication_user: String::new(),
             replication_password: String::new(),
             self_fence: false,
-            self_fence_after: Duration::from_secs(2),
+            self_fence_after: Duration::from_secs(5),
         }
     }
 }

@@ -348,13 +348,18 @@ impl Config {
     /// healthy primary between two heartbeats.
     fn validate_self_fence(&self) -> R {
         let f = &self.failover;
-        let floor =
-            (self.monitor.heartbeat_interval.get() * 4).max(std::time::Duration::from_secs(1));
+        // Heartbeats stop whenever leases lapse (a Raft election: about a
+        // lease and a heartbeat round), which must not fence a healthy
+        // primary.
+        let m = &self.monitor;
+        let floor = (m.heartbeat_interval.get() * 4)
+            .max(self.cluster.lease_timeout.get() * 2 + m.timeout.get())
+            .max(std::time::Duration::from_secs(1));
         if f.self_fence && f.self_fence_after.get() < floor {
             return Err(ConfigError::invalid(
                 "failover.self_fence_after",
                 format!(
-                    "must be at least 1s and 4 x monitor.heartbeat_interval ({floor:?}): the primary's event checks once a second"
+                    "must be at least 1s, 4 x monitor.heartbeat_interval and 2 x cluster.lease_timeout + monitor.timeout ({floor:?}): heartbeats pause during a Raft election, and the primary's event checks once a second"
                 ),
             ));
         }

@@ -358,6 +358,8 @@ async fn heartbeat_writer(
 ) {
     let mut current: Option<(String, u64, Prober)> = None;
     let mut created = false;
+    // When the self-fence event was last installed, under which epoch.
+    let mut armed_at: Option<(Instant, u64)> = None;
     loop {
         let c = cfg.load_full();
         tokio::time::sleep(c.monitor.heartbeat_interval.get()).await;
@@ -396,6 +398,13 @@ async fn heartbeat_writer(
             .self_fence
             .then(|| c.failover.self_fence_after.get());
         let name = p.name.clone();
+        // (Re)installed every 30 s: a restarted server comes back with its
+        // event scheduler off, another node may have replaced the event.
+        let install_due = self_fence.is_some()
+            && armed_at.is_none_or(|(at, e): (Instant, u64)| {
+                e != epoch || at.elapsed() >= Duration::from_secs(30)
+            });
+        let opts = crate::probe::monitor_opts(&p.addr, &c.monitor.user, &c.monitor.password);
         let res = async {
             let conn = prober.conn().await?;
             if !created {
@@ -406,45 +415,51 @@ async fn heartbeat_writer(
                     "CREATE TABLE IF NOT EXISTS {table} (node INT UNSIGNED NOT NULL PRIMARY KEY, ts BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
                 ))
                 .await?;
-                if let Some(after) = self_fence {
-                    // A switch that cannot be armed must not stop the
-                    // heartbeats: reported, retried at the next (re)connect.
-                    let armed = match crate::selffence::install(conn, &table, after).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(backend = %name, "failover.self_fence: could not install the primary's event: {e}");
-                            false
-                        }
-                    };
-                    metrics::gauge!("concord_self_fence_armed", "backend" => name.clone())
-                        .set(if armed { 1.0 } else { 0.0 });
-                }
             }
             // Checked again right before the write: the lease may have
             // lapsed while connecting. The guard makes a fence wait for
             // this write instead of racing it (see `concord_consensus::gate`).
             let Some(_guard) = gate.enter(epoch).filter(|_| lease.valid_for(epoch)) else {
-                return Ok::<bool, mysql_async::Error>(false);
+                return Ok::<(bool, Option<bool>), mysql_async::Error>((false, None));
             };
+            // The switch's install restarts its clock, like a heartbeat:
+            // it is fenced like one.
+            let mut armed = None;
+            if let (Some(after), true) = (self_fence, install_due) {
+                armed = Some(match crate::selffence::install(opts, &table, after).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        // Heartbeats go on; retried at the next round.
+                        tracing::warn!(backend = %name, "failover.self_fence: could not install the primary's event: {e}");
+                        false
+                    }
+                });
+            }
             conn.exec_drop(
                 format!("INSERT INTO {table} (node, ts) VALUES (?, ?) ON DUPLICATE KEY UPDATE ts = VALUES(ts)"),
                 (node_id, now_us()),
             )
             .await?;
-            // Every node was away longer than the switch allows and the
-            // primary fenced itself; this node routes to it under a valid
-            // lease and holds the gate, so it is the primary: lift it.
             if self_fence.is_some() {
-                if let Ok(Some(at)) = crate::selffence::fired(conn, &table).await {
-                    crate::selffence::lift(conn, &table).await?;
-                    metrics::counter!("concord_self_fence_lifted_total").increment(1);
-                    tracing::warn!(backend = %name, epoch, "primary had fenced itself at {at} (no heartbeat for failover.self_fence_after); lifted");
+                // Fails closed: a DBA lifts it (see `crate::selffence`).
+                let fenced = crate::selffence::fired(conn, &table).await.ok().flatten();
+                metrics::gauge!("concord_self_fenced", "backend" => name.clone())
+                    .set(if fenced.is_some() { 1.0 } else { 0.0 });
+                if let Some(at) = fenced {
+                    tracing::error!(backend = %name, epoch, "the routed primary fenced itself at {at} UTC (no heartbeat for failover.self_fence_after) and stays read-only until a DBA runs SET GLOBAL read_only = 0 on it");
                 }
             }
-            Ok(true)
+            Ok((true, armed))
         };
         match tokio::time::timeout(c.monitor.timeout.get(), res).await {
-            Ok(Ok(_)) => created = true,
+            Ok(Ok((_, armed))) => {
+                created = true;
+                if let Some(ok) = armed {
+                    metrics::gauge!("concord_self_fence_armed", "backend" => p.name.clone())
+                        .set(if ok { 1.0 } else { 0.0 });
+                    armed_at = ok.then_some((Instant::now(), epoch));
+                }
+            }
             Ok(Err(e)) => {
                 tracing::debug!("heartbeat write failed: {e}");
                 prober.reset();

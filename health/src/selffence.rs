@@ -13,11 +13,19 @@
 //! [`wait_after_fleet`] past the moment no node can write a heartbeat
 //! (see docs/DESIGN.md, "The self-fencing primary").
 //!
-//! The event's own bookkeeping is kept out of the binlog (`sql_log_bin=0`
-//! in its body), so a self-fenced server holds no transaction the new
-//! primary lacks. When a node with a valid lease finds the routed primary
-//! self-fenced (every node was away longer than `self_fence_after`), it
-//! lifts the fence under the write gate.
+//! Everything the switch writes (its table, its row, the event itself,
+//! the event's bookkeeping) runs with `sql_log_bin=0` on a connection of
+//! its own: nothing of it reaches the binlog, so a self-fenced server
+//! holds no transaction the new primary lacks, and replicas never get the
+//! event. Change is detected by a checksum of the heartbeat rows (any row
+//! changing counts, whatever the nodes' clocks say) and time is UTC (no
+//! daylight-saving jumps).
+//!
+//! The switch fails closed: a primary that fenced itself stays read-only
+//! until a DBA lifts it (`SET GLOBAL read_only = 0`), even if the fleet
+//! comes back. Lifting it from concord would need a statement that cannot
+//! arrive late, and a lift delayed past a promotion would reopen the old
+//! primary; `concord_self_fenced{backend}` and an event say it happened.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -28,12 +36,14 @@ use std::time::Duration;
 /// the threshold.
 const EVENT_PERIOD: Duration = Duration::from_secs(1);
 
-/// How long after the last possible heartbeat a failover waits before it
-/// promotes, when it could not fence the old primary itself: the
-/// threshold, two event periods, and the lease drift margin for the
+/// How long after the fleet wait a failover waits before it promotes,
+/// when it could not fence the old primary itself: a heartbeat let
+/// through the gate just before may still reach the server up to
+/// `monitor.timeout` later (its future is dropped, not its packets), then
+/// the threshold, two event periods, and the lease drift margin for the
 /// scheduler running late.
-pub fn wait_after_fleet(after: Duration, drift: Duration) -> Duration {
-    after + EVENT_PERIOD * 2 + drift
+pub fn wait_after_fleet(after: Duration, drift: Duration, in_flight: Duration) -> Duration {
+    in_flight + after + EVENT_PERIOD * 2 + drift
 }
 
 /// `schema.self_fence`, next to the heartbeat table.
@@ -43,46 +53,85 @@ fn table(heartbeat_table: &str) -> String {
 }
 
 /// Installs (or replaces) the event and its bookkeeping row on the
-/// primary and turns the event scheduler on. The row's clock restarts, so
-/// a server that was primary before does not fence itself at once.
+/// primary at `opts`, on a connection of its own, and turns the event
+/// scheduler on. The row's clock restarts, so a server that was primary
+/// before does not fence itself at once. MySQL fences with
+/// `super_read_only`, as concord's own fence does.
 pub async fn install(
-    conn: &mut Conn,
+    opts: mysql_async::Opts,
     heartbeat_table: &str,
     after: Duration,
 ) -> Result<(), mysql_async::Error> {
+    let mut conn = Conn::new(opts).await?;
+    let version: Option<String> = conn.query_first("SELECT @@version").await?;
+    let mariadb = crate::probe::Flavor::of_version(version.unwrap_or_default().as_bytes())
+        == crate::probe::Flavor::MariaDb;
+    let r = install_on(&mut conn, heartbeat_table, after, mariadb).await;
+    let _ = conn.disconnect().await;
+    r
+}
+
+async fn install_on(
+    conn: &mut Conn,
+    heartbeat_table: &str,
+    after: Duration,
+    mariadb: bool,
+) -> Result<(), mysql_async::Error> {
     let t = table(heartbeat_table);
+    conn.query_drop("SET SESSION sql_log_bin = 0").await?;
     conn.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS {t} (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, seen BIGINT UNSIGNED NOT NULL, at DATETIME(6) NOT NULL, fired DATETIME(6) NULL) ENGINE=InnoDB"
     ))
     .await?;
     conn.query_drop(format!(
-        "INSERT INTO {t} (id, seen, at) VALUES (1, 0, NOW(6)) ON DUPLICATE KEY UPDATE at = NOW(6)"
+        "INSERT INTO {t} (id, seen, at) VALUES (1, 0, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE at = UTC_TIMESTAMP(6)"
     ))
     .await?;
-    conn.query_drop(format!("DROP EVENT IF EXISTS {t}")).await?;
     let us = after.as_micros();
-    // `at` moves whenever the newest heartbeat changed since the last run
-    // (assignments apply left to right: `at` compares the old `seen`).
-    conn.query_drop(format!(
-        "CREATE DEFINER = CURRENT_USER EVENT {t} ON SCHEDULE EVERY 1 SECOND ON COMPLETION PRESERVE ENABLE \
-         COMMENT 'concord failover.self_fence: read_only=1 after {us} us without a heartbeat' DO BEGIN \
+    let fence = if mariadb {
+        "SET GLOBAL read_only = 1"
+    } else {
+        "SET GLOBAL super_read_only = 1"
+    };
+    // `at` moves whenever the heartbeat rows changed since the last run
+    // (assignments apply left to right: `at` compares the old `seen`);
+    // `fired` is written before the server turns read-only.
+    let body = format!(
+        "BEGIN \
          DECLARE m BIGINT UNSIGNED DEFAULT 0; \
          SET SESSION sql_log_bin = 0; \
-         SELECT COALESCE(MAX(ts), 0) INTO m FROM {heartbeat_table}; \
-         UPDATE {t} SET at = IF(seen = m, at, NOW(6)), seen = m WHERE id = 1; \
-         IF @@global.read_only = 0 AND (SELECT at FROM {t} WHERE id = 1) < NOW(6) - INTERVAL {us} MICROSECOND THEN \
-           SET GLOBAL read_only = 1; \
-           UPDATE {t} SET fired = NOW(6) WHERE id = 1; \
+         SELECT COALESCE(BIT_XOR(ts), 0) INTO m FROM {heartbeat_table}; \
+         UPDATE {t} SET at = IF(seen = m, at, UTC_TIMESTAMP(6)), seen = m WHERE id = 1; \
+         IF @@global.read_only = 0 AND (SELECT at FROM {t} WHERE id = 1) < UTC_TIMESTAMP(6) - INTERVAL {us} MICROSECOND THEN \
+           UPDATE {t} SET fired = UTC_TIMESTAMP(6) WHERE id = 1; \
+           {fence}; \
          END IF; \
          END"
-    ))
-    .await?;
+    );
+    let create = format!(
+        "EVENT {t} ON SCHEDULE EVERY 1 SECOND ON COMPLETION PRESERVE ENABLE \
+         COMMENT 'concord failover.self_fence: read-only after {us} us without a heartbeat' DO {body}"
+    );
+    if mariadb {
+        conn.query_drop(format!("CREATE OR REPLACE DEFINER = CURRENT_USER {create}"))
+            .await?;
+    } else {
+        conn.query_drop(format!("DROP EVENT IF EXISTS {t}")).await?;
+        match conn
+            .query_drop(format!("CREATE DEFINER = CURRENT_USER {create}"))
+            .await
+        {
+            // Another node installed it at the same moment.
+            Err(mysql_async::Error::Server(e)) if e.code == 1537 => {}
+            r => r?,
+        }
+    }
     conn.query_drop("SET GLOBAL event_scheduler = ON").await?;
+    conn.query_drop("SET SESSION sql_log_bin = 1").await?;
     Ok(())
 }
 
-/// When the routed primary fenced itself: the time it did, if it is
-/// read-only now because of the event.
+/// When the server fenced itself, if it did and is still read-only.
 pub async fn fired(
     conn: &mut Conn,
     heartbeat_table: &str,
@@ -96,27 +145,18 @@ pub async fn fired(
     Ok(at.flatten())
 }
 
-/// Lifts a self-fence: the caller holds the write gate under a valid
-/// lease for the epoch that routes to this server.
-pub async fn lift(conn: &mut Conn, heartbeat_table: &str) -> Result<(), mysql_async::Error> {
-    let t = table(heartbeat_table);
-    conn.query_drop(format!(
-        "UPDATE {t} SET at = NOW(6), fired = NULL WHERE id = 1"
-    ))
-    .await?;
-    conn.query_drop("SET GLOBAL read_only = 0").await
-}
-
 /// Before a promoted server becomes writable: restart its event's clock
-/// (it may hold an enabled event from an earlier term as primary).
-/// Errors are ignored: most servers have no such table.
+/// (it may hold an enabled event from an earlier term as primary). Out of
+/// the binlog; errors are ignored (most servers have no such table).
 pub async fn rearm(conn: &mut Conn, heartbeat_table: &str) {
     let t = table(heartbeat_table);
+    let _ = conn.query_drop("SET SESSION sql_log_bin = 0").await;
     let _ = conn
         .query_drop(format!(
-            "UPDATE {t} SET at = NOW(6), fired = NULL WHERE id = 1"
+            "UPDATE {t} SET at = UTC_TIMESTAMP(6), fired = NULL WHERE id = 1"
         ))
         .await;
+    let _ = conn.query_drop("SET SESSION sql_log_bin = 1").await;
 }
 
 #[cfg(test)]
@@ -124,10 +164,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_wait_covers_the_threshold_two_event_periods_and_the_drift() {
+    fn the_wait_covers_in_flight_heartbeats_the_threshold_two_event_periods_and_the_drift() {
         assert_eq!(
-            wait_after_fleet(Duration::from_secs(2), Duration::from_millis(200)),
-            Duration::from_millis(4200)
+            wait_after_fleet(
+                Duration::from_secs(2),
+                Duration::from_millis(200),
+                Duration::from_secs(1)
+            ),
+            Duration::from_millis(5200)
         );
         assert_eq!(table("concord.heartbeat"), "concord.self_fence");
         assert_eq!(table("ops.hb"), "ops.self_fence");

@@ -236,8 +236,12 @@ impl<'a> Lexer<'a> {
                     continue;
                 }
                 let start = self.i + 2;
-                let end = find(s, start, b"*/").unwrap_or(s.len());
-                self.hint(start, end);
+                let closed = find(s, start, b"*/");
+                let end = closed.unwrap_or(s.len());
+                // An unclosed comment (a text cut at 64 KiB) is no hint.
+                if closed.is_some() {
+                    self.hint(start, end);
+                }
                 self.i = (end + 2).min(s.len());
             } else if c == b'*' && s.get(self.i + 1) == Some(&b'/') {
                 self.i += 2; // end of an executable comment

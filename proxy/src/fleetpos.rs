@@ -86,6 +86,7 @@ async fn fetcher(pos: Arc<PrimaryPosition>, shared: std::sync::Weak<crate::share
         let started = Instant::now();
         let cfg = shared.config.load_full();
         let routing = shared.routing.load_full();
+        let epoch = routing.epoch;
         let res = match &routing.primary {
             None => Err(routing.no_primary_reason.clone()),
             Some(p) => {
@@ -122,6 +123,17 @@ async fn fetcher(pos: Arc<PrimaryPosition>, shared: std::sync::Weak<crate::share
                 }
             }
         };
+        // Only a position read under this node's lease for the primary's
+        // epoch counts: a node cut off from the fleet could otherwise read
+        // a demoted primary's frozen position, which replicas of the new
+        // one already cover.
+        let res = res.and_then(|p| {
+            if shared.lease.valid_for(epoch) {
+                Ok(p)
+            } else {
+                Err(format!("this node holds no lease for epoch {epoch}"))
+            }
+        });
         drop(shared);
         let _ = pos.latest.send(match res {
             Ok(p) => Fetched::Pos(started, p),

@@ -99,8 +99,21 @@ impl Net {
         let pid = std::process::id();
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{pid}x{k}");
-        let h = pid.wrapping_mul(31).wrapping_add(k);
-        let prefix = format!("10.{}.{}", 100 + h % 100, (h / 100) % 250);
+        // A /24 no route of this machine uses yet (another test process's
+        // bridge, or the host's own networks).
+        let routes = Command::new("ip")
+            .args(["-4", "route", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut h = pid.wrapping_mul(31).wrapping_add(k);
+        let prefix = loop {
+            let p = format!("10.{}.{}", 100 + h % 100, (h / 100) % 250);
+            if !routes.contains(&format!("{p}.0/24")) {
+                break p;
+            }
+            h = h.wrapping_add(7919);
+        };
         let bridge = format!("cb{tag}");
         must(&["ip", "link", "add", &bridge, "type", "bridge"]);
         let net = Net {

@@ -85,7 +85,6 @@ pub(super) async fn promote_server(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R
     } else {
         exec(f, c, name, "stop replication", "STOP REPLICA").await?;
         exec(f, c, name, "reset replication", "RESET REPLICA ALL").await?;
-        rearm_self_fence(f, c).await;
         exec(
             f,
             c,
@@ -94,6 +93,8 @@ pub(super) async fn promote_server(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R
             "SET GLOBAL super_read_only = 0",
         )
         .await?;
+        // Writable for the monitor account now, still read-only for others.
+        rearm_self_fence(f, c).await;
         exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
     }
 }

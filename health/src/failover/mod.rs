@@ -123,6 +123,7 @@ async fn wait_for_self_fence(f: &Fleet<'_>, name: &str, fleet_done: Instant) {
     let wait = crate::selffence::wait_after_fleet(
         f.cfg.failover.self_fence_after.get(),
         f.cfg.failover.lease_drift.get(),
+        f.cfg.monitor.timeout.get(),
     );
     tokio::time::sleep(wait.saturating_sub(fleet_done.elapsed())).await;
     note(

@@ -30,11 +30,27 @@ const BAD_TOKEN: codes::Code = codes::Code(1231, b"42000");
 /// SQL), normalized.
 pub fn valid_token(t: &str) -> Option<String> {
     let t = concord_health::probe::normalize_gtids(t.trim());
-    (!t.is_empty()
-        && t.len() <= 64 * 1024
-        && t.bytes()
-            .all(|c| c.is_ascii_hexdigit() || matches!(c, b'-' | b':' | b',')))
-    .then_some(t)
+    let num = |x: &str| !x.is_empty() && x.len() <= 19 && x.bytes().all(|c| c.is_ascii_digit());
+    // MariaDB: domain-server-seq; MySQL: uuid:n[-m][:n[-m]...].
+    let item_ok = |g: &str| match g.split_once(':') {
+        None => {
+            let p: Vec<&str> = g.split('-').collect();
+            p.len() == 3
+                && p.iter().all(|x| num(x))
+                && p[0].parse::<u32>().is_ok()
+                && p[1].parse::<u32>().is_ok()
+                && p[2].parse::<u64>().is_ok()
+        }
+        Some((uuid, ranges)) => {
+            uuid.len() == 36
+                && uuid.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-')
+                && ranges.split(':').all(|r| match r.split_once('-') {
+                    Some((a, b)) => num(a) && num(b),
+                    None => num(r),
+                })
+        }
+    };
+    (!t.is_empty() && t.len() <= 64 * 1024 && t.split(',').all(item_ok)).then_some(t)
 }
 
 /// A position covering both `a` and `b`. MariaDB: the higher sequence per
@@ -250,6 +266,17 @@ mod tests {
         assert!(valid_token("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5").is_some());
         assert_eq!(valid_token("0-1-5'; DROP TABLE t; --"), None);
         assert_eq!(valid_token(""), None);
+        // Shapes the GTID parsers would drop (and so cover vacuously).
+        for bad in [
+            "0-1-5a",
+            "0-1",
+            "0-1-99999999999999999999",
+            "0-1-5,",
+            "u:1-5",
+            "3E11FA47-71CA-11E1-9E33-C80AA9429562:",
+        ] {
+            assert_eq!(valid_token(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct Session {
     after: Option<String>,
     /// The current statement's `/* concord:after=TOKEN */`.
     pending_after: Option<String>,
+    /// The causal token the statement being placed reads after (for a
+    /// read re-run on the primary).
+    read_token: Option<String>,
     /// Held from routing a command to the primary until its answer is
     /// relayed: a fence waits for it (see `concord_consensus::gate`).
     write_guard: Option<concord_consensus::WriteGuard>,
@@ -176,6 +179,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         ryw: ryw::Ryw::default(),
         after: None,
         pending_after: None,
+        read_token: None,
         write_guard: None,
         cmd_at: std::time::Instant::now(),
         registered,

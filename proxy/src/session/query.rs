@@ -98,6 +98,12 @@ impl Session {
                 self.discard(cmd).await.map_err(|e| (e, 1))?;
                 return Err((e, 1));
             }
+            if let Some(t) = self.read_token.clone() {
+                if let Err(e) = self.primary_has(&t).await {
+                    self.discard(cmd).await.map_err(|e| (e, 1))?;
+                    return Err((e, 1));
+                }
+            }
             crate::metrics::route(false, Reason::NoReplica);
             w = Which::Primary;
             res = self
@@ -140,6 +146,11 @@ impl Session {
         class: &Class,
         bytes: usize,
     ) -> Result<(Which, Reason), SessionError> {
+        // This statement's hint, whatever happens below (never left for
+        // the next statement). A token applies where a read is placed:
+        // outside a transaction, or at START TRANSACTION READ ONLY.
+        let hinted = self.pending_after.take();
+        self.read_token = None;
         if class.kind == Kind::Read && !class.has(flag::STMT_INFO) && self.pins == 0 {
             // User variables assigned earlier are read back now, so a
             // failover or a lost connection loses nothing: before a read,
@@ -207,29 +218,37 @@ impl Session {
         let reads = class.replica_ok() || matches!(class.kind, Kind::Begin { read_only: true });
         // A causal token (this statement's hint, else the session's
         // @@concord_after) applies to reads, wherever they run.
-        let hinted = self.pending_after.take();
         let token = if class.kind == Kind::Read || reads {
             hinted.or_else(|| self.after.clone())
         } else {
             None
         };
+        self.read_token = token.clone();
         let mode = self.ryw_mode();
         let own = if reads && mode != concord_config::ReadYourWrites::Off {
             self.ryw_gtid().await?
         } else {
             None
         };
-        let fleet = if reads && mode == concord_config::ReadYourWrites::Fleet {
-            self.fleet_position().await?
-        } else {
-            None
-        };
         // Everything the read must see, merged into one position.
-        let need = [own, token.clone(), fleet]
-            .into_iter()
-            .flatten()
-            .reduce(|a, b| super::causal::merge(&a, &b));
+        let merged = |a: Option<String>, b: Option<String>| match (a, b) {
+            (Some(a), Some(b)) => Some(super::causal::merge(&a, &b)),
+            (a, b) => a.or(b),
+        };
+        let mut need = merged(own, token.clone());
         let mut route = router::route(class, &facts, &routing, need.as_deref());
+        // Fleet mode: only a read bound for a replica needs the primary's
+        // position (one that runs on the primary sees everything anyway).
+        if reads
+            && mode == concord_config::ReadYourWrites::Fleet
+            && matches!(
+                route,
+                Route::Replica(..) | Route::Primary(Reason::ReadYourWrites)
+            )
+        {
+            need = merged(need, self.fleet_position().await?);
+            route = router::route(class, &facts, &routing, need.as_deref());
+        }
         if let (Route::Primary(Reason::ReadYourWrites), Some(g)) = (&route, need.as_deref()) {
             if let Some(i) = self.ryw_wait(&routing, facts.max_lag, g).await {
                 route = Route::Replica(i, Reason::Read);
@@ -257,6 +276,9 @@ impl Session {
                     }) => {
                         tracing::info!(backend = %backend, "replica unusable ({source}); this read goes to the primary");
                         self.ensure_primary(bytes).await?;
+                        if let Some(t) = &token {
+                            self.primary_has(t).await?;
+                        }
                         Ok((Which::Primary, Reason::NoReplica))
                     }
                     Err(e) => Err(e),

@@ -39,7 +39,8 @@ impl Session {
     /// `read_your_writes = "fleet"`: the primary's position as read after
     /// this read arrived (see `crate::fleetpos`).
     pub(super) async fn fleet_position(&self) -> Result<Option<String>, SessionError> {
-        let timeout = self.shared.config.load().monitor.timeout.get();
+        // A fetch in flight when the read arrived, then its own.
+        let timeout = self.shared.config.load().monitor.timeout.get() * 2;
         let t = std::time::Instant::now();
         let pos = self
             .shared
