@@ -231,3 +231,48 @@ async fn fleet_mode_reads_see_writes_acknowledged_through_other_nodes() {
     let m = fleet.nodes[1].http_get("/metrics").await.unwrap().1;
     assert!(m.contains("concord_read_wait_seconds"), "{m}");
 }
+
+/// A real loss: replication is cut, a write is acknowledged and its token
+/// taken, then FAILOVER promotes a replica that never got it. A read with
+/// that token is refused through any node, even though the new primary's
+/// own writes (heartbeats) soon carry the GTID domain's sequence past the
+/// token, which is all a replica's position (or MASTER_GTID_WAIT) compares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_a_failover_lost_is_refused_everywhere() {
+    let extra = "[monitor]\ninterval = \"250ms\"\nheartbeat_interval = \"100ms\"\ntimeout = \"500ms\"\nfailure_threshold = 4\n[failover]\ncooldown = \"0s\"\n[routing]\nmax_replica_lag = \"1h\"\n";
+    let rig = harness::rig::Rig::start_with(extra, "lease_timeout = \"500ms\"\n", &[], &[]).await;
+    rig.repl_relay().cut();
+    let mut w = rig.fleet.nodes[0].conn().await;
+    w.query_drop("INSERT INTO test.w (writer, seq) VALUES (4242, 1)")
+        .await
+        .unwrap();
+    let token: String = w
+        .query_first::<Option<String>, _>("SELECT @@concord_token")
+        .await
+        .unwrap()
+        .flatten()
+        .unwrap();
+    drop(w);
+    rig.fleet.nodes[0].admin_query("FAILOVER").await.unwrap();
+    let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    rig.wait_replicas_readable().await;
+    // Let the new primary's heartbeats pass the token's sequence number.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in &rig.fleet.nodes {
+        let mut r = n.conn().await;
+        let e = r
+            .query_drop(format!(
+                "/* concord:after={token} */ SELECT COUNT(*) FROM test.w WHERE writer = 4242"
+            ))
+            .await
+            .expect_err("a lost token must be refused");
+        assert!(e.to_string().contains("does not have"), "{e}");
+        // Without the token the read runs (and does not find the write).
+        let n: Option<i64> = r
+            .query_first("SELECT COUNT(*) FROM test.w WHERE writer = 4242")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(0));
+    }
+    println!("token {token} refused on every node after '{new}' was promoted without it");
+}

@@ -207,10 +207,21 @@ impl Session {
         }
     }
 
-    /// A read after `token` is about to run on the primary: the primary's
-    /// history must hold it exactly, or the token names transactions a
-    /// failover lost (or another cluster's).
-    pub(super) async fn primary_has(&mut self, token: &str) -> Result<(), SessionError> {
+    /// Whether the primary already vouched for `token` under `epoch` in
+    /// this session.
+    pub(super) fn token_verified(&self, token: &Option<String>, epoch: u64) -> bool {
+        matches!((&self.token_checked, token), (Some((t, e)), Some(x)) if t == x && *e == epoch)
+    }
+
+    /// A read after `token` is about to run (`runs_there`), or to be
+    /// vouched for, on the primary: the primary's history must hold it
+    /// exactly, or the token names transactions a failover lost (or
+    /// another cluster's).
+    pub(super) async fn primary_has(
+        &mut self,
+        token: &str,
+        runs_there: bool,
+    ) -> Result<(), SessionError> {
         let Some(b) = self.conns.primary.as_mut() else {
             return Ok(());
         };
@@ -239,7 +250,9 @@ impl Session {
         };
         let have = concord_health::probe::normalize_gtids(&have);
         if concord_health::gtid::covers_exact(&have, token) {
-            crate::metrics::causal_read("primary");
+            if runs_there {
+                crate::metrics::causal_read("primary");
+            }
             return Ok(());
         }
         crate::metrics::causal_read("refused");

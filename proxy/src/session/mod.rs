@@ -92,6 +92,8 @@ pub struct Session {
     /// The causal token the statement being placed reads after (for a
     /// read re-run on the primary).
     read_token: Option<String>,
+    /// The last token the primary vouched for, and under which epoch.
+    token_checked: Option<(String, u64)>,
     /// Held from routing a command to the primary until its answer is
     /// relayed: a fence waits for it (see `concord_consensus::gate`).
     write_guard: Option<concord_consensus::WriteGuard>,
@@ -180,6 +182,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         after: None,
         pending_after: None,
         read_token: None,
+        token_checked: None,
         write_guard: None,
         cmd_at: std::time::Instant::now(),
         registered,

@@ -99,7 +99,7 @@ impl Session {
                 return Err((e, 1));
             }
             if let Some(t) = self.read_token.clone() {
-                if let Err(e) = self.primary_has(&t).await {
+                if let Err(e) = self.primary_has(&t, true).await {
                     self.discard(cmd).await.map_err(|e| (e, 1))?;
                     return Err((e, 1));
                 }
@@ -263,9 +263,34 @@ impl Session {
             Route::Primary(reason) => {
                 self.ensure_primary_in(&routing, bytes).await?;
                 if let Some(t) = &token {
-                    self.primary_has(t).await?;
+                    self.primary_has(t, true).await?;
                 }
                 Ok((Which::Primary, reason))
+            }
+            Route::Replica(i, reason)
+                if token.is_some() && !self.token_verified(&token, routing.epoch) =>
+            {
+                // A replica is judged by sequence numbers per domain (as
+                // MASTER_GTID_WAIT does), which a new primary's own writes
+                // pass even when the token's transaction was lost: the
+                // primary's exact history vouches for the token first
+                // (once per token and epoch), then the replica's position
+                // is enough, since it replicates that history in order.
+                self.ensure_primary_in(&routing, bytes).await?;
+                if let Some(t) = &token {
+                    self.primary_has(t, false).await?;
+                }
+                self.write_guard = None;
+                self.token_checked = token.clone().map(|t| (t, routing.epoch));
+                let pool = routing.replicas[i].pool.clone();
+                match self.ensure_replica(&pool).await {
+                    Ok(w) => Ok((w, reason)),
+                    Err(SessionError::Backend { .. }) => {
+                        self.ensure_primary(bytes).await?;
+                        Ok((Which::Primary, Reason::NoReplica))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Route::Replica(i, reason) => {
                 let pool = routing.replicas[i].pool.clone();
@@ -277,7 +302,7 @@ impl Session {
                         tracing::info!(backend = %backend, "replica unusable ({source}); this read goes to the primary");
                         self.ensure_primary(bytes).await?;
                         if let Some(t) = &token {
-                            self.primary_has(t).await?;
+                            self.primary_has(t, true).await?;
                         }
                         Ok((Which::Primary, Reason::NoReplica))
                     }
