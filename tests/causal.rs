@@ -35,6 +35,15 @@ async fn setup_with(routing: &str) -> (Topology, Fleet) {
     (topo, fleet)
 }
 
+/// `SELECT @@concord_token` after a write.
+async fn token_of(c: &mut mysql_async::Conn) -> String {
+    c.query_first::<Option<String>, _>("SELECT @@concord_token")
+        .await
+        .unwrap()
+        .flatten()
+        .expect("a token after a write")
+}
+
 async fn count(c: &mut mysql_async::Conn, prefix: &str) -> i64 {
     c.query_first::<i64, _>(format!("{prefix}SELECT COUNT(*) FROM test.c"))
         .await
@@ -50,12 +59,7 @@ async fn a_token_from_one_node_makes_a_read_through_another_see_the_write() {
     let none: Option<Option<String>> = w.query_first("SELECT @@concord_token").await.unwrap();
     assert_eq!(none, Some(None), "no write yet: NULL");
     w.query_drop("INSERT INTO test.c VALUES (1)").await.unwrap();
-    let token: String = w
-        .query_first::<Option<String>, _>("SELECT @@concord_token")
-        .await
-        .unwrap()
-        .flatten()
-        .expect("a token after a write");
+    let token = token_of(&mut w).await;
     println!("token {token}");
     // Another connection, another node.
     let mut r = fleet.nodes[1].conn().await;
@@ -142,12 +146,7 @@ async fn tokens_survive_a_switchover_and_unknown_ones_are_refused() {
     let (topo, fleet) = setup().await;
     let mut w = fleet.nodes[0].conn().await;
     w.query_drop("INSERT INTO test.c VALUES (1)").await.unwrap();
-    let token: String = w
-        .query_first::<Option<String>, _>("SELECT @@concord_token")
-        .await
-        .unwrap()
-        .flatten()
-        .unwrap();
+    let token = token_of(&mut w).await;
     drop(w);
     fleet.nodes[1]
         .admin_query("SWITCHOVER TO 'db2'")
@@ -246,12 +245,7 @@ async fn a_token_a_failover_lost_is_refused_everywhere() {
     w.query_drop("INSERT INTO test.w (writer, seq) VALUES (4242, 1)")
         .await
         .unwrap();
-    let token: String = w
-        .query_first::<Option<String>, _>("SELECT @@concord_token")
-        .await
-        .unwrap()
-        .flatten()
-        .unwrap();
+    let token = token_of(&mut w).await;
     drop(w);
     rig.fleet.nodes[0].admin_query("FAILOVER").await.unwrap();
     let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;

@@ -398,6 +398,17 @@ async fn a_fleet_that_sees_no_database_fences_nothing() {
     assert!(fences > 0, "the scenario no longer needs positive evidence");
 }
 
+/// Waits until the leased nodes installed the self-fence event on `db`.
+async fn self_fence_armed(db: &MariaDb) {
+    harness::wait_for("the self-fence event", Duration::from_secs(10), || async {
+        let n: Vec<i64> = db
+            .query("SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_NAME = 'self_fence' AND STATUS = 'ENABLED'")
+            .await;
+        (n.first() == Some(&1)).then_some(())
+    })
+    .await;
+}
+
 /// A client that bypasses concord and writes straight to the primary (a
 /// stale connection string, a cron job) while the primary is cut off from
 /// every concord node, under `failover.self_fence` (5 s: longer than this
@@ -410,14 +421,7 @@ async fn bypassing_writer(hooks: &str) -> (i64, bool) {
     );
     let rig = Rig::start_hosts(&extra, FAST_CLUSTER, &[], &[], hooks).await;
     // Armed: the leased nodes installed the event with their first heartbeat.
-    harness::wait_for("the self-fence event", Duration::from_secs(10), || async {
-        let n: Vec<i64> = rig
-            .primary
-            .query("SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_NAME = 'self_fence' AND STATUS = 'ENABLED'")
-            .await;
-        (n.first() == Some(&1)).then_some(())
-    })
-    .await;
+    self_fence_armed(&rig.primary).await;
     rig.primary
         .exec(&format!(
             "CREATE USER 'direct'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT SELECT, INSERT ON test.* TO 'direct'@'%'"
@@ -521,14 +525,7 @@ async fn a_self_fenced_primary_stays_fenced_until_a_dba_lifts_it() {
             .first()
             .copied()
     };
-    harness::wait_for("the self-fence event", Duration::from_secs(10), || async {
-        let n: Vec<i64> = rig
-            .primary
-            .query("SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_NAME = 'self_fence' AND STATUS = 'ENABLED'")
-            .await;
-        (n.first() == Some(&1)).then_some(())
-    })
-    .await;
+    self_fence_armed(&rig.primary).await;
     assert_eq!(read_only().await, Some(0));
     for n in &rig.fleet.nodes {
         n.signal("STOP");

@@ -14,8 +14,7 @@
 //! `domain-server-seq[,...]`, MySQL `uuid:interval[,...]`.
 
 use super::relay::CmdHead;
-use super::{conns::Which, Session};
-use crate::backend::Reply;
+use super::Session;
 use crate::classify::{self, Class};
 use crate::error::SessionError;
 use concord_protocol::codes;
@@ -232,22 +231,7 @@ impl Session {
             "SELECT @@global.gtid_executed"
         };
         let name = b.pool.name.clone();
-        let have = match b.conn.exec(sql).await {
-            Ok(Ok(Reply::Rows(rows))) => rows
-                .into_iter()
-                .next()
-                .and_then(|r| r.into_iter().next().flatten())
-                .unwrap_or_default(),
-            Ok(_) => String::new(),
-            Err(e) => {
-                self.drop_conn(Which::Primary);
-                return Err(SessionError::Backend {
-                    backend: name,
-                    source: e,
-                    mid_response: false,
-                });
-            }
-        };
+        let have = self.primary_value(sql).await?.unwrap_or_default();
         let have = concord_health::probe::normalize_gtids(&have);
         if concord_health::gtid::covers_exact(&have, token) {
             if runs_there {

@@ -104,27 +104,38 @@ impl Session {
             (true, false) => "SELECT @@global.gtid_binlog_pos",
             (false, _) => "SELECT @@global.gtid_executed",
         };
-        let name = b.pool.name.clone();
-        let rows = match b.conn.exec(sql).await {
-            Ok(Ok(Reply::Rows(rows))) => rows,
-            Ok(_) => Vec::new(),
-            Err(e) => {
-                self.drop_conn(Which::Primary);
-                return Err(SessionError::Backend {
-                    backend: name,
-                    source: e,
-                    mid_response: false,
-                });
-            }
-        };
-        let gtid = rows
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|g| gtid_text(&g));
+        let gtid = self.primary_value(sql).await?.and_then(|g| gtid_text(&g));
         self.ryw.pending = false;
         self.ryw.gtid = gtid.clone();
         Ok(gtid)
+    }
+
+    /// The first column of the first row `sql` returns on the held primary
+    /// connection (None: no row, NULL, or an error reply). A connection
+    /// that fails is dropped and the error returned.
+    pub(super) async fn primary_value(
+        &mut self,
+        sql: &str,
+    ) -> Result<Option<String>, SessionError> {
+        let Some(b) = self.conns.primary.as_mut() else {
+            return Ok(None);
+        };
+        let name = b.pool.name.clone();
+        match b.conn.exec(sql).await {
+            Ok(Ok(Reply::Rows(rows))) => Ok(rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten())),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                self.drop_conn(Which::Primary);
+                Err(SessionError::Backend {
+                    backend: name,
+                    source: e,
+                    mid_response: false,
+                })
+            }
+        }
     }
 
     /// No replica's probed position covers the write yet: try a covered
