@@ -322,6 +322,9 @@ pub enum Role {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
+    /// When a session gives its backend connections back: at the end of
+    /// each transaction (or statement outside one), or when it ends.
+    pub mode: PoolMode,
     /// Warm idle connections kept per (backend, user, protocol flags).
     pub min_idle: u32,
     /// Cap on connections from this node to one backend.
@@ -338,6 +341,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
+            mode: PoolMode::Session,
             min_idle: 2,
             max_per_backend: 500,
             connect_timeout: Duration::from_secs(2),
@@ -388,6 +392,18 @@ impl Default for MonitorConfig {
 pub enum Fallback {
     Primary,
     Error,
+}
+
+/// How long a session keeps a backend connection.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// From its first use until the session ends.
+    Session,
+    /// For one transaction, or one statement outside a transaction; the
+    /// session's state moves with it (see `proxy::session::state`), and
+    /// only state that cannot move keeps it on one connection.
+    Transaction,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

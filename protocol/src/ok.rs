@@ -156,6 +156,15 @@ pub fn status_offset(payload: &[u8]) -> Option<usize> {
     (payload.len() >= at + 2).then_some(at)
 }
 
+/// Affected rows and last insert id of an OK packet (header 0x00).
+pub fn ok_counts(payload: &[u8]) -> Option<(u64, u64)> {
+    let mut r = Rd::new(payload);
+    if r.u8("h").ok()? != 0 {
+        return None;
+    }
+    Some((r.lenenc("a").ok()?, r.lenenc("b").ok()?))
+}
+
 /// Status flags of an OK-layout packet without decoding the rest.
 pub fn ok_status(payload: &[u8]) -> Option<u16> {
     let mut r = Rd::new(payload);

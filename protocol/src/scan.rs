@@ -87,6 +87,8 @@ pub struct Scanner {
     pub prepare: Option<PrepareOk>,
     /// Result sets started (column count packets seen).
     pub result_sets: u32,
+    /// Rows of the last result set.
+    pub rows: u64,
 }
 
 impl Scanner {
@@ -108,6 +110,7 @@ impl Scanner {
             last_was_ok: false,
             prepare: None,
             result_sets: 0,
+            rows: 0,
         }
     }
 
@@ -186,6 +189,7 @@ impl Scanner {
                         return Err(ProtoError::malformed("result set with zero columns"));
                     }
                     self.result_sets += 1;
+                    self.rows = 0;
                     self.state = State::Columns(n);
                     Ok(Step::More)
                 }
@@ -224,6 +228,7 @@ impl Scanner {
                     self.last_was_ok = self.deprecate_eof;
                     Ok(self.end_of_result(s))
                 } else {
+                    self.rows += 1;
                     Ok(Step::More)
                 }
             }

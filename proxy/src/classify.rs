@@ -133,6 +133,13 @@ pub mod flag {
     /// Names a `@@concord_...` variable: answered by concord (causal
     /// tokens), never sent to a backend.
     pub const CONCORD_VAR: u32 = 1 << 17;
+    /// Reads or sets the session's last generated id (LAST_INSERT_ID(),
+    /// @@last_insert_id, @@identity).
+    pub const INSERT_ID: u32 = 1 << 18;
+    /// Calls ROW_COUNT().
+    pub const ROW_COUNT: u32 = 1 << 19;
+    /// `SELECT SQL_CALC_FOUND_ROWS`: FOUND_ROWS() then needs the server.
+    pub const CALC_FOUND_ROWS: u32 = 1 << 20;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,9 +420,6 @@ const CONN_FUNCS: &[&[u8]] = &[
     b"MASTER_GTID_WAIT",
     b"WAIT_FOR_EXECUTED_GTID_SET",
 ];
-
-/// Functions that report on the previous statement.
-const STMT_FUNCS: &[&[u8]] = &[b"ROW_COUNT"];
 
 /// System variables whose value belongs to the session's primary
 /// connection (the last generated id, the last GTID written).
@@ -860,7 +864,10 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
             Tok::Var { system: true } => {
                 let name = sysvar_name(&lx.s[start..lx.i]);
                 if CONN_VARS.iter().any(|v| eq_ci(v, name)) {
-                    *flags |= flag::CONN_FUNC
+                    *flags |= flag::CONN_FUNC;
+                    if eq_ci(name, b"LAST_INSERT_ID") || eq_ci(name, b"IDENTITY") {
+                        *flags |= flag::INSERT_ID;
+                    }
                 } else if STMT_VARS.iter().any(|v| eq_ci(v, name)) {
                     *flags |= flag::STMT_INFO | flag::DIAG
                 }
@@ -908,9 +915,11 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
                     }
                     b"CONNECTION_ID" => *flags |= flag::CONN_ID,
                     b"IS_USED_LOCK" => *flags |= flag::CONN_FUNC | flag::CONN_ID,
+                    b"LAST_INSERT_ID" => *flags |= flag::CONN_FUNC | flag::INSERT_ID,
                     u if CONN_FUNCS.contains(&u) => *flags |= flag::CONN_FUNC,
                     b"FOUND_ROWS" => *flags |= flag::STMT_INFO | flag::FOUND_ROWS,
-                    u if STMT_FUNCS.contains(&u) => *flags |= flag::STMT_INFO,
+                    b"ROW_COUNT" => *flags |= flag::STMT_INFO | flag::ROW_COUNT,
+                    b"SQL_CALC_FOUND_ROWS" => *flags |= flag::CALC_FOUND_ROWS,
                     _ => {}
                 }
             }
@@ -1174,6 +1183,21 @@ const SELECT_LIST_END: &[&[u8]] = &[
 /// keeps the column name the server would give it (its text), through an
 /// alias when it has none.
 pub fn rewrite_ids(sql: &[u8], id: u64) -> Vec<u8> {
+    rewrite_calls(sql, id, &Known::default())
+}
+
+/// Values of statement information concord knows while the connection
+/// that ran the previous statement has gone back to the pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Known {
+    pub row_count: Option<i64>,
+    pub found_rows: Option<u64>,
+}
+
+/// [`rewrite_ids`], and every `ROW_COUNT()` / `FOUND_ROWS()` with a value
+/// in `known` replaced by that value, typed as the function is
+/// (`COALESCE(n, ROW_COUNT())`: a BIGINT of the same width, never NULL).
+pub fn rewrite_calls(sql: &[u8], id: u64, known: &Known) -> Vec<u8> {
     // Tokens with their byte ranges and parenthesis depth.
     let mut toks: Vec<(Tok<'_>, usize, usize, i32)> = Vec::new();
     let mut lx = Lexer::new(sql);
@@ -1198,6 +1222,16 @@ pub fn rewrite_ids(sql: &[u8], id: u64) -> Vec<u8> {
     while i < toks.len() {
         if word(i, b"CONNECTION_ID") && punct(i + 1, b'(') && punct(i + 2, b')') {
             edits.push((i, i + 2, id.to_string()));
+            i += 3;
+            continue;
+        }
+        let value = match () {
+            _ if word(i, b"ROW_COUNT") => known.row_count.map(|n| (n.to_string(), "ROW_COUNT")),
+            _ if word(i, b"FOUND_ROWS") => known.found_rows.map(|n| (n.to_string(), "FOUND_ROWS")),
+            _ => None,
+        };
+        if let Some((n, f)) = value.filter(|_| punct(i + 1, b'(') && punct(i + 2, b')')) {
+            edits.push((i, i + 2, format!("COALESCE({n}, {f}())")));
             i += 3;
             continue;
         }
@@ -1318,4 +1352,12 @@ pub fn fuzz_entry(sql: &[u8]) {
     let _ = kill_target(sql);
     let _ = set_statement_vars(sql);
     let _ = rewrite_ids(sql, 7);
+    let _ = rewrite_calls(
+        sql,
+        7,
+        &Known {
+            row_count: Some(-1),
+            found_rows: Some(3),
+        },
+    );
 }

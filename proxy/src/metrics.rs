@@ -44,6 +44,47 @@ pub fn install() -> Result<(), String> {
     Ok(())
 }
 
+/// How a session's state was brought to a backend connection it took
+/// from the pool (transaction mode shows how well fingerprints match).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateHandover {
+    /// A connection with server defaults (new, or reset before).
+    Fresh,
+    /// The session's own connection from before: nothing to do.
+    Own,
+    /// Another session's connection holding the same variables.
+    Matched,
+    /// Another session's: the difference applied in one statement.
+    Adjusted,
+    /// Another session's, reset and replayed whole.
+    Reset,
+}
+
+impl StateHandover {
+    pub const ALL: [StateHandover; 5] = [
+        StateHandover::Fresh,
+        StateHandover::Own,
+        StateHandover::Matched,
+        StateHandover::Adjusted,
+        StateHandover::Reset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateHandover::Fresh => "fresh",
+            StateHandover::Own => "own",
+            StateHandover::Matched => "matched",
+            StateHandover::Adjusted => "adjusted",
+            StateHandover::Reset => "reset",
+        }
+    }
+}
+
+/// Counts one connection taken from a pool, by how its state was brought.
+pub fn handover(how: StateHandover) {
+    hot().handovers[how as usize].increment(1);
+}
+
 /// Folds pending histogram samples into their buckets (run every second
 /// by the node's upkeep; scrapes do it too).
 pub fn upkeep() {
@@ -55,6 +96,8 @@ pub fn upkeep() {
 struct Hot {
     /// [target (0 primary, 1 replica)][reason]
     routed: Vec<Counter>,
+    /// By [`StateHandover`].
+    handovers: Vec<Counter>,
     commands: Vec<Counter>,
     bytes_in: Counter,
     bytes_out: Counter,
@@ -72,8 +115,13 @@ fn hot() -> &'static Hot {
         let commands = (0..=0x20u8)
             .map(|c| counter!("concord_commands_total", "command" => concord_protocol::consts::com::name(c)))
             .collect();
+        let handovers = StateHandover::ALL
+            .iter()
+            .map(|h| counter!("concord_pool_state_total", "how" => h.as_str()))
+            .collect();
         Hot {
             routed,
+            handovers,
             commands,
             bytes_in: counter!("concord_client_bytes_total", "direction" => "in"),
             bytes_out: counter!("concord_client_bytes_total", "direction" => "out"),

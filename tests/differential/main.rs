@@ -21,6 +21,7 @@ use mysql_async::prelude::*;
 use run::{Flavor, Outcome, Runner};
 use std::time::Instant;
 
+/// Each session's schema, in its own database (`diff` stands for it).
 const SCHEMA: &[&str] = &[
     "DROP DATABASE IF EXISTS diff",
     "CREATE DATABASE diff",
@@ -30,10 +31,11 @@ const SCHEMA: &[&str] = &[
     "CREATE PROCEDURE diff.p_mode() BEGIN SET SESSION time_zone = '+05:00'; END",
 ];
 
-async fn reset_schema(primary: &MariaDb) {
+async fn reset_schema(primary: &MariaDb, db: &str) {
     let mut c = primary.conn().await;
     for s in SCHEMA {
-        c.query_drop(*s)
+        let s = s.replace("diff", db);
+        c.query_drop(&s)
             .await
             .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
@@ -46,17 +48,35 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with("").await
+}
+
+/// The rig with extra concord configuration (whole TOML sections).
+async fn rig_with(extra: &str) -> Rig {
+    rig_hooked(extra, "").await
+}
+
+/// [`rig_with`] and test-only switches.
+async fn rig_hooked(extra: &str, hooks: &str) -> Rig {
     let topo = Topology::start(2).await;
-    reset_schema(&topo.primary).await;
+    reset_schema(&topo.primary, "diff").await;
     topo.wait_replicated().await;
-    let node = Concord::start(ConcordConfig::new(topo.backends())).await;
+    let mut cfg = ConcordConfig::new(topo.backends());
+    cfg.extra = extra.to_string();
+    cfg.test_hooks = hooks.to_string();
+    let node = Concord::start(cfg).await;
     node.wait_readable(&["db2", "db3"]).await;
     Rig { topo, node }
 }
 
 /// Runs `steps` on `port`; the runner stays open for checks.
-async fn run_on(port: u16, flavor: Flavor, steps: &[gen::Step]) -> (Vec<Outcome>, Runner) {
-    let mut r = Runner::connect(port, flavor).await;
+async fn run_on(
+    port: u16,
+    flavor: Flavor,
+    db: &str,
+    steps: &[gen::Step],
+) -> (Vec<Outcome>, Runner) {
+    let mut r = Runner::connect(port, flavor, db).await;
     let mut out = Vec::with_capacity(steps.len());
     for s in steps {
         out.push(r.step(s).await);
@@ -79,6 +99,12 @@ fn show(p: &[u8]) -> String {
 /// One seed: runs it both ways and returns the statements it ran, or a
 /// report of the first difference.
 async fn check_seed(rig: &Rig, seed: u64, statements: usize) -> Result<usize, String> {
+    check_seed_in(rig, seed, statements, "diff").await
+}
+
+/// [`check_seed`] with the session's tables in database `db`, so several
+/// run at once.
+async fn check_seed_in(rig: &Rig, seed: u64, statements: usize, db: &str) -> Result<usize, String> {
     let flavor = match seed % 4 {
         0 => Flavor::Plain,
         1 => Flavor::Tracking,
@@ -91,9 +117,9 @@ async fn check_seed(rig: &Rig, seed: u64, statements: usize) -> Result<usize, St
             println!("{i:4} {}", st.describe());
         }
     }
-    reset_schema(&rig.topo.primary).await;
+    reset_schema(&rig.topo.primary, db).await;
     rig.topo.wait_replicated().await;
-    let (via, runner) = run_on(rig.node.cfg.port, flavor, &s.steps).await;
+    let (via, runner) = run_on(rig.node.cfg.port, flavor, db, &s.steps).await;
     // Nothing that pins, no pin.
     if !s.expect.pins && !runner.closed {
         let rows = rig
@@ -117,8 +143,8 @@ async fn check_seed(rig: &Rig, seed: u64, statements: usize) -> Result<usize, St
         }
     }
     drop(runner);
-    reset_schema(&rig.topo.primary).await;
-    let (direct, _r) = run_on(rig.topo.primary.port, flavor, &s.steps).await;
+    reset_schema(&rig.topo.primary, db).await;
+    let (direct, _r) = run_on(rig.topo.primary.port, flavor, db, &s.steps).await;
     if std::env::var_os("DIFF_DUMP").is_some() {
         for (i, (a, b)) in via.iter().zip(direct.iter()).enumerate() {
             let mark = if a == b { " " } else { "!" };
@@ -173,6 +199,160 @@ async fn fixed_seeds_answer_the_same_through_concord() {
     );
 }
 
+/// Transaction mode (`pool.mode = "transaction"`) with far fewer backend
+/// connections than sessions: `PARALLEL` checked sessions run at once,
+/// each in its own database, beside `CHURN` sessions that keep their own
+/// state and check it, through a pool of 7 connections per backend (one
+/// more than the checked sessions that may pin at once, and their KILL
+/// helper), so statements keep landing on connections another session's
+/// state was on. Every answer must still be the primary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_seeds_answer_the_same_in_transaction_mode() {
+    const PARALLEL: u64 = 6;
+    const CHURN: u64 = 24;
+    // DIFF_HOOKS=handover-without-state: the state hand-over removed (the
+    // test must fail).
+    let rig = rig_hooked(
+        TRANSACTION_MODE,
+        &std::env::var("DIFF_HOOKS").unwrap_or_default(),
+    )
+    .await;
+    let t0 = Instant::now();
+    let rig = &rig;
+    {
+        let mut c = rig.topo.primary.conn().await;
+        c.query_drop("CREATE DATABASE IF NOT EXISTS churn")
+            .await
+            .unwrap();
+        c.query_drop(
+            "CREATE TABLE IF NOT EXISTS churn.c (id INT AUTO_INCREMENT PRIMARY KEY, k INT)",
+        )
+        .await
+        .unwrap();
+    }
+    rig.topo.wait_replicated().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churners: Vec<_> = (0..CHURN)
+        .map(|k| tokio::spawn(churn(rig.node.opts(), k, stop.clone())))
+        .collect();
+    let lanes = (0..PARALLEL).map(|lane| async move {
+        let db = format!("diff{lane}");
+        let mut total = 0;
+        let mut seed = 1 + lane;
+        while seed <= SEEDS {
+            total += check_seed_in(rig, seed, 100, &db).await?;
+            seed += PARALLEL;
+        }
+        Ok::<usize, String>(total)
+    });
+    let mut total = 0;
+    let results = futures::future::join_all(lanes).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut checks = 0;
+    for c in churners {
+        match c.await {
+            Ok(Ok(n)) => checks += n,
+            Ok(Err(e)) => panic!("a churning session saw another session's state: {e}"),
+            Err(e) => panic!("churn task: {e}"),
+        }
+    }
+    for r in results {
+        match r {
+            Ok(n) => total += n,
+            Err(report) => panic!("{report}\n(known differences: {:?})", known::DIFFERENCES),
+        }
+    }
+    let moves = rig.node.metric_sum("concord_pool_state_total").await;
+    let count = |how: &str| {
+        moves
+            .iter()
+            .filter(|(l, _)| l.contains(&format!("how=\"{how}\"")))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    println!(
+        "differential, transaction mode: {SEEDS} sessions {PARALLEL} at a time beside {CHURN} churning sessions ({checks} self-checks), {total} steps, identical; connections taken by how state was brought: {moves:?} ({:.1}s)",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        count("adjusted") + count("matched") + count("reset") > 100.0,
+        "sessions hardly moved between connections: {moves:?}"
+    );
+}
+
+/// A session beside the checked ones: its own time zone, sql_mode, user
+/// variable and insert ids, checked on every statement while the pool
+/// hands its connections around. Returns the number of checks made.
+async fn churn(
+    opts: mysql_async::OptsBuilder,
+    k: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<u64, String> {
+    let mut c = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tz = format!("+0{}:00", k % 10);
+    // Both warn on division by zero (without ERROR_FOR_DIVISION_BY_ZERO a
+    // server stays silent).
+    let mode = if k.is_multiple_of(2) {
+        "ANSI_QUOTES,ERROR_FOR_DIVISION_BY_ZERO"
+    } else {
+        "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+    };
+    let e = |e: mysql_async::Error| format!("churn {k}: {e}");
+    c.query_drop(format!("SET time_zone = '{tz}'"))
+        .await
+        .map_err(e)?;
+    c.query_drop(format!("SET sql_mode = '{mode}'"))
+        .await
+        .map_err(e)?;
+    c.query_drop(format!("SET @churn = {k}")).await.map_err(e)?;
+    let mut checks = 0u64;
+    let mut i = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        i += 1;
+        let got: Option<(String, String, Option<u64>)> = c
+            .query_first("SELECT @@session.time_zone, @@session.sql_mode, @churn")
+            .await
+            .map_err(e)?;
+        if got != Some((tz.clone(), mode.to_string(), Some(k))) {
+            return Err(format!(
+                "churn {k}: expected ({tz}, {mode}, {k}), got {got:?}"
+            ));
+        }
+        if i.is_multiple_of(3) {
+            c.query_drop(format!("INSERT INTO churn.c (k) VALUES ({k})"))
+                .await
+                .map_err(e)?;
+            let id = c.last_insert_id().unwrap_or(0);
+            let _: Option<u64> = c
+                .query_first("SELECT 1 FROM churn.c LIMIT 1")
+                .await
+                .map_err(e)?;
+            let lid: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.map_err(e)?;
+            if lid != Some(id) {
+                return Err(format!(
+                    "churn {k}: LAST_INSERT_ID() {lid:?}, the insert reported {id}"
+                ));
+            }
+        }
+        if i.is_multiple_of(5) {
+            let _: Option<Option<u64>> = c.query_first("SELECT 1/0").await.map_err(e)?;
+            let warnings: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.map_err(e)?;
+            if warnings.len() != 1 || warnings[0].1 != 1365 {
+                return Err(format!("churn {k}: SHOW WARNINGS after 1/0: {warnings:?}"));
+            }
+        }
+        checks += 1;
+    }
+    let _ = c.disconnect().await;
+    Ok(checks)
+}
+
+/// Transaction mode over a pool far smaller than the sessions using it.
+const TRANSACTION_MODE: &str =
+    "[pool]\nmode = \"transaction\"\nmax_per_backend = 7\nmin_idle = 0\nacquire_timeout = \"20s\"\n";
+
 /// `DIFF_SEED=n`: one seed, for reproducing a report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
@@ -185,7 +365,11 @@ async fn one_seed() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let rig = rig().await;
+    // `DIFF_MODE=transaction`: through a transaction-mode pool.
+    let rig = match std::env::var("DIFF_MODE").as_deref() {
+        Ok("transaction") => rig_with(TRANSACTION_MODE).await,
+        _ => rig().await,
+    };
     if let Err(report) = check_seed(&rig, seed, n).await {
         panic!("{report}");
     }

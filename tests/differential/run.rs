@@ -40,6 +40,8 @@ pub type Outcome = Vec<Vec<u8>>;
 pub struct Runner {
     port: u16,
     flavor: Flavor,
+    /// The session's database (its tables, procedures and lock names).
+    db: String,
     c: RawClient,
     /// Own session id, from the greeting.
     pub id: u32,
@@ -53,12 +55,13 @@ pub struct Runner {
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Runner {
-    pub async fn connect(port: u16, flavor: Flavor) -> Runner {
-        let c = RawClient::connect_db(port, "app", PASSWORD, flavor.caps(), Some("diff")).await;
+    pub async fn connect(port: u16, flavor: Flavor, db: &str) -> Runner {
+        let c = RawClient::connect_db(port, "app", PASSWORD, flavor.caps(), Some(db)).await;
         let id = c.connection_id;
         Runner {
             port,
             flavor,
+            db: db.to_string(),
             c,
             id,
             stmts: HashMap::new(),
@@ -85,7 +88,9 @@ impl Runner {
     async fn step_inner(&mut self, s: &Step) -> Outcome {
         match s {
             Step::Query(q) => {
-                let q = q.replace("{CID}", &self.id.to_string());
+                let q = q
+                    .replace("{CID}", &self.id.to_string())
+                    .replace("'diff_lock'", &format!("'{}_lock'", self.db));
                 let mut p = vec![com::QUERY];
                 p.extend_from_slice(q.as_bytes());
                 self.command(&p, Expect::ResultSets).await
@@ -165,7 +170,7 @@ impl Runner {
             }
             Step::ChangeUser => {
                 self.stmts.clear();
-                let r = self.c.change_user("app", PASSWORD, Some("diff")).await;
+                let r = self.c.change_user("app", PASSWORD, Some(&self.db)).await;
                 vec![self.normalize_ok(r)]
             }
             Step::Ping => self.command(&[com::PING], Expect::Single).await,
@@ -288,7 +293,7 @@ impl Runner {
 
     /// KILL QUERY then KILL of a helper session of the same user.
     async fn kill_helper(&mut self) -> Outcome {
-        let mut helper = Runner::connect(self.port, self.flavor).await;
+        let mut helper = Runner::connect(self.port, self.flavor, &self.db).await;
         let hid = helper.id;
         let mut out = Vec::new();
         let q = |s: &str| {

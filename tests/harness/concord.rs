@@ -232,6 +232,26 @@ impl Concord {
         Some((code, body))
     }
 
+    /// The samples of counter or gauge `name` on `/metrics`: (labels, value).
+    pub async fn metric_sum(&self, name: &str) -> Vec<(String, f64)> {
+        let body = self
+            .http_get("/metrics")
+            .await
+            .map(|r| r.1)
+            .unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                let labels = k.strip_prefix(name)?;
+                if !(labels.is_empty() || labels.starts_with('{')) {
+                    return None;
+                }
+                Some((labels.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// A logged-in admin-port connection.
     pub async fn admin(&self) -> mysql_async::Conn {
         let opts = mysql_async::OptsBuilder::default()

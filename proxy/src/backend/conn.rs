@@ -39,6 +39,10 @@ pub struct ConnState {
     /// (session id, version of the session's SET log) this connection has
     /// replayed, or `None` for a connection with server defaults.
     pub synced: Option<(u64, u64)>,
+    /// Pooled in transaction mode: the variables the connection holds
+    /// (left by the session that gave it back), so the next session
+    /// applies only the difference (see `session::state::sync`).
+    pub held: Option<std::sync::Arc<crate::session::state::Snapshot>>,
 }
 
 pub struct BackendConn {
@@ -80,6 +84,11 @@ pub struct BackendConn {
     /// Counts this connection in its pool's `open` until dropped, however
     /// the connection ends (a panicking session included).
     pub slot: Option<super::pool::OpenSlot>,
+    /// The diagnostics area may hold warnings or an error: cleared before
+    /// another session gets the connection.
+    pub diag: bool,
+    /// Session whose LAST_INSERT_ID() this connection holds (0: none).
+    pub insert_id_of: u64,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -139,6 +148,7 @@ impl BackendConn {
                 collation: creds.collation,
                 multi_statements: true,
                 synced: None,
+                held: None,
             },
             status: info.status,
             dirty: false,
@@ -153,6 +163,8 @@ impl BackendConn {
             tracking: false,
             tracking_refused: false,
             slot: None,
+            diag: false,
+            insert_id_of: 0,
         };
         tokio::time::timeout(timeout, conn.track())
             .await
@@ -331,7 +343,10 @@ impl BackendConn {
             Reply::Err(e) => Ok(Err(e)),
             _ => {
                 self.dirty = false;
+                self.diag = false;
+                self.insert_id_of = 0;
                 self.state.synced = None;
+                self.state.held = None;
                 self.state.multi_statements = true;
                 self.state.collation = self.login_collation;
                 Ok(Ok(()))

@@ -5,4 +5,4 @@ pub mod login;
 pub mod pool;
 
 pub use conn::{BackendConn, ConnState, Reply};
-pub use pool::{BackendPool, Login, PoolKey, PoolSettings};
+pub use pool::{BackendPool, Login, PoolKey, PoolSettings, Prefer};

@@ -1,8 +1,10 @@
 //! Warm connections to one backend, per (backend user, protocol flavor).
 //!
 //! Sessions check a connection out when they first need that backend and
-//! give it back when they end (reset first if they changed its state). The
-//! lock is held only to push or pop a connection, never across I/O.
+//! give it back when they end (reset first if they changed its state), or
+//! in transaction mode at each transaction boundary (keeping the session
+//! state it holds, for the next session to adjust). The lock is held only
+//! to push or pop a connection, never across I/O.
 
 use super::conn::BackendConn;
 use super::login::Credentials;
@@ -13,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// Empties a connection's diagnostics area without touching anything else.
+pub const CLEAR_DIAGNOSTICS: &str = "DO (SELECT 1 FROM (SELECT 1) AS x)";
+
 /// Which idle connections a session may take: same backend account and
 /// same format-changing capability flags as its client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -20,6 +25,19 @@ pub struct PoolKey {
     pub user: Arc<str>,
     pub flavor: u32,
 }
+
+/// Which idle connection a session would rather have (transaction mode):
+/// the one it used last, or one holding the same variables.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prefer {
+    /// The session's id (0: no preference).
+    pub session: u64,
+    /// Fingerprint of the session's variables.
+    pub fp: Option<u64>,
+}
+
+/// Idle connections looked at for a preferred one (newest first).
+const PREFER_WINDOW: usize = 16;
 
 /// How to log in for a key (kept so the maintainer can open warm ones).
 #[derive(Clone, Debug)]
@@ -29,9 +47,20 @@ pub struct Login {
     pub collation: u8,
 }
 
+/// A session waiting for a connection: a released one for its key is
+/// handed straight to the longest waiting (first come, first served: a
+/// busy session cannot take every freed connection before a waiter).
+struct Waiter {
+    id: u64,
+    key: PoolKey,
+    tx: tokio::sync::oneshot::Sender<BackendConn>,
+}
+
 #[derive(Default)]
 struct Idle {
     by_key: HashMap<PoolKey, Vec<BackendConn>>,
+    waiters: std::collections::VecDeque<Waiter>,
+    next_waiter: u64,
     /// Keys used recently, with how to log in, so warm connections can be
     /// kept for them.
     recent: HashMap<PoolKey, (Login, Instant)>,
@@ -190,11 +219,14 @@ impl BackendPool {
         key: &PoolKey,
         login: &Login,
         db: Option<&str>,
+        prefer: Prefer,
     ) -> Result<(BackendConn, u64), BackendError> {
         let deadline = Instant::now() + self.settings.acquire_timeout;
+        let mut queued = false;
         loop {
             let gen = self.generation();
-            while let Some(conn) = self.pop_idle(key, login) {
+            // Behind sessions already waiting unless woken in turn.
+            while let Some(conn) = self.pop_idle(key, login, prefer, queued) {
                 if conn.looks_alive() {
                     return Ok((conn, gen));
                 }
@@ -213,19 +245,61 @@ impl BackendPool {
                 c.slot = Some(slot);
                 return Ok((c, gen));
             }
+            // At the cap with idle connections for other keys (another
+            // backend user or client protocol flavor): close one to make
+            // room, rather than wait for what may never be freed.
+            if self.evict_other(key) {
+                continue;
+            }
             let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero()
-                || tokio::time::timeout(wait, self.counter.released.notified())
-                    .await
-                    .is_err()
-            {
+            if wait.is_zero() {
                 return Err(BackendError::PoolExhausted(self.open_count()));
+            }
+            // Queue, then wait for a connection handed over, or for a
+            // slot freed (a connection closed) to open one.
+            let freed = self.counter.released.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            let me = {
+                let mut idle = self.lock();
+                idle.next_waiter += 1;
+                let id = idle.next_waiter;
+                idle.waiters.push_back(Waiter {
+                    id,
+                    key: key.clone(),
+                    tx,
+                });
+                id
+            };
+            queued = true;
+            let handed = tokio::select! {
+                c = &mut rx => c.ok(),
+                _ = &mut freed => None,
+                _ = tokio::time::sleep(wait) => None,
+            };
+            self.lock().waiters.retain(|w| w.id != me);
+            // Handed over between the wake-up and leaving the queue.
+            let handed = handed.or_else(|| rx.try_recv().ok());
+            if let Some(conn) = handed {
+                if conn.looks_alive() {
+                    return Ok((conn, self.generation()));
+                }
             }
         }
     }
 
-    fn pop_idle(&self, key: &PoolKey, login: &Login) -> Option<BackendConn> {
+    fn pop_idle(
+        &self,
+        key: &PoolKey,
+        login: &Login,
+        prefer: Prefer,
+        in_turn: bool,
+    ) -> Option<BackendConn> {
         let mut idle = self.lock();
+        if !in_turn && idle.waiters.iter().any(|w| &w.key == key) {
+            return None;
+        }
         let now = Instant::now();
         match idle.recent.get_mut(key) {
             Some(r) => r.1 = now,
@@ -233,7 +307,47 @@ impl BackendPool {
                 idle.recent.insert(key.clone(), (login.clone(), now));
             }
         }
-        idle.by_key.get_mut(key).and_then(Vec::pop)
+        let conns = idle.by_key.get_mut(key)?;
+        // Among the most recently idle few: the connection this session
+        // used last (its state and statements are there), else one
+        // holding the same variables; else the most recent.
+        let look = conns.len().saturating_sub(PREFER_WINDOW);
+        let score = |c: &BackendConn| {
+            if prefer.session != 0 && c.state.synced.is_some_and(|(s, _)| s == prefer.session) {
+                2
+            } else if prefer.fp.is_some() && c.state.held.as_ref().map(|h| h.fp) == prefer.fp {
+                1
+            } else {
+                0
+            }
+        };
+        let best = (look..conns.len())
+            .max_by_key(|&i| score(&conns[i]))
+            .filter(|&i| score(&conns[i]) > 0);
+        match best {
+            Some(i) => Some(conns.swap_remove(i)),
+            None => conns.pop(),
+        }
+    }
+
+    /// Closes the longest idle connection kept for a key other than
+    /// `key`; false if there is none.
+    fn evict_other(&self, key: &PoolKey) -> bool {
+        let victim = {
+            let mut idle = self.lock();
+            idle.by_key
+                .iter_mut()
+                .filter(|(k, v)| *k != key && !v.is_empty())
+                .min_by_key(|(_, v)| v[0].idle_since)
+                .map(|(_, v)| v.remove(0))
+        };
+        match victim {
+            Some(c) => {
+                self.discard(c);
+                true
+            }
+            None => false,
+        }
     }
 
     fn try_reserve(&self) -> Option<OpenSlot> {
@@ -265,11 +379,27 @@ impl BackendPool {
             self.discard(conn);
             return;
         }
-        if conn.dirty || conn.state.synced.is_some() {
+        if conn.dirty || (conn.state.synced.is_some() && conn.state.held.is_none()) {
             let pool = Arc::clone(self);
             tokio::spawn(async move {
                 match conn.reset().await {
                     Ok(Ok(())) => pool.put_idle(conn, key, gen),
+                    _ => pool.discard(conn),
+                }
+            });
+            return;
+        }
+        if conn.diag {
+            // Kept state (transaction mode), but no session may read
+            // another's warnings: a statement naming a table empties the
+            // diagnostics area on MariaDB as on MySQL.
+            let pool = Arc::clone(self);
+            tokio::spawn(async move {
+                match conn.exec(CLEAR_DIAGNOSTICS).await {
+                    Ok(Ok(_)) => {
+                        conn.diag = false;
+                        pool.put_idle(conn, key, gen)
+                    }
                     _ => pool.discard(conn),
                 }
             });
@@ -285,7 +415,19 @@ impl BackendPool {
         }
         conn.idle_since = Instant::now();
         conn.io.shrink();
-        self.lock().by_key.entry(key).or_default().push(conn);
+        let mut idle = self.lock();
+        while let Some(i) = idle.waiters.iter().position(|w| w.key == key) {
+            let Some(w) = idle.waiters.remove(i) else {
+                break;
+            };
+            match w.tx.send(conn) {
+                Ok(()) => return,
+                // That waiter gave up meanwhile: the next one.
+                Err(c) => conn = c,
+            }
+        }
+        idle.by_key.entry(key).or_default().push(conn);
+        drop(idle);
         self.counter.released.notify_one();
     }
 

@@ -331,3 +331,28 @@ fn causal_hints_and_concord_variables() {
         assert!(!classify(s.as_bytes()).has(flag::CONCORD_VAR), "{s}");
     }
 }
+
+#[test]
+fn row_count_and_found_rows_become_the_values_concord_kept() {
+    let k = Known {
+        row_count: Some(-1),
+        found_rows: Some(4),
+    };
+    let r = |s: &str| String::from_utf8(rewrite_calls(s.as_bytes(), 7, &k)).unwrap();
+    assert_eq!(
+        r("SELECT ROW_COUNT()"),
+        "SELECT COALESCE(-1, ROW_COUNT()) AS `ROW_COUNT()`"
+    );
+    assert_eq!(
+        r("SELECT found_rows() AS n, 1"),
+        "SELECT COALESCE(4, FOUND_ROWS()) AS n, 1"
+    );
+    let none =
+        |s: &str| String::from_utf8(rewrite_calls(s.as_bytes(), 7, &Known::default())).unwrap();
+    assert_eq!(none("SELECT ROW_COUNT()"), "SELECT ROW_COUNT()");
+    let c = classify(b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1");
+    assert!(c.has(flag::CALC_FOUND_ROWS));
+    assert!(classify(b"SELECT LAST_INSERT_ID()").has(flag::INSERT_ID));
+    assert!(classify(b"SELECT @@identity").has(flag::INSERT_ID));
+    assert!(classify(b"SELECT ROW_COUNT()").has(flag::ROW_COUNT | flag::STMT_INFO));
+}

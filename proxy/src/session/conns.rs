@@ -102,6 +102,10 @@ pub struct Outcome {
     /// The server flagged a state change it gave no details of (see
     /// `relay::RelayEnd::state_unreadable`).
     pub state_unreadable: bool,
+    /// (affected rows, last insert id) of the OK that ended it, if no rows.
+    pub ok_counts: Option<(u64, u64)>,
+    /// Rows of its last result set.
+    pub rows: u64,
 }
 
 impl Session {
@@ -122,8 +126,12 @@ impl Session {
     /// Takes a connection from `pool` and brings it to the session's state.
     async fn acquire(&mut self, pool: Arc<BackendPool>, epoch: u64) -> Result<Bound, SessionError> {
         let (key, login) = self.pool_key();
+        let prefer = crate::backend::Prefer {
+            session: self.state.session_id,
+            fp: self.state.cached_fp(),
+        };
         let (mut conn, gen) = pool
-            .acquire(&key, &login, self.state.db.as_deref())
+            .acquire(&key, &login, self.state.db.as_deref(), prefer)
             .await
             .map_err(|e| SessionError::Backend {
                 backend: pool.name.clone(),
@@ -131,11 +139,14 @@ impl Session {
                 mid_response: false,
             })?;
         self.shared.learn_server_version(&conn.server_version);
+        if conn.insert_id_of != self.state.session_id {
+            conn.insert_id_of = 0;
+        }
         if let Err(e) = self.capture_elsewhere(conn.id).await {
             pool.release(conn, key, gen, true);
             return Err(e);
         }
-        match state::sync(&mut conn, &self.state).await {
+        match state::sync(&mut conn, &self.state, true).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 pool.release(conn, key, gen, true);
@@ -177,7 +188,7 @@ impl Session {
         {
             return Ok(());
         }
-        match state::sync(&mut b.conn, &self.state).await {
+        match state::sync(&mut b.conn, &self.state, false).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(SessionError::Reply(e)),
             Err(e) => {
@@ -550,6 +561,13 @@ impl Session {
                     self.status_stale = true;
                 }
                 self.last = Some(w);
+                if matches!(expect, Expect::ResultSets | Expect::Single) {
+                    // What ROW_COUNT() now says on that connection.
+                    self.row_count = match (sc.error, end.ok_counts) {
+                        (None, Some((affected, _))) => affected as i64,
+                        _ => -1,
+                    };
+                }
                 Ok(Outcome {
                     failed: sc.error.is_some() || end.refused_infile,
                     prepare: sc.prepare,
@@ -560,6 +578,8 @@ impl Session {
                     tracking,
                     warnings: end.warnings,
                     state_unreadable: end.state_unreadable,
+                    ok_counts: end.ok_counts,
+                    rows: sc.rows,
                 })
             }
             Err(e) => {

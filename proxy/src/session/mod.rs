@@ -13,6 +13,7 @@ mod conns;
 pub mod handshake;
 pub mod kill;
 pub mod local;
+mod multiplex;
 mod query;
 pub mod relay;
 mod ryw;
@@ -99,6 +100,17 @@ pub struct Session {
     write_guard: Option<concord_consensus::WriteGuard>,
     /// When the current command arrived.
     cmd_at: std::time::Instant,
+    /// What ROW_COUNT() says after the last statement, and FOUND_ROWS()
+    /// after the last SELECT (for when their connection went back to
+    /// the pool); whether that SELECT asked SQL_CALC_FOUND_ROWS (then
+    /// only its connection knows).
+    row_count: i64,
+    found_rows: u64,
+    calc_found_rows: bool,
+    /// The session's LAST_INSERT_ID() (transaction mode: see `multiplex`),
+    /// and the connection a statement may have changed it on since.
+    insert_id: u64,
+    insert_id_pending: Option<(u64, u64)>,
     /// In the registry and counted for its user until dropped.
     registered: Registered,
 }
@@ -185,6 +197,11 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         token_checked: None,
         write_guard: None,
         cmd_at: std::time::Instant::now(),
+        row_count: -1,
+        found_rows: 0,
+        calc_found_rows: false,
+        insert_id: 0,
+        insert_id_pending: None,
         registered,
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
@@ -237,7 +254,12 @@ impl Session {
             }
         }
         write_ok(&mut self.client.wbuf, &mut seq, self.caps, 0, "");
-        self.client.flush().await.is_ok()
+        if self.client.flush().await.is_err() {
+            return false;
+        }
+        self.write_guard = None;
+        self.give_back().await;
+        true
     }
 
     /// The command loop.
@@ -270,8 +292,12 @@ impl Session {
             self.status_fix = None;
             self.drop_poisoned();
             // At a transaction boundary: drop connections to backends the
-            // routing no longer offers (drained, in maintenance, fenced).
+            // routing no longer offers (drained, in maintenance, fenced),
+            // and in transaction mode give back what can move.
             self.release_stale_replicas().await;
+            if matches!(done, Ok(true) | Err((SessionError::Reply(_), _))) {
+                self.give_back().await;
+            }
             match done {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -539,7 +565,8 @@ impl Session {
         self.state.multi_statements = true;
         self.stmts.clear();
         self.set_pins(0);
-        self.ryw = ryw::Ryw::default();
+        // `ryw` stays: the session's writes are still its writes (a reset
+        // connection on the primary sees them too).
         self.after = None;
         self.txn = None;
         self.txn_lost = false;
@@ -548,6 +575,11 @@ impl Session {
         self.last = None;
         self.last_read = None;
         self.last_diag = None;
+        self.row_count = -1;
+        self.found_rows = 0;
+        self.calc_found_rows = false;
+        self.insert_id = 0;
+        self.insert_id_pending = None;
     }
 
     async fn reset_connection(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {

@@ -64,11 +64,13 @@ impl Session {
         } else {
             Vec::new()
         };
-        let cmd = if class.has(flag::CONN_ID) && cmd.whole {
+        let known = self.known_info(&class);
+        let cmd = if (class.has(flag::CONN_ID) || known.is_some()) && cmd.whole {
             let id = self.info.id;
+            let known = known.unwrap_or_default();
             self.rewrite_command(cmd, |payload| {
                 let mut p = vec![payload[0]];
-                p.extend(classify::rewrite_ids(&payload[1..], id));
+                p.extend(classify::rewrite_calls(&payload[1..], id, &known));
                 p
             })
         } else {
@@ -83,6 +85,12 @@ impl Session {
             }
         };
         crate::metrics::route(w != Which::Primary, reason);
+        if class.has(flag::INSERT_ID) && self.multiplexed() {
+            if let Err(e) = self.bring_insert_id(w).await {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        }
         let retry = w != Which::Primary && cmd.whole;
         let mut res = self
             .forward_to(w, cmd, Expect::ResultSets, false, None, !retry)
@@ -314,6 +322,28 @@ impl Session {
                 format!("concord: {msg}"),
             )),
         }
+    }
+
+    /// ROW_COUNT() and FOUND_ROWS() values to write into a statement
+    /// whose connection for them is no longer held (given back in
+    /// transaction mode, or lost); `None`: nothing to write.
+    fn known_info(&self, class: &Class) -> Option<classify::Known> {
+        if !class.has(flag::ROW_COUNT | flag::FOUND_ROWS) || self.txn.is_some() {
+            return None;
+        }
+        let gone = |w: Option<Which>| w.is_none_or(|w| self.conns.get(w).is_none());
+        // Setting LAST_INSERT_ID() where the statement runs (transaction
+        // mode) would change what ROW_COUNT() says there.
+        let moved_id = class.has(flag::INSERT_ID) && self.multiplexed();
+        let k = classify::Known {
+            row_count: (class.has(flag::ROW_COUNT) && (gone(self.last) || moved_id))
+                .then_some(self.row_count),
+            found_rows: (class.has(flag::FOUND_ROWS)
+                && gone(self.last_read)
+                && !self.calc_found_rows)
+                .then_some(self.found_rows),
+        };
+        (k.row_count.is_some() || k.found_rows.is_some()).then_some(k)
     }
 
     pub(super) fn set_db(&mut self, w: Which, db: Option<String>) {

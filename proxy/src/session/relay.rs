@@ -276,6 +276,9 @@ pub struct RelayEnd {
     pub state_unreadable: bool,
     /// Warnings the last OK/EOF reported.
     pub warnings: u16,
+    /// (affected rows, last insert id) of the last OK that ended a
+    /// statement without rows; `None` when the last statement sent rows.
+    pub ok_counts: Option<(u64, u64)>,
     /// The backend asked for LOCAL INFILE and the client had not allowed it.
     pub refused_infile: bool,
     /// The backend sent bytes after the end of the response: the answer
@@ -381,6 +384,11 @@ where
                         }
                     }
                     if sc.last_was_ok || old_eof {
+                        end.ok_counts = if old_eof {
+                            None
+                        } else {
+                            concord_protocol::ok::ok_counts(body)
+                        };
                         end.warnings = if old_eof {
                             u16::from_le_bytes([body[1], body[2]])
                         } else {

@@ -10,6 +10,7 @@
 
 use crate::backend::{BackendConn, Reply};
 use crate::error::BackendError;
+use crate::metrics::StateHandover;
 use concord_protocol::consts::com;
 use concord_protocol::err::ErrPacket;
 use std::collections::{BTreeMap, HashMap};
@@ -77,8 +78,29 @@ pub struct Var {
     pub version: u64,
 }
 
+/// The variables a pooled connection holds, as a session left them, in
+/// the order they were assigned, and a fingerprint of them: two sessions
+/// with equal fingerprints share a connection with nothing replayed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub fp: u64,
+    /// (key, assignment target, literal), oldest assignment first.
+    pub vars: Vec<(String, String, String)>,
+}
+
+impl Snapshot {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, _, l)| l.as_str())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SessionState {
+    /// Whose state this is: the session's id, a new one after each reset
+    /// (see [`SessionState::reset`]).
     pub session_id: u64,
     pub db: Option<String>,
     pub collation: u8,
@@ -90,6 +112,8 @@ pub struct SessionState {
     pub version: u64,
     /// Too many variables: no longer replayable (the session is pinned).
     pub overflow: bool,
+    /// [`SessionState::snapshot`] of `version`, kept until it changes.
+    snap: Option<(u64, std::sync::Arc<Snapshot>)>,
 }
 
 impl SessionState {
@@ -104,7 +128,86 @@ impl SessionState {
             bytes: 0,
             version: 0,
             overflow: false,
+            snap: None,
         }
+    }
+
+    /// The variables as literals, for a connection going back to the pool
+    /// (`None` while a user variable has not been read back).
+    pub fn snapshot(&mut self) -> Option<std::sync::Arc<Snapshot>> {
+        if let Some((v, s)) = &self.snap {
+            if *v == self.version {
+                return Some(s.clone());
+            }
+        }
+        use std::hash::{BuildHasher, Hash, Hasher};
+        // Keyed per process: a client cannot craft a collision.
+        static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+        let mut h = KEYS.get_or_init(Default::default).build_hasher();
+        let mut vars = Vec::with_capacity(self.vars.len());
+        for (k, v) in &self.vars {
+            let Value::Literal(l) = &v.value else {
+                return None;
+            };
+            (k, l).hash(&mut h);
+            vars.push((v.version, k.clone(), v.target.clone(), l.clone()));
+        }
+        vars.sort_by_key(|v| v.0);
+        let snap = std::sync::Arc::new(Snapshot {
+            fp: h.finish(),
+            vars: vars.into_iter().map(|(_, k, t, l)| (k, t, l)).collect(),
+        });
+        self.snap = Some((self.version, snap.clone()));
+        Some(snap)
+    }
+
+    /// The fingerprint of the current variables, if a snapshot of them
+    /// was taken.
+    pub fn cached_fp(&self) -> Option<u64> {
+        self.snap
+            .as_ref()
+            .filter(|(v, _)| *v == self.version)
+            .map(|(_, s)| s.fp)
+    }
+
+    /// One `SET` taking a connection that holds `held` (another session's
+    /// variables) to this session's variables, when that needs no reset:
+    /// system variables it lacks go back to their defaults, the ones that
+    /// differ are assigned. `None`: a reset is needed (a user variable or
+    /// a character set variable would have to be removed, which no
+    /// assignment undoes exactly). `Some(None)`: nothing to do.
+    pub fn diff_sql(&self, held: &Snapshot) -> Option<Option<String>> {
+        let mut sql = String::new();
+        let mut put = |target: &str, lit: &str| {
+            sql.push_str(if sql.is_empty() { "SET " } else { ", " });
+            let _ = write!(sql, "{target} = {lit}");
+        };
+        for (k, t, _) in &held.vars {
+            if self.vars.contains_key(k) {
+                continue;
+            }
+            if k.starts_with('@') || k.starts_with("character_set_") || k.starts_with("collation_")
+            {
+                return None;
+            }
+            put(t, "DEFAULT");
+        }
+        let mut changed: Vec<&Var> = Vec::new();
+        for (k, v) in &self.vars {
+            let Value::Literal(l) = &v.value else {
+                return None;
+            };
+            if held.get(k) != Some(l.as_str()) {
+                changed.push(v);
+            }
+        }
+        changed.sort_by_key(|v| v.version);
+        for v in changed {
+            if let Value::Literal(l) = &v.value {
+                put(&v.target, l);
+            }
+        }
+        Some((!sql.is_empty()).then_some(sql))
     }
 
     /// Starts recording one statement's changes; returns its version.
@@ -248,7 +351,12 @@ impl SessionState {
     }
 
     /// After COM_RESET_CONNECTION / COM_CHANGE_USER: server defaults again.
+    /// The state gets a new identity, so connections that held the old
+    /// one (given back in transaction mode) count as another session's.
     pub fn reset(&mut self) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 48);
+        self.session_id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.snap = None;
         self.vars.clear();
         self.bytes = 0;
         self.version += 1;
@@ -424,16 +532,49 @@ pub fn user_literal(
 /// living on another connection, which the caller reads back first).
 /// Returns the backend's error if a replayed statement failed (the
 /// connection is still usable).
+/// `handover`: the connection was just taken from the pool (counted).
 pub async fn sync(
     conn: &mut BackendConn,
     want: &SessionState,
+    handover: bool,
 ) -> Result<Result<(), ErrPacket>, BackendError> {
     tracing::debug!(conn = conn.id, synced = ?conn.state.synced, db = ?conn.state.db, want_db = ?want.db, version = want.version, "sync");
+    // Variables a pooled connection holds from another session, to be
+    // changed into this session's with one SET after the rest is in place.
+    let mut diff = None;
     if matches!(conn.state.synced, Some((sid, _)) if sid != want.session_id) {
-        // Another session's state: back to server defaults first.
-        if let Err(e) = conn.reset().await? {
-            return Ok(Err(e));
+        let held = conn.state.held.take();
+        match held.as_deref().and_then(|h| {
+            if want.cached_fp() == Some(h.fp)
+                || concord_config::testhooks::on("handover-without-state")
+            {
+                Some(None)
+            } else {
+                want.diff_sql(h)
+            }
+        }) {
+            Some(d) => {
+                crate::metrics::handover(if d.is_some() {
+                    StateHandover::Adjusted
+                } else {
+                    StateHandover::Matched
+                });
+                diff = Some(d);
+            }
+            None => {
+                crate::metrics::handover(StateHandover::Reset);
+                // Another session's state: back to server defaults first.
+                if let Err(e) = conn.reset().await? {
+                    return Ok(Err(e));
+                }
+            }
         }
+    } else if handover {
+        crate::metrics::handover(if conn.state.synced.is_some() {
+            StateHandover::Own
+        } else {
+            StateHandover::Fresh
+        });
     }
     if !conn.tracking
         && !conn.tracking_refused
@@ -476,6 +617,19 @@ pub async fn sync(
             return Ok(Err(e));
         }
         conn.state.multi_statements = want.multi_statements;
+    }
+    if let Some(d) = diff {
+        if let Some(sql) = d {
+            tracing::debug!(
+                conn = conn.id,
+                "changing another session's variables: {sql}"
+            );
+            if let Err(err) = conn.exec(&sql).await? {
+                return Ok(Err(err));
+            }
+        }
+        conn.state.synced = Some((want.session_id, want.version));
+        return Ok(Ok(()));
     }
     let since = match conn.state.synced {
         Some((_, v)) => v,

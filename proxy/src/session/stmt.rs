@@ -73,6 +73,22 @@ impl Stmts {
         self.lru.remove(&conn_id);
     }
 
+    /// Backend ids of the statements prepared on `conn_id`.
+    pub fn on_conn(&self, conn_id: u64) -> Vec<u32> {
+        self.map
+            .values()
+            .filter_map(|s| s.on.iter().find(|(c, _)| *c == conn_id).map(|(_, b)| *b))
+            .collect()
+    }
+
+    /// A statement's open cursor is on `conn_id`, or long data waits on
+    /// the primary for its execute: the connection cannot be given back.
+    pub fn holds_conn(&self, conn_id: u64, primary: bool) -> bool {
+        self.map
+            .values()
+            .any(|s| s.cursor_on == Some(conn_id) || (primary && s.long_data))
+    }
+
     /// Whether one more statement of `len` bytes stays within the caps.
     fn has_room(&self, len: usize) -> bool {
         self.map.len() < MAX_SESSION_STMTS && self.text + len <= MAX_SESSION_STMT_TEXT
@@ -367,6 +383,12 @@ impl Session {
             }
         };
         crate::metrics::route(w != Which::Primary, reason);
+        if class.has(classify::flag::INSERT_ID) && self.multiplexed() {
+            if let Err(e) = self.bring_insert_id(w).await {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        }
         let bid = match self.prepared_on(id, w).await {
             Ok(b) => b,
             Err(e) => {

@@ -200,9 +200,25 @@ impl Session {
         }
         if class.kind == Kind::Read {
             self.last_read = Some(w);
+            self.found_rows = out.rows;
+            self.calc_found_rows = class.has(flag::CALC_FOUND_ROWS) && !out.failed;
         }
         if out.failed || out.warnings > 0 || class.has(flag::USES_TABLE) {
             self.last_diag = Some(w);
+        }
+        if let Some(b) = self.conns.get_mut(w) {
+            // Whether its diagnostics area holds anything now.
+            if out.failed || out.warnings > 0 {
+                b.conn.diag = true;
+            } else if class.has(flag::USES_TABLE) {
+                b.conn.diag = false;
+            }
+            // A statement that may have set LAST_INSERT_ID() there: read
+            // back before the connection leaves (transaction mode).
+            let id = out.ok_counts.map_or(0, |(_, id)| id);
+            if (id != 0 && !out.failed) || class.has(flag::INSERT_ID | flag::CALL) {
+                self.insert_id_pending = Some((b.conn.id, id));
+            }
         }
         if class.kind == Kind::SetTransaction && !out.failed {
             self.next_on_primary = true;

@@ -1,0 +1,203 @@
+//! Transaction mode (`pool.mode = "transaction"`): at every transaction
+//! boundary a session gives back the backend connections it does not
+//! need, and takes one again for its next statement (see `conns`), where
+//! its state is brought in by `state::sync`: nothing replayed when the
+//! connection holds the same variables, one `SET` of the difference
+//! otherwise.
+//!
+//! What a connection holds that cannot move keeps it: a pin (temporary
+//! table, lock, ...), an open cursor or long data, and, until the next
+//! statement replaces them, the previous statement's diagnostics (when it
+//! left warnings or an error) and SQL_CALC_FOUND_ROWS count. User
+//! variables are read back and LAST_INSERT_ID() is read back before a
+//! connection leaves, and set again where it is read. ROW_COUNT() and a
+//! plain FOUND_ROWS() are known from the answers and written into the
+//! statement that asks (see `classify::rewrite_calls`).
+
+use super::conns::Which;
+use super::Session;
+use crate::backend::Reply;
+use crate::error::SessionError;
+use concord_config::PoolMode;
+use concord_protocol::consts::com;
+
+impl Session {
+    /// Transaction mode is on.
+    pub(super) fn multiplexed(&self) -> bool {
+        self.shared.config.load().pool.mode == PoolMode::Transaction
+    }
+
+    /// Between transactions, in transaction mode: gives back every held
+    /// connection whose session state can move.
+    pub(super) async fn give_back(&mut self) {
+        if self.conns.primary.is_none() && self.conns.replicas.is_empty() {
+            return;
+        }
+        if self.txn.is_some() || self.txn_lost || self.lost.is_some() || !self.multiplexed() {
+            return;
+        }
+        if self.status_stale {
+            // An error alone: whether it left a transaction open only the
+            // server knows.
+            self.refresh_status().await;
+            if self.txn.is_some() || self.status_stale {
+                return;
+            }
+        }
+        if self.pins == 0 && self.capture_elsewhere(u64::MAX).await.is_err() {
+            return;
+        }
+        let mut i = self.conns.replicas.len();
+        while i > 0 {
+            i -= 1;
+            self.give(Which::Replica(i)).await;
+        }
+        self.give(Which::Primary).await;
+    }
+
+    /// Why `w` must stay with the session, if it must.
+    fn keeps(&self, w: Which) -> Option<&'static str> {
+        let b = self.conns.get(w)?;
+        let id = b.conn.id;
+        if w == Which::Primary && self.pins != 0 {
+            return Some("pinned");
+        }
+        if self.state.has_pending_on(id) {
+            return Some("user variables");
+        }
+        if self.stmts.holds_conn(id, w == Which::Primary) {
+            return Some("cursor or long data");
+        }
+        if self.last_diag == Some(w) && b.conn.diag {
+            return Some("diagnostics");
+        }
+        if self.last_read == Some(w) && self.calc_found_rows {
+            return Some("found rows");
+        }
+        None
+    }
+
+    /// Gives `w` back to its pool unless it must stay.
+    async fn give(&mut self, w: Which) {
+        if self.keeps(w).is_some() {
+            return;
+        }
+        let Some(id) = self.conns.get(w).map(|b| b.conn.id) else {
+            return;
+        };
+        if self.insert_id_pending.is_some_and(|(c, _)| c == id)
+            && self.read_insert_id(w).await.is_err()
+        {
+            return;
+        }
+        // Its prepared statements are closed there (prepared again
+        // wherever they run next); the CLOSE packets need no answer.
+        let bids = self.stmts.on_conn(id);
+        let snap = self.state.snapshot();
+        let Some(b) = self.conns.get_mut(w) else {
+            return;
+        };
+        if !bids.is_empty() {
+            for bid in bids {
+                let mut p = [com::STMT_CLOSE, 0, 0, 0, 0];
+                p[1..5].copy_from_slice(&bid.to_le_bytes());
+                let mut seq = 0;
+                b.conn.io.write_packet(&mut seq, &p);
+            }
+            if b.conn.io.flush().await.is_err() {
+                self.drop_conn(w);
+                return;
+            }
+            // Prepares were all that made it dirty.
+            b.conn.dirty = false;
+        }
+        b.conn.state.held = snap;
+        self.release(w);
+    }
+
+    /// Reads LAST_INSERT_ID() back from `w`, where a statement may have
+    /// changed it. A connection that held another session's value and
+    /// reports something other than the statement's own generated id kept
+    /// that value (an explicit id generates none): the session's stays.
+    async fn read_insert_id(&mut self, w: Which) -> Result<(), SessionError> {
+        let Some((_, ok_id)) = self.insert_id_pending else {
+            return Ok(());
+        };
+        let sid = self.state.session_id;
+        let Some(b) = self.conns.get_mut(w) else {
+            return Ok(());
+        };
+        let name = b.pool.name.clone();
+        match b.conn.exec("SELECT LAST_INSERT_ID()").await {
+            Ok(Ok(Reply::Rows(rows))) => {
+                let v = rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if b.conn.insert_id_of == sid || ok_id == 0 || v == ok_id {
+                    self.insert_id = v;
+                    b.conn.insert_id_of = sid;
+                }
+                self.insert_id_pending = None;
+                Ok(())
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(SessionError::Reply(e)),
+            Err(e) => {
+                self.drop_conn(w);
+                Err(SessionError::Backend {
+                    backend: name,
+                    source: e,
+                    mid_response: false,
+                })
+            }
+        }
+    }
+
+    /// Before a statement that reads LAST_INSERT_ID() on `w`: the
+    /// session's value there (transaction mode).
+    pub(super) async fn bring_insert_id(&mut self, w: Which) -> Result<(), SessionError> {
+        let Some(here) = self.conns.get(w).map(|b| b.conn.id) else {
+            return Ok(());
+        };
+        if let Some((c, _)) = self.insert_id_pending {
+            if c == here {
+                // A statement of this session set it right there.
+                return Ok(());
+            }
+            match self.conns.which_conn(c) {
+                Some(p) => self.read_insert_id(p).await?,
+                None => self.insert_id_pending = None,
+            }
+        }
+        let sid = self.state.session_id;
+        let value = self.insert_id;
+        let Some(b) = self.conns.get_mut(w) else {
+            return Ok(());
+        };
+        if b.conn.insert_id_of == sid {
+            return Ok(());
+        }
+        let name = b.pool.name.clone();
+        match b
+            .conn
+            .exec(&format!("SET @@session.last_insert_id = {value}"))
+            .await
+        {
+            Ok(Ok(_)) => {
+                b.conn.insert_id_of = sid;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(SessionError::Reply(e)),
+            Err(e) => {
+                self.drop_conn(w);
+                Err(SessionError::Backend {
+                    backend: name,
+                    source: e,
+                    mid_response: false,
+                })
+            }
+        }
+    }
+}
