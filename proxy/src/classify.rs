@@ -534,7 +534,8 @@ pub fn classify(sql: &[u8]) -> Class {
             flags |= flag::USES_TABLE;
         }
     }
-    scan_rest(&mut lx, &mut flags, &mut pin);
+    // `SET a = 1, @b = 2`: a user variable later in a SET is assigned too.
+    scan_rest(&mut lx, &mut flags, &mut pin, kind == Kind::SetSession);
     if flags & flag::MULTI != 0 && !only_sets(sql) {
         flags &= !flag::ONLY_SETS;
     }
@@ -849,11 +850,12 @@ fn is_single_assignment(lx: &mut Lexer<'_>) -> bool {
     alone
 }
 
-fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>) {
+fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set: bool) {
     let mut prev: Option<Tok<'_>> = None;
     let mut prev2: Option<Tok<'_>> = None;
-    // A later statement of a multi-statement text is a SET.
-    let mut in_set = false;
+    // The statement (or a later statement of a multi-statement text) is
+    // a SET.
+    let mut in_set = in_set;
     loop {
         let start = lx.i;
         let Some(t) = lx.next() else { break };

@@ -395,10 +395,15 @@ impl Topology {
 
     /// Starts `1 + replicas` servers and wires replication.
     pub async fn start(replicas: usize) -> Topology {
-        let primary = MariaDb::start("primary", 1).await;
+        Topology::start_with(replicas, &[]).await
+    }
+
+    /// [`Topology::start`] with extra `mariadbd` options on every server.
+    pub async fn start_with(replicas: usize, extra: &[&str]) -> Topology {
+        let primary = MariaDb::start_with("primary", 1, extra).await;
         let mut rs = Vec::new();
         for i in 0..replicas {
-            let r = MariaDb::start(&format!("replica{}", i + 1), 2 + i as u32).await;
+            let r = MariaDb::start_with(&format!("replica{}", i + 1), 2 + i as u32, extra).await;
             r.replicate_from(&primary.addr()).await;
             rs.push(r);
         }

@@ -356,3 +356,10 @@ fn row_count_and_found_rows_become_the_values_concord_kept() {
     assert!(classify(b"SELECT @@identity").has(flag::INSERT_ID));
     assert!(classify(b"SELECT ROW_COUNT()").has(flag::ROW_COUNT | flag::STMT_INFO));
 }
+
+#[test]
+fn a_user_variable_later_in_a_set_is_assigned() {
+    let sql = b"SET time_zone = '+00:00', @me = 0";
+    assert!(classify(sql).has(flag::USER_VAR_WRITE));
+    assert_eq!(assigned_user_vars(sql), ["me"]);
+}
