@@ -23,7 +23,9 @@ async fn app(
     let e = |what: &str, e: mysql_async::Error| format!("client {k}, {what}: {e}");
     let tz = format!("+{:02}:00", k % 13);
     let setup = async {
-        let mut c = mysql_async::Conn::new(opts).await.map_err(|x| e("connect", x))?;
+        let mut c = mysql_async::Conn::new(opts)
+            .await
+            .map_err(|x| e("connect", x))?;
         c.query_drop(format!("SET time_zone = '{tz}', @me = {k}"))
             .await
             .map_err(|x| e("set", x))?;
@@ -40,7 +42,9 @@ async fn app(
             .await
             .map_err(|x| e("read", x))?;
         if got != Some((tz.clone(), Some(k))) {
-            return Err(format!("client {k}: state ({tz}, {k}) came back as {got:?}"));
+            return Err(format!(
+                "client {k}: state ({tz}, {k}) came back as {got:?}"
+            ));
         }
         c.query_drop(format!("INSERT INTO mx.t (k, r) VALUES ({k}, {r})"))
             .await
@@ -51,7 +55,9 @@ async fn app(
             .await
             .map_err(|x| e("last_insert_id", x))?;
         if lid != Some(id) {
-            return Err(format!("client {k}: LAST_INSERT_ID() {lid:?} after inserting id {id}"));
+            return Err(format!(
+                "client {k}: LAST_INSERT_ID() {lid:?} after inserting id {id}"
+            ));
         }
         let mut tx = c
             .start_transaction(Default::default())
@@ -118,7 +124,12 @@ async fn five_thousand_clients_share_a_backend_that_allows_sixty_four() {
         took.as_secs_f64(),
         errors.len()
     );
-    assert!(errors.is_empty(), "{} clients failed, first: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    assert!(
+        errors.is_empty(),
+        "{} clients failed, first: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
     assert_eq!(rows, Some(CLIENTS * 3), "every insert is there once");
     let peak = peak.map_or(u64::MAX, |p| p.1);
     assert!(

@@ -428,3 +428,43 @@ async fn statements_that_change_no_session_state_do_not_pin() {
         .unwrap();
     assert_eq!(pinned(&node, c.id()).await, "temporary_table");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_lasts_only_while_its_cause_exists() {
+    let (_topo, node) = setup().await;
+    let mut c = node.conn().await;
+    // (cause, what ends it, the pin's reason)
+    for (start, end, why) in [
+        ("LOCK TABLES test.t READ", "UNLOCK TABLES", "lock_tables"),
+        (
+            "PREPARE s1 FROM 'SELECT 1'",
+            "DEALLOCATE PREPARE s1",
+            "sql_prepare",
+        ),
+        ("HANDLER test.t OPEN AS h", "HANDLER h CLOSE", "handler"),
+        (
+            "SELECT GET_LOCK('pin-test', 0)",
+            "SELECT RELEASE_ALL_LOCKS()",
+            "get_lock",
+        ),
+        ("XA START 'x1'", "XA ROLLBACK 'x1'", "xa_transaction"),
+    ] {
+        c.query_drop(start).await.unwrap();
+        assert_eq!(pinned(&node, c.id()).await, why, "after {start}");
+        if why == "xa_transaction" {
+            c.query_drop("XA END 'x1'").await.unwrap();
+        }
+        c.query_drop(end).await.unwrap();
+        assert_eq!(pinned(&node, c.id()).await, "", "after {end}");
+    }
+    // Two names: the pin stays until the last goes.
+    c.query_drop("PREPARE a FROM 'SELECT 1'").await.unwrap();
+    c.query_drop("PREPARE b FROM 'SELECT 2'").await.unwrap();
+    c.query_drop("DEALLOCATE PREPARE a").await.unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "sql_prepare");
+    c.query_drop("DROP PREPARE b").await.unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "");
+    // Reads spread to the replicas again.
+    let id: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+    assert_ne!(id, Some(1), "an unpinned read went to the primary");
+}

@@ -332,6 +332,10 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     /// Idle pooled connections older than this are closed.
     pub max_idle_time: Duration,
+    /// Connections older than this are closed when next given back (0:
+    /// never), so server-side memory and settings changes do not outlive
+    /// it.
+    pub max_lifetime: Duration,
     /// How long a session waits for a connection when the cap is reached.
     pub acquire_timeout: Duration,
     /// Prepared statements kept open per backend connection (LRU beyond).
@@ -346,6 +350,7 @@ impl Default for PoolConfig {
             max_per_backend: 500,
             connect_timeout: Duration::from_secs(2),
             max_idle_time: Duration::from_secs(300),
+            max_lifetime: Duration::from_secs(3600),
             acquire_timeout: Duration::from_secs(5),
             max_prepared_per_connection: 256,
         }

@@ -710,6 +710,11 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pi
         if is_word(t, b"TEMPORARY") {
             *flags |= flag::TEMP_TABLE;
         }
+        if is_word(t, b"PREPARE") {
+            // DROP PREPARE s: DEALLOCATE PREPARE's other name.
+            *flags |= flag::PINS;
+            *pin = Some(Pin::SqlPrepare);
+        }
         lx.i = save;
         return Kind::Write;
     }
@@ -1341,6 +1346,84 @@ pub fn rewrite_calls(sql: &[u8], id: u64, known: &Known) -> Vec<u8> {
     }
     out.extend_from_slice(&sql[copied..]);
     out
+}
+
+/// How a statement ends (or names) what pinned a session to its
+/// connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinChange {
+    /// Everything of this kind is gone (UNLOCK TABLES, XA COMMIT /
+    /// ROLLBACK, RELEASE_ALL_LOCKS()).
+    Clear(Pin),
+    /// A named thing of this kind now exists (PREPARE s FROM ..., HANDLER
+    /// t OPEN [AS h]).
+    Add(Pin, String),
+    /// That named thing is gone (DEALLOCATE / DROP PREPARE s, HANDLER h
+    /// CLOSE).
+    Remove(Pin, String),
+}
+
+/// What a single statement changes about the session's pins, if it
+/// changes anything (looked at only while a session is pinned).
+pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
+    let mut lx = Lexer::new(sql);
+    let mut words: Vec<Vec<u8>> = Vec::with_capacity(6);
+    loop {
+        lx.skip_space_and_comments();
+        let start = lx.i;
+        let Some(t) = lx.next() else { break };
+        match t {
+            Tok::Punct(b';') => {
+                if lx.next().is_some() {
+                    // A multi-statement: decided conservatively.
+                    return None;
+                }
+                break;
+            }
+            Tok::Word(_) | Tok::Quoted => {
+                let w = trim(&lx.s[start..lx.i]);
+                let w = w
+                    .strip_prefix(b"`")
+                    .and_then(|w| w.strip_suffix(b"`"))
+                    .unwrap_or(w);
+                words.push(w.to_ascii_lowercase());
+            }
+            Tok::Punct(b'(') | Tok::Punct(b')') => words.push(vec![b'(']),
+            _ => words.push(Vec::new()),
+        }
+        if words.len() > 8 {
+            break;
+        }
+    }
+    let w = |i: usize| words.get(i).map(Vec::as_slice).unwrap_or(b"");
+    let name = |i: usize| String::from_utf8_lossy(w(i)).into_owned();
+    match w(0) {
+        b"unlock" if matches!(w(1), b"tables" | b"table") && words.len() == 2 => {
+            Some(PinChange::Clear(Pin::LockTables))
+        }
+        b"xa" if matches!(w(1), b"commit" | b"rollback") => Some(PinChange::Clear(Pin::Xa)),
+        b"prepare" if w(2) == b"from" => Some(PinChange::Add(Pin::SqlPrepare, name(1))),
+        b"deallocate" | b"drop" if w(1) == b"prepare" && words.len() == 3 => {
+            Some(PinChange::Remove(Pin::SqlPrepare, name(2)))
+        }
+        b"handler" if w(2) == b"open" => {
+            let alias = if w(3) == b"as" {
+                name(4)
+            } else if words.len() > 3 {
+                name(3)
+            } else {
+                name(1)
+            };
+            Some(PinChange::Add(Pin::Handler, alias))
+        }
+        b"handler" if w(2) == b"close" && words.len() == 3 => {
+            Some(PinChange::Remove(Pin::Handler, name(1)))
+        }
+        b"select" if w(1) == b"release_all_locks" && words.len() == 4 => {
+            Some(PinChange::Clear(Pin::UserLock))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

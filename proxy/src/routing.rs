@@ -61,6 +61,7 @@ pub fn pool_settings(c: &Config) -> PoolSettings {
         max: c.pool.max_per_backend,
         connect_timeout: c.pool.connect_timeout.get(),
         max_idle_time: c.pool.max_idle_time.get(),
+        max_lifetime: c.pool.max_lifetime.get(),
         acquire_timeout: c.pool.acquire_timeout.get(),
     }
 }

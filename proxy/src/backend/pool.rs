@@ -71,6 +71,9 @@ pub struct PoolSettings {
     pub max: u32,
     pub connect_timeout: Duration,
     pub max_idle_time: Duration,
+    /// Connections older than this are closed when given back (zero:
+    /// never).
+    pub max_lifetime: Duration,
     pub acquire_timeout: Duration,
 }
 
@@ -371,7 +374,10 @@ impl BackendPool {
         reusable: bool,
     ) {
         use concord_protocol::consts::status;
+        let aged = !self.settings.max_lifetime.is_zero()
+            && conn.created.elapsed() > self.settings.max_lifetime;
         if !reusable
+            || aged
             || !self.serving()
             || gen != self.generation()
             || conn.status & status::IN_TRANS != 0
@@ -502,8 +508,11 @@ impl BackendPool {
             for conns in idle.by_key.values_mut() {
                 let mut i = 0;
                 while i < conns.len() {
-                    if now.duration_since(conns[i].idle_since) > max_idle
-                        && conns.len() > self.settings.min_idle as usize
+                    let aged = !self.settings.max_lifetime.is_zero()
+                        && now.duration_since(conns[i].created) > self.settings.max_lifetime;
+                    if aged
+                        || (now.duration_since(conns[i].idle_since) > max_idle
+                            && conns.len() > self.settings.min_idle as usize)
                     {
                         expired.push(conns.swap_remove(i));
                     } else {

@@ -363,3 +363,40 @@ fn a_user_variable_later_in_a_set_is_assigned() {
     assert!(classify(sql).has(flag::USER_VAR_WRITE));
     assert_eq!(assigned_user_vars(sql), ["me"]);
 }
+
+#[test]
+fn statements_that_end_a_pin_are_recognized() {
+    use PinChange::*;
+    assert_eq!(pin_change(b"UNLOCK TABLES"), Some(Clear(Pin::LockTables)));
+    assert_eq!(pin_change(b"xa rollback 'x'"), Some(Clear(Pin::Xa)));
+    assert_eq!(
+        pin_change(b"PREPARE `S1` FROM 'SELECT 1'"),
+        Some(Add(Pin::SqlPrepare, "s1".into()))
+    );
+    assert_eq!(
+        pin_change(b"DEALLOCATE PREPARE s1"),
+        Some(Remove(Pin::SqlPrepare, "s1".into()))
+    );
+    assert_eq!(
+        pin_change(b"HANDLER t OPEN AS h"),
+        Some(Add(Pin::Handler, "h".into()))
+    );
+    assert_eq!(
+        pin_change(b"HANDLER t OPEN"),
+        Some(Add(Pin::Handler, "t".into()))
+    );
+    assert_eq!(
+        pin_change(b"HANDLER h CLOSE"),
+        Some(Remove(Pin::Handler, "h".into()))
+    );
+    assert_eq!(
+        pin_change(b"SELECT RELEASE_ALL_LOCKS()"),
+        Some(Clear(Pin::UserLock))
+    );
+    assert_eq!(
+        pin_change(b"SELECT RELEASE_ALL_LOCKS(), GET_LOCK('a', 0)"),
+        None
+    );
+    assert_eq!(pin_change(b"UNLOCK TABLES; LOCK TABLES t READ"), None);
+    assert_eq!(pin_change(b"SELECT 1"), None);
+}

@@ -58,6 +58,9 @@ pub struct Session {
     /// the server holds there that concord cannot replay elsewhere
     /// (temporary tables, locks, ...).
     pins: u16,
+    /// Named causes of pins (SQL prepared statements, open handlers): the
+    /// pin goes when the last one does.
+    pinned_names: Vec<(Pin, String)>,
     /// The connection that ran the client's previous command: statement
     /// information (SHOW WARNINGS, FOUND_ROWS(), @@warning_count, ...) is
     /// read there.
@@ -181,6 +184,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         status: status::AUTOCOMMIT,
         txn: None,
         pins: 0,
+        pinned_names: Vec::new(),
         last: None,
         last_read: None,
         last_diag: None,
@@ -565,6 +569,7 @@ impl Session {
         self.state.multi_statements = true;
         self.stmts.clear();
         self.set_pins(0);
+        self.pinned_names.clear();
         // `ryw` stays: the session's writes are still its writes (a reset
         // connection on the primary sees them too).
         self.after = None;
@@ -733,6 +738,36 @@ impl Session {
             );
             crate::metrics::pinned(why);
             self.set_pins(self.pins | why.bit());
+        }
+    }
+
+    /// A statement ended or named what pins the session: a pin lasts
+    /// only while its cause exists.
+    fn change_pins(&mut self, c: crate::classify::PinChange) {
+        use crate::classify::PinChange;
+        let gone = match c {
+            PinChange::Clear(p) => {
+                self.pinned_names.retain(|(q, _)| *q != p);
+                Some(p)
+            }
+            PinChange::Add(p, name) => {
+                if !self.pinned_names.iter().any(|(q, n)| *q == p && *n == name) {
+                    self.pinned_names.push((p, name));
+                }
+                None
+            }
+            PinChange::Remove(p, name) => {
+                self.pinned_names.retain(|(q, n)| !(*q == p && *n == name));
+                (!self.pinned_names.iter().any(|(q, _)| *q == p)).then_some(p)
+            }
+        };
+        if let Some(p) = gone.filter(|p| self.pins & p.bit() != 0) {
+            tracing::debug!(
+                session = self.info.id,
+                reason = p.as_str(),
+                "pin released: its cause is gone"
+            );
+            self.set_pins(self.pins & !p.bit());
         }
     }
 

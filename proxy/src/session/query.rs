@@ -57,6 +57,12 @@ impl Session {
         } else {
             Vec::new()
         };
+        // Ends (or names) what pins the session (looked at only then).
+        let pin_change = if (self.pins != 0 || class.has(flag::PINS)) && cmd.whole {
+            classify::pin_change(sql)
+        } else {
+            None
+        };
         // Set for the statement only: the server reports their reverting
         // later (see `BackendConn::reverting`).
         let reverting = if class.has(flag::SET_STATEMENT) && cmd.whole {
@@ -125,6 +131,9 @@ impl Session {
             }
         }
         self.after_statement(w, &class, &assigned, &out);
+        if let (Some(c), false) = (pin_change, out.failed) {
+            self.change_pins(c);
+        }
         Ok(())
     }
 

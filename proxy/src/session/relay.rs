@@ -632,6 +632,7 @@ pub mod harness {
                 max: 1,
                 connect_timeout: Duration::from_secs(1),
                 max_idle_time: Duration::from_secs(1),
+                max_lifetime: Duration::ZERO,
                 acquire_timeout: Duration::from_secs(1),
             },
         );
