@@ -7,6 +7,7 @@
 //!   cargo run --release --example scenarios -- compare   concord-bench compare: MariaDB direct vs concord vs HAProxy
 //!   cargo run --release --example scenarios -- fleet     concord-bench fleet mode over 3 nodes vs 1 node (mock backend)
 //!   cargo run --release --example scenarios -- ryw       read-your-writes session, off and fleet: read-mostly and read/write loads, 2 replicas
+//!   cargo run --release --example scenarios -- pool      pool mode transaction vs session: point selects (text, prepared) and read/write
 //!   cargo run --release --example scenarios -- faults    write gap, errors and losses per fault class, defaults
 //!
 //! Rounds are interleaved so every target sees the same machine noise;
@@ -412,6 +413,74 @@ async fn fleet() {
     let _ = mock.wait();
 }
 
+/// Pool modes side by side: two concord nodes that differ only in
+/// `pool.mode` (transaction, the default, and session), in front of the
+/// same primary and two replicas, measured in interleaved rounds on point
+/// selects (text and prepared) and the read/write mix.
+async fn pool() {
+    let topo = Topology::start(2).await;
+    let mut nodes = Vec::new();
+    for (id, mode) in [(1u64, "transaction"), (2, "session")] {
+        let mut cfg = ConcordConfig::new(topo.backends());
+        cfg.node_id = id;
+        cfg.extra = format!("[log]\nlevel = \"warn\"\n[pool]\nmode = \"{mode}\"\n");
+        let node = Concord::start(cfg).await;
+        node.wait_readable(&["db2", "db3"]).await;
+        nodes.push(node);
+    }
+    let tx = format!(
+        "pool-transaction={},pid={}",
+        nodes[0].addr(),
+        nodes[0].pid().unwrap()
+    );
+    let session = format!(
+        "pool-session={},pid={}",
+        nodes[1].addr(),
+        nodes[1].pid().unwrap()
+    );
+    let primary = topo.primary.addr();
+    for (i, workload) in ["point-select", "point-select-ps", "read-write"]
+        .iter()
+        .enumerate()
+    {
+        let mut args = vec![
+            "compare",
+            "--direct",
+            primary.as_str(),
+            "--proxy",
+            tx.as_str(),
+            "--proxy",
+            session.as_str(),
+            "--user",
+            "app",
+            "--password",
+            PASSWORD,
+            "--workload",
+            workload,
+            "--rounds",
+            "5",
+            "--duration",
+            "8s",
+            "--connections",
+            "16",
+            "--threads",
+            "1",
+            "--tables",
+            "4",
+            "--table-size",
+            "20000",
+        ];
+        if i == 0 {
+            args.push("--setup");
+        }
+        bench(&args);
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        let handed = node.metric_sum("concord_pool_state_total").await;
+        println!("node {} pool hand-overs: {handed:?}", n + 1);
+    }
+}
+
 /// Read-your-writes per session (the default), off, and fleet-wide, side
 /// by side: three concord nodes (separate one-node fleets, node ids 1..3)
 /// in front of the same primary and two replicas, measured in
@@ -613,9 +682,10 @@ async fn main() {
         Some("compare") => compare().await,
         Some("fleet") => fleet().await,
         Some("ryw") => ryw().await,
+        Some("pool") => pool().await,
         Some("faults") => fault_classes().await,
         _ => {
-            println!("usage: scenarios routing | raft | failover | compare | fleet | ryw | faults")
+            println!("usage: scenarios routing | raft | failover | compare | fleet | ryw | pool | faults")
         }
     }
 }

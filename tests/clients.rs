@@ -252,7 +252,21 @@ async fn mysql_async_text_binary_blobs_multi_results_procedures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_state_survives_a_new_backend_connection() {
-    let (db, node) = setup().await;
+    state_after_backend_loss("transaction").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_survives_a_new_backend_connection_in_session_mode() {
+    state_after_backend_loss("session").await;
+}
+
+/// A session's backend connections killed behind its back, in pool
+/// `mode`: the state that moves comes along to a new connection.
+async fn state_after_backend_loss(mode: &str) {
+    let db = MariaDb::start("primary", 1).await;
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.extra = format!("[pool]\nmode = \"{mode}\"\n");
+    let node = Concord::start(cfg).await;
     let kill_backend_conns = || async {
         let mut root = db.conn().await;
         let ids: Vec<u64> = root
@@ -300,11 +314,22 @@ async fn session_state_survives_a_new_backend_connection() {
             Some("kept".into())
         )
     );
+    c.query_drop("SET @only_there = 'x'").await.unwrap();
+    kill_backend_conns().await;
+    if mode == "transaction" {
+        // Read back when the statement's connection went back to the
+        // pool: nothing lives only on a backend connection between
+        // transactions.
+        let first = c.query_drop("SELECT 1").await;
+        let v: Option<Option<String>> = match first {
+            Err(_) | Ok(()) => c.query_first("SELECT @only_there").await.unwrap(),
+        };
+        assert_eq!(v, Some(Some("x".into())));
+        return;
+    }
     // A value that lived only on the connection that died is gone with
     // it: the session ends with an error that says so, as a direct
     // connection would, never a silent NULL.
-    c.query_drop("SET @only_there = 'x'").await.unwrap();
-    kill_backend_conns().await;
     let e = c.query_drop("SELECT @only_there").await.unwrap_err();
     assert!(
         e.to_string().contains("user variables"),

@@ -24,6 +24,7 @@
 //! faults as nftables packet drops, with one-way cuts, staggered cuts (the
 //! leader's Raft link last, around the verdict) and random loss added.
 //!
+//! Odd seeds run with pool mode "session", even ones "transaction".
 //! `cargo test --test faults` runs 10 loopback schedules (seeds 1..=10)
 //! and 7 namespace schedules (seeds 3..=9, which draw every fault kind); `FAULT_LINKS=hosts` makes the
 //! long and one-seed modes use namespaces. The long
@@ -192,7 +193,21 @@ fn reported_sets(events: &[std::collections::BTreeMap<String, Option<String>>]) 
 
 async fn run_schedule(seed: u64, links: Links) -> Outcome {
     let steps = schedule(seed, links);
-    run_steps(&format!("seed {seed}"), &steps, links, &[], &[]).await
+    // Odd seeds keep each session's connections (pool mode "session"),
+    // even ones hand them around between transactions (the default).
+    let mode = if seed % 2 == 1 {
+        "session"
+    } else {
+        "transaction"
+    };
+    run_steps(
+        &format!("seed {seed}, pool mode {mode}"),
+        &steps,
+        links,
+        &[],
+        &[],
+    )
+    .await
 }
 
 /// Plays `steps` on a fresh rig (servers started with the extra
@@ -209,9 +224,14 @@ async fn run_steps(
     // catch a protection removed.
     let hooks = std::env::var("FAULT_HOOKS").unwrap_or_default();
     let (p, r) = (primary_args, replica_args);
+    let fast = if label.contains("pool mode session") {
+        format!("{FAST}[pool]\nmode = \"session\"\n")
+    } else {
+        FAST.to_string()
+    };
     let rig = match links {
-        Links::Relays => Rig::start_full(FAST, FAST_CLUSTER, p, r, &hooks).await,
-        Links::Hosts => Rig::start_hosts(FAST, FAST_CLUSTER, p, r, &hooks).await,
+        Links::Relays => Rig::start_full(&fast, FAST_CLUSTER, p, r, &hooks).await,
+        Links::Hosts => Rig::start_hosts(&fast, FAST_CLUSTER, p, r, &hooks).await,
     };
     let load = Load::start(&rig.fleet, 1);
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -137,3 +137,136 @@ async fn five_thousand_clients_share_a_backend_that_allows_sixty_four() {
         "the primary saw {peak} connections"
     );
 }
+
+/// One backend and a pool of two connections: sessions keep landing on
+/// connections other sessions used.
+async fn two_connections() -> (harness::MariaDb, Concord) {
+    let db = harness::MariaDb::start("primary", 1).await;
+    db.exec("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await;
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.extra = "[pool]\nmode = \"transaction\"\nmax_per_backend = 2\nmin_idle = 0\nacquire_timeout = \"10s\"\n".into();
+    let node = Concord::start(cfg).await;
+    (db, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_one_session_reaches_the_next_on_the_same_connection() {
+    let (_db, node) = two_connections().await;
+    // One connection taken by a transaction: the next sessions share the
+    // other.
+    let mut blocker = node.conn().await;
+    blocker.query_drop("BEGIN").await.unwrap();
+    blocker.query_drop("SELECT 1").await.unwrap();
+    // A session that pins (temporary table), holds a lock and a variable,
+    // then ends: its connection goes back reset.
+    let mut a = node.conn().await;
+    a.query_drop("SELECT 1").await.unwrap();
+    a.query_drop("CREATE TEMPORARY TABLE test.tmp (x INT)")
+        .await
+        .unwrap();
+    a.query_drop("SET @k = 'secret'").await.unwrap();
+    let got: Option<i64> = a.query_first("SELECT GET_LOCK('held', 0)").await.unwrap();
+    assert_eq!(got, Some(1));
+    drop(a);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut b = node.conn().await;
+    let row: Option<(Option<String>, i64)> = b
+        .query_first("SELECT @k, IS_FREE_LOCK('held')")
+        .await
+        .unwrap();
+    assert_eq!(row, Some((None, 1)), "another session's variable or lock");
+    assert!(
+        b.query_drop("SELECT * FROM test.tmp").await.is_err(),
+        "another session's temporary table"
+    );
+    blocker.query_drop("COMMIT").await.unwrap();
+    // One-statement settings stay with the session that set them.
+    let mut a = node.conn().await;
+    a.query_drop("SET TRANSACTION READ ONLY").await.unwrap();
+    b.query_drop("INSERT INTO test.t (v) VALUES (1)")
+        .await
+        .unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    let e = a.query_drop("INSERT INTO test.t (v) VALUES (2)").await;
+    assert!(
+        e.is_err(),
+        "SET TRANSACTION READ ONLY applies to the session's next transaction"
+    );
+    a.query_drop("ROLLBACK").await.unwrap();
+    a.query_drop("SET insert_id = 1000").await.unwrap();
+    b.query_drop("INSERT INTO test.t (v) VALUES (3)")
+        .await
+        .unwrap();
+    assert_ne!(
+        b.last_insert_id(),
+        Some(1000),
+        "another session's insert_id"
+    );
+    a.query_drop("INSERT INTO test.t (v) VALUES (4)")
+        .await
+        .unwrap();
+    assert_eq!(a.last_insert_id(), Some(1000));
+    // A session without a database does not get another's.
+    let mut with_db = node.conn().await;
+    with_db.query_drop("USE test").await.unwrap();
+    with_db.query_drop("SELECT COUNT(*) FROM t").await.unwrap();
+    drop(with_db);
+    let e = b.query_drop("SELECT COUNT(*) FROM t").await.unwrap_err();
+    assert!(e.to_string().contains("1046"), "no database selected: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_closed_while_away_are_closed_on_the_server() {
+    let (db, node) = two_connections().await;
+    let mut a = node.conn().await;
+    let mut b = node.conn().await;
+    for i in 0..300 {
+        // mysql_async prepares, executes and (statement cache off) closes.
+        let s = a.prep(format!("SELECT {i} + ?")).await.unwrap();
+        let _: Option<i64> = a.exec_first(&s, (1,)).await.unwrap();
+        a.close(s).await.unwrap();
+        b.query_drop("SELECT 1").await.unwrap();
+    }
+    let count: Option<(String, u64)> = db
+        .conn()
+        .await
+        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+        .await
+        .unwrap();
+    assert!(
+        count.as_ref().is_some_and(|c| c.1 < 10),
+        "statements left open on the server: {count:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_count_in_a_stored_program_is_its_own() {
+    let (db, node) = two_connections().await;
+    db.exec("CREATE PROCEDURE test.rc() BEGIN INSERT INTO test.t (v) VALUES (7), (8); SELECT ROW_COUNT(); END")
+        .await;
+    // The same statements through concord and directly on the server.
+    let mut answers = Vec::new();
+    for direct in [false, true] {
+        let mut c = if direct {
+            db.conn().await
+        } else {
+            node.conn().await
+        };
+        let mut other = node.conn().await;
+        c.query_drop("UPDATE test.t SET v = v + 1").await.unwrap();
+        other.query_drop("SELECT 1").await.unwrap();
+        let in_proc: Option<i64> = c.query_first("CALL test.rc()").await.unwrap();
+        other.query_drop("SELECT 1").await.unwrap();
+        let after: Option<i64> = c.query_first("SELECT ROW_COUNT()").await.unwrap();
+        c.query_drop("INSERT INTO test.t (v) VALUES (1), (2), (3)")
+            .await
+            .unwrap();
+        other.query_drop("DO 1").await.unwrap();
+        let multi: Option<i64> = c.query_first("SELECT ROW_COUNT()").await.unwrap();
+        answers.push((in_proc, after, multi));
+    }
+    assert_eq!(answers[0], answers[1], "through concord, then direct");
+    assert_eq!(answers[0].0, Some(2), "ROW_COUNT() inside the procedure");
+    assert_eq!(answers[0].2, Some(3));
+}

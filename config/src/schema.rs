@@ -345,7 +345,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
-            mode: PoolMode::Session,
+            mode: PoolMode::Transaction,
             min_idle: 2,
             max_per_backend: 500,
             connect_timeout: Duration::from_secs(2),

@@ -718,6 +718,29 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pi
         lx.i = save;
         return Kind::Write;
     }
+    if up(b"FLUSH") {
+        // FLUSH TABLES ... WITH READ LOCK / FOR EXPORT: a lock held by the
+        // connection until UNLOCK TABLES.
+        let save = lx.i;
+        let mut prev: Option<Tok<'_>> = None;
+        while let Some(t) = lx.next() {
+            if (is_word(Some(t), b"LOCK") && is_word(prev, b"READ")) || is_word(Some(t), b"EXPORT")
+            {
+                *flags |= flag::PINS;
+                *pin = Some(Pin::LockTables);
+                break;
+            }
+            prev = Some(t);
+        }
+        lx.i = save;
+        return Kind::Write;
+    }
+    if up(b"BACKUP") {
+        // MariaDB's BACKUP STAGE / BACKUP LOCK: held by the connection.
+        *flags |= flag::PINS;
+        *pin = Some(Pin::LockTables);
+        return Kind::Write;
+    }
     if let Some((_, p)) = PIN_WORDS.iter().find(|(w, _)| up(w)) {
         *flags |= flag::PINS;
         *pin = Some(*p);
@@ -1361,6 +1384,9 @@ pub enum PinChange {
     /// That named thing is gone (DEALLOCATE / DROP PREPARE s, HANDLER h
     /// CLOSE).
     Remove(Pin, String),
+    /// A thing of this kind exists whose name concord did not read (a
+    /// form it does not parse): the pin stays until cleared.
+    Unnamed(Pin),
 }
 
 /// What a single statement changes about the session's pins, if it
@@ -1385,9 +1411,18 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
                 let w = w
                     .strip_prefix(b"`")
                     .and_then(|w| w.strip_suffix(b"`"))
-                    .unwrap_or(w);
-                words.push(w.to_ascii_lowercase());
+                    .unwrap_or(w)
+                    .to_ascii_lowercase();
+                // `db.t`: one name.
+                match words.last_mut() {
+                    Some(last) if last.ends_with(b".") => last.extend_from_slice(&w),
+                    _ => words.push(w),
+                }
             }
+            Tok::Punct(b'.') => match words.last_mut() {
+                Some(last) if !last.is_empty() => last.push(b'.'),
+                _ => words.push(Vec::new()),
+            },
             Tok::Punct(b'(') | Tok::Punct(b')') => words.push(vec![b'(']),
             _ => words.push(Vec::new()),
         }
@@ -1402,7 +1437,11 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
             Some(PinChange::Clear(Pin::LockTables))
         }
         b"xa" if matches!(w(1), b"commit" | b"rollback") => Some(PinChange::Clear(Pin::Xa)),
+        b"backup" if w(1) == b"unlock" || (w(1) == b"stage" && w(2) == b"end") => {
+            Some(PinChange::Clear(Pin::LockTables))
+        }
         b"prepare" if w(2) == b"from" => Some(PinChange::Add(Pin::SqlPrepare, name(1))),
+        b"prepare" => Some(PinChange::Unnamed(Pin::SqlPrepare)),
         b"deallocate" | b"drop" if w(1) == b"prepare" && words.len() == 3 => {
             Some(PinChange::Remove(Pin::SqlPrepare, name(2)))
         }
@@ -1419,6 +1458,7 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
         b"handler" if w(2) == b"close" && words.len() == 3 => {
             Some(PinChange::Remove(Pin::Handler, name(1)))
         }
+        b"handler" if words.iter().any(|x| x == b"open") => Some(PinChange::Unnamed(Pin::Handler)),
         b"select" if w(1) == b"release_all_locks" && words.len() == 4 => {
             Some(PinChange::Clear(Pin::UserLock))
         }

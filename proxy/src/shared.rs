@@ -213,6 +213,11 @@ pub struct SessionInfo {
     /// Process-wide id of the held connection a command is running on
     /// (0: none); two relaxed stores per command.
     pub running: AtomicU64,
+    /// Held by a KILL QUERY from its last check that the statement still
+    /// runs until the server answered; the session takes it before giving
+    /// a connection back, so the KILL never lands on another session's
+    /// statement on that connection.
+    pub kill_gate: tokio::sync::Mutex<()>,
     /// Why the session is pinned (`classify::Pin` bits), for SHOW SESSIONS.
     pub pins: std::sync::atomic::AtomicU16,
 }

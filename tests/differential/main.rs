@@ -47,8 +47,10 @@ struct Rig {
     node: Concord,
 }
 
+/// The rig in pool mode "session" (each session keeps its connections);
+/// transaction mode, the default, has its own test below.
 async fn rig() -> Rig {
-    rig_with("").await
+    rig_with("[pool]\nmode = \"session\"\n").await
 }
 
 /// The rig with extra concord configuration (whole TOML sections).

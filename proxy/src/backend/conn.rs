@@ -89,6 +89,10 @@ pub struct BackendConn {
     pub diag: bool,
     /// Session whose LAST_INSERT_ID() this connection holds (0: none).
     pub insert_id_of: u64,
+    /// Statements the session whose state it holds prepared on it: kept
+    /// while that session may come back to it (transaction mode), closed
+    /// when another session takes it.
+    pub prepared: Vec<u32>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -165,6 +169,7 @@ impl BackendConn {
             slot: None,
             diag: false,
             insert_id_of: 0,
+            prepared: Vec::new(),
         };
         tokio::time::timeout(timeout, conn.track())
             .await
@@ -345,6 +350,7 @@ impl BackendConn {
                 self.dirty = false;
                 self.diag = false;
                 self.insert_id_of = 0;
+                self.prepared.clear();
                 self.state.synced = None;
                 self.state.held = None;
                 self.state.multi_statements = true;
@@ -352,6 +358,30 @@ impl BackendConn {
                 Ok(Ok(()))
             }
         }
+    }
+
+    /// Closes the statements in `prepared` (COM_STMT_CLOSE has no
+    /// answer) and marks the connection as no session's: the session that
+    /// prepared them finds them gone and prepares again.
+    pub async fn close_statements(&mut self) -> Result<(), BackendError> {
+        let ids = std::mem::take(&mut self.prepared);
+        self.state.synced = self.state.synced.map(|(_, v)| (0, v));
+        self.close_statement_ids(&ids).await
+    }
+
+    /// COM_STMT_CLOSE for each of `ids`, in one write.
+    pub async fn close_statement_ids(&mut self, ids: &[u32]) -> Result<(), BackendError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for bid in ids {
+            let mut p = [com::STMT_CLOSE, 0, 0, 0, 0];
+            p[1..5].copy_from_slice(&bid.to_le_bytes());
+            let mut seq = 0;
+            self.io.write_packet(&mut seq, &p);
+        }
+        self.io.flush().await?;
+        Ok(())
     }
 
     /// Says goodbye (COM_QUIT) so the server does not log an aborted

@@ -34,10 +34,49 @@ pub struct Prefer {
     pub session: u64,
     /// Fingerprint of the session's variables.
     pub fp: Option<u64>,
+    /// The session has no database selected.
+    pub no_db: bool,
 }
+
+/// Prepared statements on an idle connection are closed after this.
+const STATEMENTS_IDLE: Duration = Duration::from_secs(2);
 
 /// Idle connections looked at for a preferred one (newest first).
 const PREFER_WINDOW: usize = 16;
+
+/// Takes the idle connection `prefer` likes best: among the most recently
+/// idle few, the one the session used last (its state and statements are
+/// there), else one holding the same variables, else the most recent. A
+/// session without a database takes only a connection without one (no
+/// statement can unselect a database, and unqualified names must fail
+/// for it as on a direct connection).
+fn pick(conns: &mut Vec<BackendConn>, prefer: Prefer) -> Option<BackendConn> {
+    let score = |c: &BackendConn| {
+        if prefer.session != 0 && c.state.synced.is_some_and(|(s, _)| s == prefer.session) {
+            2
+        } else if prefer.fp.is_some() && c.state.held.as_ref().map(|h| h.fp) == prefer.fp {
+            1
+        } else {
+            0
+        }
+    };
+    let mut best: Option<(usize, u8)> = None;
+    let mut seen = 0;
+    for i in (0..conns.len()).rev() {
+        if prefer.no_db && conns[i].state.db.is_some() {
+            continue;
+        }
+        let s = score(&conns[i]);
+        if best.is_none_or(|(_, b)| s > b) {
+            best = Some((i, s));
+        }
+        seen += 1;
+        if s == 2 || seen >= PREFER_WINDOW {
+            break;
+        }
+    }
+    best.map(|(i, _)| conns.swap_remove(i))
+}
 
 /// How to log in for a key (kept so the maintainer can open warm ones).
 #[derive(Clone, Debug)]
@@ -53,6 +92,8 @@ pub struct Login {
 struct Waiter {
     id: u64,
     key: PoolKey,
+    /// Takes only a connection without a database.
+    no_db: bool,
     tx: tokio::sync::oneshot::Sender<BackendConn>,
 }
 
@@ -251,7 +292,7 @@ impl BackendPool {
             // At the cap with idle connections for other keys (another
             // backend user or client protocol flavor): close one to make
             // room, rather than wait for what may never be freed.
-            if self.evict_other(key) {
+            if self.evict_other(key, prefer.no_db) {
                 continue;
             }
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -266,24 +307,37 @@ impl BackendPool {
             let (tx, mut rx) = tokio::sync::oneshot::channel();
             let me = {
                 let mut idle = self.lock();
+                // Released since we looked (before we could be handed it).
+                if let Some(conn) = idle.by_key.get_mut(key).and_then(|v| pick(v, prefer)) {
+                    drop(idle);
+                    if conn.looks_alive() {
+                        return Ok((conn, gen));
+                    }
+                    continue;
+                }
                 idle.next_waiter += 1;
                 let id = idle.next_waiter;
                 idle.waiters.push_back(Waiter {
                     id,
                     key: key.clone(),
+                    no_db: prefer.no_db,
                     tx,
                 });
                 id
             };
             queued = true;
-            let handed = tokio::select! {
-                c = &mut rx => c.ok(),
-                _ = &mut freed => None,
-                _ = tokio::time::sleep(wait) => None,
+            let (handed, woken) = tokio::select! {
+                c = &mut rx => (c.ok(), false),
+                _ = &mut freed => (None, true),
+                _ = tokio::time::sleep(wait) => (None, false),
             };
             self.lock().waiters.retain(|w| w.id != me);
             // Handed over between the wake-up and leaving the queue.
             let handed = handed.or_else(|| rx.try_recv().ok());
+            if woken && handed.is_some() {
+                // The freed slot is someone else's to use.
+                self.counter.released.notify_one();
+            }
             if let Some(conn) = handed {
                 if conn.looks_alive() {
                     return Ok((conn, self.generation()));
@@ -300,6 +354,8 @@ impl BackendPool {
         in_turn: bool,
     ) -> Option<BackendConn> {
         let mut idle = self.lock();
+        // Waiters that gave up (their session went away) hold no place.
+        idle.waiters.retain(|w| !w.tx.is_closed());
         if !in_turn && idle.waiters.iter().any(|w| &w.key == key) {
             return None;
         }
@@ -311,38 +367,26 @@ impl BackendPool {
             }
         }
         let conns = idle.by_key.get_mut(key)?;
-        // Among the most recently idle few: the connection this session
-        // used last (its state and statements are there), else one
-        // holding the same variables; else the most recent.
-        let look = conns.len().saturating_sub(PREFER_WINDOW);
-        let score = |c: &BackendConn| {
-            if prefer.session != 0 && c.state.synced.is_some_and(|(s, _)| s == prefer.session) {
-                2
-            } else if prefer.fp.is_some() && c.state.held.as_ref().map(|h| h.fp) == prefer.fp {
-                1
-            } else {
-                0
-            }
-        };
-        let best = (look..conns.len())
-            .max_by_key(|&i| score(&conns[i]))
-            .filter(|&i| score(&conns[i]) > 0);
-        match best {
-            Some(i) => Some(conns.swap_remove(i)),
-            None => conns.pop(),
-        }
+        pick(conns, prefer)
     }
 
     /// Closes the longest idle connection kept for a key other than
-    /// `key`; false if there is none.
-    fn evict_other(&self, key: &PoolKey) -> bool {
+    /// `key` (or for `key` with a database, when the session needs one
+    /// without); false if there is none.
+    fn evict_other(&self, key: &PoolKey, no_db: bool) -> bool {
         let victim = {
             let mut idle = self.lock();
-            idle.by_key
+            let other = idle
+                .by_key
                 .iter_mut()
                 .filter(|(k, v)| *k != key && !v.is_empty())
                 .min_by_key(|(_, v)| v[0].idle_since)
-                .map(|(_, v)| v.remove(0))
+                .map(|(_, v)| v.remove(0));
+            other.or_else(|| {
+                let v = idle.by_key.get_mut(key).filter(|_| no_db)?;
+                let i = v.iter().position(|c| c.state.db.is_some())?;
+                Some(v.remove(i))
+            })
         };
         match victim {
             Some(c) => {
@@ -422,7 +466,12 @@ impl BackendPool {
         conn.idle_since = Instant::now();
         conn.io.shrink();
         let mut idle = self.lock();
-        while let Some(i) = idle.waiters.iter().position(|w| w.key == key) {
+        let has_db = conn.state.db.is_some();
+        while let Some(i) = idle
+            .waiters
+            .iter()
+            .position(|w| w.key == key && !(w.no_db && has_db))
+        {
             let Some(w) = idle.waiters.remove(i) else {
                 break;
             };
@@ -539,6 +588,32 @@ impl BackendPool {
         };
         for c in expired {
             self.discard(c);
+        }
+        // Statements left on idle connections by sessions that gave them
+        // back (transaction mode) are closed after a while, so sessions
+        // that ended leave none open on the server.
+        let stale: Vec<(PoolKey, BackendConn)> = {
+            let mut idle = self.lock();
+            let mut out = Vec::new();
+            for (k, conns) in idle.by_key.iter_mut() {
+                let mut i = 0;
+                while i < conns.len() {
+                    if !conns[i].prepared.is_empty()
+                        && now.duration_since(conns[i].idle_since) > STATEMENTS_IDLE
+                    {
+                        out.push((k.clone(), conns.swap_remove(i)));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            out
+        };
+        for (key, mut c) in stale {
+            let gen = self.generation();
+            if c.close_statements().await.is_ok() {
+                self.put_idle(c, key, gen);
+            }
         }
         for (key, login, n) in wanted {
             for _ in 0..n {

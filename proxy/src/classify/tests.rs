@@ -386,6 +386,14 @@ fn statements_that_end_a_pin_are_recognized() {
         Some(Add(Pin::Handler, "t".into()))
     );
     assert_eq!(
+        pin_change(b"HANDLER test.t OPEN"),
+        Some(Add(Pin::Handler, "test.t".into()))
+    );
+    assert_eq!(
+        pin_change(b"HANDLER `test`.`t` OPEN AS h"),
+        Some(Add(Pin::Handler, "h".into()))
+    );
+    assert_eq!(
         pin_change(b"HANDLER h CLOSE"),
         Some(Remove(Pin::Handler, "h".into()))
     );
@@ -399,4 +407,21 @@ fn statements_that_end_a_pin_are_recognized() {
     );
     assert_eq!(pin_change(b"UNLOCK TABLES; LOCK TABLES t READ"), None);
     assert_eq!(pin_change(b"SELECT 1"), None);
+}
+
+#[test]
+fn global_locks_pin() {
+    for sql in [
+        "FLUSH TABLES WITH READ LOCK",
+        "flush tables t1 for export",
+        "BACKUP STAGE START",
+        "BACKUP LOCK t",
+    ] {
+        assert_eq!(classify(sql.as_bytes()).pin, Some(Pin::LockTables), "{sql}");
+    }
+    assert_eq!(classify(b"FLUSH TABLES").pin, None);
+    assert_eq!(
+        pin_change(b"BACKUP UNLOCK"),
+        Some(PinChange::Clear(Pin::LockTables))
+    );
 }

@@ -129,6 +129,7 @@ impl Session {
         let prefer = crate::backend::Prefer {
             session: self.state.session_id,
             fp: self.state.cached_fp(),
+            no_db: self.state.db.is_none(),
         };
         let (mut conn, gen) = pool
             .acquire(&key, &login, self.state.db.as_deref(), prefer)
@@ -141,6 +142,35 @@ impl Session {
         self.shared.learn_server_version(&conn.server_version);
         if conn.insert_id_of != self.state.session_id {
             conn.insert_id_of = 0;
+        }
+        let mine = conn
+            .state
+            .synced
+            .is_some_and(|(s, _)| s == self.state.session_id);
+        // Statements to close there (no reply): another session's, or
+        // this session's own that it closed while away.
+        let closing: Vec<u32> = if mine {
+            // The snapshot was for others; the session knows its state.
+            conn.state.held = None;
+            let gone = self.stmts.take_orphans(conn.id);
+            conn.prepared.retain(|b| !gone.contains(b));
+            gone
+        } else {
+            // Whatever this session knew of the connection from an
+            // earlier turn on it is stale, and the connection now belongs
+            // to no session until synced (its statements are gone).
+            self.stmts.forget_conn(conn.id);
+            self.stmts.take_orphans(conn.id);
+            conn.state.synced = conn.state.synced.map(|(_, v)| (0, v));
+            std::mem::take(&mut conn.prepared)
+        };
+        if let Err(e) = conn.close_statement_ids(&closing).await {
+            pool.discard(conn);
+            return Err(SessionError::Backend {
+                backend: pool.name.clone(),
+                source: e,
+                mid_response: false,
+            });
         }
         if let Err(e) = self.capture_elsewhere(conn.id).await {
             pool.release(conn, key, gen, true);
@@ -664,8 +694,16 @@ impl Session {
     /// Takes a held connection out of `conns`, keeping `txn` and `last`
     /// pointing at the same connections.
     fn take_conn(&mut self, w: Which) -> Option<Bound> {
-        let b = self.conns.take(w)?;
+        let b = self.take_conn_keeping_stmts(w)?;
         self.stmts.forget_conn(b.conn.id);
+        Some(b)
+    }
+
+    /// [`Session::take_conn`], remembering the statements prepared on it
+    /// (valid if the session gets the connection back before any other
+    /// session takes it: see `acquire`).
+    fn take_conn_keeping_stmts(&mut self, w: Which) -> Option<Bound> {
+        let b = self.conns.take(w)?;
         // Later replicas move down one place.
         let shift = |x: Option<Which>| match (x, w) {
             (Some(Which::Replica(t)), Which::Replica(i)) if t > i => Some(Which::Replica(t - 1)),
@@ -722,6 +760,16 @@ impl Session {
     /// Gives a held connection back to its pool (reset if it changed).
     pub(super) fn release(&mut self, w: Which) {
         if let Some(b) = self.take_conn(w) {
+            let reusable = b.conn.status & status::IN_TRANS == 0 && !b.conn.poisoned;
+            b.pool.release(b.conn, b.key, b.gen, reusable);
+            self.publish_held();
+        }
+    }
+
+    /// Gives a held connection back keeping the session's state and
+    /// statements on it (transaction mode).
+    pub(super) fn hand_back(&mut self, w: Which) {
+        if let Some(b) = self.take_conn_keeping_stmts(w) {
             let reusable = b.conn.status & status::IN_TRANS == 0 && !b.conn.poisoned;
             b.pool.release(b.conn, b.key, b.gen, reusable);
             self.publish_held();

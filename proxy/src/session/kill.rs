@@ -192,7 +192,7 @@ pub async fn kill_local(
         // ended meanwhile, the backend connection may be serving another
         // session by now.
         let still = || s.running.load(std::sync::atomic::Ordering::Relaxed) == h.conn_id;
-        if let Err(e) = kill_backend_query(shared, &h, still).await {
+        if let Err(e) = kill_backend_query(shared, &h, &s.kill_gate, still).await {
             tracing::warn!(session = id, backend = %h.backend, "KILL QUERY on backend thread {} failed: {e}", h.thread_id);
         }
     }
@@ -205,6 +205,7 @@ pub async fn kill_local(
 pub async fn kill_backend_query(
     shared: &Shared,
     h: &HeldConn,
+    gate: &tokio::sync::Mutex<()>,
     still: impl Fn() -> bool,
 ) -> Result<(), String> {
     let timeout = shared.config.load().pool.connect_timeout.get();
@@ -218,11 +219,14 @@ pub async fn kill_backend_query(
     let mut c = BackendConn::connect(&h.addr, &creds, timeout)
         .await
         .map_err(|e| e.to_string())?;
+    let gate = gate.lock().await;
     if !still() {
+        drop(gate);
         c.quit().await;
         return Ok(());
     }
     let r = c.exec(&format!("KILL QUERY {}", h.thread_id)).await;
+    drop(gate);
     c.quit().await;
     match r {
         Ok(Ok(_)) => Ok(()),

@@ -114,6 +114,9 @@ pub struct Session {
     /// and the connection a statement may have changed it on since.
     insert_id: u64,
     insert_id_pending: Option<(u64, u64)>,
+    /// Connection holding a one-statement variable (`SET insert_id`,
+    /// `rand_seed1`, ...) its next write consumes.
+    oneshot_on: Option<u64>,
     /// In the registry and counted for its user until dropped.
     registered: Registered,
 }
@@ -155,6 +158,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         abort: Default::default(),
         held: Default::default(),
         running: Default::default(),
+        kill_gate: Default::default(),
         pins: Default::default(),
     });
     let Some(registered) = Registered::new(&shared, info.clone(), auth.user.max_connections) else {
@@ -206,6 +210,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         calc_found_rows: false,
         insert_id: 0,
         insert_id_pending: None,
+        oneshot_on: None,
         registered,
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
@@ -585,6 +590,7 @@ impl Session {
         self.calc_found_rows = false;
         self.insert_id = 0;
         self.insert_id_pending = None;
+        self.oneshot_on = None;
     }
 
     async fn reset_connection(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
@@ -753,6 +759,12 @@ impl Session {
             PinChange::Add(p, name) => {
                 if !self.pinned_names.iter().any(|(q, n)| *q == p && *n == name) {
                     self.pinned_names.push((p, name));
+                }
+                None
+            }
+            PinChange::Unnamed(p) => {
+                if !self.pinned_names.iter().any(|(q, n)| *q == p && n == "*") {
+                    self.pinned_names.push((p, "*".into()));
                 }
                 None
             }

@@ -19,7 +19,6 @@ use super::Session;
 use crate::backend::Reply;
 use crate::error::SessionError;
 use concord_config::PoolMode;
-use concord_protocol::consts::com;
 
 impl Session {
     /// Transaction mode is on.
@@ -44,9 +43,6 @@ impl Session {
                 return;
             }
         }
-        if self.pins == 0 && self.capture_elsewhere(u64::MAX).await.is_err() {
-            return;
-        }
         let mut i = self.conns.replicas.len();
         while i > 0 {
             i -= 1;
@@ -62,14 +58,26 @@ impl Session {
         if w == Which::Primary && self.pins != 0 {
             return Some("pinned");
         }
-        if self.state.has_pending_on(id) {
-            return Some("user variables");
+        if w == Which::Primary && self.next_on_primary {
+            // SET TRANSACTION: for the next transaction, on this connection.
+            return Some("transaction characteristics");
+        }
+        if self.oneshot_on == Some(id) {
+            // SET insert_id / rand_seed1: for the next statement there.
+            return Some("one-statement variable");
         }
         if self.stmts.holds_conn(id, w == Which::Primary) {
             return Some("cursor or long data");
         }
         if self.last_diag == Some(w) && b.conn.diag {
             return Some("diagnostics");
+        }
+        if self.stmts.info_readers > 0
+            && [self.last, self.last_read, self.last_diag].contains(&Some(w))
+        {
+            // A prepared statement asks for them: no text to write values
+            // into, so their connections stay.
+            return Some("prepared statement reads statement information");
         }
         if self.last_read == Some(w) && self.calc_found_rows {
             return Some("found rows");
@@ -79,46 +87,49 @@ impl Session {
 
     /// Gives `w` back to its pool unless it must stay.
     async fn give(&mut self, w: Which) {
-        if self.keeps(w).is_some() {
+        if let Some(why) = self.keeps(w) {
+            tracing::trace!(session = self.info.id, ?w, why, "connection kept");
             return;
         }
         let Some(id) = self.conns.get(w).map(|b| b.conn.id) else {
             return;
         };
+        // User variables assigned there are read back first (only from a
+        // connection that leaves: a kept one keeps FOUND_ROWS() and the
+        // rest of what the last statement left).
+        if self.state.has_pending_on(id) && self.capture_from(id).await.is_err() {
+            return;
+        }
         if self.insert_id_pending.is_some_and(|(c, _)| c == id)
             && self.read_insert_id(w).await.is_err()
         {
             return;
         }
-        // Its prepared statements are closed there (prepared again
-        // wherever they run next); the CLOSE packets need no answer.
-        let bids = self.stmts.on_conn(id);
+        // Its prepared statements stay: the session finds them there if
+        // it gets this connection back first; the next session to take it
+        // closes them (see `Session::acquire`).
         let snap = self.state.snapshot();
+        let now = (self.state.session_id, self.state.version);
         let Some(b) = self.conns.get_mut(w) else {
             return;
         };
-        if !bids.is_empty() {
-            for bid in bids {
-                let mut p = [com::STMT_CLOSE, 0, 0, 0, 0];
-                p[1..5].copy_from_slice(&bid.to_le_bytes());
-                let mut seq = 0;
-                b.conn.io.write_packet(&mut seq, &p);
-            }
-            if b.conn.io.flush().await.is_err() {
-                self.drop_conn(w);
-                return;
-            }
-            // Prepares were all that made it dirty.
-            b.conn.dirty = false;
-        }
-        b.conn.state.held = snap;
-        self.release(w);
+        // Prepares (tracked in `prepared`) are all that make it dirty.
+        b.conn.dirty = false;
+        // Only a connection in the session's current state is described
+        // by its snapshot; any other goes back reset.
+        b.conn.state.held = snap.filter(|_| b.conn.state.synced == Some(now));
+        // Not while a KILL QUERY aimed at this session's last statement
+        // is on its way to this connection.
+        let info = self.info.clone();
+        let _gate = info.kill_gate.lock().await;
+        self.hand_back(w);
     }
 
     /// Reads LAST_INSERT_ID() back from `w`, where a statement may have
     /// changed it. A connection that held another session's value and
     /// reports something other than the statement's own generated id kept
-    /// that value (an explicit id generates none): the session's stays.
+    /// that value (an explicit id generates none; a CALL that inserted
+    /// nothing): the session's stays.
     async fn read_insert_id(&mut self, w: Which) -> Result<(), SessionError> {
         let Some((_, ok_id)) = self.insert_id_pending else {
             return Ok(());
@@ -135,7 +146,10 @@ impl Session {
                     .and_then(|r| r.first().cloned().flatten())
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0);
-                if b.conn.insert_id_of == sid || ok_id == 0 || v == ok_id {
+                // The connection held this session's value before the
+                // statement (then whatever it says now is the session's),
+                // or the statement generated the id it reported.
+                if b.conn.insert_id_of == sid || (ok_id != 0 && v == ok_id) {
                     self.insert_id = v;
                     b.conn.insert_id_of = sid;
                 }
@@ -161,8 +175,13 @@ impl Session {
         let Some(here) = self.conns.get(w).map(|b| b.conn.id) else {
             return Ok(());
         };
+        let sid = self.state.session_id;
         if let Some((c, _)) = self.insert_id_pending {
-            if c == here {
+            let held_ours = self
+                .conns
+                .get(w)
+                .is_some_and(|b| b.conn.insert_id_of == sid);
+            if c == here && held_ours {
                 // A statement of this session set it right there.
                 return Ok(());
             }
@@ -171,7 +190,6 @@ impl Session {
                 None => self.insert_id_pending = None,
             }
         }
-        let sid = self.state.session_id;
         let value = self.insert_id;
         let Some(b) = self.conns.get_mut(w) else {
             return Ok(());

@@ -63,6 +63,13 @@ impl Session {
         } else {
             None
         };
+        // A multi-statement that pins: what it created is not named.
+        let pin_change = match (pin_change, class.pin) {
+            (None, Some(p)) if class.has(flag::MULTI) || !cmd.whole => {
+                Some(classify::PinChange::Unnamed(p))
+            }
+            (c, _) => c,
+        };
         // Set for the statement only: the server reports their reverting
         // later (see `BackendConn::reverting`).
         let reverting = if class.has(flag::SET_STATEMENT) && cmd.whole {
@@ -337,13 +344,21 @@ impl Session {
     /// whose connection for them is no longer held (given back in
     /// transaction mode, or lost); `None`: nothing to write.
     fn known_info(&self, class: &Class) -> Option<classify::Known> {
-        if !class.has(flag::ROW_COUNT | flag::FOUND_ROWS) || self.txn.is_some() {
+        // Only a lone SELECT: a stored program's body, or a later
+        // statement of a multi-statement, means the value at its own time.
+        if !class.has(flag::ROW_COUNT | flag::FOUND_ROWS)
+            || class.kind != Kind::Read
+            || class.has(flag::MULTI)
+            || !self.multiplexed()
+        {
             return None;
         }
-        let gone = |w: Option<Which>| w.is_none_or(|w| self.conns.get(w).is_none());
-        // Setting LAST_INSERT_ID() where the statement runs (transaction
-        // mode) would change what ROW_COUNT() says there.
-        let moved_id = class.has(flag::INSERT_ID) && self.multiplexed();
+        // Inside a transaction the connections stay: only a LAST_INSERT_ID()
+        // brought in first (see `bring_insert_id`) would change what
+        // ROW_COUNT() says there.
+        let in_txn = self.txn.is_some();
+        let gone = |w: Option<Which>| !in_txn && w.is_none_or(|w| self.conns.get(w).is_none());
+        let moved_id = class.has(flag::INSERT_ID);
         let k = classify::Known {
             row_count: (class.has(flag::ROW_COUNT) && (gone(self.last) || moved_id))
                 .then_some(self.row_count),

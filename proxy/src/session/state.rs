@@ -22,10 +22,18 @@ use std::sync::{Mutex, OnceLock};
 pub const MAX_VARS: usize = 1024;
 pub const MAX_VAR_BYTES: usize = 1 << 20;
 
+/// Sessions with more variables than this give connections back reset
+/// (no snapshot), and replay their state where they go next.
+pub const SNAPSHOT_MAX_VARS: usize = 64;
+
 /// Session variables whose reported value cannot be replayed faithfully:
 /// `SET timestamp = DEFAULT` reports the frozen value it leaves, so a
 /// session that sets it keeps its connections.
 pub const PINNING_VARS: &[&str] = &["timestamp"];
+
+/// Variables set for the next statement only: the connection they were
+/// set on stays with the session until a write consumes them.
+pub const ONE_STATEMENT_VARS: &[&str] = &["insert_id", "rand_seed1", "rand_seed2"];
 
 /// Session variables the server reports but that must not be replayed:
 /// one-shot values consumed by the next statement, read-only statement
@@ -139,6 +147,11 @@ impl SessionState {
             if *v == self.version {
                 return Some(s.clone());
             }
+        }
+        if self.vars.len() > SNAPSHOT_MAX_VARS {
+            // Copying this many at every change would cost more than a
+            // reset and a replay where the session goes next.
+            return None;
         }
         use std::hash::{BuildHasher, Hash, Hasher};
         // Keyed per process: a client cannot craft a collision.

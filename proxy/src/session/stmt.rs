@@ -54,6 +54,14 @@ pub struct Stmts {
     text: usize,
     /// Per backend connection, client statement ids, least recent first.
     lru: HashMap<u64, VecDeque<u32>>,
+    /// (connection, backend statement id) of statements the client closed
+    /// while the connection was back in the pool (transaction mode):
+    /// closed there when the session next takes it.
+    orphans: Vec<(u64, u32)>,
+    /// Open statements that read the previous statement's information
+    /// (ROW_COUNT(), FOUND_ROWS(), warnings): while any is open, the
+    /// connections holding that information stay (transaction mode).
+    pub info_readers: usize,
 }
 
 impl Stmts {
@@ -73,12 +81,15 @@ impl Stmts {
         self.lru.remove(&conn_id);
     }
 
-    /// Backend ids of the statements prepared on `conn_id`.
-    pub fn on_conn(&self, conn_id: u64) -> Vec<u32> {
-        self.map
-            .values()
-            .filter_map(|s| s.on.iter().find(|(c, _)| *c == conn_id).map(|(_, b)| *b))
-            .collect()
+    /// The orphaned statements of `conn_id` (see `orphans`), forgotten.
+    pub fn take_orphans(&mut self, conn_id: u64) -> Vec<u32> {
+        if self.orphans.is_empty() {
+            return Vec::new();
+        }
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            self.orphans.drain(..).partition(|(c, _)| *c == conn_id);
+        self.orphans = rest;
+        mine.into_iter().map(|(_, b)| b).collect()
     }
 
     /// A statement's open cursor is on `conn_id`, or long data waits on
@@ -96,21 +107,26 @@ impl Stmts {
 
     fn insert(&mut self, id: u32, s: ClientStmt) {
         self.text += s.sql.len();
+        self.info_readers += usize::from(s.class.has(classify::flag::STMT_INFO));
         if let Some(old) = self.map.insert(id, s) {
             self.text -= old.sql.len();
+            self.info_readers -= usize::from(old.class.has(classify::flag::STMT_INFO));
         }
     }
 
     fn remove(&mut self, id: u32) -> Option<ClientStmt> {
         let s = self.map.remove(&id)?;
         self.text -= s.sql.len();
+        self.info_readers -= usize::from(s.class.has(classify::flag::STMT_INFO));
         Some(s)
     }
 
     pub fn clear(&mut self) {
         self.text = 0;
+        self.info_readers = 0;
         self.map.clear();
         self.lru.clear();
+        self.orphans.clear();
     }
 
     fn backend_id(&self, id: u32, conn_id: u64) -> Option<u32> {
@@ -186,6 +202,7 @@ impl Session {
     /// Closes a backend statement (no reply expected).
     async fn close_on(&mut self, w: Which, backend_id: u32) {
         if let Some(b) = self.conns.get_mut(w) {
+            b.conn.prepared.retain(|x| *x != backend_id);
             let mut p = [com::STMT_CLOSE, 0, 0, 0, 0];
             p[1..5].copy_from_slice(&backend_id.to_le_bytes());
             let mut seq = 0;
@@ -245,6 +262,9 @@ impl Session {
             }
         };
         self.stmts.note(id, conn_id, bid);
+        if let Some(b) = self.conns.get_mut(w) {
+            b.conn.prepared.push(bid);
+        }
         Ok(bid)
     }
 
@@ -330,6 +350,9 @@ impl Session {
                 },
             );
             self.stmts.note(id, conn_id, p.statement_id);
+            if let Some(b) = self.conns.get_mut(w) {
+                b.conn.prepared.push(p.statement_id);
+            }
             // Preparing `SET @v = ?` (or `... INTO @v`) already defines
             // the variable on that connection.
             let assigned = self
@@ -579,8 +602,11 @@ impl Session {
             q.retain(|x| *x != id);
         }
         for (conn_id, bid) in s.on {
-            if let Some(w) = self.conns.which_conn(conn_id) {
-                self.close_on(w, bid).await;
+            match self.conns.which_conn(conn_id) {
+                Some(w) => self.close_on(w, bid).await,
+                // Given back meanwhile: closed when taken again (another
+                // session taking it closes everything there).
+                None => self.stmts.orphans.push((conn_id, bid)),
             }
         }
         Ok(())

@@ -79,6 +79,10 @@ impl Session {
             self.pin(Pin::Untracked);
         }
         tracing::trace!(session = self.info.id, conn = out.conn_id, changes = ?out.changes, reverting = ?reverting, kind = ?class.kind, "tracked");
+        if self.oneshot_on == Some(out.conn_id) && class.kind != Kind::Read {
+            // Consumed by this statement (or replaced: see below).
+            self.oneshot_on = None;
+        }
         let before = self.state.version;
         let mut bumped = false;
         let mut state_changed = false;
@@ -96,6 +100,15 @@ impl Session {
                 StateChange::SystemVariable(name, value) => {
                     if name.eq_ignore_ascii_case(b"last_gtid") {
                         own_gtid = Some(value.clone());
+                        continue;
+                    }
+                    if super::state::ONE_STATEMENT_VARS
+                        .iter()
+                        .any(|v| v.as_bytes().eq_ignore_ascii_case(name))
+                    {
+                        if value.as_slice() != b"0" {
+                            self.oneshot_on = Some(out.conn_id);
+                        }
                         continue;
                     }
                     if name.len() > 14 && name[..14].eq_ignore_ascii_case(b"session_track_") {
@@ -253,9 +266,21 @@ impl Session {
     /// `except` (by connection id), so they can be replayed as literals.
     /// A variable whose connection is gone is lost with it.
     pub(super) async fn capture_elsewhere(&mut self, except: u64) -> Result<(), SessionError> {
+        let pending = self.state.pending_elsewhere(except);
+        self.capture(pending).await
+    }
+
+    /// Reads back the user variables living on connection `conn` only.
+    pub(super) async fn capture_from(&mut self, conn: u64) -> Result<(), SessionError> {
+        let mut pending = self.state.pending_elsewhere(u64::MAX);
+        pending.retain(|(c, _)| *c == conn);
+        self.capture(pending).await
+    }
+
+    /// Reads back `pending` (connection, key) user variables.
+    async fn capture(&mut self, pending: Vec<(u64, String)>) -> Result<(), SessionError> {
         /// Variables read back per query (a bounded result row).
         const BATCH: usize = 64;
-        let pending = self.state.pending_elsewhere(except);
         if pending.is_empty() {
             return Ok(());
         }
