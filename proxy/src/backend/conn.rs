@@ -274,9 +274,15 @@ impl BackendConn {
                 p.payload.len().min(concord_protocol::MAX_PAYLOAD - 1),
             )?;
             if sc.last_was_ok {
-                last_ok = Some(OkPacket::decode(&p.payload, self.caps)?);
+                let ok = OkPacket::decode(&p.payload, self.caps)?;
+                if ok.warnings > 0 {
+                    // Concord's own statement left warnings there.
+                    self.diag = true;
+                }
+                last_ok = Some(ok);
             }
             if sc.error.is_some() && last_err.is_none() {
+                self.diag = true;
                 last_err = Some(ErrPacket::decode(&p.payload)?);
             } else if in_rows && sc.in_rows() {
                 let row = parse_text_row(&p.payload)?;

@@ -94,7 +94,8 @@ struct Waiter {
     key: PoolKey,
     /// Takes only a connection without a database.
     no_db: bool,
-    tx: tokio::sync::oneshot::Sender<BackendConn>,
+    /// The connection and the generation it was given back under.
+    tx: tokio::sync::oneshot::Sender<(BackendConn, u64)>,
 }
 
 #[derive(Default)]
@@ -338,9 +339,9 @@ impl BackendPool {
                 // The freed slot is someone else's to use.
                 self.counter.released.notify_one();
             }
-            if let Some(conn) = handed {
+            if let Some((conn, gen)) = handed {
                 if conn.looks_alive() {
-                    return Ok((conn, self.generation()));
+                    return Ok((conn, gen));
                 }
             }
         }
@@ -459,13 +460,16 @@ impl BackendPool {
     }
 
     fn put_idle(&self, mut conn: BackendConn, key: PoolKey, gen: u64) {
-        if gen != self.generation() || !self.serving() {
-            self.discard(conn);
-            return;
-        }
         conn.idle_since = Instant::now();
         conn.io.shrink();
         let mut idle = self.lock();
+        // Checked under the lock `close_all` drains under, after bumping
+        // the generation: a fenced connection never goes idle.
+        if gen != self.generation() || !self.serving() {
+            drop(idle);
+            self.discard(conn);
+            return;
+        }
         let has_db = conn.state.db.is_some();
         while let Some(i) = idle
             .waiters
@@ -475,10 +479,10 @@ impl BackendPool {
             let Some(w) = idle.waiters.remove(i) else {
                 break;
             };
-            match w.tx.send(conn) {
+            match w.tx.send((conn, gen)) {
                 Ok(()) => return,
                 // That waiter gave up meanwhile: the next one.
-                Err(c) => conn = c,
+                Err((c, _)) => conn = c,
             }
         }
         idle.by_key.entry(key).or_default().push(conn);
@@ -591,7 +595,9 @@ impl BackendPool {
         }
         // Statements left on idle connections by sessions that gave them
         // back (transaction mode) are closed after a while, so sessions
-        // that ended leave none open on the server.
+        // that ended leave none open on the server. (The generation is
+        // read first: a fence meanwhile closes them instead.)
+        let gen = self.generation();
         let stale: Vec<(PoolKey, BackendConn)> = {
             let mut idle = self.lock();
             let mut out = Vec::new();
@@ -610,7 +616,6 @@ impl BackendPool {
             out
         };
         for (key, mut c) in stale {
-            let gen = self.generation();
             if c.close_statements().await.is_ok() {
                 self.put_idle(c, key, gen);
             }

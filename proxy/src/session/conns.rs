@@ -574,6 +574,13 @@ impl Session {
                     tracing::warn!(backend = %b.pool.name, "backend sent data after the end of a response; its connection is closed after this command");
                     b.conn.poisoned = true;
                 }
+                // Whatever the command (a PREPARE, COM_INIT_DB, ...), its
+                // conditions are what SHOW WARNINGS shows there, and no
+                // other session may see them.
+                let diag = sc.error.is_some() || end.warnings > 0;
+                if diag {
+                    b.conn.diag = true;
+                }
                 let (conn_id, tracking) = (b.conn.id, b.conn.tracking);
                 // An error alone carries no status: the transaction state
                 // stays what it was (an open transaction is still open),
@@ -591,6 +598,9 @@ impl Session {
                     self.status_stale = true;
                 }
                 self.last = Some(w);
+                if diag {
+                    self.last_diag = Some(w);
+                }
                 if matches!(expect, Expect::ResultSets | Expect::Single) {
                     // What ROW_COUNT() now says on that connection.
                     self.row_count = match (sc.error, end.ok_counts) {

@@ -225,7 +225,13 @@ pub async fn kill_backend_query(
         c.quit().await;
         return Ok(());
     }
-    let r = c.exec(&format!("KILL QUERY {}", h.thread_id)).await;
+    let r =
+        match tokio::time::timeout(timeout, c.exec(&format!("KILL QUERY {}", h.thread_id))).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::error::BackendError::ConnectTimeout {
+                addr: h.addr.clone(),
+            }),
+        };
     drop(gate);
     c.quit().await;
     match r {

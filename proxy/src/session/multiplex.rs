@@ -119,10 +119,15 @@ impl Session {
         // by its snapshot; any other goes back reset.
         b.conn.state.held = snap.filter(|_| b.conn.state.synced == Some(now));
         // Not while a KILL QUERY aimed at this session's last statement
-        // is on its way to this connection.
+        // is on its way to this connection (bounded: a KILL that does not
+        // finish costs the connection, never the session).
         let info = self.info.clone();
-        let _gate = info.kill_gate.lock().await;
-        self.hand_back(w);
+        let wait = self.shared.config.load().pool.connect_timeout.get() * 2;
+        let gate = tokio::time::timeout(wait, info.kill_gate.lock()).await;
+        match gate {
+            Ok(_gate) => self.hand_back(w),
+            Err(_) => self.drop_conn(w),
+        }
     }
 
     /// Reads LAST_INSERT_ID() back from `w`, where a statement may have

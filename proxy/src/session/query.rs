@@ -98,7 +98,8 @@ impl Session {
             }
         };
         crate::metrics::route(w != Which::Primary, reason);
-        if class.has(flag::INSERT_ID) && self.multiplexed() {
+        // (A stored procedure may read LAST_INSERT_ID() too.)
+        if class.has(flag::INSERT_ID | flag::CALL) && self.multiplexed() {
             if let Err(e) = self.bring_insert_id(w).await {
                 self.discard(cmd).await.map_err(|e| (e, 1))?;
                 return Err((e, 1));

@@ -125,9 +125,12 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(session_id: u64, db: Option<String>, collation: u8, multi_statements: bool) -> Self {
+    /// `_client_id` is the session's id on the wire; the state gets its
+    /// own, unique for the process's life (wire ids wrap and are reused,
+    /// and a pooled connection remembers whose state it holds).
+    pub fn new(_client_id: u64, db: Option<String>, collation: u8, multi_statements: bool) -> Self {
         SessionState {
-            session_id,
+            session_id: next_state_id(),
             db,
             collation,
             multi_statements,
@@ -367,8 +370,7 @@ impl SessionState {
     /// The state gets a new identity, so connections that held the old
     /// one (given back in transaction mode) count as another session's.
     pub fn reset(&mut self) {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 48);
-        self.session_id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.session_id = next_state_id();
         self.snap = None;
         self.vars.clear();
         self.bytes = 0;
@@ -376,6 +378,12 @@ impl SessionState {
         self.autocommit = true;
         self.overflow = false;
     }
+}
+
+/// A state identity never handed out before in this process.
+fn next_state_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn literal_len(v: &Value) -> usize {
@@ -619,9 +627,12 @@ pub async fn sync(
                 return Ok(Err(e));
             }
         }
-        // A session without a database on a connection with one: harmless
-        // except that unqualified names resolve; nothing can unselect it.
-        conn.state.db = want.db.clone();
+        // A session without a database on a connection with one keeps the
+        // record of it (nothing can unselect it; the pool gives sessions
+        // without a database only connections without one).
+        if want.db.is_some() {
+            conn.state.db = want.db.clone();
+        }
     }
     if conn.state.multi_statements != want.multi_statements {
         let opt: u16 = if want.multi_statements { 0 } else { 1 };
