@@ -457,6 +457,19 @@ async fn a_pin_lasts_only_while_its_cause_exists() {
         c.query_drop(end).await.unwrap();
         assert_eq!(pinned(&node, c.id()).await, "", "after {end}");
     }
+    // Temporary tables by name: the pin goes with the last.
+    c.query_drop("CREATE TEMPORARY TABLE test.ta (x INT)")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE test.tb (x INT)")
+        .await
+        .unwrap();
+    c.query_drop("DROP TABLE test.ta").await.unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "temporary_table");
+    c.query_drop("DROP TEMPORARY TABLE IF EXISTS test.tb")
+        .await
+        .unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "");
     // Two names: the pin stays until the last goes.
     c.query_drop("PREPARE a FROM 'SELECT 1'").await.unwrap();
     c.query_drop("PREPARE b FROM 'SELECT 2'").await.unwrap();

@@ -1384,6 +1384,8 @@ pub enum PinChange {
     /// That named thing is gone (DEALLOCATE / DROP PREPARE s, HANDLER h
     /// CLOSE).
     Remove(Pin, String),
+    /// Those named things are gone (DROP TABLE a, b).
+    RemoveAll(Pin, Vec<String>),
     /// A thing of this kind exists whose name concord did not read (a
     /// form it does not parse): the pin stays until cleared.
     Unnamed(Pin),
@@ -1426,8 +1428,9 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
             Tok::Punct(b'(') | Tok::Punct(b')') => words.push(vec![b'(']),
             _ => words.push(Vec::new()),
         }
-        if words.len() > 8 {
-            break;
+        if words.len() > 64 {
+            // (A DROP of very many tables: decided conservatively.)
+            return None;
         }
     }
     let w = |i: usize| words.get(i).map(Vec::as_slice).unwrap_or(b"");
@@ -1462,6 +1465,32 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
         b"select" if w(1) == b"release_all_locks" && words.len() == 4 => {
             Some(PinChange::Clear(Pin::UserLock))
         }
+        b"create" if w(1) == b"temporary" && w(2) == b"table" => {
+            let at = if w(3) == b"if" { 6 } else { 3 };
+            (!w(at).is_empty()).then(|| PinChange::Add(Pin::TempTable, name(at)))
+        }
+        b"drop" if w(1) == b"table" || (w(1) == b"temporary" && w(2) == b"table") => {
+            // DROP [TEMPORARY] TABLE [IF EXISTS] a, b: a temporary table
+            // hides a base table of its name, so DROP TABLE drops it.
+            let mut at = if w(1) == b"table" { 2 } else { 3 };
+            if w(at) == b"if" && w(at + 1) == b"exists" {
+                at += 2;
+            }
+            let names: Vec<String> = words[at.min(words.len())..]
+                .iter()
+                .filter(|x| !x.is_empty())
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .collect();
+            if names
+                .iter()
+                .any(|n| n == "restrict" || n == "cascade" || n == "(")
+            {
+                return None;
+            }
+            Some(PinChange::RemoveAll(Pin::TempTable, names))
+        }
+        // A temporary table renamed: its new name is not followed.
+        b"alter" | b"rename" => Some(PinChange::Unnamed(Pin::TempTable)),
         _ => None,
     }
 }

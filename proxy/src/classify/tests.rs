@@ -425,3 +425,31 @@ fn global_locks_pin() {
         Some(PinChange::Clear(Pin::LockTables))
     );
 }
+
+#[test]
+fn temporary_tables_are_followed_by_name() {
+    use PinChange::*;
+    assert_eq!(
+        pin_change(b"CREATE TEMPORARY TABLE IF NOT EXISTS `Tmp` (a INT)"),
+        Some(Add(Pin::TempTable, "tmp".into()))
+    );
+    assert_eq!(
+        pin_change(b"create temporary table test.t2 select 1"),
+        Some(Add(Pin::TempTable, "test.t2".into()))
+    );
+    assert_eq!(
+        pin_change(b"DROP TEMPORARY TABLE IF EXISTS tmp, test.t2"),
+        Some(RemoveAll(
+            Pin::TempTable,
+            vec!["tmp".into(), "test.t2".into()]
+        ))
+    );
+    assert_eq!(
+        pin_change(b"DROP TABLE tmp"),
+        Some(RemoveAll(Pin::TempTable, vec!["tmp".into()]))
+    );
+    assert_eq!(
+        pin_change(b"ALTER TABLE tmp RENAME TO t3"),
+        Some(Unnamed(Pin::TempTable))
+    );
+}

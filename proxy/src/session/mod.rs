@@ -768,6 +768,11 @@ impl Session {
                 }
                 None
             }
+            PinChange::RemoveAll(p, names) => {
+                self.pinned_names
+                    .retain(|(q, n)| !(*q == p && names.contains(n)));
+                (!self.pinned_names.iter().any(|(q, _)| *q == p)).then_some(p)
+            }
             PinChange::Remove(p, name) => {
                 self.pinned_names.retain(|(q, n)| !(*q == p && *n == name));
                 (!self.pinned_names.iter().any(|(q, _)| *q == p)).then_some(p)

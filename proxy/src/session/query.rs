@@ -58,7 +58,7 @@ impl Session {
             Vec::new()
         };
         // Ends (or names) what pins the session (looked at only then).
-        let pin_change = if (self.pins != 0 || class.has(flag::PINS)) && cmd.whole {
+        let pin_change = if (self.pins != 0 || class.pin.is_some()) && cmd.whole {
             classify::pin_change(sql)
         } else {
             None
