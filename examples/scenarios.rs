@@ -439,10 +439,10 @@ async fn pool() {
         nodes[1].pid().unwrap()
     );
     let primary = topo.primary.addr();
-    for (i, workload) in ["point-select", "point-select-ps", "read-write"]
-        .iter()
-        .enumerate()
-    {
+    // POOL_WORKLOADS=a,b: only those.
+    let chosen = std::env::var("POOL_WORKLOADS")
+        .unwrap_or_else(|_| "point-select,point-select-ps,read-write".into());
+    for (i, workload) in chosen.split(',').enumerate() {
         let mut args = vec![
             "compare",
             "--direct",

@@ -89,10 +89,11 @@ pub struct BackendConn {
     pub diag: bool,
     /// Session whose LAST_INSERT_ID() this connection holds (0: none).
     pub insert_id_of: u64,
-    /// Statements the session whose state it holds prepared on it: kept
-    /// while that session may come back to it (transaction mode), closed
-    /// when another session takes it.
-    pub prepared: Vec<u32>,
+    /// Statements prepared on it, by text, least recently used first:
+    /// shared by every session that holds the connection (transaction
+    /// mode: a session taking it finds the statements it needs there),
+    /// bounded by `pool.max_prepared_per_connection`.
+    pub prepared: Vec<(std::sync::Arc<[u8]>, u32)>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -370,9 +371,21 @@ impl BackendConn {
     /// answer) and marks the connection as no session's: the session that
     /// prepared them finds them gone and prepares again.
     pub async fn close_statements(&mut self) -> Result<(), BackendError> {
-        let ids = std::mem::take(&mut self.prepared);
+        let ids: Vec<u32> = std::mem::take(&mut self.prepared)
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
         self.state.synced = self.state.synced.map(|(_, v)| (0, v));
         self.close_statement_ids(&ids).await
+    }
+
+    /// The statement prepared here for `sql`, if any (marked used).
+    pub fn cached_statement(&mut self, sql: &[u8]) -> Option<u32> {
+        let i = self.prepared.iter().rposition(|(s, _)| &s[..] == sql)?;
+        let e = self.prepared.remove(i);
+        let bid = e.1;
+        self.prepared.push(e);
+        Some(bid)
     }
 
     /// COM_STMT_CLOSE for each of `ids`, in one write.

@@ -46,7 +46,9 @@ const PREFER_WINDOW: usize = 16;
 
 /// Takes the idle connection `prefer` likes best: among the most recently
 /// idle few, the one the session used last (its state and statements are
-/// there), else one holding the same variables, else the most recent. A
+/// there), else one holding the same variables, else any; among equals
+/// the one idle longest (its own session is the least likely to want it
+/// back next, so sessions do not keep taking each other's). A
 /// session without a database takes only a connection without one (no
 /// statement can unselect a database, and unqualified names must fail
 /// for it as on a direct connection).
@@ -67,7 +69,8 @@ fn pick(conns: &mut Vec<BackendConn>, prefer: Prefer) -> Option<BackendConn> {
             continue;
         }
         let s = score(&conns[i]);
-        if best.is_none_or(|(_, b)| s > b) {
+        // (Newest first: a later one of equal score has been idle longer.)
+        if best.is_none_or(|(_, b)| s > b || (s == b && s < 2)) {
             best = Some((i, s));
         }
         seen += 1;

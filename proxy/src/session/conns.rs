@@ -147,30 +147,16 @@ impl Session {
             .state
             .synced
             .is_some_and(|(s, _)| s == self.state.session_id);
-        // Statements to close there (no reply): another session's, or
-        // this session's own that it closed while away.
-        let closing: Vec<u32> = if mine {
+        if mine {
             // The snapshot was for others; the session knows its state.
             conn.state.held = None;
-            let gone = self.stmts.take_orphans(conn.id);
-            conn.prepared.retain(|b| !gone.contains(b));
-            gone
         } else {
-            // Whatever this session knew of the connection from an
-            // earlier turn on it is stale, and the connection now belongs
-            // to no session until synced (its statements are gone).
+            // What this session knew of the connection from an earlier
+            // turn on it is stale (others used and evicted statements
+            // since): it finds what it needs in `prepared` by text. The
+            // connection belongs to no session until synced.
             self.stmts.forget_conn(conn.id);
-            self.stmts.take_orphans(conn.id);
             conn.state.synced = conn.state.synced.map(|(_, v)| (0, v));
-            std::mem::take(&mut conn.prepared)
-        };
-        if let Err(e) = conn.close_statement_ids(&closing).await {
-            pool.discard(conn);
-            return Err(SessionError::Backend {
-                backend: pool.name.clone(),
-                source: e,
-                mid_response: false,
-            });
         }
         if let Err(e) = self.capture_elsewhere(conn.id).await {
             pool.release(conn, key, gen, true);

@@ -54,10 +54,6 @@ pub struct Stmts {
     text: usize,
     /// Per backend connection, client statement ids, least recent first.
     lru: HashMap<u64, VecDeque<u32>>,
-    /// (connection, backend statement id) of statements the client closed
-    /// while the connection was back in the pool (transaction mode):
-    /// closed there when the session next takes it.
-    orphans: Vec<(u64, u32)>,
     /// Open statements that read the previous statement's information
     /// (ROW_COUNT(), FOUND_ROWS(), warnings): while any is open, the
     /// connections holding that information stay (transaction mode).
@@ -81,15 +77,17 @@ impl Stmts {
         self.lru.remove(&conn_id);
     }
 
-    /// The orphaned statements of `conn_id` (see `orphans`), forgotten.
-    pub fn take_orphans(&mut self, conn_id: u64) -> Vec<u32> {
-        if self.orphans.is_empty() {
-            return Vec::new();
+    /// Forgets backend statement `bid` of `conn_id` (closed there).
+    pub fn forget_backend(&mut self, conn_id: u64, bid: u32) {
+        for (id, s) in self.map.iter_mut() {
+            if s.on.contains(&(conn_id, bid)) {
+                s.on.retain(|x| *x != (conn_id, bid));
+                s.types_on.retain(|c| *c != conn_id);
+                if let Some(q) = self.lru.get_mut(&conn_id) {
+                    q.retain(|x| x != id);
+                }
+            }
         }
-        let (mine, rest): (Vec<_>, Vec<_>) =
-            self.orphans.drain(..).partition(|(c, _)| *c == conn_id);
-        self.orphans = rest;
-        mine.into_iter().map(|(_, b)| b).collect()
     }
 
     /// A statement's open cursor is on `conn_id`, or long data waits on
@@ -126,7 +124,6 @@ impl Stmts {
         self.info_readers = 0;
         self.map.clear();
         self.lru.clear();
-        self.orphans.clear();
     }
 
     fn backend_id(&self, id: u32, conn_id: u64) -> Option<u32> {
@@ -202,13 +199,33 @@ impl Session {
     /// Closes a backend statement (no reply expected).
     async fn close_on(&mut self, w: Which, backend_id: u32) {
         if let Some(b) = self.conns.get_mut(w) {
-            b.conn.prepared.retain(|x| *x != backend_id);
+            b.conn.prepared.retain(|(_, x)| *x != backend_id);
             let mut p = [com::STMT_CLOSE, 0, 0, 0, 0];
             p[1..5].copy_from_slice(&backend_id.to_le_bytes());
             let mut seq = 0;
             if b.conn.io.send(&mut seq, &p).await.is_err() {
                 self.drop_conn(w);
             }
+        }
+    }
+
+    /// Records `bid` as prepared on `w` for `sql`, closing the connection's
+    /// least recently used statement past the per-connection bound (and
+    /// forgetting it wherever this session used it).
+    async fn cache_on(&mut self, w: Which, sql: std::sync::Arc<[u8]>, bid: u32) {
+        let max = self.max_prepared().max(1);
+        let Some(b) = self.conns.get_mut(w) else {
+            return;
+        };
+        let conn_id = b.conn.id;
+        b.conn.prepared.push((sql, bid));
+        let mut victims = Vec::new();
+        while b.conn.prepared.len() > max {
+            victims.push(b.conn.prepared.remove(0).1);
+        }
+        for v in victims {
+            self.stmts.forget_backend(conn_id, v);
+            self.close_on(w, v).await;
         }
     }
 
@@ -227,6 +244,19 @@ impl Session {
         let Some(sql) = self.stmts.map.get(&id).map(|s| s.sql.clone()) else {
             return Err(unknown(id, "mysqld_stmt_execute"));
         };
+        // Prepared there already, by this session or another.
+        if let Some(bid) = self
+            .conns
+            .get_mut(w)
+            .and_then(|b| b.conn.cached_statement(&sql))
+        {
+            if let Some(s) = self.stmts.map.get_mut(&id) {
+                // Its last parameter types were someone else's.
+                s.types_on.retain(|c| *c != conn_id);
+            }
+            self.stmts.note(id, conn_id, bid);
+            return Ok(bid);
+        }
         let max = self.max_prepared();
         if let Some(victim) = self.stmts.make_room(conn_id, max) {
             self.close_on(w, victim).await;
@@ -262,9 +292,7 @@ impl Session {
             }
         };
         self.stmts.note(id, conn_id, bid);
-        if let Some(b) = self.conns.get_mut(w) {
-            b.conn.prepared.push(bid);
-        }
+        self.cache_on(w, sql.into(), bid).await;
         Ok(bid)
     }
 
@@ -350,9 +378,13 @@ impl Session {
                 },
             );
             self.stmts.note(id, conn_id, p.statement_id);
-            if let Some(b) = self.conns.get_mut(w) {
-                b.conn.prepared.push(p.statement_id);
-            }
+            let text: std::sync::Arc<[u8]> = self
+                .stmts
+                .map
+                .get(&id)
+                .map(|s| s.sql.as_slice().into())
+                .unwrap_or_else(|| std::sync::Arc::from(&b""[..]));
+            self.cache_on(w, text, p.statement_id).await;
             // Preparing `SET @v = ?` (or `... INTO @v`) already defines
             // the variable on that connection.
             let assigned = self
@@ -602,11 +634,11 @@ impl Session {
             q.retain(|x| *x != id);
         }
         for (conn_id, bid) in s.on {
-            match self.conns.which_conn(conn_id) {
-                Some(w) => self.close_on(w, bid).await,
-                // Given back meanwhile: closed when taken again (another
-                // session taking it closes everything there).
-                None => self.stmts.orphans.push((conn_id, bid)),
+            // On a connection given back meanwhile it stays, for whoever
+            // prepares the same text there (bounded per connection, and
+            // closed by the pool's upkeep once the connection idles).
+            if let Some(w) = self.conns.which_conn(conn_id) {
+                self.close_on(w, bid).await;
             }
         }
         Ok(())
