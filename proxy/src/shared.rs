@@ -224,14 +224,14 @@ pub struct SessionInfo {
 
 /// A backend connection a session holds: enough to kill what runs on it
 /// from a side connection with the same account.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HeldConn {
     pub conn_id: u64,
-    pub backend: Arc<str>,
-    pub addr: String,
     pub thread_id: u32,
-    pub user: String,
-    pub password: String,
+    /// The backend (name, address) and the session's user (its backend
+    /// account): shared, so publishing costs no allocation per statement.
+    pub pool: Arc<crate::backend::BackendPool>,
+    pub user: Arc<crate::users::User>,
 }
 
 impl SessionInfo {

@@ -395,21 +395,21 @@ impl Session {
     /// Tells the session registry which backend threads this session
     /// holds (for KILL); called when that changes, not per statement.
     pub(super) fn publish_held(&self) {
-        let held = self
-            .conns
-            .primary
-            .iter()
-            .chain(self.conns.replicas.iter())
-            .map(|b| crate::shared::HeldConn {
-                conn_id: b.conn.id,
-                backend: b.pool.name.clone(),
-                addr: b.pool.addr.clone(),
-                thread_id: b.conn.thread_id,
-                user: self.user.backend_user.clone(),
-                password: self.user.backend_password.clone(),
-            })
-            .collect();
-        *self.info.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        let mut held = self.info.held.lock().unwrap_or_else(|p| p.into_inner());
+        // Refilled in place: no allocation once it has room.
+        held.clear();
+        held.extend(
+            self.conns
+                .primary
+                .iter()
+                .chain(self.conns.replicas.iter())
+                .map(|b| crate::shared::HeldConn {
+                    conn_id: b.conn.id,
+                    thread_id: b.conn.thread_id,
+                    pool: b.pool.clone(),
+                    user: self.user.clone(),
+                }),
+        );
     }
 
     /// The lease lapsed between routing and sending, usually because a

@@ -193,7 +193,7 @@ pub async fn kill_local(
         // session by now.
         let still = || s.running.load(std::sync::atomic::Ordering::Relaxed) == h.conn_id;
         if let Err(e) = kill_backend_query(shared, &h, &s.kill_gate, still).await {
-            tracing::warn!(session = id, backend = %h.backend, "KILL QUERY on backend thread {} failed: {e}", h.thread_id);
+            tracing::warn!(session = id, backend = %h.pool.name, "KILL QUERY on backend thread {} failed: {e}", h.thread_id);
         }
     }
     Ok(())
@@ -210,13 +210,13 @@ pub async fn kill_backend_query(
 ) -> Result<(), String> {
     let timeout = shared.config.load().pool.connect_timeout.get();
     let creds = Credentials {
-        user: &h.user,
-        password: &h.password,
+        user: &h.user.backend_user,
+        password: &h.user.backend_password,
         database: None,
         collation: concord_protocol::consts::DEFAULT_COLLATION,
         flavor: 0,
     };
-    let mut c = BackendConn::connect(&h.addr, &creds, timeout)
+    let mut c = BackendConn::connect(&h.pool.addr, &creds, timeout)
         .await
         .map_err(|e| e.to_string())?;
     let gate = gate.lock().await;
@@ -229,7 +229,7 @@ pub async fn kill_backend_query(
         match tokio::time::timeout(timeout, c.exec(&format!("KILL QUERY {}", h.thread_id))).await {
             Ok(r) => r,
             Err(_) => Err(crate::error::BackendError::ConnectTimeout {
-                addr: h.addr.clone(),
+                addr: h.pool.addr.clone(),
             }),
         };
     drop(gate);
