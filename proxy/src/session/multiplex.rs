@@ -16,7 +16,6 @@
 
 use super::conns::Which;
 use super::Session;
-use crate::backend::Reply;
 use crate::error::SessionError;
 use concord_config::PoolMode;
 
@@ -139,39 +138,23 @@ impl Session {
         let Some((_, ok_id)) = self.insert_id_pending else {
             return Ok(());
         };
+        let v = self
+            .value_on(w, "SELECT LAST_INSERT_ID()")
+            .await?
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         let sid = self.state.session_id;
-        let Some(b) = self.conns.get_mut(w) else {
-            return Ok(());
-        };
-        let name = b.pool.name.clone();
-        match b.conn.exec("SELECT LAST_INSERT_ID()").await {
-            Ok(Ok(Reply::Rows(rows))) => {
-                let v = rows
-                    .first()
-                    .and_then(|r| r.first().cloned().flatten())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-                // The connection held this session's value before the
-                // statement (then whatever it says now is the session's),
-                // or the statement generated the id it reported.
-                if b.conn.insert_id_of == sid || (ok_id != 0 && v == ok_id) {
-                    self.insert_id = v;
-                    b.conn.insert_id_of = sid;
-                }
-                self.insert_id_pending = None;
-                Ok(())
-            }
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::Reply(e)),
-            Err(e) => {
-                self.drop_conn(w);
-                Err(SessionError::Backend {
-                    backend: name,
-                    source: e,
-                    mid_response: false,
-                })
+        if let Some(b) = self.conns.get_mut(w) {
+            // The connection held this session's value before the
+            // statement (then whatever it says now is the session's), or
+            // the statement generated the id it reported.
+            if b.conn.insert_id_of == sid || (ok_id != 0 && v == ok_id) {
+                self.insert_id = v;
+                b.conn.insert_id_of = sid;
             }
         }
+        self.insert_id_pending = None;
+        Ok(())
     }
 
     /// Before a statement that reads LAST_INSERT_ID() on `w`: the
@@ -195,32 +178,14 @@ impl Session {
                 None => self.insert_id_pending = None,
             }
         }
-        let value = self.insert_id;
-        let Some(b) = self.conns.get_mut(w) else {
-            return Ok(());
-        };
-        if b.conn.insert_id_of == sid {
+        if self.conns.get(w).is_none_or(|b| b.conn.insert_id_of == sid) {
             return Ok(());
         }
-        let name = b.pool.name.clone();
-        match b
-            .conn
-            .exec(&format!("SET @@session.last_insert_id = {value}"))
-            .await
-        {
-            Ok(Ok(_)) => {
-                b.conn.insert_id_of = sid;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(SessionError::Reply(e)),
-            Err(e) => {
-                self.drop_conn(w);
-                Err(SessionError::Backend {
-                    backend: name,
-                    source: e,
-                    mid_response: false,
-                })
-            }
+        let set = format!("SET @@session.last_insert_id = {}", self.insert_id);
+        self.value_on(w, &set).await?;
+        if let Some(b) = self.conns.get_mut(w) {
+            b.conn.insert_id_of = sid;
         }
+        Ok(())
     }
 }

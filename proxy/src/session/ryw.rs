@@ -117,7 +117,22 @@ impl Session {
         &mut self,
         sql: &str,
     ) -> Result<Option<String>, SessionError> {
-        let Some(b) = self.conns.primary.as_mut() else {
+        match self.value_on(Which::Primary, sql).await {
+            Err(SessionError::Reply(_)) => Ok(None),
+            r => r,
+        }
+    }
+
+    /// The first column of the first row `sql` returns on held connection
+    /// `w` (None: no row, NULL, or no rows at all); an error reply is
+    /// returned as `SessionError::Reply`, a connection that fails is
+    /// dropped.
+    pub(super) async fn value_on(
+        &mut self,
+        w: Which,
+        sql: &str,
+    ) -> Result<Option<String>, SessionError> {
+        let Some(b) = self.conns.get_mut(w) else {
             return Ok(None);
         };
         let name = b.pool.name.clone();
@@ -126,9 +141,10 @@ impl Session {
                 .into_iter()
                 .next()
                 .and_then(|r| r.into_iter().next().flatten())),
-            Ok(_) => Ok(None),
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(e)) => Err(SessionError::Reply(e)),
             Err(e) => {
-                self.drop_conn(Which::Primary);
+                self.drop_conn(w);
                 Err(SessionError::Backend {
                     backend: name,
                     source: e,
