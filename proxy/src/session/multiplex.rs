@@ -104,9 +104,8 @@ impl Session {
         {
             return;
         }
-        // Its prepared statements stay: the session finds them there if
-        // it gets this connection back first; the next session to take it
-        // closes them (see `Session::acquire`).
+        // Its prepared statements stay, for any session that takes it and
+        // executes the same text (`BackendConn::prepared`).
         let snap = self.state.snapshot();
         let now = (self.state.session_id, self.state.version);
         let Some(b) = self.conns.get_mut(w) else {
