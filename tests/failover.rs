@@ -325,6 +325,71 @@ async fn switchover_under_load_fails_no_autocommit_write() {
     );
 }
 
+/// One node with one connection per backend: session A holds the
+/// primary's connection in a transaction, so session B's INSERT waits for
+/// it, placed under epoch 1. A switchover fences epoch 1 meanwhile; then A
+/// moves on and B gets the old primary's connection. Returns what B was
+/// told and the server B's row landed on (`origin`).
+async fn placed_before_a_switchover(hooks: &str) -> (Result<(), String>, Option<u32>) {
+    let extra = format!(
+        "{FAST}[pool]\nmax_per_backend = 1\nmin_idle = 0\nacquire_timeout = \"30s\"\n[failover]\nwrite_buffer_timeout = \"30s\"\n"
+    );
+    let rig = Rig::start_full(&extra, FAST_CLUSTER, &[], &[], hooks).await;
+    let node = &rig.fleet.nodes[0];
+    let mut b = node.conn().await;
+    let mut a = node.conn().await;
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO test.w (writer, seq) VALUES (1, 1)")
+        .await
+        .unwrap();
+    let insert = tokio::spawn(async move {
+        let r = b
+            .query_drop("INSERT INTO test.w (writer, seq, origin) VALUES (2, 1, @@server_id)")
+            .await
+            .map_err(|e| e.to_string());
+        (r, b)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!insert.is_finished(), "B waits for the pool's connection");
+    let (_, epoch) = rig.primary_of(node).await.unwrap();
+    let switch = rig.fleet.nodes[1].admin_query("SWITCHOVER TO 'db2'");
+    let rest = async {
+        harness::wait_for("node 1 to apply the fence", Duration::from_secs(20), || async {
+            let (_, e) = rig.primary_of(node).await?;
+            (e > epoch).then_some(())
+        })
+        .await;
+        // A's next statement finds its transaction lost with the fenced
+        // primary and frees the connection B waits for.
+        let e = a.query_drop("SELECT 1").await;
+        assert!(e.is_err(), "A's transaction cannot survive the switchover");
+        tokio::time::timeout(Duration::from_secs(40), insert)
+            .await
+            .expect("B is answered")
+            .unwrap()
+    };
+    let (out, (r, _b)) = tokio::join!(switch, rest);
+    assert!(out.is_ok(), "{out:?}");
+    let origin: Vec<u32> = rig
+        .replicas[0]
+        .query("SELECT origin FROM test.w WHERE writer = 2")
+        .await;
+    (r, origin.first().copied())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_placed_before_a_switchover_moves_to_the_new_primary() {
+    let (r, origin) = placed_before_a_switchover("").await;
+    println!("as shipped: {r:?}; B's row on server {origin:?}");
+    assert_eq!(r, Ok(()), "an autocommit write not sent yet failed in a switchover");
+    assert_eq!(origin, Some(2), "B's row was written on the new primary (db2)");
+    let (r, origin) = placed_before_a_switchover("stay-on-fenced-primary").await;
+    println!("staying on the fenced primary: {r:?}; B's row on server {origin:?}");
+    let e = r.expect_err("without moving, the statement is refused");
+    assert!(e.contains("1290") && e.contains("not executed"), "{e}");
+    assert_eq!(origin, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_failover_cooldown_and_diverged_rejoin() {
     let mut rig = fast_rig().await;

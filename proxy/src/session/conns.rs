@@ -251,7 +251,10 @@ impl Session {
         if let Some(epoch) = fast {
             if let Some(guard) = self.shared.gate.enter(epoch) {
                 self.write_guard = Some(guard);
-                return self.sync_held(Which::Primary).await;
+                self.sync_held(Which::Primary).await?;
+                if !self.leave_fenced_primary().await? {
+                    return Ok(());
+                }
             }
         }
         let mut waiting: Option<(Instant, crate::shared::BufferSlot)> = None;
@@ -307,7 +310,11 @@ impl Session {
                     };
                     self.write_guard = Some(guard);
                     if self.conns.primary.is_some() {
-                        return self.sync_held(Which::Primary).await;
+                        self.sync_held(Which::Primary).await?;
+                        if self.leave_fenced_primary().await? {
+                            continue;
+                        }
+                        return Ok(());
                     }
                     match self.acquire(p.clone(), routing.epoch).await {
                         Ok(b) => {
@@ -315,6 +322,9 @@ impl Session {
                                 Some(b.pool.name.clone());
                             self.conns.primary = Some(b);
                             self.publish_held();
+                            if self.leave_fenced_primary().await? {
+                                continue;
+                            }
                             return Ok(());
                         }
                         // Nothing was sent: hold the statement while the
@@ -365,6 +375,49 @@ impl Session {
                 _ = tokio::time::sleep(left) => {}
             }
         }
+    }
+
+    /// Whether the primary connection just readied for a statement (taken
+    /// from the pool, its state replayed, a statement prepared on it) was
+    /// fenced meanwhile by a newer epoch, and the statement, not sent yet,
+    /// can move: then the connection is dropped (the session's user
+    /// variables on it read back first) and the caller places again, on
+    /// the new primary or held until there is one. Inside a transaction
+    /// or while pinned, nothing moves: the pre-send check refuses.
+    pub(super) async fn leave_fenced_primary(&mut self) -> Result<bool, SessionError> {
+        let Some(b) = &self.conns.primary else {
+            return Ok(false);
+        };
+        let (epoch, conn_id) = (b.epoch, b.conn.id);
+        if self.shared.gate.epoch() <= epoch
+            || self.txn.is_some()
+            || self.pins != 0
+            || concord_config::testhooks::on("stay-on-fenced-primary")
+        {
+            return Ok(false);
+        }
+        // Held statements hold no guard: a fence must not wait on them.
+        self.write_guard = None;
+        // Reading variables back writes nothing: allowed on a fenced primary.
+        self.capture_from(conn_id).await?;
+        tracing::debug!(session = self.info.id, epoch, "primary fenced while the statement was readied: placing again");
+        self.drop_conn(Which::Primary);
+        Ok(true)
+    }
+
+    /// [`Session::leave_fenced_primary`] for a statement placed on `w`,
+    /// then placed again on the primary: true when it moved (the caller
+    /// readies the new connection and asks again).
+    pub(super) async fn replace_fenced_primary(
+        &mut self,
+        w: Which,
+        cmd_bytes: usize,
+    ) -> Result<bool, SessionError> {
+        if w != Which::Primary || !self.leave_fenced_primary().await? {
+            return Ok(false);
+        }
+        self.ensure_primary(cmd_bytes).await?;
+        Ok(true)
     }
 
     /// A held (or new) connection to the replica behind `pool`.

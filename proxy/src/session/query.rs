@@ -98,11 +98,21 @@ impl Session {
             }
         };
         crate::metrics::route(w != Which::Primary, reason);
-        // (A stored procedure may read LAST_INSERT_ID() too.)
-        if class.has(flag::INSERT_ID | flag::CALL) && self.multiplexed() {
-            if let Err(e) = self.bring_insert_id(w).await {
-                self.discard(cmd).await.map_err(|e| (e, 1))?;
-                return Err((e, 1));
+        loop {
+            // (A stored procedure may read LAST_INSERT_ID() too.)
+            if class.has(flag::INSERT_ID | flag::CALL) && self.multiplexed() {
+                if let Err(e) = self.bring_insert_id(w).await {
+                    self.discard(cmd).await.map_err(|e| (e, 1))?;
+                    return Err((e, 1));
+                }
+            }
+            match self.replace_fenced_primary(w, cmd.len).await {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    self.discard(cmd).await.map_err(|e| (e, 1))?;
+                    return Err((e, 1));
+                }
             }
         }
         let retry = w != Which::Primary && cmd.whole;

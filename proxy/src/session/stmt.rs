@@ -344,10 +344,20 @@ impl Session {
                 return Err((e, 1));
             }
         };
-        if let Some(conn_id) = self.conns.get(w).map(|b| b.conn.id) {
-            let max = self.max_prepared();
-            if let Some(victim) = self.stmts.make_room(conn_id, max) {
-                self.close_on(w, victim).await;
+        loop {
+            if let Some(conn_id) = self.conns.get(w).map(|b| b.conn.id) {
+                let max = self.max_prepared();
+                if let Some(victim) = self.stmts.make_room(conn_id, max) {
+                    self.close_on(w, victim).await;
+                }
+            }
+            match self.replace_fenced_primary(w, cmd.len).await {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    self.discard(cmd).await.map_err(|e| (e, 1))?;
+                    return Err((e, 1));
+                }
             }
         }
         let id = self.stmts.alloc();
@@ -438,17 +448,29 @@ impl Session {
             }
         };
         crate::metrics::route(w != Which::Primary, reason);
-        if class.has(classify::flag::INSERT_ID) && self.multiplexed() {
-            if let Err(e) = self.bring_insert_id(w).await {
-                self.discard(cmd).await.map_err(|e| (e, 1))?;
-                return Err((e, 1));
+        let bid = loop {
+            if class.has(classify::flag::INSERT_ID) && self.multiplexed() {
+                if let Err(e) = self.bring_insert_id(w).await {
+                    self.discard(cmd).await.map_err(|e| (e, 1))?;
+                    return Err((e, 1));
+                }
             }
-        }
-        let bid = match self.prepared_on(id, w).await {
-            Ok(b) => b,
-            Err(e) => {
-                self.discard(cmd).await.map_err(|e| (e, 1))?;
-                return Err((e, 1));
+            let bid = match self.prepared_on(id, w).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.discard(cmd).await.map_err(|e| (e, 1))?;
+                    return Err((e, 1));
+                }
+            };
+            // Readying took round trips: a fence meanwhile moves the
+            // statement (see `leave_fenced_primary`).
+            match self.replace_fenced_primary(w, cmd.len).await {
+                Ok(false) => break bid,
+                Ok(true) => {}
+                Err(e) => {
+                    self.discard(cmd).await.map_err(|e| (e, 1))?;
+                    return Err((e, 1));
+                }
             }
         };
         let conn_id = self.conns.get(w).map(|b| b.conn.id).unwrap_or(0);
