@@ -326,13 +326,16 @@ async fn switchover_under_load_fails_no_autocommit_write() {
 }
 
 /// One node with one connection per backend: session A holds the
-/// primary's connection in a transaction, so session B's INSERT waits for
-/// it, placed under epoch 1. A switchover fences epoch 1 meanwhile; then A
-/// moves on and B gets the old primary's connection. Returns what B was
-/// told and the server B's row landed on (`origin`).
-async fn placed_before_a_switchover(hooks: &str) -> (Result<(), String>, Option<u32>) {
+/// primary's connection in a transaction, so session B's INSERT queues for
+/// it, placed under epoch 1. A switchover fences epoch 1 meanwhile; then,
+/// if `a_moves`, A's next statement frees the connection. Returns what B
+/// was told and the server B's row landed on (`origin`).
+async fn placed_before_a_switchover(
+    hooks: &str,
+    a_moves: bool,
+) -> (Result<(), String>, Option<u32>) {
     let extra = format!(
-        "{FAST}[pool]\nmax_per_backend = 1\nmin_idle = 0\nacquire_timeout = \"30s\"\n[failover]\nwrite_buffer_timeout = \"30s\"\n"
+        "{FAST}[pool]\nmax_per_backend = 1\nmin_idle = 0\nacquire_timeout = \"8s\"\n[failover]\nwrite_buffer_timeout = \"20s\"\n"
     );
     let rig = Rig::start_full(&extra, FAST_CLUSTER, &[], &[], hooks).await;
     let node = &rig.fleet.nodes[0];
@@ -354,15 +357,21 @@ async fn placed_before_a_switchover(hooks: &str) -> (Result<(), String>, Option<
     let (_, epoch) = rig.primary_of(node).await.unwrap();
     let switch = rig.fleet.nodes[1].admin_query("SWITCHOVER TO 'db2'");
     let rest = async {
-        harness::wait_for("node 1 to apply the fence", Duration::from_secs(20), || async {
-            let (_, e) = rig.primary_of(node).await?;
-            (e > epoch).then_some(())
-        })
+        harness::wait_for(
+            "node 1 to apply the fence",
+            Duration::from_secs(20),
+            || async {
+                let (_, e) = rig.primary_of(node).await?;
+                (e > epoch).then_some(())
+            },
+        )
         .await;
-        // A's next statement finds its transaction lost with the fenced
-        // primary and frees the connection B waits for.
-        let e = a.query_drop("SELECT 1").await;
-        assert!(e.is_err(), "A's transaction cannot survive the switchover");
+        if a_moves {
+            // A's next statement finds its transaction lost with the
+            // fenced primary and frees the connection B waits for.
+            let e = a.query_drop("SELECT 1").await;
+            assert!(e.is_err(), "A's transaction cannot survive the switchover");
+        }
         tokio::time::timeout(Duration::from_secs(40), insert)
             .await
             .expect("B is answered")
@@ -370,111 +379,46 @@ async fn placed_before_a_switchover(hooks: &str) -> (Result<(), String>, Option<
     };
     let (out, (r, _b)) = tokio::join!(switch, rest);
     assert!(out.is_ok(), "{out:?}");
-    let origin: Vec<u32> = rig
-        .replicas[0]
+    let origin: Vec<u32> = rig.replicas[0]
         .query("SELECT origin FROM test.w WHERE writer = 2")
         .await;
     (r, origin.first().copied())
 }
 
+/// An autocommit write not sent yet is not failed by a switchover: it
+/// leaves the old primary's pool queue when the fence applies, and, if it
+/// got a connection to the old primary before it could be sent, leaves
+/// that too; then it waits for the new primary like any held statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_placed_before_a_switchover_moves_to_the_new_primary() {
-    let (r, origin) = placed_before_a_switchover("").await;
-    println!("as shipped: {r:?}; B's row on server {origin:?}");
-    assert_eq!(r, Ok(()), "an autocommit write not sent yet failed in a switchover");
-    assert_eq!(origin, Some(2), "B's row was written on the new primary (db2)");
-    let (r, origin) = placed_before_a_switchover("stay-on-fenced-primary").await;
-    println!("staying on the fenced primary: {r:?}; B's row on server {origin:?}");
-    let e = r.expect_err("without moving, the statement is refused");
+    for a_moves in [true, false] {
+        let (r, origin) = placed_before_a_switchover("", a_moves).await;
+        println!("as shipped (A moves: {a_moves}): {r:?}; B's row on server {origin:?}");
+        assert_eq!(
+            r,
+            Ok(()),
+            "an autocommit write not sent yet failed in a switchover"
+        );
+        assert_eq!(
+            origin,
+            Some(2),
+            "B's row was written on the new primary (db2)"
+        );
+    }
+    // B keeps queueing for the old primary: handed its connection, it
+    // may not send on it.
+    let hooks = "queue-through-fence,stay-on-fenced-primary";
+    let (r, origin) = placed_before_a_switchover(hooks, true).await;
+    println!("queueing through the fence, staying on the fenced primary: {r:?}; B's row on server {origin:?}");
+    let e = r.expect_err("refused");
     assert!(e.contains("1290") && e.contains("not executed"), "{e}");
     assert_eq!(origin, None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forced_failover_cooldown_and_diverged_rejoin() {
-    let mut rig = fast_rig().await;
-    rig.fleet.nodes[0].admin_query("FAILOVER").await.unwrap();
-    let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(10)).await;
-    // Step 3 ran on the reachable old primary, and every step of the
-    // workflow is in the replicated event log, in order, under one epoch.
-    assert_eq!(
-        query_one::<i64>(&rig.primary, "SELECT @@global.read_only").await,
-        1,
-        "the reachable old primary was not set read-only"
-    );
-    let events = rig.fleet.nodes[0]
-        .admin_query("SHOW EVENTS LIMIT 1000")
-        .await
-        .unwrap();
-    let fence_at = events
-        .iter()
-        .rposition(|e| e["event"].as_deref() == Some("fence"))
-        .expect("a fence event");
-    let steps: Vec<String> = events[fence_at..]
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["event"].as_deref().unwrap_or(""),
-                e["detail"].as_deref().unwrap_or("")
-            )
-        })
-        .collect();
-    let want = [
-        "fence ",
-        "'db1' set read_only and",
-        "every node applied the fence and finished what it had sent to the old primary",
-        "'db1' set read_only and",
-        "candidate '",
-        "applied its relay log up to",
-        "promoted: replication stopped and reset, read_only=0",
-        "promote ",
-    ];
-    let mut at = 0;
-    for w in want {
-        at += steps[at..]
-            .iter()
-            .position(|s| s.contains(w))
-            .unwrap_or_else(|| panic!("no step {w:?} after step {at} in {steps:#?}"));
-    }
-    let epoch = events[fence_at]["epoch"].clone();
-    assert!(
-        events[fence_at..].iter().all(|e| e["epoch"] == epoch),
-        "the workflow's events span epochs: {steps:#?}"
-    );
-    // The old primary (alive, fenced, read-only) gets a write behind
-    // concord's back: it diverged and REJOIN must refuse.
-    rig.primary.exec("SET GLOBAL read_only = 0").await;
-    rig.primary
-        .exec("INSERT INTO test.w (writer, seq) VALUES (777, 1)")
-        .await;
-    let e = rig.fleet.nodes[1]
-        .admin_query("REJOIN BACKEND 'db1'")
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("diverged"), "{e}");
-    // The new primary dies right after: no second automatic failover
-    // within failover.cooldown (default 60 s).
-    let fences = rig.fences().await;
-    let idx = if new == "db2" { 0 } else { 1 };
-    rig.replicas[idx].kill();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        rig.fences().await,
-        fences,
-        "a second failover within the cooldown"
-    );
-    let events = rig.fleet.nodes[0]
-        .admin_query("SHOW EVENTS LIMIT 1000")
-        .await
-        .unwrap();
-    assert!(
-        events.iter().any(|e| e["detail"]
-            .as_deref()
-            .is_some_and(|d| d.contains("not failing over within failover.cooldown"))),
-        "the suppressed failover is not explained in the event log"
-    );
-    assert_eq!(rig.primary_of(&rig.fleet.nodes[0]).await.unwrap().0, new);
+    // ... and, when nobody frees it, waits until the pool gives up.
+    let (r, origin) = placed_before_a_switchover("queue-through-fence", false).await;
+    println!("queueing through the fence: {r:?}; B's row on server {origin:?}");
+    let e = r.expect_err("the pool gives up");
+    assert!(e.contains("1040"), "{e}");
+    assert_eq!(origin, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

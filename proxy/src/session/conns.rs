@@ -302,26 +302,40 @@ impl Session {
                     self.shared.write_block_reason().unwrap_or_default()
                 }
                 Some(p) => {
-                    // The guard covers everything sent to the primary for
-                    // this command, state replay included; a fence applied
-                    // since the snapshot was read refuses it (loop again).
-                    let Some(guard) = self.shared.gate.enter(routing.epoch) else {
-                        continue;
-                    };
-                    self.write_guard = Some(guard);
                     if self.conns.primary.is_some() {
+                        // The guard covers everything sent to the primary
+                        // for this command, state replay included; a fence
+                        // applied since the snapshot was read refuses it.
+                        let Some(guard) = self.shared.gate.enter(routing.epoch) else {
+                            continue;
+                        };
+                        self.write_guard = Some(guard);
                         self.sync_held(Which::Primary).await?;
                         if self.leave_fenced_primary().await? {
                             continue;
                         }
                         return Ok(());
                     }
-                    match self.acquire(p.clone(), routing.epoch).await {
+                    // No guard while queueing for a pool slot: a fence must
+                    // not wait on a queue. A fence applied meanwhile ends
+                    // the wait; the guard is taken with the connection in
+                    // hand (a fence since then moves the statement).
+                    self.write_guard = None;
+                    let epoch = routing.epoch;
+                    let acquired = tokio::select! {
+                        r = self.acquire(p.clone(), epoch) => Some(r),
+                        _ = Self::fenced_after(&shared, epoch) => None,
+                    };
+                    let Some(acquired) = acquired else {
+                        continue;
+                    };
+                    match acquired {
                         Ok(b) => {
                             *self.info.backend.lock().unwrap_or_else(|p| p.into_inner()) =
                                 Some(b.pool.name.clone());
                             self.conns.primary = Some(b);
                             self.publish_held();
+                            self.write_guard = self.shared.gate.enter(epoch);
                             if self.leave_fenced_primary().await? {
                                 continue;
                             }
@@ -400,9 +414,30 @@ impl Session {
         self.write_guard = None;
         // Reading variables back writes nothing: allowed on a fenced primary.
         self.capture_from(conn_id).await?;
-        tracing::debug!(session = self.info.id, epoch, "primary fenced while the statement was readied: placing again");
+        tracing::debug!(
+            session = self.info.id,
+            epoch,
+            "primary fenced while the statement was readied: placing again"
+        );
         self.drop_conn(Which::Primary);
         Ok(true)
+    }
+
+    /// Resolves once this node applied an epoch newer than `epoch` (the
+    /// primary it names is fenced), and never otherwise.
+    async fn fenced_after(shared: &crate::shared::Shared, epoch: u64) {
+        if concord_config::testhooks::on("queue-through-fence") {
+            return std::future::pending().await;
+        }
+        loop {
+            let ev = shared.route_changed.notified();
+            tokio::pin!(ev);
+            ev.as_mut().enable();
+            if shared.gate.epoch() > epoch {
+                return;
+            }
+            ev.await;
+        }
     }
 
     /// [`Session::leave_fenced_primary`] for a statement placed on `w`,
