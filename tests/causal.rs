@@ -5,6 +5,9 @@
 //! transaction the primary does not have is refused. In fleet mode no
 //! token is needed.
 
+use concord_protocol::consts::{cap, com};
+use concord_protocol::ok::{OkPacket, StateChange};
+use concord_protocol::scan::Expect;
 use harness::{Fleet, Topology, PASSWORD};
 use mysql_async::prelude::*;
 use std::time::Duration;
@@ -116,6 +119,43 @@ print(hinted, plain, session)
         "hinted, plain and session reads through PyMySQL: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A client that negotiated CLIENT_SESSION_TRACK finds the token in the
+    // write's OK packet, where MySQL's OWN_GTID tracking puts it: no
+    // second round trip.
+    let mut raw = harness::raw::RawClient::connect(
+        fleet.nodes[0].cfg.port,
+        "app",
+        PASSWORD,
+        cap::SESSION_TRACK,
+    )
+    .await;
+    let mut q = vec![com::QUERY];
+    q.extend_from_slice(b"INSERT INTO test.c VALUES (3)");
+    let ok = raw.command(&q, Expect::Single).await;
+    let ok = OkPacket::decode(&ok[0].payload, cap::SESSION_TRACK).expect("an OK packet");
+    let tracked: Vec<Vec<u8>> = ok
+        .state_changes()
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| match c {
+            StateChange::Gtids(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tracked.len(), 1, "one GTID entry in the OK: {ok:?}");
+    let from_ok = String::from_utf8(tracked[0].clone()).unwrap();
+    println!("token from the OK packet: {from_ok}");
+    let hint = format!("/* concord:after={from_ok} */ ");
+    assert_eq!(
+        count(&mut r, "").await,
+        0,
+        "without a token the stale replica misses it"
+    );
+    assert_eq!(
+        count(&mut r, &hint).await,
+        3,
+        "the OK packet's token covers its write"
+    );
     // Once the replica applies the write, token reads are served there.
     topo.replicas[0].exec("START SLAVE SQL_THREAD").await;
     topo.wait_replicated().await;
@@ -125,8 +165,8 @@ print(hinted, plain, session)
     let hint = format!("/* concord:after={token} */ ");
     assert_eq!(
         count(&mut r, &hint).await,
-        2,
-        "both writes (one by PyMySQL)"
+        3,
+        "the three writes (one by PyMySQL, one raw)"
     );
     let served: Option<u32> = r
         .query_first(format!("{hint}SELECT @@server_id"))

@@ -137,6 +137,34 @@ pub fn without_session_state(payload: &[u8]) -> Option<BytesMut> {
     Some(out)
 }
 
+/// An OK packet written for a client with SESSION_TRACK, with a
+/// `SESSION_TRACK_GTIDS` entry (text encoding) carrying `gtids` added to
+/// its state block, as MySQL reports a session's own GTID under
+/// `session_track_gtids = OWN_GTID`. `None` when the packet carries no
+/// state block or has a GTID entry already.
+pub fn with_gtids(payload: &[u8], gtids: &[u8]) -> Option<BytesMut> {
+    let mut ok = OkPacket::decode(payload, cap::SESSION_TRACK).ok()?;
+    if ok.status & status::SESSION_STATE_CHANGED == 0
+        || ok
+            .state_changes()
+            .ok()?
+            .iter()
+            .any(|c| matches!(c, StateChange::Gtids(_)))
+    {
+        return None;
+    }
+    let mut data = BytesMut::with_capacity(gtids.len() + 10);
+    data.put_u8(0); // encoding specification: text
+    data.put_lenenc_bytes(gtids);
+    let mut entry = BytesMut::with_capacity(data.len() + 10);
+    entry.put_u8(3); // SESSION_TRACK_GTIDS
+    entry.put_lenenc_bytes(&data);
+    ok.session_state.extend_from_slice(&entry);
+    let mut out = BytesMut::with_capacity(payload.len() + entry.len() + 2);
+    ok.encode(&mut out, cap::SESSION_TRACK);
+    Some(out)
+}
+
 /// Status flags of an OK (`0x00`/`0xfe` with OK layout) or EOF packet.
 /// EOF is `0xfe, warnings u16, status u16` and shorter than 9 bytes.
 pub fn terminator_status(payload: &[u8], deprecate_eof: bool) -> Option<u16> {
@@ -184,6 +212,38 @@ pub fn encode_eof(out: &mut BytesMut, warnings: u16, status: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gtid_entry_is_added_once_beside_the_others() {
+        let mut state = BytesMut::new();
+        let mut var = BytesMut::new();
+        var.put_lenenc_bytes(b"last_gtid");
+        var.put_lenenc_bytes(b"0-1-7");
+        state.put_u8(0);
+        state.put_lenenc_bytes(&var);
+        let ok = OkPacket {
+            affected_rows: 1,
+            status: status::AUTOCOMMIT | status::SESSION_STATE_CHANGED,
+            session_state: state.to_vec(),
+            ..Default::default()
+        };
+        let mut b = BytesMut::new();
+        ok.encode(&mut b, cap::SESSION_TRACK);
+        let with = with_gtids(&b, b"0-1-7").expect("added");
+        let back = OkPacket::decode(&with, cap::SESSION_TRACK).unwrap();
+        assert_eq!(back.affected_rows, 1);
+        assert_eq!(
+            back.state_changes().unwrap(),
+            vec![
+                StateChange::SystemVariable(b"last_gtid".to_vec(), b"0-1-7".to_vec()),
+                StateChange::Gtids(b"0-1-7".to_vec()),
+            ]
+        );
+        assert!(with_gtids(&with, b"0-1-8").is_none(), "one GTID entry");
+        let mut plain = BytesMut::new();
+        OkPacket::default().encode(&mut plain, cap::SESSION_TRACK);
+        assert!(with_gtids(&plain, b"0-1-7").is_none(), "no state block");
+    }
 
     #[test]
     fn ok_round_trip_with_session_track() {

@@ -297,6 +297,24 @@ pub struct RelayEnd {
 /// carries, for an answer from a connection that is not where the
 /// session's transaction runs.
 #[allow(clippy::too_many_arguments)]
+/// The GTID a commit reported as MariaDB's `last_gtid` among `changes`,
+/// unless a `SESSION_TRACK_GTIDS` entry is there already.
+fn own_gtid(changes: &[StateChange]) -> Option<&[u8]> {
+    let mut own = None;
+    for c in changes {
+        match c {
+            StateChange::Gtids(_) => return None,
+            StateChange::SystemVariable(n, v)
+                if !v.is_empty() && n.eq_ignore_ascii_case(b"last_gtid") =>
+            {
+                own = Some(v.as_slice())
+            }
+            _ => {}
+        }
+    }
+    own
+}
+
 pub async fn relay_response<B, C>(
     backend: &mut PacketStream<B>,
     client: &mut PacketStream<C>,
@@ -404,13 +422,23 @@ where
                         end.state_unreadable = true;
                     }
                     if sc.last_was_ok && sc.status & status::SESSION_STATE_CHANGED != 0 {
+                        let first = end.changes.len();
                         match OkPacket::decode(body, backend_caps).and_then(|ok| ok.state_changes())
                         {
                             Ok(c) => end.changes.extend(c),
                             Err(_) => end.state_unreadable = true,
                         }
-                        if strip_state {
-                            rewrite = without_session_state(body).map(|mut p| {
+                        let rewritten = if strip_state {
+                            without_session_state(body)
+                        } else {
+                            // MariaDB reports a commit's GTID as `last_gtid`:
+                            // it also goes where MySQL's OWN_GTID tracking
+                            // puts it, the causal token a client can carry.
+                            own_gtid(&end.changes[first..])
+                                .and_then(|g| concord_protocol::ok::with_gtids(body, g))
+                        };
+                        {
+                            rewrite = rewritten.map(|mut p| {
                                 if let (Some((clear, set)), Some(at)) =
                                     (fix, concord_protocol::ok::status_offset(&p))
                                 {
