@@ -511,7 +511,12 @@ async fn ryw() {
         nodes[2].addr(),
         nodes[2].pid().unwrap()
     );
-    for (i, workload) in ["read-mostly", "read-write"].iter().enumerate() {
+    // RYW_WORKLOADS=a,b: only those. The `-token` workloads carry each
+    // connection's last write token (from its OK packet) on its reads.
+    let chosen = std::env::var("RYW_WORKLOADS").unwrap_or_else(|_| {
+        "read-mostly,read-write,read-mostly-token,read-write-token".into()
+    });
+    for (i, workload) in chosen.split(',').enumerate() {
         let mut args = vec![
             "compare",
             "--direct",
@@ -554,6 +559,7 @@ async fn ryw() {
             .lines()
             .filter(|l| {
                 (l.starts_with("concord_routed_total")
+                    || l.starts_with("concord_causal_reads_total")
                     || l.starts_with("concord_read_wait_seconds_sum")
                     || l.starts_with("concord_read_wait_seconds_count"))
                     && !l.ends_with(" 0")

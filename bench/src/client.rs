@@ -5,7 +5,7 @@
 use crate::BenchError;
 use bytes::{Buf, BytesMut};
 use concord_protocol::auth;
-use concord_protocol::consts::{cap, com};
+use concord_protocol::consts::{cap, com, status};
 use concord_protocol::err::ErrPacket;
 use concord_protocol::handshake::{sha2_more, AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use concord_protocol::packet::{header, HEADER, MAX_PAYLOAD};
@@ -18,6 +18,9 @@ pub struct Client {
     io: PacketStream<TcpStream>,
     caps: u32,
     out: BytesMut,
+    /// The newest `SESSION_TRACK_GTIDS` entry an OK packet carried (a
+    /// concord causal token), when the connection negotiated SESSION_TRACK.
+    pub gtid: Option<String>,
 }
 
 /// What a command returned, minus the rows themselves.
@@ -51,6 +54,18 @@ impl Client {
         password: &str,
         db: Option<&str>,
     ) -> Result<Client, BenchError> {
+        Self::connect_caps(addr, user, password, db, 0).await
+    }
+
+    /// [`Client::connect`] asking for `extra` capabilities too
+    /// (SESSION_TRACK: OK packets then carry session state).
+    pub async fn connect_caps(
+        addr: &str,
+        user: &str,
+        password: &str,
+        db: Option<&str>,
+        extra: u32,
+    ) -> Result<Client, BenchError> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let mut io = PacketStream::new(tcp);
@@ -60,7 +75,7 @@ impl Client {
             return Err(server_error(&g.payload));
         }
         let hs = HandshakeV10::decode(&g.payload)?;
-        let mut caps = CAPS & hs.capabilities;
+        let mut caps = (CAPS | extra) & hs.capabilities;
         if db.is_none() {
             caps &= !cap::CONNECT_WITH_DB;
         }
@@ -106,6 +121,7 @@ impl Client {
             io,
             caps,
             out: BytesMut::with_capacity(256),
+            gtid: None,
         })
     }
 
@@ -198,6 +214,14 @@ impl Client {
                         if sc.error.is_some() && err.is_none() {
                             err = Some(server_error(body));
                         }
+                        if self.caps & cap::SESSION_TRACK != 0
+                            && sc.last_was_ok
+                            && sc.status & status::SESSION_STATE_CHANGED != 0
+                        {
+                            if let Some(g) = tracked_gtid(body) {
+                                self.gtid = Some(g);
+                            }
+                        }
                         pos += HEADER + len;
                         step
                     } else {
@@ -236,6 +260,15 @@ impl Client {
             self.io.fill().await?;
         }
     }
+}
+
+/// The `SESSION_TRACK_GTIDS` entry of an OK packet, if any.
+fn tracked_gtid(payload: &[u8]) -> Option<String> {
+    let ok = concord_protocol::ok::OkPacket::decode(payload, cap::SESSION_TRACK).ok()?;
+    ok.state_changes().ok()?.into_iter().find_map(|c| match c {
+        concord_protocol::ok::StateChange::Gtids(g) => String::from_utf8(g).ok(),
+        _ => None,
+    })
 }
 
 pub fn server_error(payload: &[u8]) -> BenchError {

@@ -96,8 +96,20 @@ async fn connection(
         if worker.is_none() {
             let t = Instant::now();
             let made = async {
-                let c = Client::connect(&target, &opts.user, &opts.password, opts.db.as_deref())
-                    .await?;
+                // Token workloads read the token from OK packets.
+                let extra = if opts.shape.workload.carries_token() {
+                    concord_protocol::consts::cap::SESSION_TRACK
+                } else {
+                    0
+                };
+                let c = Client::connect_caps(
+                    &target,
+                    &opts.user,
+                    &opts.password,
+                    opts.db.as_deref(),
+                    extra,
+                )
+                .await?;
                 Worker::new(c, opts.shape.clone(), u64::from(idx) * 7919 + 1).await
             }
             .await;

@@ -22,6 +22,28 @@ pub enum Workload {
     ReadMostly,
     /// Unique inserts only.
     Insert,
+    /// `read-mostly`, each read carrying the causal token of the
+    /// connection's last write (`/* concord:after=T */`, the token taken
+    /// from the write's OK packet: no extra round trip).
+    ReadMostlyToken,
+    /// `read-write`, reads carrying tokens the same way.
+    ReadWriteToken,
+}
+
+impl Workload {
+    /// Whether reads carry the last write's causal token.
+    pub fn carries_token(self) -> bool {
+        matches!(self, Workload::ReadMostlyToken | Workload::ReadWriteToken)
+    }
+
+    /// The statement mix, tokens aside.
+    fn mix(self) -> Workload {
+        match self {
+            Workload::ReadMostlyToken => Workload::ReadMostly,
+            Workload::ReadWriteToken => Workload::ReadWrite,
+            w => w,
+        }
+    }
 }
 
 impl std::str::FromStr for Workload {
@@ -34,9 +56,11 @@ impl std::str::FromStr for Workload {
             "read-write" => Workload::ReadWrite,
             "read-mostly" => Workload::ReadMostly,
             "insert" => Workload::Insert,
+            "read-mostly-token" => Workload::ReadMostlyToken,
+            "read-write-token" => Workload::ReadWriteToken,
             other => {
                 return Err(format!(
-                    "unknown workload {other:?}: point-select, point-select-ps, read-only, read-mostly, read-write, insert"
+                    "unknown workload {other:?}: point-select, point-select-ps, read-only, read-mostly, read-write, insert, read-mostly-token, read-write-token"
                 ))
             }
         })
@@ -94,7 +118,15 @@ impl Worker {
         let t = self.table();
         let id = self.id();
         self.sql.clear();
-        match self.shape.workload {
+        // The hint goes first; it is dropped again below for a write.
+        let hinted = match &self.client.gtid {
+            Some(t) if self.shape.workload.carries_token() => {
+                let _ = write!(self.sql, "/* concord:after={t} */ ");
+                self.sql.len()
+            }
+            _ => 0,
+        };
+        match self.shape.workload.mix() {
             Workload::PointSelectPs => {
                 let s = self.stmts[(t as usize - 1) % self.stmts.len().max(1)];
                 self.client.execute(s, &[i64::from(id)]).await?;
@@ -159,6 +191,10 @@ impl Worker {
                     "INSERT INTO {SCHEMA}.sbtest{t} (k, c, pad) VALUES ({id}, 'insert', 'bench')"
                 );
             }
+            Workload::ReadMostlyToken | Workload::ReadWriteToken => {}
+        }
+        if hinted > 0 && !self.sql[hinted..].starts_with("SELECT") {
+            self.sql.drain(..hinted);
         }
         self.client.query(&self.sql).await.map(|_| ())
     }

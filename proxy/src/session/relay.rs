@@ -287,16 +287,6 @@ pub struct RelayEnd {
     pub trailing: bool,
 }
 
-/// Relays the backend's response to the client until the scanner says it
-/// is complete. `prepare_id`: for COM_STMT_PREPARE, the statement id the
-/// client sees, written over the backend's own id in PREPARE_OK. OK
-/// packets carrying session state are decoded (their changes collected in
-/// [`RelayEnd`]) and, for a client that did not negotiate SESSION_TRACK,
-/// rewritten without the state block as the server would have sent them.
-/// `fix`: (flags to clear, flags to set) in every status the response
-/// carries, for an answer from a connection that is not where the
-/// session's transaction runs.
-#[allow(clippy::too_many_arguments)]
 /// The GTID a commit reported as MariaDB's `last_gtid` among `changes`,
 /// unless a `SESSION_TRACK_GTIDS` entry is there already.
 fn own_gtid(changes: &[StateChange]) -> Option<&[u8]> {
@@ -315,6 +305,16 @@ fn own_gtid(changes: &[StateChange]) -> Option<&[u8]> {
     own
 }
 
+/// Relays the backend's response to the client until the scanner says it
+/// is complete. `prepare_id`: for COM_STMT_PREPARE, the statement id the
+/// client sees, written over the backend's own id in PREPARE_OK. OK
+/// packets carrying session state are decoded (their changes collected in
+/// [`RelayEnd`]) and, for a client that did not negotiate SESSION_TRACK,
+/// rewritten without the state block as the server would have sent them.
+/// `fix`: (flags to clear, flags to set) in every status the response
+/// carries, for an answer from a connection that is not where the
+/// session's transaction runs.
+#[allow(clippy::too_many_arguments)]
 pub async fn relay_response<B, C>(
     backend: &mut PacketStream<B>,
     client: &mut PacketStream<C>,
