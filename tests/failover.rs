@@ -382,6 +382,15 @@ async fn placed_before_a_switchover(
     let origin: Vec<u32> = rig.replicas[0]
         .query("SELECT origin FROM test.w WHERE writer = 2")
         .await;
+    // Nothing of B's was written on the old primary (db1, server id 1).
+    let on_old: Vec<u32> = rig
+        .primary
+        .query("SELECT origin FROM test.w WHERE writer = 2 AND origin = 1")
+        .await;
+    assert!(
+        on_old.is_empty(),
+        "B's row was written on the fenced primary"
+    );
     (r, origin.first().copied())
 }
 
@@ -405,8 +414,13 @@ async fn a_statement_placed_before_a_switchover_moves_to_the_new_primary() {
             "B's row was written on the new primary (db2)"
         );
     }
-    // B keeps queueing for the old primary: handed its connection, it
-    // may not send on it.
+    // B keeps queueing for the old primary and is handed a connection to
+    // it: not sent yet, the statement leaves it for the new primary.
+    let (r, origin) = placed_before_a_switchover("queue-through-fence", true).await;
+    println!("queueing through the fence: {r:?}; B's row on server {origin:?}");
+    assert_eq!(r, Ok(()), "handed the fenced primary's connection, B moves");
+    assert_eq!(origin, Some(2));
+    // ... and without moving, it may not send on it.
     let hooks = "queue-through-fence,stay-on-fenced-primary";
     let (r, origin) = placed_before_a_switchover(hooks, true).await;
     println!("queueing through the fence, staying on the fenced primary: {r:?}; B's row on server {origin:?}");

@@ -32,6 +32,9 @@ pub struct Bound {
     pub gen: u64,
     /// Epoch of the routing snapshot the connection was taken under.
     pub epoch: u64,
+    /// When it was taken: a connection taken for the command running now
+    /// holds nothing of the session that cannot be replayed elsewhere.
+    pub taken: std::time::Instant,
 }
 
 /// Which held connection.
@@ -124,21 +127,36 @@ impl Session {
     }
 
     /// Takes a connection from `pool` and brings it to the session's state.
-    async fn acquire(&mut self, pool: Arc<BackendPool>, epoch: u64) -> Result<Bound, SessionError> {
+    /// `fence`: the pool is a primary's; stop waiting for a connection
+    /// (`None`) once an epoch newer than `epoch` is applied. Only the wait
+    /// is abandoned: readying a connection in hand is never cut short.
+    async fn acquire(
+        &mut self,
+        pool: Arc<BackendPool>,
+        epoch: u64,
+        fence: bool,
+    ) -> Result<Option<Bound>, SessionError> {
         let (key, login) = self.pool_key();
         let prefer = crate::backend::Prefer {
             session: self.state.session_id,
             fp: self.state.cached_fp(),
             no_db: self.state.db.is_none(),
         };
-        let (mut conn, gen) = pool
-            .acquire(&key, &login, self.state.db.as_deref(), prefer)
-            .await
-            .map_err(|e| SessionError::Backend {
-                backend: pool.name.clone(),
-                source: e,
-                mid_response: false,
-            })?;
+        let taken = pool.acquire(&key, &login, self.state.db.as_deref(), prefer);
+        let taken = if fence {
+            let shared = self.shared.clone();
+            tokio::select! {
+                r = taken => r,
+                _ = Self::fenced_after(&shared, epoch) => return Ok(None),
+            }
+        } else {
+            taken.await
+        };
+        let (mut conn, gen) = taken.map_err(|e| SessionError::Backend {
+            backend: pool.name.clone(),
+            source: e,
+            mid_response: false,
+        })?;
         self.shared.learn_server_version(&conn.server_version);
         if conn.insert_id_of != self.state.session_id {
             conn.insert_id_of = 0;
@@ -177,13 +195,14 @@ impl Session {
                 });
             }
         }
-        Ok(Bound {
+        Ok(Some(Bound {
             conn,
             pool,
             key,
             gen,
             epoch,
-        })
+            taken: std::time::Instant::now(),
+        }))
     }
 
     /// Brings a held connection up to date with the session's state
@@ -252,7 +271,7 @@ impl Session {
             if let Some(guard) = self.shared.gate.enter(epoch) {
                 self.write_guard = Some(guard);
                 self.sync_held(Which::Primary).await?;
-                if !self.leave_fenced_primary().await? {
+                if !self.leave_fenced_primary() {
                     return Ok(());
                 }
             }
@@ -311,7 +330,7 @@ impl Session {
                         };
                         self.write_guard = Some(guard);
                         self.sync_held(Which::Primary).await?;
-                        if self.leave_fenced_primary().await? {
+                        if self.leave_fenced_primary() {
                             continue;
                         }
                         return Ok(());
@@ -322,21 +341,15 @@ impl Session {
                     // hand (a fence since then moves the statement).
                     self.write_guard = None;
                     let epoch = routing.epoch;
-                    let acquired = tokio::select! {
-                        r = self.acquire(p.clone(), epoch) => Some(r),
-                        _ = Self::fenced_after(&shared, epoch) => None,
-                    };
-                    let Some(acquired) = acquired else {
-                        continue;
-                    };
-                    match acquired {
-                        Ok(b) => {
+                    match self.acquire(p.clone(), epoch, true).await {
+                        Ok(None) => continue,
+                        Ok(Some(b)) => {
                             *self.info.backend.lock().unwrap_or_else(|p| p.into_inner()) =
                                 Some(b.pool.name.clone());
                             self.conns.primary = Some(b);
                             self.publish_held();
                             self.write_guard = self.shared.gate.enter(epoch);
-                            if self.leave_fenced_primary().await? {
+                            if self.leave_fenced_primary() {
                                 continue;
                             }
                             return Ok(());
@@ -394,33 +407,35 @@ impl Session {
     /// Whether the primary connection just readied for a statement (taken
     /// from the pool, its state replayed, a statement prepared on it) was
     /// fenced meanwhile by a newer epoch, and the statement, not sent yet,
-    /// can move: then the connection is dropped (the session's user
-    /// variables on it read back first) and the caller places again, on
-    /// the new primary or held until there is one. Inside a transaction
-    /// or while pinned, nothing moves: the pre-send check refuses.
-    pub(super) async fn leave_fenced_primary(&mut self) -> Result<bool, SessionError> {
+    /// can move: then the connection is dropped and the caller places
+    /// again, on the new primary or held until there is one. Only a
+    /// connection taken for this command moves (it holds nothing of the
+    /// session that is not replayed on the next); one the session kept
+    /// (a transaction, a pin, SET TRANSACTION, long data, user variables
+    /// assigned there) stays, and the pre-send check refuses with 1290.
+    pub(super) fn leave_fenced_primary(&mut self) -> bool {
         let Some(b) = &self.conns.primary else {
-            return Ok(false);
+            return false;
         };
         let (epoch, conn_id) = (b.epoch, b.conn.id);
         if self.shared.gate.epoch() <= epoch
-            || self.txn.is_some()
-            || self.pins != 0
+            || b.taken < self.cmd_at
+            || self.txn == Some(Which::Primary)
+            || self.state.has_pending_on(conn_id)
+            || self.keeps(Which::Primary).is_some()
             || concord_config::testhooks::on("stay-on-fenced-primary")
         {
-            return Ok(false);
+            return false;
         }
         // Held statements hold no guard: a fence must not wait on them.
         self.write_guard = None;
-        // Reading variables back writes nothing: allowed on a fenced primary.
-        self.capture_from(conn_id).await?;
         tracing::debug!(
             session = self.info.id,
             epoch,
             "primary fenced while the statement was readied: placing again"
         );
         self.drop_conn(Which::Primary);
-        Ok(true)
+        true
     }
 
     /// Resolves once this node applied an epoch newer than `epoch` (the
@@ -448,10 +463,14 @@ impl Session {
         w: Which,
         cmd_bytes: usize,
     ) -> Result<bool, SessionError> {
-        if w != Which::Primary || !self.leave_fenced_primary().await? {
+        if w != Which::Primary || !self.leave_fenced_primary() {
             return Ok(false);
         }
         self.ensure_primary(cmd_bytes).await?;
+        // A token read vouched for by the old primary asks the new one.
+        if let Some(t) = self.read_token.clone() {
+            self.primary_has(&t, true).await?;
+        }
         Ok(true)
     }
 
@@ -474,7 +493,12 @@ impl Session {
             self.drop_conn(Which::Replica(i));
         }
         let epoch = self.shared.routing.load().epoch;
-        let b = self.acquire(pool.clone(), epoch).await?;
+        let Some(b) = self.acquire(pool.clone(), epoch, false).await? else {
+            return Err(SessionError::reply(
+                codes::UNKNOWN_ERROR,
+                "concord: no connection to the replica",
+            ));
+        };
         self.conns.replicas.push(b);
         self.publish_held();
         Ok(Which::Replica(self.conns.replicas.len() - 1))

@@ -51,7 +51,7 @@ impl Session {
     }
 
     /// Why `w` must stay with the session, if it must.
-    fn keeps(&self, w: Which) -> Option<&'static str> {
+    pub(super) fn keeps(&self, w: Which) -> Option<&'static str> {
         let b = self.conns.get(w)?;
         let id = b.conn.id;
         if w == Which::Primary && self.pins != 0 {
