@@ -513,9 +513,8 @@ async fn ryw() {
     );
     // RYW_WORKLOADS=a,b: only those. The `-token` workloads carry each
     // connection's last write token (from its OK packet) on its reads.
-    let chosen = std::env::var("RYW_WORKLOADS").unwrap_or_else(|_| {
-        "read-mostly,read-write,read-mostly-token,read-write-token".into()
-    });
+    let chosen = std::env::var("RYW_WORKLOADS")
+        .unwrap_or_else(|_| "read-mostly,read-write,read-mostly-token,read-write-token".into());
     for (i, workload) in chosen.split(',').enumerate() {
         let mut args = vec![
             "compare",

@@ -30,6 +30,33 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub failover: FailoverConfig,
+    #[serde(default)]
+    pub digests: DigestsConfig,
+}
+
+/// Query digests: per statement shape, user, schema and role, counts and
+/// times in a table of fixed size (see `proxy/src/digest.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DigestsConfig {
+    /// Record statements (follows RELOAD CONFIG).
+    pub enabled: bool,
+    /// The table's memory, a hard cap: it holds as many rows as fit
+    /// (taken at start and at RESET CONCORD DIGESTS).
+    pub max_memory: ByteSize,
+    /// Bytes of a fingerprint's text kept for display (the digest hash
+    /// covers all of it).
+    pub max_text: u32,
+}
+
+impl Default for DigestsConfig {
+    fn default() -> Self {
+        DigestsConfig {
+            enabled: true,
+            max_memory: ByteSize::mib(8),
+            max_text: 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -230,6 +257,12 @@ pub struct LogConfig {
     pub level: String,
     /// "text" or "json".
     pub format: String,
+    /// Statements slower than this are logged (target `concord::slow`,
+    /// at most 10 lines a second per node); "0s" turns it off.
+    pub slow_threshold: Duration,
+    /// Put the statement's text with its literal values in slow-log lines
+    /// (off: only the fingerprint, which carries none).
+    pub slow_with_values: bool,
 }
 
 impl Default for LogConfig {
@@ -237,6 +270,8 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "text".into(),
+            slow_threshold: Duration::from_secs(1),
+            slow_with_values: false,
         }
     }
 }

@@ -420,6 +420,18 @@ impl Config {
             "failover.write_buffer_timeout",
             self.failover.write_buffer_timeout,
         )?;
+        if !(64..=65_536).contains(&self.digests.max_text) {
+            return Err(ConfigError::invalid(
+                "digests.max_text",
+                "must be between 64 and 65536 bytes",
+            ));
+        }
+        if !(64 * 1024..=1 << 30).contains(&self.digests.max_memory.get()) {
+            return Err(ConfigError::invalid(
+                "digests.max_memory",
+                "must be between 64KiB and 1GiB",
+            ));
+        }
         Ok(())
     }
 }

@@ -1515,3 +1515,91 @@ pub fn fuzz_entry(sql: &[u8]) {
         },
     );
 }
+
+/// The statement's digest text, written into `out` (cleared first; a
+/// buffer reused per session, so nothing is allocated once it is warm),
+/// with its hash ([`crate::digest::fnv`], the same on every node):
+/// comments dropped, whitespace collapsed, words lowercased, quoted names
+/// kept, string and number literals as `?`, a parenthesized list of only
+/// literals as `(...)` (`IN (...)`, and a run of VALUES rows as one). The
+/// classifier's own lexer does the work, over the whole statement.
+pub fn fingerprint(sql: &[u8], out: &mut Vec<u8>) -> u64 {
+    out.clear();
+    let mut lx = Lexer::new(sql);
+    // The open parenthesis of the innermost list, and whether it holds
+    // literals only so far.
+    let mut list: Option<(usize, bool)> = None;
+    loop {
+        lx.skip_space_and_comments();
+        let start = lx.i;
+        let Some(tok) = lx.next() else {
+            break;
+        };
+        let text = &sql[start..lx.i];
+        let glued = matches!(tok, Tok::Punct(b')' | b',' | b'.' | b'(' | b';'))
+            || matches!(out.last(), None | Some(b'(' | b'.'));
+        if !glued {
+            out.push(b' ');
+        }
+        let literal = match tok {
+            Tok::Number => {
+                out.push(b'?');
+                true
+            }
+            Tok::Quoted if text.first() == Some(&b'`') => {
+                out.extend_from_slice(text);
+                false
+            }
+            Tok::Quoted => {
+                out.push(b'?');
+                true
+            }
+            Tok::Word(w) => {
+                out.extend(w.iter().map(u8::to_ascii_lowercase));
+                eq_ci(w, b"null") || eq_ci(w, b"true") || eq_ci(w, b"false")
+            }
+            Tok::Var { .. } => {
+                out.extend(text.iter().map(u8::to_ascii_lowercase));
+                false
+            }
+            Tok::Punct(b'(') => {
+                // A list: after IN or VALUES, a row inside one, or the
+                // next row after one (not a function's arguments).
+                let listed = [&b" in"[..], b" values", b" value", b"(", b"...),"]
+                    .iter()
+                    .any(|w| out.ends_with(w));
+                out.push(b'(');
+                list = listed.then_some((out.len() - 1, true));
+                continue;
+            }
+            Tok::Punct(b')') => {
+                if let Some((at, true)) = list {
+                    if out.len() > at + 1 {
+                        out.truncate(at + 1);
+                        out.extend_from_slice(b"...)");
+                        // VALUES (...), (...), ...: one row stands for all.
+                        if out.ends_with(b"(...),(...)") {
+                            out.truncate(out.len() - b",(...)".len());
+                        }
+                        list = None;
+                        continue;
+                    }
+                }
+                out.push(b')');
+                list = None;
+                continue;
+            }
+            Tok::Punct(c) => {
+                out.push(c);
+                matches!(c, b',' | b'-' | b'+' | b'?')
+            }
+        };
+        if let Some((_, only)) = &mut list {
+            *only &= literal;
+        }
+    }
+    while matches!(out.last(), Some(b';' | b' ')) {
+        out.pop();
+    }
+    crate::digest::fnv(crate::digest::FNV_SEED, out)
+}

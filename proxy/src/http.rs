@@ -75,6 +75,9 @@ async fn route(shared: &Arc<Shared>, path: &str) -> (u16, &'static str, String) 
         "/api/v1/backends" => json(crate::admin::views::backends(shared)),
         "/api/v1/events" => json(crate::admin::views::events(shared, 100)),
         "/api/v1/sessions" => json(crate::admin::views::sessions(shared)),
+        "/api/v1/digests" => {
+            json(crate::admin::views::digests_table(shared, "total_us", true, 100).to_json())
+        }
         _ => (404, "text/plain", "not found\n".into()),
     }
 }

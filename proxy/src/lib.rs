@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod backend;
 pub mod classify;
+pub mod digest;
 pub mod duties;
 pub mod error;
 pub mod fleetpos;

@@ -121,6 +121,7 @@ fn swap(shared: &Arc<Shared>, path: &Path) -> Result<(String, Vec<(String, u32)>
     if let Some(t) = tls {
         shared.tls.store(Arc::new(t));
     }
+    shared.digests.configure(&new);
     shared.config.store(Arc::new(new));
     let msg = format!(
         "reloaded {}{}",

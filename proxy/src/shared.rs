@@ -48,6 +48,8 @@ pub struct Shared {
     /// Woken whenever the routing snapshot is rebuilt (a new primary or
     /// epoch, a backend's health changed): held statements look again.
     pub route_changed: tokio::sync::Notify,
+    /// Query digests (`SHOW CONCORD DIGESTS`).
+    pub digests: crate::digest::Digests,
 }
 
 impl Shared {
@@ -62,7 +64,13 @@ impl Shared {
             "auto" => Vec::new(),
             v => v.as_bytes().to_vec(),
         };
+        let digests = crate::digest::Digests::new(
+            config.digests.max_memory.0,
+            config.digests.max_text as usize,
+        );
+        digests.configure(&config);
         Shared {
+            digests,
             node_id: config.node.id,
             config: Arc::new(ArcSwap::from_pointee(config)),
             users: ArcSwap::from_pointee(users),

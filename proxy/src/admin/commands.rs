@@ -23,6 +23,19 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCmd, config_path: &Path) -> Out
         AdminCmd::ShowCluster => Output::Table(views::cluster_table(shared).await),
         AdminCmd::ShowEvents { limit } => Output::Table(views::events_table(shared, limit)),
         AdminCmd::ShowSessions => Output::Table(views::sessions_table(shared)),
+        AdminCmd::ShowDigests { order, desc, limit } => {
+            Output::Table(views::digests_table(shared, &order, desc, limit))
+        }
+        AdminCmd::ResetDigests => {
+            let cfg = shared.config.load();
+            shared
+                .digests
+                .reset(cfg.digests.max_memory.get(), cfg.digests.max_text as usize);
+            Output::Ok(format!(
+                "digests reset ({} rows at most)",
+                shared.digests.capacity()
+            ))
+        }
         AdminCmd::KillSession { id } => {
             let admin = crate::session::kill::Killer {
                 user: "the admin port".into(),

@@ -11,6 +11,13 @@ pub enum AdminCmd {
         limit: usize,
     },
     ShowSessions,
+    /// `SHOW CONCORD DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n]`.
+    ShowDigests {
+        order: String,
+        desc: bool,
+        limit: usize,
+    },
+    ResetDigests,
     KillSession {
         id: u64,
     },
@@ -163,7 +170,8 @@ impl P {
 pub const HELP: &str = "SHOW BACKENDS | SHOW CLUSTER | SHOW EVENTS [LIMIT n] | SHOW SESSIONS | KILL SESSION n | \
 DRAIN BACKEND 'x' [TIMEOUT '30s'] | UNDRAIN BACKEND 'x' | SET BACKEND 'x' WEIGHT n | \
 SET BACKEND 'x' MAINTENANCE ON|OFF | ADD BACKEND 'x' ADDRESS 'host:port' [WEIGHT n] | REMOVE BACKEND 'x' | \
-ADD NODE n ADDRESS 'host:port' | REMOVE NODE n | SWITCHOVER TO 'x' | FAILOVER | REJOIN BACKEND 'x' | RELOAD CONFIG";
+ADD NODE n ADDRESS 'host:port' | REMOVE NODE n | SWITCHOVER TO 'x' | FAILOVER | REJOIN BACKEND 'x' | RELOAD CONFIG | \
+SHOW CONCORD DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n] | RESET CONCORD DIGESTS";
 
 /// Values of the system variables drivers ask the admin port about.
 fn variables(sql: &str) -> Vec<(String, Option<String>)> {
@@ -222,8 +230,33 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
             AdminCmd::ShowEvents { limit }
         } else if p.word("SESSIONS") {
             AdminCmd::ShowSessions
+        } else if p.word("CONCORD") {
+            p.expect("DIGESTS")?;
+            let (order, desc) = if p.word("ORDER") {
+                p.expect("BY")?;
+                let col = p.string("a column")?;
+                if !super::views::DIGEST_ORDER.contains(&col.as_str()) {
+                    return Err(format!(
+                        "ORDER BY one of {}",
+                        super::views::DIGEST_ORDER.join(", ")
+                    ));
+                }
+                let desc = !p.word("ASC");
+                if desc {
+                    p.word("DESC");
+                }
+                (col, desc)
+            } else {
+                ("total_us".to_string(), true)
+            };
+            let limit = if p.word("LIMIT") {
+                p.num("LIMIT")? as usize
+            } else {
+                20
+            };
+            AdminCmd::ShowDigests { order, desc, limit }
         } else {
-            return Err("SHOW what? BACKENDS, CLUSTER, EVENTS or SESSIONS".into());
+            return Err("SHOW what? BACKENDS, CLUSTER, EVENTS, SESSIONS or CONCORD DIGESTS".into());
         }
     } else if p.word("KILL") {
         p.expect("SESSION")?;
@@ -309,6 +342,10 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
         AdminCmd::Rejoin {
             name: p.string("the backend name")?,
         }
+    } else if p.word("RESET") {
+        p.expect("CONCORD")?;
+        p.expect("DIGESTS")?;
+        AdminCmd::ResetDigests
     } else if p.word("RELOAD") {
         p.expect("CONFIG")?;
         AdminCmd::ReloadConfig

@@ -302,6 +302,77 @@ pub fn fmt_ms(ms: u64) -> String {
     )
 }
 
+/// Columns `SHOW CONCORD DIGESTS ORDER BY` accepts.
+pub const DIGEST_ORDER: &[&str] = &[
+    "count",
+    "errors",
+    "rows_sent",
+    "rows_affected",
+    "total_us",
+    "avg_us",
+    "max_us",
+    "p99_us",
+];
+
+/// The node's digest table, the top `limit` rows by `order`.
+pub fn digests_table(shared: &Shared, order: &str, desc: bool, limit: usize) -> Table {
+    let mut rows = shared.digests.rows();
+    let key = |r: &crate::digest::Row| -> u64 {
+        match order {
+            "count" => r.count,
+            "errors" => r.errors,
+            "rows_sent" => r.rows_sent,
+            "rows_affected" => r.rows_affected,
+            "avg_us" => r.total_us / r.count.max(1),
+            "max_us" => r.max_us,
+            "p99_us" => r.quantile_us(0.99),
+            _ => r.total_us,
+        }
+    };
+    rows.sort_by_cached_key(|r| key(r));
+    if desc {
+        rows.reverse();
+    }
+    rows.truncate(limit);
+    let mut t = Table::new(&[
+        ("digest", S),
+        ("fingerprint", S),
+        ("user", S),
+        ("schema", S),
+        ("role", S),
+        ("count", I),
+        ("count_error", I),
+        ("errors", I),
+        ("rows_sent", I),
+        ("rows_affected", I),
+        ("total_us", I),
+        ("avg_us", I),
+        ("max_us", I),
+        ("p50_us", I),
+        ("p99_us", I),
+    ]);
+    for r in rows {
+        t.rows.push(vec![
+            s(format!("{:016x}", r.digest)),
+            s(&r.text),
+            s(&r.user),
+            s(&r.schema),
+            s(r.role.name()),
+            s(r.count),
+            s(r.count_error),
+            s(r.errors),
+            s(r.rows_sent),
+            s(r.rows_affected),
+            s(r.total_us),
+            s(r.total_us / r.count.max(1)),
+            s(r.max_us),
+            s(r.quantile_us(0.5)),
+            s(r.quantile_us(0.99)),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -453,3 +453,74 @@ fn temporary_tables_are_followed_by_name() {
         Some(Unnamed(Pin::TempTable))
     );
 }
+
+#[test]
+fn fingerprints_normalize_literals_lists_comments_and_case() {
+    let fp = |s: &str| {
+        let mut out = Vec::new();
+        let h = fingerprint(s.as_bytes(), &mut out);
+        (String::from_utf8(out).unwrap(), h)
+    };
+    let cases = [
+        (
+            "SELECT c FROM sbtest1 WHERE id = 42",
+            "select c from sbtest1 where id = ?",
+        ),
+        (
+            "select  c\n\tfrom sbtest1 where id=7 ;",
+            "select c from sbtest1 where id = ?",
+        ),
+        (
+            "SELECT /* a comment */ 'x', \"y\", 1.5e3, 0x1F FROM t -- tail\n",
+            "select ?, ?, ?, ? from t",
+        ),
+        (
+            "SELECT * FROM t WHERE id IN (1, 2, 3, 4)",
+            "select * from t where id in(...)",
+        ),
+        (
+            "SELECT * FROM t WHERE id IN (9)",
+            "select * from t where id in(...)",
+        ),
+        (
+            "SELECT * FROM t WHERE (a, b) IN ((1,2),(3,4))",
+            "select * from t where(a, b) in((...))",
+        ),
+        (
+            "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'), (3, NULL)",
+            "insert into t(a, b) values(...)",
+        ),
+        (
+            "SELECT `Weird Name`.c FROM `Weird Name`",
+            "select `Weird Name`.c from `Weird Name`",
+        ),
+        (
+            "SELECT @x, @@session.sql_mode, COUNT(*) FROM t WHERE a = -5",
+            "select @x, @@session.sql_mode, count(*) from t where a = - ?",
+        ),
+        (
+            "SELECT c FROM t WHERE id = ?",
+            "select c from t where id = ?",
+        ),
+        (
+            "SELECT SLEEP(0.3), CONCAT('a', 'b') FROM t WHERE x IN (SELECT 1)",
+            "select sleep(?), concat(?, ?) from t where x in(select ?)",
+        ),
+        ("INSERT INTO t VALUES (1), (2)", "insert into t values(...)"),
+        ("SELECT 'it''s', 'a\\'b' FROM dual", "select ?, ? from dual"),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(fp(sql).0, want, "{sql}");
+    }
+    assert_eq!(
+        fp("select 1").1,
+        fp("SELECT   2").1,
+        "same shape, same hash"
+    );
+    assert_ne!(fp("select a from t").1, fp("select b from t").1);
+    // Hostile input neither panics nor grows beyond the text.
+    for s in ["'", "(((", ")))", "/*", "`", "@", "IN (", "x'"] {
+        let (t, _) = fp(s);
+        assert!(t.len() <= s.len() + 4, "{s:?} -> {t:?}");
+    }
+}

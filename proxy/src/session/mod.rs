@@ -10,6 +10,7 @@
 
 mod causal;
 mod conns;
+mod digests;
 pub mod handshake;
 pub mod kill;
 pub mod local;
@@ -52,6 +53,11 @@ pub struct Session {
     stmts: stmt::Stmts,
     /// Server status of the last response (transaction flags).
     status: u16,
+    /// The statement's fingerprint is written here (reused: no allocation
+    /// per statement once warm).
+    digest_buf: Vec<u8>,
+    /// Where the statement ran and what it returned, for its digest.
+    note: crate::digest::Note,
     /// Where the open transaction runs, if one is open.
     txn: Option<Which>,
     /// Why everything stays on the primary connection (`Pin` bits): state
@@ -186,6 +192,8 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         conns: Conns::default(),
         stmts: stmt::Stmts::default(),
         status: status::AUTOCOMMIT,
+        digest_buf: Vec::new(),
+        note: Default::default(),
         txn: None,
         pins: 0,
         pinned_names: Vec::new(),

@@ -14,7 +14,25 @@ use concord_protocol::packet::HEADER;
 use concord_protocol::scan::Expect;
 
 impl Session {
+    /// COM_QUERY, recorded in the node's digests when they are on.
     pub(super) async fn query(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        if !self.shared.digests.on() {
+            return self.query_inner(cmd).await;
+        }
+        let mut buf = std::mem::take(&mut self.digest_buf);
+        let sql = &cmd.visible(&self.client.rbuf)[1..];
+        let digest = classify::fingerprint(sql, &mut buf);
+        // The literal text only when the slow log may show it.
+        let values = self.shared.digests.slow_values().then(|| sql.to_vec());
+        self.note = Default::default();
+        let t0 = std::time::Instant::now();
+        let r = self.query_inner(cmd).await;
+        self.record_digest(digest, &buf, t0, r.is_err(), values.as_deref());
+        self.digest_buf = buf;
+        r
+    }
+
+    async fn query_inner(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let sql = &cmd.visible(&self.client.rbuf)[1..];
         let mut class = classify::classify(sql);
         if !cmd.whole {
@@ -143,6 +161,7 @@ impl Session {
                 .await;
         }
         let out = res?;
+        self.note_outcome(w, &out);
         if !reverting.is_empty() {
             if let Some(b) = self.conns.get_mut(w) {
                 b.conn.reverting.extend(reverting);

@@ -36,6 +36,8 @@ pub struct ClientStmt {
     pub cursor_on: Option<u64>,
     /// Connection of the last execute (for COM_STMT_RESET).
     pub last_on: Option<u64>,
+    /// Its digest and fingerprint (see `classify::fingerprint`).
+    pub digest: (u64, std::sync::Arc<[u8]>),
 }
 
 /// Open statements one session may hold, and the total size of their SQL
@@ -372,9 +374,12 @@ impl Session {
                 } else {
                     Vec::new()
                 };
+            let digest = classify::fingerprint(&sql, &mut self.digest_buf);
+            let digest = (digest, self.digest_buf.as_slice().into());
             self.stmts.insert(
                 id,
                 ClientStmt {
+                    digest,
                     sql,
                     class,
                     assigned,
@@ -422,6 +427,19 @@ impl Session {
     /// COM_STMT_EXECUTE: route like the statement's text, prepare there if
     /// needed, re-send parameter types a new backend has not seen.
     pub(super) async fn stmt_execute(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let digest = match self.stmts.map.get(&id) {
+            Some(s) if self.shared.digests.on() => s.digest.clone(),
+            _ => return self.stmt_execute_inner(cmd).await,
+        };
+        self.note = Default::default();
+        let t0 = std::time::Instant::now();
+        let r = self.stmt_execute_inner(cmd).await;
+        self.record_digest(digest.0, &digest.1, t0, r.is_err(), None);
+        r
+    }
+
+    async fn stmt_execute_inner(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let payload = cmd.visible(&self.client.rbuf);
         let id = stmt_id(payload).unwrap_or(0);
         let cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
@@ -496,6 +514,7 @@ impl Session {
         let out = self
             .forward_to(w, cmd, Expect::ResultSets, false, None, true)
             .await?;
+        self.note_outcome(w, &out);
         if let Some(s) = self.stmts.map.get_mut(&id) {
             s.long_data = false;
             s.last_on = Some(conn_id);

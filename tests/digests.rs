@@ -1,0 +1,119 @@
+//! Query digests and the slow log, through a real concord node: the
+//! counts of a known workload come out exactly, on the admin port and as
+//! JSON; the slow log carries fingerprints, not values; RESET empties it.
+
+use harness::{Fleet, Topology};
+use mysql_async::prelude::*;
+use std::collections::BTreeMap;
+
+type Row = BTreeMap<String, Option<String>>;
+
+fn find<'a>(rows: &'a [Row], fingerprint: &str) -> &'a Row {
+    rows.iter()
+        .find(|r| r["fingerprint"].as_deref() == Some(fingerprint))
+        .unwrap_or_else(|| panic!("no digest {fingerprint:?} in {rows:#?}"))
+}
+
+fn num(r: &Row, col: &str) -> u64 {
+    r[col]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_count_a_known_workload_and_the_slow_log_hides_values() {
+    let topo = Topology::start(1).await;
+    topo.primary
+        .exec("CREATE TABLE test.d (id INT PRIMARY KEY, v INT)")
+        .await;
+    topo.wait_replicated().await;
+    let fleet = Fleet::start(1, topo.backends(), |_, c| {
+        c.extra
+            .push_str("[routing]\nmax_replica_lag = \"1h\"\n[log]\nslow_threshold = \"200ms\"\n");
+    })
+    .await;
+    let node = &fleet.nodes[0];
+    node.wait_readable(&["db2"]).await;
+    let mut c = mysql_async::Conn::new(node.opts().db_name(Some("test")))
+        .await
+        .unwrap();
+    node.admin_query("RESET CONCORD DIGESTS").await.unwrap();
+    for i in 0..40 {
+        c.query_drop(format!("INSERT INTO test.d VALUES ({i}, {})", i * 10))
+            .await
+            .unwrap();
+    }
+    topo.wait_replicated().await;
+    let mut sent = 0;
+    for i in 0..40 {
+        let got: Vec<i64> = c
+            .query(format!(
+                "select v from test.d where id IN ({i}, {}) /* {i} */",
+                i + 1
+            ))
+            .await
+            .unwrap();
+        sent += got.len() as u64;
+    }
+    assert_eq!(sent, 79);
+    for _ in 0..3 {
+        c.query_drop("SELECT nope FROM test.d").await.unwrap_err();
+    }
+    c.query_drop("SELECT SLEEP(0.3) AS secret_7341")
+        .await
+        .unwrap();
+    let rows = node
+        .admin_query("SHOW CONCORD DIGESTS ORDER BY count DESC LIMIT 100")
+        .await
+        .unwrap();
+    let ins = find(&rows, "insert into test.d values(...)");
+    assert_eq!(num(ins, "count"), 40, "{ins:?}");
+    assert_eq!(num(ins, "rows_affected"), 40, "{ins:?}");
+    assert_eq!(num(ins, "errors"), 0, "{ins:?}");
+    assert_eq!(ins["role"].as_deref(), Some("primary"));
+    assert_eq!(ins["user"].as_deref(), Some("app"));
+    assert_eq!(ins["schema"].as_deref(), Some("test"));
+    let sel = find(&rows, "select v from test.d where id in(...)");
+    assert_eq!(num(sel, "count"), 40, "{sel:?}");
+    assert_eq!(num(sel, "rows_sent"), 79, "{sel:?}");
+    assert_eq!(sel["role"].as_deref(), Some("replica"));
+    assert!(num(sel, "max_us") >= num(sel, "p50_us"), "{sel:?}");
+    let bad = find(&rows, "select nope from test.d");
+    assert_eq!((num(bad, "count"), num(bad, "errors")), (3, 3), "{bad:?}");
+    // The same through HTTP.
+    let (code, body) = node.http_get("/api/v1/digests").await.unwrap();
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let j = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["fingerprint"] == "insert into test.d values(...)")
+        .expect("in the JSON");
+    assert_eq!(j["count"], 40);
+    // Slow log: the fingerprint, never the values.
+    let logs = node.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("slow statement") && l.contains("sleep"))
+        .unwrap_or_else(|| panic!("no slow-log line:\n{logs}"));
+    println!("{line}");
+    assert!(line.contains("select sleep(?) as secret_7341"), "{line}");
+    assert!(line.contains("backend=\"db2\""), "{line}");
+    assert!(
+        !line.contains("0.3"),
+        "a literal value in the slow log: {line}"
+    );
+    assert!(line.contains("user=app"), "{line}");
+    // Errors in admin input are explained.
+    let e = node
+        .admin_query("SHOW CONCORD DIGESTS ORDER BY password")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ORDER BY one of"), "{e}");
+    node.admin_query("RESET CONCORD DIGESTS").await.unwrap();
+    let rows = node.admin_query("SHOW CONCORD DIGESTS").await.unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+}
