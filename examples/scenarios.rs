@@ -418,39 +418,61 @@ async fn fleet() {
 /// same primary and two replicas, measured in interleaved rounds on point
 /// selects (text and prepared) and the read/write mix.
 async fn pool() {
+    let nodes = side_by_side(
+        &[
+            ("pool-transaction", "[pool]\nmode = \"transaction\"\n"),
+            ("pool-session", "[pool]\nmode = \"session\"\n"),
+        ],
+        "POOL_WORKLOADS",
+    )
+    .await;
+    for (n, node) in nodes.iter().enumerate() {
+        let handed = node.metric_sum("concord_pool_state_total").await;
+        println!("node {} pool hand-overs: {handed:?}", n + 1);
+    }
+}
+
+/// Query digests on (the default) and off, side by side, as [`pool`].
+async fn digests() {
+    side_by_side(
+        &[
+            ("digests-on", "[digests]\nenabled = true\n"),
+            ("digests-off", "[digests]\nenabled = false\n"),
+        ],
+        "DIGEST_WORKLOADS",
+    )
+    .await;
+}
+
+/// Concord nodes that differ only in `variants` (label, extra config), in
+/// front of the same primary and two replicas, measured in interleaved
+/// rounds with direct: point selects (text and prepared) and the
+/// read/write mix, or the workloads named in the env var `workloads_env`.
+async fn side_by_side(variants: &[(&str, &str)], workloads_env: &str) -> Vec<Concord> {
     let topo = Topology::start(2).await;
     let mut nodes = Vec::new();
-    for (id, mode) in [(1u64, "transaction"), (2, "session")] {
+    for (i, (_, extra)) in variants.iter().enumerate() {
         let mut cfg = ConcordConfig::new(topo.backends());
-        cfg.node_id = id;
-        cfg.extra = format!("[log]\nlevel = \"warn\"\n[pool]\nmode = \"{mode}\"\n");
+        cfg.node_id = i as u64 + 1;
+        cfg.extra = format!("[log]\nlevel = \"warn\"\n{extra}");
         let node = Concord::start(cfg).await;
         node.wait_readable(&["db2", "db3"]).await;
         nodes.push(node);
     }
-    let tx = format!(
-        "pool-transaction={},pid={}",
-        nodes[0].addr(),
-        nodes[0].pid().unwrap()
-    );
-    let session = format!(
-        "pool-session={},pid={}",
-        nodes[1].addr(),
-        nodes[1].pid().unwrap()
-    );
+    let proxies: Vec<String> = variants
+        .iter()
+        .zip(&nodes)
+        .map(|((label, _), n)| format!("{label}={},pid={}", n.addr(), n.pid().unwrap()))
+        .collect();
     let primary = topo.primary.addr();
-    // POOL_WORKLOADS=a,b: only those.
-    let chosen = std::env::var("POOL_WORKLOADS")
+    let chosen = std::env::var(workloads_env)
         .unwrap_or_else(|_| "point-select,point-select-ps,read-write".into());
     for (i, workload) in chosen.split(',').enumerate() {
-        let mut args = vec![
-            "compare",
-            "--direct",
-            primary.as_str(),
-            "--proxy",
-            tx.as_str(),
-            "--proxy",
-            session.as_str(),
+        let mut args = vec!["compare", "--direct", primary.as_str()];
+        for p in &proxies {
+            args.extend(["--proxy", p.as_str()]);
+        }
+        args.extend([
             "--user",
             "app",
             "--password",
@@ -469,16 +491,13 @@ async fn pool() {
             "4",
             "--table-size",
             "20000",
-        ];
+        ]);
         if i == 0 {
             args.push("--setup");
         }
         bench(&args);
     }
-    for (n, node) in nodes.iter().enumerate() {
-        let handed = node.metric_sum("concord_pool_state_total").await;
-        println!("node {} pool hand-overs: {handed:?}", n + 1);
-    }
+    nodes
 }
 
 /// Read-your-writes per session (the default), off, and fleet-wide, side
@@ -688,9 +707,10 @@ async fn main() {
         Some("fleet") => fleet().await,
         Some("ryw") => ryw().await,
         Some("pool") => pool().await,
+        Some("digests") => digests().await,
         Some("faults") => fault_classes().await,
         _ => {
-            println!("usage: scenarios routing | raft | failover | compare | fleet | ryw | pool | faults")
+            println!("usage: scenarios routing | raft | failover | compare | fleet | ryw | pool | digests | faults")
         }
     }
 }
