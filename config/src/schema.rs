@@ -189,6 +189,12 @@ pub struct ListenerConfig {
     /// On SIGTERM, sessions inside a transaction get this long to finish.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: Duration,
+    /// A statement running longer is killed on its server (`KILL QUERY`
+    /// through a side connection) and the client gets error 1969 naming
+    /// this key; "0s" = no limit. Per user in `[[users]]`, per statement
+    /// with `/* concord:timeout=2s */`.
+    #[serde(default)]
+    pub statement_timeout: Duration,
 }
 
 fn default_handshake_timeout() -> Duration {
@@ -311,6 +317,9 @@ pub struct UserConfig {
     /// CONNECTION_ADMIN); without it a user kills only its own.
     #[serde(default)]
     pub connection_admin: bool,
+    /// This user's `listener.statement_timeout` ("0s": none).
+    #[serde(default)]
+    pub statement_timeout: Option<Duration>,
 }
 
 impl UserConfig {

@@ -154,6 +154,8 @@ pub struct Class {
     pub hint_max_lag: Option<Duration>,
     /// `/* concord:after=TOKEN */`: byte range of TOKEN in the text.
     pub hint_after: Option<(u32, u32)>,
+    /// `/* concord:timeout=2s */`.
+    pub hint_timeout: Option<Duration>,
 }
 
 impl Class {
@@ -200,6 +202,7 @@ struct Lexer<'a> {
     hint_primary: bool,
     hint_max_lag: Option<Duration>,
     hint_after: Option<(u32, u32)>,
+    hint_timeout: Option<Duration>,
     /// A `@@concord_...` variable was seen.
     concord_var: bool,
 }
@@ -212,6 +215,7 @@ impl<'a> Lexer<'a> {
             hint_primary: false,
             hint_max_lag: None,
             hint_after: None,
+            hint_timeout: None,
             concord_var: false,
         }
     }
@@ -281,6 +285,13 @@ impl<'a> Lexer<'a> {
                     .parse::<concord_config::Duration>()
                 {
                     self.hint_max_lag = Some(d.get());
+                }
+            } else if let Some(v) = strip_prefix_ci(part, b"timeout=") {
+                if let Ok(d) = std::str::from_utf8(v)
+                    .unwrap_or("")
+                    .parse::<concord_config::Duration>()
+                {
+                    self.hint_timeout = Some(d.get());
                 }
             }
         }
@@ -548,6 +559,7 @@ pub fn classify(sql: &[u8]) -> Class {
         pin,
         hint_primary: lx.hint_primary,
         hint_max_lag: lx.hint_max_lag,
+        hint_timeout: lx.hint_timeout,
         hint_after: lx.hint_after,
     }
 }

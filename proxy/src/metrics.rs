@@ -178,6 +178,11 @@ pub fn kill(outcome: &'static str) {
     counter!("concord_kills_total", "outcome" => outcome).increment(1);
 }
 
+/// A statement passed its timeout and was killed on its server.
+pub fn statement_timeout() {
+    counter!("concord_statement_timeouts_total").increment(1);
+}
+
 /// A statement for a primary refused before its first byte went out
 /// (this node's lease or epoch no longer covers the route).
 pub fn refused_before_send() {

@@ -21,6 +21,7 @@ pub struct User {
     pub max_replica_lag: Option<Duration>,
     pub read_your_writes: Option<ReadYourWrites>,
     pub connection_admin: bool,
+    pub statement_timeout: Option<Duration>,
 }
 
 impl User {
@@ -49,6 +50,7 @@ impl User {
             max_replica_lag: u.max_replica_lag,
             read_your_writes: u.read_your_writes,
             connection_admin: u.connection_admin,
+            statement_timeout: u.statement_timeout,
         }
     }
 }
@@ -88,6 +90,7 @@ impl UserDb {
             max_replica_lag: None,
             read_your_writes: None,
             connection_admin: true,
+            statement_timeout: None,
         };
         Self::from_config(std::slice::from_ref(&u))
     }

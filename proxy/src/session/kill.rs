@@ -242,3 +242,34 @@ pub async fn kill_backend_query(
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// The watch over one statement with a timeout: after `limit`, marks the
+/// statement timed out (the relay then answers the client with error 1969
+/// instead of whatever the server sends, if nothing was relayed yet) and
+/// kills it on its server with `KILL QUERY`, so the server's work stops
+/// too. Aborted by the session when the answer is complete.
+pub fn watchdog(
+    shared: Arc<Shared>,
+    info: Arc<crate::shared::SessionInfo>,
+    h: HeldConn,
+    limit: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    info.timed_out
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::spawn(async move {
+        tokio::time::sleep(limit).await;
+        let still = || info.running.load(std::sync::atomic::Ordering::Relaxed) == h.conn_id;
+        if !still() {
+            return;
+        }
+        info.timed_out
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        crate::metrics::statement_timeout();
+        if concord_config::testhooks::on("timeout-without-kill") {
+            return;
+        }
+        if let Err(e) = kill_backend_query(&shared, &h, &info.kill_gate, still).await {
+            tracing::warn!(session = info.id, backend = %h.pool.name, "statement timeout: KILL QUERY on backend thread {} failed: {e}", h.thread_id);
+        }
+    })
+}

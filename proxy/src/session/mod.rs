@@ -58,6 +58,8 @@ pub struct Session {
     digest_buf: Vec<u8>,
     /// Where the statement ran and what it returned, for its digest.
     note: crate::digest::Note,
+    /// The running command's statement timeout (hint, user, global).
+    stmt_timeout: Option<std::time::Duration>,
     /// Where the open transaction runs, if one is open.
     txn: Option<Which>,
     /// Why everything stays on the primary connection (`Pin` bits): state
@@ -165,6 +167,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         held: Default::default(),
         running: Default::default(),
         kill_gate: Default::default(),
+        timed_out: Default::default(),
         pins: Default::default(),
     });
     let Some(registered) = Registered::new(&shared, info.clone(), auth.user.max_connections) else {
@@ -194,6 +197,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         status: status::AUTOCOMMIT,
         digest_buf: Vec::new(),
         note: Default::default(),
+        stmt_timeout: None,
         txn: None,
         pins: 0,
         pinned_names: Vec::new(),
@@ -290,6 +294,7 @@ impl Session {
                 }
             };
             self.cmd_at = self.info.touch();
+            self.stmt_timeout = self.default_timeout();
             self.info.queries.fetch_add(1, Ordering::Relaxed);
             if let Some(why) = self.lost.take() {
                 let _ = self.discard(cmd).await;
@@ -576,6 +581,16 @@ impl Session {
         }
     }
 
+    /// The statement timeout of a command without a hint: the user's,
+    /// else `listener.statement_timeout` (zero: none).
+    fn default_timeout(&self) -> Option<std::time::Duration> {
+        let t = match self.user.statement_timeout {
+            Some(t) => t.get(),
+            None => self.shared.config.load().listener.statement_timeout.get(),
+        };
+        (!t.is_zero()).then_some(t)
+    }
+
     /// Server defaults again: session state, prepared statements, pins.
     fn forget_session_state(&mut self) {
         self.state.reset();
@@ -841,4 +856,16 @@ fn parse_change_user(p: &[u8], caps: u32) -> Result<ChangeUser, ProtoError> {
         database: (!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned()),
         collation,
     })
+}
+
+/// A `/* concord:timeout=... */` hint replaces the default timeout ("0s":
+/// none for this statement).
+fn hinted(
+    default: Option<std::time::Duration>,
+    hint: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    match hint {
+        Some(t) => (!t.is_zero()).then_some(t),
+        None => default,
+    }
 }

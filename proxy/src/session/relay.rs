@@ -30,6 +30,9 @@ pub struct Stall<'a> {
     /// the epoch it was routed with. Nothing of it is relayed once that
     /// epoch's lease has lapsed ([`RelayError::Late`]).
     pub lease: Option<(&'a concord_consensus::Lease, u64)>,
+    /// The statement's timeout, and the flag its watchdog sets when it
+    /// passes (see `kill::watchdog`).
+    pub timeout: Option<(std::time::Duration, &'a std::sync::atomic::AtomicBool)>,
 }
 
 impl Stall<'_> {
@@ -285,6 +288,9 @@ pub struct RelayEnd {
     /// the client got is complete, but the connection is out of step and
     /// must not be used again.
     pub trailing: bool,
+    /// The statement passed its timeout before anything of its answer
+    /// reached the client: the answer was replaced by error 1969.
+    pub timed_out: bool,
 }
 
 /// The GTID a commit reported as MariaDB's `last_gtid` among `changes`,
@@ -338,6 +344,8 @@ where
     // After a refused LOCAL INFILE the rest of the response is swallowed
     // and replaced by one error packet carrying this sequence id.
     let mut swallow: Option<u8> = None;
+    // Something of the answer reached the client.
+    let mut sent = false;
     loop {
         // Where this chunk starts: inside a packet, or at the header of
         // the packet with sequence id `next_seq`.
@@ -517,7 +525,19 @@ where
                 });
             }
         }
+        if swallow.is_none()
+            && !sent
+            && stall
+                .timeout
+                .is_some_and(|(_, f)| f.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            // Past its timeout (killed on the server): whatever the server
+            // answers is replaced by the timeout's error.
+            swallow = Some(1);
+            end.timed_out = true;
+        }
         if swallow.is_none() {
+            sent |= forward_to > 0 || rewrite.is_some();
             if let Some((_, seq, payload)) = &rewrite {
                 client.wbuf.extend_from_slice(&backend.rbuf[..forward_to]);
                 let mut s = *seq;
@@ -556,10 +576,16 @@ where
         }
         if done && skip == 0 {
             if let Some(seq) = swallow {
-                let err = ErrPacket::new(
+                let err = match stall.timeout {
+                    Some((t, _)) if end.timed_out => ErrPacket::new(
+                        codes::STATEMENT_TIMEOUT,
+                        format!("Query execution was interrupted (concord: statement timeout of {t:?} exceeded: listener.statement_timeout, the user's statement_timeout or a /* concord:timeout */ hint); the statement was killed on the server"),
+                    ),
+                    _ => ErrPacket::new(
                     codes::NOT_ALLOWED_COMMAND,
                     "The used command is not allowed with this MySQL version: LOAD DATA LOCAL needs the client to enable local files (e.g. --local-infile)",
-                );
+                    ),
+                };
                 let mut s = seq;
                 client.write_packet(&mut s, &err.to_payload());
             }
@@ -676,6 +702,7 @@ pub mod harness {
             kill_reason: &kill,
             config: &cfg,
             lease: None,
+            timeout: None,
         };
         let mut sc = Scanner::new(expect, backend_caps & cap::DEPRECATE_EOF != 0);
         let r = tokio::time::timeout(

@@ -1,0 +1,105 @@
+//! Statement timeouts stop the server's work: a statement past its
+//! timeout is killed on its backend (`KILL QUERY` through a side
+//! connection) and the client gets error 1969 naming the timeout, from a
+//! global `listener.statement_timeout`, a user's `statement_timeout` or a
+//! `/* concord:timeout=... */` hint. With the KILL switched off (test-only
+//! `timeout-without-kill`) the statement keeps running on the server.
+
+use harness::{Fleet, Topology, PASSWORD};
+use mysql_async::prelude::*;
+use std::time::{Duration, Instant};
+
+/// Whether a statement containing `marker` runs on `db` now.
+async fn running(db: &harness::MariaDb, marker: &str) -> bool {
+    let n: Vec<i64> = db
+        .query(&format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' AND INFO NOT LIKE '%PROCESSLIST%'"
+        ))
+        .await;
+    n.first().copied().unwrap_or(0) > 0
+}
+
+/// Sends `sql` (which sleeps and carries `marker`) and, 1.5 s in, looks
+/// whether it still runs on any server. Returns the client's error, how
+/// long the answer took, and whether it still ran at 1.5 s.
+async fn timed(
+    topo: &Topology,
+    c: &mut mysql_async::Conn,
+    sql: &str,
+    marker: &str,
+) -> (String, Duration, bool) {
+    let t = Instant::now();
+    let q = c.query_drop(sql.to_string());
+    let look = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        running(&topo.primary, marker).await || running(&topo.replicas[0], marker).await
+    };
+    let (r, still) = tokio::join!(q, look);
+    let e = r.expect_err("the statement is cut off").to_string();
+    (e, t.elapsed(), still)
+}
+
+async fn setup(hooks: &str) -> (Topology, Fleet) {
+    let topo = Topology::start(1).await;
+    let fleet = Fleet::start(1, topo.backends(), |_, c| {
+        c.test_hooks = hooks.into();
+        c.listener_extra.push_str("statement_timeout = \"1s\"\n");
+        c.users.push_str(&format!(
+            "[[users]]\nname = \"patient\"\npassword = \"{PASSWORD}\"\nbackend_user = \"app\"\nstatement_timeout = \"0s\"\n"
+        ));
+    })
+    .await;
+    fleet.nodes[0].wait_readable(&["db2"]).await;
+    (topo, fleet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_its_timeout_is_killed_on_the_server() {
+    let (topo, fleet) = setup("").await;
+    let node = &fleet.nodes[0];
+    let mut c = node.conn().await;
+    // Global 1 s, a read (on the replica).
+    let (e, took, still) = timed(&topo, &mut c, "SELECT SLEEP(30) AS m_global", "m_global").await;
+    println!("global: {e} after {took:?}; still running at 1.5 s: {still}");
+    assert!(
+        e.contains("1969") && e.contains("statement timeout of 1s"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(!still, "the statement kept running on the server");
+    // The session goes on.
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    // A hint, shorter, on the primary (inside a transaction).
+    c.query_drop("BEGIN").await.unwrap();
+    let (e, took, still) = timed(
+        &topo,
+        &mut c,
+        "/* concord:timeout=300ms */ SELECT SLEEP(30) AS m_hint",
+        "m_hint",
+    )
+    .await;
+    println!("hint: {e} after {took:?}");
+    assert!(e.contains("1969") && e.contains("300ms"), "{e}");
+    assert!(!still);
+    c.query_drop("ROLLBACK").await.unwrap();
+    // A user without a timeout is not cut off; a hint still applies.
+    let mut p = mysql_async::Conn::new(node.opts_for("patient", PASSWORD))
+        .await
+        .unwrap();
+    let v: Option<i64> = p.query_first("SELECT SLEEP(1.5)").await.unwrap();
+    assert_eq!(v, Some(0), "no timeout for this user");
+    let m = node.http_get("/metrics").await.unwrap().1;
+    assert!(m.contains("concord_statement_timeouts_total 2"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_kill_the_statement_runs_on() {
+    let (topo, fleet) = setup("timeout-without-kill").await;
+    let mut c = fleet.nodes[0].conn().await;
+    let (e, took, still) = timed(&topo, &mut c, "SELECT SLEEP(3) AS m_nokill", "m_nokill").await;
+    println!("without the kill: {e} after {took:?}; still running at 1.5 s: {still}");
+    assert!(e.contains("1969"), "{e}");
+    assert!(still, "not killed, the statement runs on past its timeout");
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+}
