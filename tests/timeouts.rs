@@ -103,3 +103,67 @@ async fn without_the_kill_the_statement_runs_on() {
     assert!(still, "not killed, the statement runs on past its timeout");
     assert!(took >= Duration::from_secs(3), "{took:?}");
 }
+
+/// Statements that end right around their timeout, each followed at once
+/// by the next on the same connection, by many sessions sharing a pool of
+/// two connections: a write reported as failed never happened, one that
+/// happened was reported done, and no answer is lost or reused (every
+/// `SELECT n` gets `n`). The checker counts rows against the OKs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_racing_the_answer_report_what_happened() {
+    let topo = Topology::start(1).await;
+    topo.primary
+        .exec("CREATE TABLE test.r (id INT PRIMARY KEY)")
+        .await;
+    let fleet = Fleet::start(1, topo.backends(), |_, c| {
+        c.extra
+            .push_str("[pool]\nmax_per_backend = 2\n[routing]\nmax_replica_lag = \"1h\"\n");
+    })
+    .await;
+    let node = &fleet.nodes[0];
+    let mut tasks = Vec::new();
+    for s in 0..4u32 {
+        let opts = node.opts();
+        tasks.push(tokio::spawn(async move {
+            let mut c = mysql_async::Conn::new(opts).await.unwrap();
+            let (mut ok, mut cut) = (Vec::new(), 0);
+            for i in 0..25u32 {
+                let id = s * 1000 + i;
+                // 40-80 ms of work against a 60 ms timeout.
+                let work = 0.04 + f64::from(i % 5) * 0.01;
+                let r = c
+                    .query_drop(format!(
+                        "/* concord:timeout=60ms */ INSERT INTO test.r SELECT {id} FROM (SELECT SLEEP({work})) AS x"
+                    ))
+                    .await;
+                match r {
+                    Ok(()) => ok.push(id),
+                    Err(e) => {
+                        let e = e.to_string();
+                        assert!(e.contains("1969") || e.contains("1317"), "{e}");
+                        cut += 1;
+                    }
+                }
+                let n: Option<u32> = c.query_first(format!("SELECT {id}")).await.unwrap();
+                assert_eq!(n, Some(id), "the next statement's own answer");
+            }
+            (ok, cut)
+        }));
+    }
+    let (mut acked, mut cut) = (Vec::new(), 0);
+    for t in tasks {
+        let (ok, c) = t.await.unwrap();
+        acked.extend(ok);
+        cut += c;
+    }
+    acked.sort_unstable();
+    let rows: Vec<u32> = topo
+        .primary
+        .query("SELECT id FROM test.r ORDER BY id")
+        .await;
+    println!(
+        "{} inserts acknowledged, {cut} cut off by their timeout",
+        acked.len()
+    );
+    assert_eq!(rows, acked, "the rows are exactly the acknowledged inserts");
+}

@@ -226,8 +226,6 @@ pub struct SessionInfo {
     /// a connection back, so the KILL never lands on another session's
     /// statement on that connection.
     pub kill_gate: tokio::sync::Mutex<()>,
-    /// The running statement passed its timeout (see `kill::watchdog`).
-    pub timed_out: AtomicBool,
     /// Why the session is pinned (`classify::Pin` bits), for SHOW SESSIONS.
     pub pins: std::sync::atomic::AtomicU16,
 }

@@ -20,17 +20,26 @@ fn rss_bytes() -> u64 {
 #[test]
 fn ten_million_distinct_fingerprints_stay_under_the_memory_cap() {
     const CAP: u64 = 4 << 20;
+    const MAX_TEXT: usize = 256;
+    // Every row as large as allowed: texts past max_text (with bytes that
+    // are not UTF-8), user and schema names past their 128-byte cap.
+    let user = "u".repeat(200);
+    let schema = "s".repeat(200);
+    let tail: Vec<u8> = (0..MAX_TEXT as u32)
+        .map(|i| 0x80 | (i % 64) as u8)
+        .collect();
     let before = rss_bytes();
-    let t = Digests::new(CAP, 1024);
-    let mut text = Vec::with_capacity(128);
+    let t = Digests::new(CAP, MAX_TEXT);
+    let mut text = Vec::with_capacity(2 * MAX_TEXT);
     for i in 0..10_000_000u64 {
         text.clear();
-        let _ = write!(text, "select c from sbtest where id = ? and k = {i}");
+        let _ = write!(text, "select {i} from t where c = ");
+        text.extend_from_slice(&tail);
         t.record(&Sample {
             digest: fnv(FNV_SEED, &text),
             text: &text,
-            user: "app",
-            schema: "shop",
+            user: &user,
+            schema: &schema,
             role: Role::Replica,
             micros: i % 5000,
             rows_sent: 1,

@@ -316,24 +316,19 @@ pub const DIGEST_ORDER: &[&str] = &[
 
 /// The node's digest table, the top `limit` rows by `order`.
 pub fn digests_table(shared: &Shared, order: &str, desc: bool, limit: usize) -> Table {
-    let mut rows = shared.digests.rows();
     let key = |r: &crate::digest::Row| -> u64 {
         match order {
             "count" => r.count,
             "errors" => r.errors,
             "rows_sent" => r.rows_sent,
             "rows_affected" => r.rows_affected,
-            "avg_us" => r.total_us / r.count.max(1),
+            "avg_us" => r.total_us / r.own_count().max(1),
             "max_us" => r.max_us,
             "p99_us" => r.quantile_us(0.99),
             _ => r.total_us,
         }
     };
-    rows.sort_by_cached_key(|r| key(r));
-    if desc {
-        rows.reverse();
-    }
-    rows.truncate(limit);
+    let rows = shared.digests.top(limit, desc, key);
     let mut t = Table::new(&[
         ("digest", S),
         ("fingerprint", S),
@@ -364,7 +359,7 @@ pub fn digests_table(shared: &Shared, order: &str, desc: bool, limit: usize) -> 
             s(r.rows_sent),
             s(r.rows_affected),
             s(r.total_us),
-            s(r.total_us / r.count.max(1)),
+            s(r.total_us / r.own_count().max(1)),
             s(r.max_us),
             s(r.quantile_us(0.5)),
             s(r.quantile_us(0.99)),

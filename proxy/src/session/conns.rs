@@ -622,17 +622,17 @@ impl Session {
         b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
         self.info.running.store(b.conn.id, Ordering::Relaxed);
         let started = Instant::now();
-        let timeout = self.stmt_timeout;
-        let watchdog = timeout.map(|t| {
-            let h = crate::shared::HeldConn {
+        let timeout = self.stmt_timeout.map(|limit| relay::Timeout {
+            limit,
+            shared: &self.shared,
+            info: &self.info,
+            held: crate::shared::HeldConn {
                 conn_id: b.conn.id,
                 thread_id: b.conn.thread_id,
                 pool: b.pool.clone(),
                 user: self.user.clone(),
-            };
-            super::kill::watchdog(self.shared.clone(), self.info.clone(), h, t)
+            },
         });
-        b.conn.mid_command = true;
         let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
             .await
         {
@@ -651,16 +651,13 @@ impl Session {
                         kill_reason: &self.info.kill_reason,
                         config: &self.shared.config,
                         lease: (w == Which::Primary).then_some((&*self.shared.lease, b.epoch)),
-                        timeout: timeout.map(|t| (t, &self.info.timed_out)),
+                        timeout,
                     },
                 )
                 .await
             }
             Err(e) => Err(e),
         };
-        if let Some(w) = watchdog {
-            w.abort();
-        }
         b.pool.outstanding.fetch_sub(1, Ordering::Relaxed);
         self.info.running.store(0, Ordering::Relaxed);
         let now = Instant::now();

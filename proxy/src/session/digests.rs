@@ -46,7 +46,9 @@ impl Session {
             error: failed || note.failed,
         };
         let digests = &self.shared.digests;
-        digests.record(&sample);
+        if digests.on() {
+            digests.record(&sample);
+        }
         if digests.slow_logged(micros) {
             // Still held: connections go back after the command.
             let backend = self

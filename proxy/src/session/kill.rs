@@ -243,33 +243,17 @@ pub async fn kill_backend_query(
     }
 }
 
-/// The watch over one statement with a timeout: after `limit`, marks the
-/// statement timed out (the relay then answers the client with error 1969
-/// instead of whatever the server sends, if nothing was relayed yet) and
-/// kills it on its server with `KILL QUERY`, so the server's work stops
-/// too. Aborted by the session when the answer is complete.
-pub fn watchdog(
-    shared: Arc<Shared>,
-    info: Arc<crate::shared::SessionInfo>,
-    h: HeldConn,
-    limit: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    info.timed_out
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    tokio::spawn(async move {
-        tokio::time::sleep(limit).await;
-        let still = || info.running.load(std::sync::atomic::Ordering::Relaxed) == h.conn_id;
-        if !still() {
-            return;
-        }
-        info.timed_out
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        crate::metrics::statement_timeout();
-        if concord_config::testhooks::on("timeout-without-kill") {
-            return;
-        }
-        if let Err(e) = kill_backend_query(&shared, &h, &info.kill_gate, still).await {
-            tracing::warn!(session = info.id, backend = %h.pool.name, "statement timeout: KILL QUERY on backend thread {} failed: {e}", h.thread_id);
-        }
-    })
+/// A statement passed its timeout: `KILL QUERY` on its backend thread,
+/// run to completion by the relay that waits for the statement's answer
+/// (so the session cannot give the connection to anyone meanwhile, and
+/// the kill gate keeps another session's KILL out).
+pub async fn kill_for_timeout(shared: &Shared, info: &crate::shared::SessionInfo, h: &HeldConn) {
+    crate::metrics::statement_timeout();
+    if concord_config::testhooks::on("timeout-without-kill") {
+        return;
+    }
+    let still = || info.running.load(std::sync::atomic::Ordering::Relaxed) == h.conn_id;
+    if let Err(e) = kill_backend_query(shared, h, &info.kill_gate, still).await {
+        tracing::warn!(session = info.id, backend = %h.pool.name, "statement timeout: KILL QUERY on backend thread {} failed: {e}", h.thread_id);
+    }
 }

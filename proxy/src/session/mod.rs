@@ -167,7 +167,6 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         held: Default::default(),
         running: Default::default(),
         kill_gate: Default::default(),
-        timed_out: Default::default(),
         pins: Default::default(),
     });
     let Some(registered) = Registered::new(&shared, info.clone(), auth.user.max_connections) else {
@@ -294,7 +293,7 @@ impl Session {
                 }
             };
             self.cmd_at = self.info.touch();
-            self.stmt_timeout = self.default_timeout();
+            self.stmt_timeout = None;
             self.info.queries.fetch_add(1, Ordering::Relaxed);
             if let Some(why) = self.lost.take() {
                 let _ = self.discard(cmd).await;
@@ -858,14 +857,15 @@ fn parse_change_user(p: &[u8], caps: u32) -> Result<ChangeUser, ProtoError> {
     })
 }
 
-/// A `/* concord:timeout=... */` hint replaces the default timeout ("0s":
-/// none for this statement).
+/// A `/* concord:timeout=... */` hint shortens the default timeout (it
+/// cannot lift the operator's limit: "0s" or a longer hint keeps it).
 fn hinted(
     default: Option<std::time::Duration>,
     hint: Option<std::time::Duration>,
 ) -> Option<std::time::Duration> {
-    match hint {
-        Some(t) => (!t.is_zero()).then_some(t),
-        None => default,
+    match (default, hint) {
+        (Some(d), Some(h)) if !h.is_zero() => Some(d.min(h)),
+        (None, Some(h)) if !h.is_zero() => Some(h),
+        (d, _) => d,
     }
 }

@@ -16,7 +16,7 @@ use concord_protocol::scan::Expect;
 impl Session {
     /// COM_QUERY, recorded in the node's digests when they are on.
     pub(super) async fn query(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        if !self.shared.digests.on() {
+        if !self.shared.digests.timing() {
             return self.query_inner(cmd).await;
         }
         let mut buf = std::mem::take(&mut self.digest_buf);
@@ -35,7 +35,7 @@ impl Session {
     async fn query_inner(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let sql = &cmd.visible(&self.client.rbuf)[1..];
         let mut class = classify::classify(sql);
-        self.stmt_timeout = super::hinted(self.stmt_timeout, class.hint_timeout);
+        self.stmt_timeout = super::hinted(self.default_timeout(), class.hint_timeout);
         if !cmd.whole {
             class.flags |= flag::TRUNCATED;
             class.flags &= !flag::ONLY_SETS;

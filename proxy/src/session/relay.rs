@@ -30,9 +30,16 @@ pub struct Stall<'a> {
     /// the epoch it was routed with. Nothing of it is relayed once that
     /// epoch's lease has lapsed ([`RelayError::Late`]).
     pub lease: Option<(&'a concord_consensus::Lease, u64)>,
-    /// The statement's timeout, and the flag its watchdog sets when it
-    /// passes (see `kill::watchdog`).
-    pub timeout: Option<(std::time::Duration, &'a std::sync::atomic::AtomicBool)>,
+    /// The statement's timeout, if it has one.
+    pub timeout: Option<Timeout<'a>>,
+}
+
+/// A statement's timeout and what is needed to kill it on its server.
+pub struct Timeout<'a> {
+    pub limit: std::time::Duration,
+    pub shared: &'a crate::shared::Shared,
+    pub info: &'a crate::shared::SessionInfo,
+    pub held: crate::shared::HeldConn,
 }
 
 impl Stall<'_> {
@@ -288,8 +295,10 @@ pub struct RelayEnd {
     /// the client got is complete, but the connection is out of step and
     /// must not be used again.
     pub trailing: bool,
-    /// The statement passed its timeout before anything of its answer
-    /// reached the client: the answer was replaced by error 1969.
+    /// The statement passed its timeout and was killed before anything of
+    /// its answer reached the client: the answer (an error or rows, never
+    /// an OK: what completed is reported as completed) was replaced by
+    /// error 1969.
     pub timed_out: bool,
 }
 
@@ -346,6 +355,12 @@ where
     let mut swallow: Option<u8> = None;
     // Something of the answer reached the client.
     let mut sent = false;
+    // The timeout passed (the statement was killed on its server).
+    let deadline = stall
+        .timeout
+        .as_ref()
+        .map(|t| tokio::time::Instant::now() + t.limit);
+    let mut expired = false;
     loop {
         // Where this chunk starts: inside a packet, or at the header of
         // the packet with sequence id `next_seq`.
@@ -525,16 +540,18 @@ where
                 });
             }
         }
-        if swallow.is_none()
-            && !sent
-            && stall
-                .timeout
-                .is_some_and(|(_, f)| f.load(std::sync::atomic::Ordering::SeqCst))
-        {
-            // Past its timeout (killed on the server): whatever the server
-            // answers is replaced by the timeout's error.
-            swallow = Some(1);
-            end.timed_out = true;
+        if expired && swallow.is_none() && !sent && !chunk_mid {
+            // Killed past its timeout: an error or rows from the server
+            // become the timeout's error. An OK is what the statement did
+            // before the kill arrived: reported as it is.
+            match backend.rbuf.get(HEADER) {
+                // Nothing of the answer yet: decided when it comes.
+                None | Some(0x00) => {}
+                Some(_) => {
+                    swallow = Some(chunk_seq);
+                    end.timed_out = true;
+                }
+            }
         }
         if swallow.is_none() {
             sent |= forward_to > 0 || rewrite.is_some();
@@ -576,10 +593,10 @@ where
         }
         if done && skip == 0 {
             if let Some(seq) = swallow {
-                let err = match stall.timeout {
-                    Some((t, _)) if end.timed_out => ErrPacket::new(
+                let err = match &stall.timeout {
+                    Some(t) if end.timed_out => ErrPacket::new(
                         codes::STATEMENT_TIMEOUT,
-                        format!("Query execution was interrupted (concord: statement timeout of {t:?} exceeded: listener.statement_timeout, the user's statement_timeout or a /* concord:timeout */ hint); the statement was killed on the server"),
+                        format!("Query execution was interrupted (concord: statement timeout of {:?} exceeded: listener.statement_timeout, the user's statement_timeout or a /* concord:timeout */ hint); the statement was killed on the server", t.limit),
                     ),
                     _ => ErrPacket::new(
                     codes::NOT_ALLOWED_COMMAND,
@@ -601,10 +618,24 @@ where
         }
         // Biased: an answer already waiting is taken without registering
         // the stall watch at all.
-        let filled = tokio::select! {
-            biased;
-            r = backend.fill() => r,
-            e = stall.wait(&progress) => Err(e),
+        let filled = match deadline {
+            Some(at) if !expired => tokio::select! {
+                biased;
+                r = backend.fill() => r,
+                e = stall.wait(&progress) => Err(e),
+                _ = tokio::time::sleep_until(at) => {
+                    expired = true;
+                    if let Some(t) = &stall.timeout {
+                        crate::session::kill::kill_for_timeout(t.shared, t.info, &t.held).await;
+                    }
+                    continue;
+                }
+            },
+            _ => tokio::select! {
+                biased;
+                r = backend.fill() => r,
+                e = stall.wait(&progress) => Err(e),
+            },
         };
         if let Err(e) = filled {
             let _ = client.io.flush().await;

@@ -375,7 +375,8 @@ impl Session {
                     Vec::new()
                 };
             let digest = classify::fingerprint(&sql, &mut self.digest_buf);
-            let digest = (digest, self.digest_buf.as_slice().into());
+            let kept = self.digest_buf.len().min(self.shared.digests.max_text());
+            let digest = (digest, self.digest_buf[..kept].into());
             self.stmts.insert(
                 id,
                 ClientStmt {
@@ -429,7 +430,7 @@ impl Session {
     pub(super) async fn stmt_execute(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
         let digest = match self.stmts.map.get(&id) {
-            Some(s) if self.shared.digests.on() => s.digest.clone(),
+            Some(s) if self.shared.digests.timing() => s.digest.clone(),
             _ => return self.stmt_execute_inner(cmd).await,
         };
         self.note = Default::default();
@@ -448,7 +449,7 @@ impl Session {
             return Err((unknown(id, "mysqld_stmt_execute"), 1));
         };
         let class = stmt.class;
-        self.stmt_timeout = super::hinted(self.stmt_timeout, class.hint_timeout);
+        self.stmt_timeout = super::hinted(self.default_timeout(), class.hint_timeout);
         let params = stmt.params;
         let long_data = stmt.long_data;
         let assigned = stmt.assigned.clone();
