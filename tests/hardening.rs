@@ -847,7 +847,14 @@ async fn the_write_buffer_is_bounded_by_count_and_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_cannot_hold_unbounded_state() {
-    let (_db, node) = single("").await;
+    let _db = MariaDb::start("primary", 1).await;
+    let mut cfg = ConcordConfig::single(&_db.addr());
+    // Every `SET @vN` below is a new statement shape: the node's digest
+    // table (bounded by its own cap, see proxy/tests/digest_memory.rs)
+    // would fill up to it. Kept small here so what is measured is the
+    // session's state.
+    cfg.extra.push_str("[digests]\nmax_memory = \"64KiB\"\n");
+    let node = Concord::start(cfg).await;
     // concord keeps each open statement's text (to prepare it lazily on
     // other backends): past 4096 open statements PREPARE gets 1461, as a
     // server past max_prepared_stmt_count, and the session goes on.
