@@ -455,21 +455,25 @@ impl Session {
         }
     }
 
-    /// [`Session::leave_fenced_primary`] for a statement placed on `w`,
-    /// then placed again on the primary: true when it moved (the caller
-    /// readies the new connection and asks again).
+    /// [`Session::leave_fenced_primary`] for `cmd`, placed on `w`, then
+    /// placed again on the primary: true when it moved (the caller readies
+    /// the new connection and asks again). On error `cmd` is dropped.
     pub(super) async fn replace_fenced_primary(
         &mut self,
         w: Which,
-        cmd_bytes: usize,
-    ) -> Result<bool, SessionError> {
+        cmd: CmdHead,
+    ) -> Result<bool, (SessionError, u8)> {
         if w != Which::Primary || !self.leave_fenced_primary() {
             return Ok(false);
         }
-        self.ensure_primary(cmd_bytes).await?;
+        let mut placed = self.ensure_primary(cmd.len).await;
         // A token read vouched for by the old primary asks the new one.
-        if let Some(t) = self.read_token.clone() {
-            self.primary_has(&t, true).await?;
+        if let (Ok(()), Some(t)) = (&placed, self.read_token.clone()) {
+            placed = self.primary_has(&t, true).await;
+        }
+        if let Err(e) = placed {
+            self.discard(cmd).await.map_err(|e| (e, 1))?;
+            return Err((e, 1));
         }
         Ok(true)
     }

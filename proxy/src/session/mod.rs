@@ -863,9 +863,8 @@ fn hinted(
     default: Option<std::time::Duration>,
     hint: Option<std::time::Duration>,
 ) -> Option<std::time::Duration> {
-    match (default, hint) {
-        (Some(d), Some(h)) if !h.is_zero() => Some(d.min(h)),
-        (None, Some(h)) if !h.is_zero() => Some(h),
-        (d, _) => d,
+    match hint.filter(|h| !h.is_zero()) {
+        Some(h) => Some(default.map_or(h, |d| d.min(h))),
+        None => default,
     }
 }

@@ -125,13 +125,8 @@ impl Session {
                     return Err((e, 1));
                 }
             }
-            match self.replace_fenced_primary(w, cmd.len).await {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => {
-                    self.discard(cmd).await.map_err(|e| (e, 1))?;
-                    return Err((e, 1));
-                }
+            if !self.replace_fenced_primary(w, cmd).await? {
+                break;
             }
         }
         let retry = w != Which::Primary && cmd.whole;

@@ -353,13 +353,8 @@ impl Session {
                     self.close_on(w, victim).await;
                 }
             }
-            match self.replace_fenced_primary(w, cmd.len).await {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => {
-                    self.discard(cmd).await.map_err(|e| (e, 1))?;
-                    return Err((e, 1));
-                }
+            if !self.replace_fenced_primary(w, cmd).await? {
+                break;
             }
         }
         let id = self.stmts.alloc();
@@ -484,13 +479,8 @@ impl Session {
             };
             // Readying took round trips: a fence meanwhile moves the
             // statement (see `leave_fenced_primary`).
-            match self.replace_fenced_primary(w, cmd.len).await {
-                Ok(false) => break bid,
-                Ok(true) => {}
-                Err(e) => {
-                    self.discard(cmd).await.map_err(|e| (e, 1))?;
-                    return Err((e, 1));
-                }
+            if !self.replace_fenced_primary(w, cmd).await? {
+                break bid;
             }
         };
         let conn_id = self.conns.get(w).map(|b| b.conn.id).unwrap_or(0);
