@@ -167,3 +167,136 @@ async fn timeouts_racing_the_answer_report_what_happened() {
     );
     assert_eq!(rows, acked, "the rows are exactly the acknowledged inserts");
 }
+
+/// A client that goes away while its statement runs: the statement is
+/// killed on its server, not left to run to its end holding a backend
+/// connection (and whatever locks it took). With the watch switched off
+/// (test-only `disconnect-without-kill`) it runs on.
+async fn abandoned(hooks: &str) -> bool {
+    let (topo, fleet) = setup(hooks).await;
+    let node = &fleet.nodes[0];
+    let mut raw = harness::raw::RawClient::connect(node.cfg.port, "patient", PASSWORD, 0).await;
+    let mut q = vec![concord_protocol::consts::com::QUERY];
+    q.extend_from_slice(b"SELECT SLEEP(20) AS m_gone");
+    raw.send(&q).await;
+    // Running on the replica; then the client vanishes.
+    let t = Instant::now();
+    while !running(&topo.replicas[0], "m_gone").await {
+        assert!(t.elapsed() < Duration::from_secs(10), "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = running(&topo.replicas[0], "m_gone").await;
+    if !hooks.contains("disconnect-without-kill") {
+        let m = node.http_get("/metrics").await.unwrap().1;
+        assert!(
+            m.contains("concord_client_gone_mid_statement_total 1"),
+            "{m}"
+        );
+    }
+    still
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_has_its_statement_killed() {
+    assert!(
+        !abandoned("").await,
+        "the abandoned statement still runs 1.5 s after its client left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_watch_an_abandoned_statement_runs_on() {
+    assert!(abandoned("disconnect-without-kill").await);
+}
+
+/// `transaction_timeout`: a transaction open too long, idle or busy, is
+/// rolled back on its server (its row lock freed, its write gone), and
+/// the client's next statements hear why until it sends ROLLBACK. With
+/// the rollback switched off (test-only `txn-timeout-keeps-txn`) the
+/// transaction stays open and commits.
+async fn txn_timeout_case(hooks: &str) -> (Vec<String>, i64, i64) {
+    let topo = Topology::start(1).await;
+    topo.primary
+        .exec("CREATE TABLE test.tt (id INT PRIMARY KEY, v INT); INSERT INTO test.tt VALUES (1, 0), (2, 0)")
+        .await;
+    let fleet = Fleet::start(1, topo.backends(), |_, c| {
+        c.test_hooks = hooks.into();
+        c.listener_extra.push_str("transaction_timeout = \"1s\"\n");
+    })
+    .await;
+    let node = &fleet.nodes[0];
+    let mut said = Vec::new();
+    let mut c = node.conn().await;
+    // Idle in a transaction holding a row lock.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE test.tt SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let open: Vec<i64> = topo
+        .primary
+        .query("SELECT COUNT(*) FROM information_schema.INNODB_TRX")
+        .await;
+    let idle_open = open.first().copied().unwrap_or(-1);
+    for sql in ["UPDATE test.tt SET v = 2 WHERE id = 2", "COMMIT"] {
+        said.push(match c.query_drop(sql).await {
+            Ok(()) => "ok".into(),
+            Err(e) => e.to_string(),
+        });
+    }
+    // Busy: a statement still running at the deadline is killed.
+    c.query_drop("ROLLBACK").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    let t = Instant::now();
+    said.push(
+        match c
+            .query_drop("SELECT SLEEP(3) AS m_txn FROM test.tt LIMIT 1")
+            .await
+        {
+            Ok(()) => "ok".into(),
+            Err(e) => e.to_string(),
+        },
+    );
+    let busy_took = t.elapsed();
+    assert!(busy_took < Duration::from_millis(2500), "{busy_took:?}");
+    said.push(match c.query_drop("COMMIT").await {
+        Ok(()) => "ok".into(),
+        Err(e) => e.to_string(),
+    });
+    c.query_drop("ROLLBACK").await.unwrap();
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the session goes on");
+    let v: Vec<i64> = topo.primary.query("SELECT SUM(v) FROM test.tt").await;
+    println!("{hooks:?}: idle open trx {idle_open}; said {said:?}; busy statement took {busy_took:?}; sum {v:?}");
+    (said, idle_open, v.first().copied().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_its_timeout_is_rolled_back_and_the_client_told() {
+    let (said, idle_open, sum) = txn_timeout_case("").await;
+    assert_eq!(
+        idle_open, 0,
+        "the idle transaction was rolled back on the server"
+    );
+    assert!(
+        said[0].contains("1969") && said[0].contains("transaction_timeout of 1s"),
+        "{said:?}"
+    );
+    assert!(said[1].contains("COMMIT failed"), "{said:?}");
+    assert!(
+        said[2].contains("1969") && said[2].contains("transaction_timeout"),
+        "{said:?}"
+    );
+    assert!(said[3].contains("1969"), "{said:?}");
+    assert_eq!(sum, 0, "nothing of either transaction was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_rollback_the_timed_out_transaction_commits() {
+    let (said, idle_open, sum) = txn_timeout_case("txn-timeout-keeps-txn").await;
+    assert_eq!(idle_open, 1, "{said:?}");
+    assert_eq!(said[1], "ok", "{said:?}");
+    assert_eq!(sum, 3, "the timed-out transaction committed v = 1 + 2");
+}

@@ -195,6 +195,13 @@ pub struct ListenerConfig {
     /// with `/* concord:timeout=2s */`.
     #[serde(default)]
     pub statement_timeout: Duration,
+    /// A transaction open longer (idle or busy) is rolled back: a
+    /// statement running at the deadline is killed on its server, the
+    /// transaction's server connection is closed, and the client's next
+    /// statement gets error 1969 naming this key until it sends ROLLBACK;
+    /// "0s" = no limit. Per user in `[[users]]`.
+    #[serde(default)]
+    pub transaction_timeout: Duration,
 }
 
 fn default_handshake_timeout() -> Duration {
@@ -320,6 +327,9 @@ pub struct UserConfig {
     /// This user's `listener.statement_timeout` ("0s": none).
     #[serde(default)]
     pub statement_timeout: Option<Duration>,
+    /// This user's `listener.transaction_timeout` ("0s": none).
+    #[serde(default)]
+    pub transaction_timeout: Option<Duration>,
 }
 
 impl UserConfig {

@@ -183,6 +183,17 @@ pub fn statement_timeout() {
     counter!("concord_statement_timeouts_total").increment(1);
 }
 
+/// A transaction passed `transaction_timeout` and was rolled back.
+pub fn transaction_timeout() {
+    counter!("concord_transaction_timeouts_total").increment(1);
+}
+
+/// A client went away while its statement ran: the statement was killed
+/// on its server.
+pub fn client_gone_mid_statement() {
+    counter!("concord_client_gone_mid_statement_total").increment(1);
+}
+
 /// A statement for a primary refused before its first byte went out
 /// (this node's lease or epoch no longer covers the route).
 pub fn refused_before_send() {

@@ -22,6 +22,7 @@ pub struct User {
     pub read_your_writes: Option<ReadYourWrites>,
     pub connection_admin: bool,
     pub statement_timeout: Option<Duration>,
+    pub transaction_timeout: Option<Duration>,
 }
 
 impl User {
@@ -51,6 +52,7 @@ impl User {
             read_your_writes: u.read_your_writes,
             connection_admin: u.connection_admin,
             statement_timeout: u.statement_timeout,
+            transaction_timeout: u.transaction_timeout,
         }
     }
 }
@@ -91,6 +93,7 @@ impl UserDb {
             read_your_writes: None,
             connection_admin: true,
             statement_timeout: None,
+            transaction_timeout: None,
         };
         Self::from_config(std::slice::from_ref(&u))
     }

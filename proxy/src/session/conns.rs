@@ -612,6 +612,7 @@ impl Session {
             }
             self.write_epoch = epoch;
         }
+        let timeout = self.deadline();
         let Some(b) = self.conns.get_mut(w) else {
             return Err((
                 SessionError::reply(codes::UNKNOWN_ERROR, "concord: no backend connection"),
@@ -626,17 +627,14 @@ impl Session {
         b.pool.outstanding.fetch_add(1, Ordering::Relaxed);
         self.info.running.store(b.conn.id, Ordering::Relaxed);
         let started = Instant::now();
-        let timeout = self.stmt_timeout.map(|limit| relay::Timeout {
-            limit,
+        let running = relay::Running {
             shared: &self.shared,
             info: &self.info,
-            held: crate::shared::HeldConn {
-                conn_id: b.conn.id,
-                thread_id: b.conn.thread_id,
-                pool: b.pool.clone(),
-                user: self.user.clone(),
-            },
-        });
+            conn_id: b.conn.id,
+            thread_id: b.conn.thread_id,
+            pool: &b.pool,
+            user: &self.user,
+        };
         let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
             .await
         {
@@ -656,6 +654,7 @@ impl Session {
                         config: &self.shared.config,
                         lease: (w == Which::Primary).then_some((&*self.shared.lease, b.epoch)),
                         timeout,
+                        running: Some(running),
                     },
                 )
                 .await

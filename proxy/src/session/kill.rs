@@ -243,17 +243,19 @@ pub async fn kill_backend_query(
     }
 }
 
-/// A statement passed its timeout: `KILL QUERY` on its backend thread,
-/// run to completion by the relay that waits for the statement's answer
-/// (so the session cannot give the connection to anyone meanwhile, and
-/// the kill gate keeps another session's KILL out).
-pub async fn kill_for_timeout(shared: &Shared, info: &crate::shared::SessionInfo, h: &HeldConn) {
-    crate::metrics::statement_timeout();
-    if concord_config::testhooks::on("timeout-without-kill") {
-        return;
-    }
+/// A statement must stop (its timeout passed, its client went away):
+/// `KILL QUERY` on its backend thread, run to completion by the relay
+/// that waits for the statement's answer (so the session cannot give the
+/// connection to anyone meanwhile, and the kill gate keeps another
+/// session's KILL out).
+pub async fn kill_running(
+    shared: &Shared,
+    info: &crate::shared::SessionInfo,
+    h: &HeldConn,
+    why: &str,
+) {
     let still = || info.running.load(std::sync::atomic::Ordering::Relaxed) == h.conn_id;
     if let Err(e) = kill_backend_query(shared, h, &info.kill_gate, still).await {
-        tracing::warn!(session = info.id, backend = %h.pool.name, "statement timeout: KILL QUERY on backend thread {} failed: {e}", h.thread_id);
+        tracing::warn!(session = info.id, backend = %h.pool.name, "{why}: KILL QUERY on backend thread {} failed: {e}", h.thread_id);
     }
 }

@@ -10,6 +10,7 @@
 
 mod causal;
 mod conns;
+mod deadline;
 mod digests;
 pub mod handshake;
 pub mod kill;
@@ -62,6 +63,11 @@ pub struct Session {
     stmt_timeout: Option<std::time::Duration>,
     /// Where the open transaction runs, if one is open.
     txn: Option<Which>,
+    /// The open transaction's `transaction_timeout` deadline.
+    txn_clock: deadline::TxnClock,
+    /// The transaction was rolled back by `transaction_timeout` (this
+    /// long): what the client is told until it sends ROLLBACK.
+    txn_timed_out: Option<std::time::Duration>,
     /// Why everything stays on the primary connection (`Pin` bits): state
     /// the server holds there that concord cannot replay elsewhere
     /// (temporary tables, locks, ...).
@@ -198,6 +204,8 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         note: Default::default(),
         stmt_timeout: None,
         txn: None,
+        txn_clock: deadline::TxnClock::Off,
+        txn_timed_out: None,
         pins: 0,
         pinned_names: Vec::new(),
         last: None,
@@ -293,6 +301,7 @@ impl Session {
                 }
             };
             self.cmd_at = self.info.touch();
+            self.expire_txn_at_arrival();
             self.stmt_timeout = None;
             self.info.queries.fetch_add(1, Ordering::Relaxed);
             if let Some(why) = self.lost.take() {
@@ -312,6 +321,7 @@ impl Session {
             // was forwarded leaves it set).
             self.status_fix = None;
             self.drop_poisoned();
+            self.tick_txn_clock();
             // At a transaction boundary: drop connections to backends the
             // routing no longer offers (drained, in maintenance, fenced),
             // and in transaction mode give back what can move.
@@ -354,9 +364,16 @@ impl Session {
             }
             // Biased: the read is polled first, so when the command is
             // already there the kill Notify is never registered.
+            let txn_deadline = self.txn_clock.at().map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 r = self.client.fill() => { r.map_err(SessionError::Client)?; }
+                _ = relay::until(txn_deadline), if txn_deadline.is_some() => {
+                    // Idle in a transaction past its deadline.
+                    if let deadline::TxnClock::Until { limit, .. } = self.txn_clock {
+                        self.end_timed_out_txn(limit);
+                    }
+                }
                 _ = self.info.kill.notified() => {
                     let why = self.info.kill_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     // Without a reason it is a nudge (shutdown, or the
@@ -429,7 +446,7 @@ impl Session {
     async fn dispatch(&mut self, cmd: CmdHead) -> Result<bool, (SessionError, u8)> {
         let code = cmd.visible(&self.client.rbuf)[0];
         crate::metrics::command(code);
-        if self.txn_lost && code == com::QUERY {
+        if self.txn_lost && matches!(code, com::QUERY | com::STMT_EXECUTE) {
             return self.while_txn_lost(cmd).await.map(|_| true);
         }
         if code == com::QUERY
@@ -580,16 +597,6 @@ impl Session {
         }
     }
 
-    /// The statement timeout of a command without a hint: the user's,
-    /// else `listener.statement_timeout` (zero: none).
-    fn default_timeout(&self) -> Option<std::time::Duration> {
-        let t = match self.user.statement_timeout {
-            Some(t) => t.get(),
-            None => self.shared.config.load().listener.statement_timeout.get(),
-        };
-        (!t.is_zero()).then_some(t)
-    }
-
     /// Server defaults again: session state, prepared statements, pins.
     fn forget_session_state(&mut self) {
         self.state.reset();
@@ -602,6 +609,7 @@ impl Session {
         self.after = None;
         self.txn = None;
         self.txn_lost = false;
+        self.txn_timed_out = None;
         self.next_on_primary = false;
         self.lost = None;
         self.last = None;
@@ -691,6 +699,7 @@ impl Session {
         self.forget_session_state();
         self.status = status::AUTOCOMMIT;
         self.txn_lost = false;
+        self.txn_timed_out = None;
         if let Some(db) = req.database {
             self.state.db = Some(db);
             if let Err(e) = self.ensure_primary(0).await {
@@ -708,21 +717,29 @@ impl Session {
     /// the same explanation until ROLLBACK (or COMMIT, which is told that
     /// nothing was committed).
     async fn while_txn_lost(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        let kind = crate::classify::classify(&cmd.visible(&self.client.rbuf)[1..]).kind;
+        let p = cmd.visible(&self.client.rbuf);
+        let kind = if p[0] == com::QUERY {
+            Some(crate::classify::classify(&p[1..]).kind)
+        } else {
+            None
+        };
         self.discard(cmd).await.map_err(|e| (e, 1))?;
+        if let Some(limit) = self.txn_timed_out {
+            return self.while_txn_timed_out(kind, limit).await;
+        }
         let lost = |msg: &str| ErrPacket {
             code: codes::CR_SERVER_LOST.0,
             state: *b"08007",
             message: msg.into(),
         };
         match kind {
-            crate::classify::Kind::Rollback => {
+            Some(crate::classify::Kind::Rollback) => {
                 self.txn_lost = false;
                 let mut seq = 1;
                 write_ok(&mut self.client.wbuf, &mut seq, self.caps, 0, "");
                 self.client.flush().await.map_err(|e| (SessionError::Client(e), 1))
             }
-            crate::classify::Kind::Commit => {
+            Some(crate::classify::Kind::Commit) => {
                 self.txn_lost = false;
                 Err((SessionError::Reply(lost("COMMIT failed: the transaction was lost with its backend connection and rolled back by the server; nothing was committed")), 1))
             }
@@ -855,16 +872,4 @@ fn parse_change_user(p: &[u8], caps: u32) -> Result<ChangeUser, ProtoError> {
         database: (!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned()),
         collation,
     })
-}
-
-/// A `/* concord:timeout=... */` hint shortens the default timeout (it
-/// cannot lift the operator's limit: "0s" or a longer hint keeps it).
-fn hinted(
-    default: Option<std::time::Duration>,
-    hint: Option<std::time::Duration>,
-) -> Option<std::time::Duration> {
-    match hint.filter(|h| !h.is_zero()) {
-        Some(h) => Some(default.map_or(h, |d| d.min(h))),
-        None => default,
-    }
 }

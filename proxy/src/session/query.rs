@@ -35,7 +35,7 @@ impl Session {
     async fn query_inner(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let sql = &cmd.visible(&self.client.rbuf)[1..];
         let mut class = classify::classify(sql);
-        self.stmt_timeout = super::hinted(self.default_timeout(), class.hint_timeout);
+        self.stmt_timeout = super::deadline::hinted(self.default_timeout(), class.hint_timeout);
         if !cmd.whole {
             class.flags |= flag::TRUNCATED;
             class.flags &= !flag::ONLY_SETS;

@@ -31,16 +31,69 @@ pub struct Stall<'a> {
     /// epoch's lease has lapsed ([`RelayError::Late`]).
     pub lease: Option<(&'a concord_consensus::Lease, u64)>,
     /// The statement's timeout, if it has one.
-    pub timeout: Option<Timeout<'a>>,
+    pub timeout: Option<Timeout>,
+    /// What a KILL QUERY of the statement needs (its timeout passed, or
+    /// its client went away). `None` only in unit tests.
+    pub running: Option<Running<'a>>,
 }
 
-/// A statement's timeout and what is needed to kill it on its server.
-pub struct Timeout<'a> {
+/// When a statement is cut off, and which setting says so.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout {
+    /// From when the statement is sent.
     pub limit: std::time::Duration,
+    /// The transaction's deadline is what binds: its `transaction_timeout`.
+    pub txn: Option<std::time::Duration>,
+}
+
+impl Timeout {
+    fn error(&self) -> ErrPacket {
+        let what = match self.txn {
+            Some(t) => format!("transaction_timeout of {t:?} passed with this transaction open; the statement was killed on the server and concord rolls the transaction back"),
+            None => format!("statement timeout of {:?} exceeded: listener.statement_timeout, the user's statement_timeout or a /* concord:timeout */ hint; the statement was killed on the server", self.limit),
+        };
+        ErrPacket::new(
+            codes::STATEMENT_TIMEOUT,
+            format!("Query execution was interrupted (concord: {what})"),
+        )
+    }
+}
+
+/// The statement being relayed: the session and backend thread a KILL
+/// QUERY through a side connection needs. Borrowed, so a statement that
+/// is never killed costs nothing.
+pub struct Running<'a> {
     pub shared: &'a crate::shared::Shared,
     pub info: &'a crate::shared::SessionInfo,
-    pub held: crate::shared::HeldConn,
+    pub conn_id: u64,
+    pub thread_id: u32,
+    pub pool: &'a std::sync::Arc<crate::backend::BackendPool>,
+    pub user: &'a std::sync::Arc<crate::users::User>,
 }
+
+impl Running<'_> {
+    async fn kill(&self, why: &str) {
+        if concord_config::testhooks::on(if why == "timeout" {
+            "timeout-without-kill"
+        } else {
+            "disconnect-without-kill"
+        }) {
+            return;
+        }
+        let held = crate::shared::HeldConn {
+            conn_id: self.conn_id,
+            thread_id: self.thread_id,
+            pool: self.pool.clone(),
+            user: self.user.clone(),
+        };
+        crate::session::kill::kill_running(self.shared, self.info, &held, why).await;
+    }
+}
+
+/// Client bytes read ahead while a statement runs, beyond which its
+/// disconnect is no longer watched for (a client pipelining that much is
+/// alive).
+const WATCH_LIMIT: usize = 64 * 1024;
 
 impl Stall<'_> {
     /// An answer from the primary of `epoch` arrived after the lease for
@@ -361,7 +414,7 @@ where
         .as_ref()
         .map(|t| tokio::time::Instant::now() + t.limit);
     let mut expired = false;
-    loop {
+    'relay: loop {
         // Where this chunk starts: inside a packet, or at the header of
         // the packet with sequence id `next_seq`.
         let (chunk_mid, chunk_seq) = (skip > 0, next_seq);
@@ -594,10 +647,7 @@ where
         if done && skip == 0 {
             if let Some(seq) = swallow {
                 let err = match &stall.timeout {
-                    Some(t) if end.timed_out => ErrPacket::new(
-                        codes::STATEMENT_TIMEOUT,
-                        format!("Query execution was interrupted (concord: statement timeout of {:?} exceeded: listener.statement_timeout, the user's statement_timeout or a /* concord:timeout */ hint); the statement was killed on the server", t.limit),
-                    ),
+                    Some(t) if end.timed_out => t.error(),
                     _ => ErrPacket::new(
                     codes::NOT_ALLOWED_COMMAND,
                     "The used command is not allowed with this MySQL version: LOAD DATA LOCAL needs the client to enable local files (e.g. --local-infile)",
@@ -617,25 +667,35 @@ where
             continue;
         }
         // Biased: an answer already waiting is taken without registering
-        // the stall watch at all.
-        let filled = match deadline {
-            Some(at) if !expired => tokio::select! {
+        // the other watches at all. While the answer is awaited, the
+        // client is read too: bytes it sends early stay buffered for the
+        // command loop, and its going away kills the statement on the
+        // server instead of leaving it to run to the end.
+        let filled = loop {
+            tokio::select! {
                 biased;
-                r = backend.fill() => r,
-                e = stall.wait(&progress) => Err(e),
-                _ = tokio::time::sleep_until(at) => {
+                r = backend.fill() => break r,
+                e = stall.wait(&progress) => break Err(e),
+                _ = until(deadline), if deadline.is_some() && !expired => {
                     expired = true;
-                    if let Some(t) = &stall.timeout {
-                        crate::session::kill::kill_for_timeout(t.shared, t.info, &t.held).await;
+                    if stall.timeout.is_some_and(|t| t.txn.is_none()) {
+                        crate::metrics::statement_timeout();
                     }
-                    continue;
+                    if let Some(r) = &stall.running {
+                        r.kill("timeout").await;
+                    }
+                    continue 'relay;
                 }
-            },
-            _ => tokio::select! {
-                biased;
-                r = backend.fill() => r,
-                e = stall.wait(&progress) => Err(e),
-            },
+                r = client.fill(), if client.rbuf.len() < WATCH_LIMIT => {
+                    if let Err(e) = r {
+                        crate::metrics::client_gone_mid_statement();
+                        if let Some(r) = &stall.running {
+                            r.kill("client gone").await;
+                        }
+                        return Err(RelayError::Client(e));
+                    }
+                }
+            }
         };
         if let Err(e) = filled {
             let _ = client.io.flush().await;
@@ -643,6 +703,14 @@ where
         }
         fills += 1;
         progress.store(fills, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Resolves at `at`; never without one.
+pub async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -734,6 +802,7 @@ pub mod harness {
             config: &cfg,
             lease: None,
             timeout: None,
+            running: None,
         };
         let mut sc = Scanner::new(expect, backend_caps & cap::DEPRECATE_EOF != 0);
         let r = tokio::time::timeout(

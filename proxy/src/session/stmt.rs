@@ -444,7 +444,7 @@ impl Session {
             return Err((unknown(id, "mysqld_stmt_execute"), 1));
         };
         let class = stmt.class;
-        self.stmt_timeout = super::hinted(self.default_timeout(), class.hint_timeout);
+        self.stmt_timeout = super::deadline::hinted(self.default_timeout(), class.hint_timeout);
         let params = stmt.params;
         let long_data = stmt.long_data;
         let assigned = stmt.assigned.clone();
