@@ -11,6 +11,7 @@ pub mod gate;
 pub mod lease;
 pub mod net;
 pub mod node;
+pub mod rule;
 pub mod store;
 pub mod topology;
 pub mod types;
@@ -18,6 +19,7 @@ pub mod types;
 pub use gate::{WriteGate, WriteGuard};
 pub use lease::Lease;
 pub use node::{AppHandler, Consensus, ConsensusError, Status, Workflow, WorkflowHandler};
+pub use rule::Rule;
 pub use store::Applied;
 pub use topology::{
     Backend, BackendState, Command, Event, Op, Owner, Response, Role, SeedBackend, Topology,

@@ -135,6 +135,13 @@ pub enum Op {
     SetLease {
         ms: u64,
     },
+    /// A query rule (see [`crate::rule`]); its id must be free.
+    AddRule {
+        rule: crate::rule::Rule,
+    },
+    DropRule {
+        id: u32,
+    },
 }
 
 /// Who runs the promotion workflows (see [`Op::Claim`]).
@@ -212,6 +219,9 @@ pub struct Topology {
     pub lease_ms: u64,
     #[serde(default)]
     pub prev_lease_ms: u64,
+    /// Query rules by id (evaluated in id order).
+    #[serde(default)]
+    pub rules: BTreeMap<u32, crate::rule::Rule>,
 }
 
 impl Topology {
@@ -238,6 +248,11 @@ impl Topology {
             });
             while self.events.len() > MAX_EVENTS {
                 self.events.pop_front();
+            }
+        }
+        if let (true, Op::AddRule { rule }) = (res.ok, &cmd.op) {
+            if let Some(r) = self.rules.get_mut(&rule.id) {
+                r.index = index;
             }
         }
         if res.ok && matches!(cmd.op, Op::Fence { .. } | Op::Freeze { .. }) {
@@ -444,6 +459,23 @@ impl Topology {
                 self.lease_ms = *ms;
                 ok(format!("the fleet's lease is {ms} ms"))
             }
+            Op::AddRule { rule } => {
+                if self.rules.contains_key(&rule.id) {
+                    return no(format!("rule {} exists; DROP RULE {} first", rule.id, rule.id));
+                }
+                if self.rules.len() >= crate::rule::MAX_RULES {
+                    return no(format!("at most {} rules", crate::rule::MAX_RULES));
+                }
+                if let Err(e) = rule.check() {
+                    return no(e);
+                }
+                self.rules.insert(rule.id, rule.clone());
+                ok(format!("rule {} added: {}", rule.id, rule.action.describe()))
+            }
+            Op::DropRule { id } => match self.rules.remove(id) {
+                Some(_) => ok(format!("rule {id} dropped")),
+                None => no(format!("no rule {id}")),
+            },
         }
     }
 
@@ -473,6 +505,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::Note => "note",
         Op::Claim { .. } => "claim",
         Op::SetLease { .. } => "set_lease",
+        Op::AddRule { .. } => "add_rule",
+        Op::DropRule { .. } => "drop_rule",
     }
 }
 

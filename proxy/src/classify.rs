@@ -156,6 +156,9 @@ pub struct Class {
     pub hint_after: Option<(u32, u32)>,
     /// `/* concord:timeout=2s */`.
     pub hint_timeout: Option<Duration>,
+    /// A query rule's ROUTE REPLICA: a read may go to a replica even
+    /// with `routing.split_reads` off.
+    pub rule_replica: bool,
 }
 
 impl Class {
@@ -561,6 +564,7 @@ pub fn classify(sql: &[u8]) -> Class {
         hint_max_lag: lx.hint_max_lag,
         hint_timeout: lx.hint_timeout,
         hint_after: lx.hint_after,
+        rule_replica: false,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod node;
 pub mod reload;
 pub mod router;
 pub mod routing;
+pub mod rules;
 pub mod server;
 pub mod session;
 pub mod shared;

@@ -183,6 +183,11 @@ pub fn statement_timeout() {
     counter!("concord_statement_timeouts_total").increment(1);
 }
 
+/// A statement refused by a query rule's BLOCK.
+pub fn rule_blocked() {
+    counter!("concord_rule_blocked_total").increment(1);
+}
+
 /// A transaction passed `transaction_timeout` and was rolled back.
 pub fn transaction_timeout() {
     counter!("concord_transaction_timeouts_total").increment(1);

@@ -131,7 +131,7 @@ pub fn route(class: &Class, facts: &Facts, routing: &Routing, need_gtid: Option<
     if facts.pinned {
         return Route::Primary(Reason::Pinned);
     }
-    if !facts.split_reads {
+    if !facts.split_reads && !class.rule_replica {
         return Route::Primary(Reason::SplitOff);
     }
     read_target(facts, routing, need_gtid, Reason::Read)

@@ -34,6 +34,8 @@ pub struct Routing {
     /// The applied topology and the health view this was built from.
     pub applied: Arc<Applied>,
     pub health: Arc<HealthView>,
+    /// The query rules of the same applied topology, compiled.
+    pub rules: Arc<crate::rules::Rules>,
 }
 
 impl Routing {
@@ -47,6 +49,7 @@ impl Routing {
             replicas: Vec::new(),
             applied: Arc::new(Applied::default()),
             health: Arc::new(HealthView::default()),
+            rules: Arc::default(),
         }
     }
 
@@ -157,5 +160,6 @@ pub fn rebuild(
         replicas,
         applied: applied.clone(),
         health: health.clone(),
+        rules: crate::rules::Rules::rebuild(&old.rules, &topo.rules),
     }
 }

@@ -36,6 +36,9 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCmd, config_path: &Path) -> Out
                 shared.digests.capacity()
             ))
         }
+        AdminCmd::ShowRules => Output::Table(views::rules_table(shared)),
+        AdminCmd::AddRule(rule) => propose(shared, Op::AddRule { rule }).await,
+        AdminCmd::DropRule { id } => propose(shared, Op::DropRule { id }).await,
         AdminCmd::KillSession { id } => {
             let admin = crate::session::kill::Killer {
                 user: "the admin port".into(),

@@ -18,6 +18,12 @@ pub enum AdminCmd {
         limit: usize,
     },
     ResetDigests,
+    /// `ADD RULE n [USER 'u'] [SCHEMA 's'] [DIGEST 'hex'] [MATCH 're'] action`.
+    AddRule(concord_consensus::Rule),
+    DropRule {
+        id: u32,
+    },
+    ShowRules,
     KillSession {
         id: u64,
     },
@@ -150,6 +156,21 @@ impl P {
             _ => Err(format!("expected {what} in quotes")),
         }
     }
+    /// A quoted string only (case and spaces kept).
+    fn quoted(&mut self, what: &str) -> Result<String, String> {
+        match self.t.get(self.i) {
+            Some(T::Str(s)) => {
+                self.i += 1;
+                Ok(s.clone())
+            }
+            _ => Err(format!("expected {what} in quotes")),
+        }
+    }
+    fn duration_ms(&mut self, what: &str) -> Result<u64, String> {
+        let t = self.quoted(what)?;
+        let d = t.parse::<concord_config::Duration>()?.get();
+        u64::try_from(d.as_millis()).map_err(|_| format!("{what} too large"))
+    }
     fn num(&mut self, what: &str) -> Result<u64, String> {
         match self.t.get(self.i) {
             Some(T::Num(n)) => {
@@ -171,7 +192,66 @@ pub const HELP: &str = "SHOW BACKENDS | SHOW CLUSTER | SHOW EVENTS [LIMIT n] | S
 DRAIN BACKEND 'x' [TIMEOUT '30s'] | UNDRAIN BACKEND 'x' | SET BACKEND 'x' WEIGHT n | \
 SET BACKEND 'x' MAINTENANCE ON|OFF | ADD BACKEND 'x' ADDRESS 'host:port' [WEIGHT n] | REMOVE BACKEND 'x' | \
 ADD NODE n ADDRESS 'host:port' | REMOVE NODE n | SWITCHOVER TO 'x' | FAILOVER | REJOIN BACKEND 'x' | RELOAD CONFIG | \
-SHOW CONCORD DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n] | RESET CONCORD DIGESTS";
+SHOW CONCORD DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n] | RESET CONCORD DIGESTS | \
+ADD RULE n [USER 'u'] [SCHEMA 's'] [DIGEST 'hex'] [MATCH 'regex'] ROUTE PRIMARY|ROUTE REPLICA|BLOCK ['message']|TIMEOUT '2s'|MAX_LAG '1s' | \
+DROP RULE n | SHOW RULES";
+
+/// `ADD RULE` after its two words.
+fn add_rule(p: &mut P) -> Result<concord_consensus::Rule, String> {
+    use concord_consensus::rule::Action;
+    let id = u32::try_from(p.num("the rule id")?).map_err(|_| "rule id too large".to_string())?;
+    let mut rule = concord_consensus::Rule {
+        id,
+        user: None,
+        schema: None,
+        digest: None,
+        pattern: None,
+        action: Action::RoutePrimary,
+        index: 0,
+    };
+    loop {
+        if p.word("USER") {
+            rule.user = Some(p.quoted("the user name")?);
+        } else if p.word("SCHEMA") {
+            rule.schema = Some(p.quoted("the schema name")?);
+        } else if p.word("DIGEST") {
+            let h = p.quoted("the digest (hex, as SHOW CONCORD DIGESTS shows it)")?;
+            rule.digest = Some(
+                u64::from_str_radix(&h, 16)
+                    .map_err(|_| format!("DIGEST '{h}' is not a 16-digit hex digest"))?,
+            );
+        } else if p.word("MATCH") {
+            let re = p.quoted("the pattern")?;
+            crate::rules::compile(&re)?;
+            rule.pattern = Some(re);
+        } else {
+            break;
+        }
+    }
+    rule.action = if p.word("ROUTE") {
+        if p.word("PRIMARY") {
+            Action::RoutePrimary
+        } else if p.word("REPLICA") || p.word("REPLICAS") {
+            Action::RouteReplica
+        } else {
+            return Err("ROUTE PRIMARY or ROUTE REPLICA".into());
+        }
+    } else if p.word("BLOCK") {
+        let message = match p.t.get(p.i) {
+            Some(T::Str(_)) => p.quoted("the message")?,
+            _ => "this statement is blocked on this fleet".to_string(),
+        };
+        Action::Block { message }
+    } else if p.word("TIMEOUT") {
+        Action::TimeoutMs(p.duration_ms("TIMEOUT")?)
+    } else if p.word("MAX_LAG") {
+        Action::MaxLagMs(p.duration_ms("MAX_LAG")?)
+    } else {
+        return Err("ADD RULE n [USER 'u'] [SCHEMA 's'] [DIGEST 'hex'] [MATCH 'regex'] then ROUTE PRIMARY, ROUTE REPLICA, BLOCK ['message'], TIMEOUT '2s' or MAX_LAG '1s'".into());
+    };
+    rule.check()?;
+    Ok(rule)
+}
 
 /// Values of the system variables drivers ask the admin port about.
 fn variables(sql: &str) -> Vec<(String, Option<String>)> {
@@ -230,6 +310,8 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
             AdminCmd::ShowEvents { limit }
         } else if p.word("SESSIONS") {
             AdminCmd::ShowSessions
+        } else if p.word("RULES") {
+            AdminCmd::ShowRules
         } else if p.word("CONCORD") {
             p.expect("DIGESTS")?;
             let (order, desc) = if p.word("ORDER") {
@@ -256,7 +338,9 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
             };
             AdminCmd::ShowDigests { order, desc, limit }
         } else {
-            return Err("SHOW what? BACKENDS, CLUSTER, EVENTS, SESSIONS or CONCORD DIGESTS".into());
+            return Err(
+                "SHOW what? BACKENDS, CLUSTER, EVENTS, SESSIONS, RULES or CONCORD DIGESTS".into(),
+            );
         }
     } else if p.word("KILL") {
         p.expect("SESSION")?;
@@ -315,8 +399,10 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
                 id,
                 addr: p.string("the Raft address")?,
             }
+        } else if p.word("RULE") {
+            AdminCmd::AddRule(add_rule(&mut p)?)
         } else {
-            return Err("ADD BACKEND or ADD NODE".into());
+            return Err("ADD BACKEND, ADD NODE or ADD RULE".into());
         }
     } else if p.word("REMOVE") {
         if p.word("BACKEND") {
@@ -346,6 +432,12 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
         p.expect("CONCORD")?;
         p.expect("DIGESTS")?;
         AdminCmd::ResetDigests
+    } else if p.word("DROP") {
+        p.expect("RULE")?;
+        let id = p.num("the rule id")?;
+        AdminCmd::DropRule {
+            id: u32::try_from(id).map_err(|_| "rule id too large".to_string())?,
+        }
     } else if p.word("RELOAD") {
         p.expect("CONFIG")?;
         AdminCmd::ReloadConfig
@@ -359,6 +451,44 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_rules() {
+        use concord_consensus::rule::Action;
+        let AdminCmd::AddRule(r) = parse(
+            "ADD RULE 7 USER 'app' SCHEMA 'Shop' DIGEST '00000000000000ff' MATCH '^select .* from big' TIMEOUT '2s'",
+        )
+        .unwrap() else {
+            panic!("not a rule")
+        };
+        assert_eq!(r.id, 7);
+        assert_eq!(r.user.as_deref(), Some("app"));
+        assert_eq!(r.schema.as_deref(), Some("Shop"));
+        assert_eq!(r.digest, Some(255));
+        assert_eq!(r.pattern.as_deref(), Some("^select .* from big"));
+        assert_eq!(r.action, Action::TimeoutMs(2000));
+        let AdminCmd::AddRule(r) = parse("add rule 8 block 'not now'").unwrap() else {
+            panic!("not a rule")
+        };
+        assert_eq!(
+            r.action,
+            Action::Block {
+                message: "not now".into()
+            }
+        );
+        assert_eq!(parse("DROP RULE 8").unwrap(), AdminCmd::DropRule { id: 8 });
+        assert_eq!(parse("show rules").unwrap(), AdminCmd::ShowRules);
+        for bad in [
+            "ADD RULE 1",
+            "ADD RULE 1 MATCH '((' ROUTE PRIMARY",
+            "ADD RULE 1 DIGEST 'xyz' ROUTE PRIMARY",
+            "ADD RULE 1 TIMEOUT '0s'",
+            "ADD RULE 99999999999 ROUTE PRIMARY",
+            "ADD RULE 1 ROUTE SIDEWAYS",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_commands() {

@@ -368,6 +368,37 @@ pub fn digests_table(shared: &Shared, order: &str, desc: bool, limit: usize) -> 
     t
 }
 
+/// The fleet's query rules as this node applies them, each with the Raft
+/// log index it was committed at and this node's hit count.
+pub fn rules_table(shared: &Shared) -> Table {
+    let rules = shared.routing.load().rules.clone();
+    let mut t = Table::new(&[
+        ("id", I),
+        ("user", S),
+        ("schema", S),
+        ("digest", S),
+        ("match", S),
+        ("action", S),
+        ("hits", I),
+        ("log_index", I),
+    ]);
+    let opt = |o: &Option<String>| o.as_deref().map(str::to_string);
+    for c in &rules.list {
+        let r = &c.rule;
+        t.rows.push(vec![
+            s(r.id),
+            opt(&r.user),
+            opt(&r.schema),
+            r.digest.map(|d| format!("{d:016x}")),
+            opt(&r.pattern),
+            s(r.action.describe()),
+            s(c.hits.load(std::sync::atomic::Ordering::Relaxed)),
+            s(r.index),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

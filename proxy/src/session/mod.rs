@@ -18,6 +18,7 @@ pub mod local;
 mod multiplex;
 mod query;
 pub mod relay;
+mod rules;
 mod ryw;
 pub mod state;
 mod stmt;

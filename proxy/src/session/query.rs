@@ -15,24 +15,35 @@ use concord_protocol::scan::Expect;
 
 impl Session {
     /// COM_QUERY, recorded in the node's digests when they are on.
+    /// Query rules see the same fingerprint.
     pub(super) async fn query(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        if !self.shared.digests.timing() {
-            return self.query_inner(cmd).await;
+        let timing = self.shared.digests.timing();
+        if !timing && self.shared.routing.load().rules.is_empty() {
+            return self.query_inner(cmd, None).await;
         }
         let mut buf = std::mem::take(&mut self.digest_buf);
         let sql = &cmd.visible(&self.client.rbuf)[1..];
         let digest = classify::fingerprint(sql, &mut buf);
+        let rules = self.rule_effect(digest, &buf);
+        if !timing {
+            self.digest_buf = buf;
+            return self.query_inner(cmd, rules).await;
+        }
         // The literal text only when the slow log may show it.
         let values = self.shared.digests.slow_values().then(|| sql.to_vec());
         self.note = Default::default();
         let t0 = std::time::Instant::now();
-        let r = self.query_inner(cmd).await;
+        let r = self.query_inner(cmd, rules).await;
         self.record_digest(digest, &buf, t0, r.is_err(), values.as_deref());
         self.digest_buf = buf;
         r
     }
 
-    async fn query_inner(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+    async fn query_inner(
+        &mut self,
+        cmd: CmdHead,
+        rules: Option<crate::rules::Effect>,
+    ) -> Result<(), (SessionError, u8)> {
         let sql = &cmd.visible(&self.client.rbuf)[1..];
         let mut class = classify::classify(sql);
         self.stmt_timeout = super::deadline::hinted(self.default_timeout(), class.hint_timeout);
@@ -62,6 +73,13 @@ impl Session {
             }
             _ => {}
         }
+        if let Some(e) = rules {
+            if let Err(e) = self.apply_rules(e, &mut class) {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        }
+        let sql = &cmd.visible(&self.client.rbuf)[1..];
         self.pending_after = match Self::hint_token(&class, sql) {
             Ok(t) => t,
             Err(e) => {

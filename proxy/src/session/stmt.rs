@@ -424,18 +424,28 @@ impl Session {
     /// needed, re-send parameter types a new backend has not seen.
     pub(super) async fn stmt_execute(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
-        let digest = match self.stmts.map.get(&id) {
-            Some(s) if self.shared.digests.timing() => s.digest.clone(),
-            _ => return self.stmt_execute_inner(cmd).await,
+        let (digest, rules) = match self.stmts.map.get(&id) {
+            Some(s) => (
+                self.shared.digests.timing().then(|| s.digest.clone()),
+                self.rule_effect(s.digest.0, &s.digest.1),
+            ),
+            None => (None, None),
+        };
+        let Some(digest) = digest else {
+            return self.stmt_execute_inner(cmd, rules).await;
         };
         self.note = Default::default();
         let t0 = std::time::Instant::now();
-        let r = self.stmt_execute_inner(cmd).await;
+        let r = self.stmt_execute_inner(cmd, rules).await;
         self.record_digest(digest.0, &digest.1, t0, r.is_err(), None);
         r
     }
 
-    async fn stmt_execute_inner(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+    async fn stmt_execute_inner(
+        &mut self,
+        cmd: CmdHead,
+        rules: Option<crate::rules::Effect>,
+    ) -> Result<(), (SessionError, u8)> {
         let payload = cmd.visible(&self.client.rbuf);
         let id = stmt_id(payload).unwrap_or(0);
         let cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
@@ -443,11 +453,17 @@ impl Session {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
             return Err((unknown(id, "mysqld_stmt_execute"), 1));
         };
-        let class = stmt.class;
-        self.stmt_timeout = super::deadline::hinted(self.default_timeout(), class.hint_timeout);
+        let mut class = stmt.class;
         let params = stmt.params;
         let long_data = stmt.long_data;
         let assigned = stmt.assigned.clone();
+        self.stmt_timeout = super::deadline::hinted(self.default_timeout(), class.hint_timeout);
+        if let Some(e) = rules {
+            if let Err(e) = self.apply_rules(e, &mut class) {
+                self.discard(cmd).await.map_err(|e| (e, 1))?;
+                return Err((e, 1));
+            }
+        }
         let placed = if long_data {
             self.ensure_primary(cmd.len)
                 .await
