@@ -30,7 +30,7 @@ async fn digests_count_a_known_workload_and_the_slow_log_hides_values() {
     topo.wait_replicated().await;
     let fleet = Fleet::start(1, topo.backends(), |_, c| {
         c.extra
-            .push_str("[routing]\nmax_replica_lag = \"1h\"\n[log]\nslow_threshold = \"200ms\"\n");
+            .push_str("[routing]\nmax_replica_lag = \"1h\"\n[log]\nslow_threshold = \"200ms\"\n[digests]\nprometheus_top = 3\n");
     })
     .await;
     let node = &fleet.nodes[0];
@@ -92,6 +92,26 @@ async fn digests_count_a_known_workload_and_the_slow_log_hides_values() {
         .find(|r| r["fingerprint"] == "insert into test.d values(...)")
         .expect("in the JSON");
     assert_eq!(j["count"], 40);
+    // Prometheus: the top 3 by total time, each count as in the table.
+    let m = node.http_get("/metrics").await.unwrap().1;
+    let lines: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("concord_digest_statements_total{"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for l in &lines {
+        let digest = l.split("digest=\"").nth(1).unwrap().get(..16).unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r["digest"].as_deref() == Some(digest))
+            .unwrap_or_else(|| panic!("{l}"));
+        let v: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(v as u64, num(row, "count"), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("fingerprint=\"select sleep(?) as secret_7341, ?\"")),
+        "the slowest statement leads: {lines:#?}"
+    );
     // Slow log: the fingerprint, never the values.
     let logs = node.logs();
     let line = logs

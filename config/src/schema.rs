@@ -47,6 +47,10 @@ pub struct DigestsConfig {
     /// Bytes of a fingerprint's text kept for display (the digest hash
     /// covers all of it).
     pub max_text: u32,
+    /// `/metrics` carries this many digests, the top by total time (0:
+    /// none). Rendered at each scrape from the table, so the series are
+    /// bounded by this number, never by how many shapes ever ran.
+    pub prometheus_top: u32,
 }
 
 impl Default for DigestsConfig {
@@ -55,6 +59,7 @@ impl Default for DigestsConfig {
             enabled: true,
             max_memory: ByteSize::mib(8),
             max_text: 1024,
+            prometheus_top: 20,
         }
     }
 }

@@ -426,6 +426,12 @@ impl Config {
                 "must be between 64 and 65536 bytes",
             ));
         }
+        if self.digests.prometheus_top > 500 {
+            return Err(ConfigError::invalid(
+                "digests.prometheus_top",
+                "must be 500 or less (each digest is a few series per scrape)",
+            ));
+        }
         if !(64 * 1024..=1 << 30).contains(&self.digests.max_memory.get()) {
             return Err(ConfigError::invalid(
                 "digests.max_memory",

@@ -287,10 +287,63 @@ pub fn render(shared: &Shared) -> String {
         }
         gauge!("concord_backend_probe_failures", "backend" => b).set(f64::from(h.failures));
     }
-    match HANDLE.get() {
+    let mut text = match HANDLE.get() {
         Some(h) => h.render(),
         None => "# metrics recorder not installed\n".into(),
+    };
+    let top = shared.config.load().digests.prometheus_top as usize;
+    if top > 0 {
+        top_digests(&mut text, &shared.digests.top(top, true, |r| r.total_us));
     }
+    text
+}
+
+/// The top digests, written at scrape time rather than registered, so a
+/// digest that left the top leaves `/metrics` too: the series are never
+/// more than `digests.prometheus_top` per metric.
+fn top_digests(out: &mut String, rows: &[crate::digest::Row]) {
+    use std::fmt::Write;
+    if rows.is_empty() {
+        return;
+    }
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            // The text, cut short: `digest` is the key to the whole row.
+            let mut cut = r.text.len().min(120);
+            while !r.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!(
+                "digest=\"{:016x}\",role=\"{}\",user=\"{}\",schema=\"{}\",fingerprint=\"{}\"",
+                r.digest,
+                r.role.name(),
+                escape(&r.user),
+                escape(&r.schema),
+                escape(&r.text[..cut])
+            )
+        })
+        .collect();
+    let series: [(&str, &str, fn(&crate::digest::Row) -> f64); 4] = [
+        ("concord_digest_statements_total", "statements", |r| r.count as f64),
+        ("concord_digest_errors_total", "statements that failed", |r| r.errors as f64),
+        ("concord_digest_rows_sent_total", "rows sent", |r| r.rows_sent as f64),
+        ("concord_digest_seconds_total", "time spent", |r| r.total_us as f64 / 1e6),
+    ];
+    for (name, what, value) in series {
+        let _ = writeln!(out, "# HELP {name} {what}, for the top digests by total time (digests.prometheus_top)");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (r, l) in rows.iter().zip(&labels) {
+            let _ = writeln!(out, "{name}{{{l}}} {}", value(r));
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A read with a causal token: `replica` (a replica's probed position
@@ -305,4 +358,12 @@ pub fn causal_read(outcome: &'static str) {
 /// position, fleet mode) or `replica` (a replica applying a position).
 pub fn read_wait(what: &'static str, took: std::time::Duration) {
     metrics::histogram!("concord_read_wait_seconds", "what" => what).record(took.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }
