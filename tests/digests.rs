@@ -109,7 +109,9 @@ async fn digests_count_a_known_workload_and_the_slow_log_hides_values() {
         assert_eq!(v as u64, num(row, "count"), "{l}");
     }
     assert!(
-        lines.iter().any(|l| l.contains("fingerprint=\"select sleep(?) as secret_7341, ?\"")),
+        lines
+            .iter()
+            .any(|l| l.contains("fingerprint=\"select sleep(?) as secret_7341, ?\"")),
         "the slowest statement leads: {lines:#?}"
     );
     // Slow log: the fingerprint, never the values.
@@ -136,4 +138,68 @@ async fn digests_count_a_known_workload_and_the_slow_log_hides_values() {
     node.admin_query("RESET CONCORD DIGESTS").await.unwrap();
     let rows = node.admin_query("SHOW CONCORD DIGESTS").await.unwrap();
     assert!(rows.is_empty(), "{rows:?}");
+}
+
+/// `SHOW CONCORD FLEET DIGESTS` on any node: every node's rows merged,
+/// each count the sum of that row's count on every node; a node that
+/// cannot answer makes it an error naming the node, never a partial table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_merges_every_nodes_digests() {
+    let topo = Topology::start(1).await;
+    topo.primary
+        .exec("CREATE TABLE test.f (id INT PRIMARY KEY, v INT); INSERT INTO test.f VALUES (1, 1)")
+        .await;
+    topo.wait_replicated().await;
+    let mut fleet = Fleet::start(3, topo.backends(), |_, _| {}).await;
+    for (i, node) in fleet.nodes.iter().enumerate() {
+        node.wait_readable(&["db2"]).await;
+        let mut c = node.conn().await;
+        for n in 0..(i + 1) * 10 {
+            let _: Vec<i64> = c
+                .query(format!("SELECT v FROM test.f WHERE id = {n}"))
+                .await
+                .unwrap();
+        }
+        if i == 0 {
+            for _ in 0..5 {
+                c.query_drop("SELECT 1 AS only_on_node_0").await.unwrap();
+            }
+        }
+    }
+    let per_node: Vec<Vec<Row>> = futures::future::join_all(fleet.nodes.iter().map(|n| async {
+        n.admin_query("SHOW CONCORD DIGESTS LIMIT 1000")
+            .await
+            .unwrap()
+    }))
+    .await;
+    let merged = fleet.nodes[2]
+        .admin_query("SHOW CONCORD FLEET DIGESTS ORDER BY count LIMIT 1000")
+        .await
+        .unwrap();
+    let sel = find(&merged, "select v from test.f where id = ?");
+    assert_eq!((num(sel, "count"), num(sel, "nodes")), (60, 3), "{sel:?}");
+    let only = find(&merged, "select ? as only_on_node_0");
+    assert_eq!((num(only, "count"), num(only, "nodes")), (5, 1), "{only:?}");
+    // Differential: every merged row is the sum of the nodes' rows.
+    let key = |r: &Row| ["digest", "user", "schema", "role"].map(|k| r[k].clone());
+    for m in &merged {
+        let parts: Vec<&Row> = per_node
+            .iter()
+            .flatten()
+            .filter(|r| key(r) == key(m))
+            .collect();
+        for col in ["count", "errors", "rows_sent", "total_us"] {
+            let sum: u64 = parts.iter().map(|r| num(r, col)).sum();
+            assert_eq!(num(m, col), sum, "{col} of {m:?}");
+        }
+        assert_eq!(num(m, "nodes"), parts.len() as u64, "{m:?}");
+    }
+    println!("fleet view: {} merged rows; {sel:?}", merged.len());
+    fleet.nodes[1].kill();
+    let e = fleet.nodes[0]
+        .admin_query("SHOW CONCORD FLEET DIGESTS")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not answered") && e.contains("node 2"), "{e}");
 }

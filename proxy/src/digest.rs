@@ -48,6 +48,15 @@ pub struct Note {
 const SLOW_LINES_PER_SECOND: u32 = 10;
 
 impl Role {
+    fn from_name(s: &str) -> Option<Role> {
+        match s {
+            "primary" => Some(Role::Primary),
+            "replica" => Some(Role::Replica),
+            "local" => Some(Role::Local),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Primary => "primary",
@@ -114,6 +123,73 @@ impl Row {
             }
         }
         self.max_us
+    }
+
+    /// The row as it travels to another node (the fleet view): every
+    /// figure, the histogram included, so merged quantiles stay exact to
+    /// the bucket.
+    pub fn to_wire(&self) -> serde_json::Value {
+        serde_json::json!({
+            "digest": self.digest, "text": &*self.text, "user": &*self.user,
+            "schema": &*self.schema, "role": self.role.name(), "count": self.count,
+            "count_error": self.count_error, "errors": self.errors,
+            "rows_sent": self.rows_sent, "rows_affected": self.rows_affected,
+            "total_us": self.total_us, "max_us": self.max_us, "hist": &self.hist[..],
+        })
+    }
+
+    /// A row from another node; `None` if malformed.
+    pub fn from_wire(v: &serde_json::Value) -> Option<Row> {
+        let n = |k: &str| v[k].as_u64();
+        let s = |k: &str| v[k].as_str().map(Box::<str>::from);
+        let mut hist = [0u32; BUCKETS];
+        let h = v["hist"].as_array()?;
+        if h.len() != BUCKETS {
+            return None;
+        }
+        for (slot, x) in hist.iter_mut().zip(h) {
+            *slot = u32::try_from(x.as_u64()?).ok()?;
+        }
+        let count = n("count")?;
+        Some(Row {
+            key: 0,
+            digest: n("digest")?,
+            text: s("text")?,
+            user: s("user")?,
+            schema: s("schema")?,
+            role: Role::from_name(v["role"].as_str()?)?,
+            count,
+            count_error: n("count_error")?.min(count),
+            errors: n("errors")?,
+            rows_sent: n("rows_sent")?,
+            rows_affected: n("rows_affected")?,
+            total_us: n("total_us")?,
+            max_us: n("max_us")?,
+            hist,
+        })
+    }
+
+    /// The same key's row from another node, added in (counts, errors and
+    /// times sum; the error bounds too).
+    pub fn absorb(&mut self, o: &Row) {
+        self.count += o.count;
+        self.count_error += o.count_error;
+        self.errors += o.errors;
+        self.rows_sent += o.rows_sent;
+        self.rows_affected += o.rows_affected;
+        self.total_us += o.total_us;
+        self.max_us = self.max_us.max(o.max_us);
+        for (a, b) in self.hist.iter_mut().zip(&o.hist) {
+            *a = a.saturating_add(*b);
+        }
+    }
+
+    /// What identifies a row across nodes.
+    pub fn same_key(&self, o: &Row) -> bool {
+        self.digest == o.digest
+            && self.user == o.user
+            && self.schema == o.schema
+            && self.role == o.role
     }
 }
 

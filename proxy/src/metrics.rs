@@ -324,14 +324,28 @@ fn top_digests(out: &mut String, rows: &[crate::digest::Row]) {
             )
         })
         .collect();
-    let series: [(&str, &str, fn(&crate::digest::Row) -> f64); 4] = [
-        ("concord_digest_statements_total", "statements", |r| r.count as f64),
-        ("concord_digest_errors_total", "statements that failed", |r| r.errors as f64),
-        ("concord_digest_rows_sent_total", "rows sent", |r| r.rows_sent as f64),
-        ("concord_digest_seconds_total", "time spent", |r| r.total_us as f64 / 1e6),
+    type Value = fn(&crate::digest::Row) -> f64;
+    let series: [(&str, &str, Value); 4] = [
+        ("concord_digest_statements_total", "statements", |r| {
+            r.count as f64
+        }),
+        (
+            "concord_digest_errors_total",
+            "statements that failed",
+            |r| r.errors as f64,
+        ),
+        ("concord_digest_rows_sent_total", "rows sent", |r| {
+            r.rows_sent as f64
+        }),
+        ("concord_digest_seconds_total", "time spent", |r| {
+            r.total_us as f64 / 1e6
+        }),
     ];
     for (name, what, value) in series {
-        let _ = writeln!(out, "# HELP {name} {what}, for the top digests by total time (digests.prometheus_top)");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {what}, for the top digests by total time (digests.prometheus_top)"
+        );
         let _ = writeln!(out, "# TYPE {name} counter");
         for (r, l) in rows.iter().zip(&labels) {
             let _ = writeln!(out, "{name}{{{l}}} {}", value(r));

@@ -182,8 +182,8 @@ fn follow_topology(shared: Arc<Shared>) {
     });
 }
 
-/// Answers other nodes' requests for this node's sessions (a KILL of a
-/// session held here).
+/// Answers other nodes' requests: a KILL of a session held here, or this
+/// node's digests for the fleet view.
 fn register_app_requests(shared: &Arc<Shared>) {
     let rt = tokio::runtime::Handle::current();
     let s = shared.clone();
@@ -194,7 +194,13 @@ fn register_app_requests(shared: &Arc<Shared>) {
             let rt = rt.clone();
             Box::pin(async move {
                 match rt
-                    .spawn(async move { crate::session::kill::answer_remote(&s, v).await })
+                    .spawn(async move {
+                        if v.get("digests").is_some() {
+                            crate::admin::fleet_digests::answer(&s, &v)
+                        } else {
+                            crate::session::kill::answer_remote(&s, v).await
+                        }
+                    })
                     .await
                 {
                     Ok(r) => Ok(r),

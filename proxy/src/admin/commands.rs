@@ -23,9 +23,23 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCmd, config_path: &Path) -> Out
         AdminCmd::ShowCluster => Output::Table(views::cluster_table(shared).await),
         AdminCmd::ShowEvents { limit } => Output::Table(views::events_table(shared, limit)),
         AdminCmd::ShowSessions => Output::Table(views::sessions_table(shared)),
-        AdminCmd::ShowDigests { order, desc, limit } => {
-            Output::Table(views::digests_table(shared, &order, desc, limit))
-        }
+        AdminCmd::ShowDigests {
+            order,
+            desc,
+            limit,
+            fleet: false,
+        } => Output::Table(views::digests_table(shared, &order, desc, limit)),
+        AdminCmd::ShowDigests {
+            order,
+            desc,
+            limit,
+            fleet: true,
+        } => match super::fleet_digests::merged(shared, &order, desc, limit).await {
+            Ok(rows) => Output::Table(views::digest_rows(
+                rows.iter().map(|m| (&m.row, Some(m.nodes))),
+            )),
+            Err(e) => err(e),
+        },
         AdminCmd::ResetDigests => {
             let cfg = shared.config.load();
             shared

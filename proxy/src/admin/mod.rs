@@ -4,6 +4,7 @@
 //! after it is committed and applied.
 
 pub mod commands;
+pub mod fleet_digests;
 pub mod parse;
 pub mod views;
 

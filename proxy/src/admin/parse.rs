@@ -11,11 +11,13 @@ pub enum AdminCmd {
         limit: usize,
     },
     ShowSessions,
-    /// `SHOW CONCORD DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n]`.
+    /// `SHOW CONCORD [FLEET] DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n]`.
     ShowDigests {
         order: String,
         desc: bool,
         limit: usize,
+        /// Every node's table, merged.
+        fleet: bool,
     },
     ResetDigests,
     /// `ADD RULE n [USER 'u'] [SCHEMA 's'] [DIGEST 'hex'] [MATCH 're'] action`.
@@ -192,7 +194,7 @@ pub const HELP: &str = "SHOW BACKENDS | SHOW CLUSTER | SHOW EVENTS [LIMIT n] | S
 DRAIN BACKEND 'x' [TIMEOUT '30s'] | UNDRAIN BACKEND 'x' | SET BACKEND 'x' WEIGHT n | \
 SET BACKEND 'x' MAINTENANCE ON|OFF | ADD BACKEND 'x' ADDRESS 'host:port' [WEIGHT n] | REMOVE BACKEND 'x' | \
 ADD NODE n ADDRESS 'host:port' | REMOVE NODE n | SWITCHOVER TO 'x' | FAILOVER | REJOIN BACKEND 'x' | RELOAD CONFIG | \
-SHOW CONCORD DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n] | RESET CONCORD DIGESTS | \
+SHOW CONCORD [FLEET] DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n] | RESET CONCORD DIGESTS | \
 ADD RULE n [USER 'u'] [SCHEMA 's'] [DIGEST 'hex'] [MATCH 'regex'] ROUTE PRIMARY|ROUTE REPLICA|BLOCK ['message']|TIMEOUT '2s'|MAX_LAG '1s' | \
 DROP RULE n | SHOW RULES";
 
@@ -313,6 +315,7 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
         } else if p.word("RULES") {
             AdminCmd::ShowRules
         } else if p.word("CONCORD") {
+            let fleet = p.word("FLEET");
             p.expect("DIGESTS")?;
             let (order, desc) = if p.word("ORDER") {
                 p.expect("BY")?;
@@ -336,7 +339,12 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
             } else {
                 20
             };
-            AdminCmd::ShowDigests { order, desc, limit }
+            AdminCmd::ShowDigests {
+                order,
+                desc,
+                limit,
+                fleet,
+            }
         } else {
             return Err(
                 "SHOW what? BACKENDS, CLUSTER, EVENTS, SESSIONS, RULES or CONCORD DIGESTS".into(),

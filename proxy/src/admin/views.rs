@@ -314,22 +314,33 @@ pub const DIGEST_ORDER: &[&str] = &[
     "p99_us",
 ];
 
+/// The ordering of SHOW CONCORD DIGESTS: `order` is one of
+/// [`DIGEST_ORDER`] (anything else: total time).
+pub fn digest_key(order: &str) -> fn(&crate::digest::Row) -> u64 {
+    match order {
+        "count" => |r| r.count,
+        "errors" => |r| r.errors,
+        "rows_sent" => |r| r.rows_sent,
+        "rows_affected" => |r| r.rows_affected,
+        "avg_us" => |r| r.total_us / r.own_count().max(1),
+        "max_us" => |r| r.max_us,
+        "p99_us" => |r| r.quantile_us(0.99),
+        _ => |r| r.total_us,
+    }
+}
+
 /// The node's digest table, the top `limit` rows by `order`.
 pub fn digests_table(shared: &Shared, order: &str, desc: bool, limit: usize) -> Table {
-    let key = |r: &crate::digest::Row| -> u64 {
-        match order {
-            "count" => r.count,
-            "errors" => r.errors,
-            "rows_sent" => r.rows_sent,
-            "rows_affected" => r.rows_affected,
-            "avg_us" => r.total_us / r.own_count().max(1),
-            "max_us" => r.max_us,
-            "p99_us" => r.quantile_us(0.99),
-            _ => r.total_us,
-        }
-    };
-    let rows = shared.digests.top(limit, desc, key);
-    let mut t = Table::new(&[
+    let rows = shared.digests.top(limit, desc, digest_key(order));
+    digest_rows(rows.iter().map(|r| (r, None)))
+}
+
+/// Digest rows as a table; with a node count for each (the fleet view),
+/// a `nodes` column.
+pub fn digest_rows<'a>(rows: impl Iterator<Item = (&'a crate::digest::Row, Option<u32>)>) -> Table {
+    let mut rows = rows.peekable();
+    let fleet = rows.peek().is_some_and(|(_, n)| n.is_some());
+    let mut cols = vec![
         ("digest", S),
         ("fingerprint", S),
         ("user", S),
@@ -345,9 +356,13 @@ pub fn digests_table(shared: &Shared, order: &str, desc: bool, limit: usize) -> 
         ("max_us", I),
         ("p50_us", I),
         ("p99_us", I),
-    ]);
-    for r in rows {
-        t.rows.push(vec![
+    ];
+    if fleet {
+        cols.push(("nodes", I));
+    }
+    let mut t = Table::new(&cols);
+    for (r, nodes) in rows {
+        let mut row = vec![
             s(format!("{:016x}", r.digest)),
             s(&r.text),
             s(&r.user),
@@ -363,7 +378,11 @@ pub fn digests_table(shared: &Shared, order: &str, desc: bool, limit: usize) -> 
             s(r.max_us),
             s(r.quantile_us(0.5)),
             s(r.quantile_us(0.99)),
-        ]);
+        ];
+        if let Some(n) = nodes {
+            row.push(s(n));
+        }
+        t.rows.push(row);
     }
     t
 }
