@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub async fn reload(shared: &Arc<Shared>, path: &Path) -> Result<String, String> {
     let (mut msg, weights) = swap(shared, path)?;
     for (name, weight) in weights {
-        let out = crate::admin::commands::propose(
+        let out = crate::admin::command::propose(
             shared,
             concord_consensus::Op::SetWeight {
                 name: name.clone(),

@@ -1,9 +1,11 @@
 //! The admin port: MySQL protocol (any `mysql`/`mariadb` client), one
-//! account from `[admin]`, commands parsed in [`parse`] and carried out in
-//! [`commands`]. Every mutation goes through Raft and is answered only
-//! after it is committed and applied.
+//! account from `[admin]`. Each command is a type in its own file under
+//! [`cmd`] behind the [`command::Command`] trait; [`parse`] finds it by
+//! its leading words. Every mutation goes through Raft and is answered
+//! only after it is committed and applied.
 
-pub mod commands;
+pub mod cmd;
+pub mod command;
 pub mod fleet_digests;
 pub mod parse;
 pub mod views;
@@ -79,11 +81,15 @@ async fn session(
                 let out = match parse::parse(&sql) {
                     Ok(cmd) => {
                         tracing::info!("admin: {}", sql.trim());
-                        commands::run(shared, cmd, config_path).await
+                        cmd.run(command::Ctx {
+                            shared,
+                            config_path,
+                        })
+                        .await
                     }
                     Err(e) => Output::Err(ErrPacket::new(
                         codes::PARSE_ERROR,
-                        format!("{e}: {}. Commands: {}", sql.trim(), parse::HELP),
+                        format!("{e}: {}. Commands: {}", sql.trim(), parse::help()),
                     )),
                 };
                 match out {

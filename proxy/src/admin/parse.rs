@@ -1,78 +1,10 @@
-//! The admin port's statements, parsed from SQL-like text into typed
-//! commands. Names are quoted strings (`'db2'`), numbers are bare.
+//! The admin port's statements: a small lexer, and the walk over the
+//! command registry (`cmd::ALL`) that hands the rest of the statement to
+//! the command's own parser. Names are quoted strings (`'db2'`), numbers
+//! are bare.
 
-use std::time::Duration;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AdminCmd {
-    ShowBackends,
-    ShowCluster,
-    ShowEvents {
-        limit: usize,
-    },
-    ShowSessions,
-    /// `SHOW CONCORD [FLEET] DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n]`.
-    ShowDigests {
-        order: String,
-        desc: bool,
-        limit: usize,
-        /// Every node's table, merged.
-        fleet: bool,
-    },
-    ResetDigests,
-    /// `ADD RULE n [USER 'u'] [SCHEMA 's'] [DIGEST 'hex'] [MATCH 're'] action`.
-    AddRule(concord_consensus::Rule),
-    DropRule {
-        id: u32,
-    },
-    ShowRules,
-    KillSession {
-        id: u64,
-    },
-    Drain {
-        name: String,
-        timeout: Duration,
-    },
-    Undrain {
-        name: String,
-    },
-    SetWeight {
-        name: String,
-        weight: u32,
-    },
-    Maintenance {
-        name: String,
-        on: bool,
-    },
-    AddBackend {
-        name: String,
-        addr: String,
-        weight: u32,
-    },
-    RemoveBackend {
-        name: String,
-    },
-    AddNode {
-        id: u64,
-        addr: String,
-    },
-    RemoveNode {
-        id: u64,
-    },
-    Switchover {
-        to: String,
-    },
-    Failover,
-    Rejoin {
-        name: String,
-    },
-    ReloadConfig,
-    /// Statements clients send on their own (`SET NAMES`, `SELECT
-    /// DATABASE()`): answered with an empty OK or a one-cell result.
-    ClientNoise(Option<(String, String)>),
-    /// `SELECT @@a, @@b` as drivers send at connect: one row.
-    Variables(Vec<(String, Option<String>)>),
-}
+use super::cmd::noise::Noise;
+use super::command::Command;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum T {
@@ -123,13 +55,14 @@ fn lex(s: &str) -> Result<Vec<T>, String> {
     Ok(out)
 }
 
-struct P {
+/// The tokens of one statement and the position in them.
+pub struct P {
     t: Vec<T>,
     i: usize,
 }
 
 impl P {
-    fn word(&mut self, w: &str) -> bool {
+    pub fn word(&mut self, w: &str) -> bool {
         if matches!(self.t.get(self.i), Some(T::Word(x)) if x == w) {
             self.i += 1;
             true
@@ -137,14 +70,14 @@ impl P {
             false
         }
     }
-    fn expect(&mut self, w: &str) -> Result<(), String> {
+    pub fn expect(&mut self, w: &str) -> Result<(), String> {
         if self.word(w) {
             Ok(())
         } else {
             Err(format!("expected {w}"))
         }
     }
-    fn string(&mut self, what: &str) -> Result<String, String> {
+    pub fn string(&mut self, what: &str) -> Result<String, String> {
         match self.t.get(self.i) {
             Some(T::Str(s)) => {
                 self.i += 1;
@@ -158,8 +91,12 @@ impl P {
             _ => Err(format!("expected {what} in quotes")),
         }
     }
+    /// The next token is a quoted string.
+    pub fn at_string(&self) -> bool {
+        matches!(self.t.get(self.i), Some(T::Str(_)))
+    }
     /// A quoted string only (case and spaces kept).
-    fn quoted(&mut self, what: &str) -> Result<String, String> {
+    pub fn quoted(&mut self, what: &str) -> Result<String, String> {
         match self.t.get(self.i) {
             Some(T::Str(s)) => {
                 self.i += 1;
@@ -168,12 +105,12 @@ impl P {
             _ => Err(format!("expected {what} in quotes")),
         }
     }
-    fn duration_ms(&mut self, what: &str) -> Result<u64, String> {
+    pub fn duration_ms(&mut self, what: &str) -> Result<u64, String> {
         let t = self.quoted(what)?;
         let d = t.parse::<concord_config::Duration>()?.get();
         u64::try_from(d.as_millis()).map_err(|_| format!("{what} too large"))
     }
-    fn num(&mut self, what: &str) -> Result<u64, String> {
+    pub fn num(&mut self, what: &str) -> Result<u64, String> {
         match self.t.get(self.i) {
             Some(T::Num(n)) => {
                 self.i += 1;
@@ -182,7 +119,7 @@ impl P {
             _ => Err(format!("expected a number for {what}")),
         }
     }
-    fn end(&self) -> Result<(), String> {
+    pub fn end(&self) -> Result<(), String> {
         match self.t.get(self.i) {
             None => Ok(()),
             Some(t) => Err(format!("unexpected {t:?} at the end")),
@@ -190,69 +127,13 @@ impl P {
     }
 }
 
-pub const HELP: &str = "SHOW BACKENDS | SHOW CLUSTER | SHOW EVENTS [LIMIT n] | SHOW SESSIONS | KILL SESSION n | \
-DRAIN BACKEND 'x' [TIMEOUT '30s'] | UNDRAIN BACKEND 'x' | SET BACKEND 'x' WEIGHT n | \
-SET BACKEND 'x' MAINTENANCE ON|OFF | ADD BACKEND 'x' ADDRESS 'host:port' [WEIGHT n] | REMOVE BACKEND 'x' | \
-ADD NODE n ADDRESS 'host:port' | REMOVE NODE n | SWITCHOVER TO 'x' | FAILOVER | REJOIN BACKEND 'x' | RELOAD CONFIG | \
-SHOW CONCORD [FLEET] DIGESTS [ORDER BY col [ASC|DESC]] [LIMIT n] | RESET CONCORD DIGESTS | \
-ADD RULE n [USER 'u'] [SCHEMA 's'] [DIGEST 'hex'] [MATCH 'regex'] ROUTE PRIMARY|ROUTE REPLICA|BLOCK ['message']|TIMEOUT '2s'|MAX_LAG '1s' | \
-DROP RULE n | SHOW RULES";
-
-/// `ADD RULE` after its two words.
-fn add_rule(p: &mut P) -> Result<concord_consensus::Rule, String> {
-    use concord_consensus::rule::Action;
-    let id = u32::try_from(p.num("the rule id")?).map_err(|_| "rule id too large".to_string())?;
-    let mut rule = concord_consensus::Rule {
-        id,
-        user: None,
-        schema: None,
-        digest: None,
-        pattern: None,
-        action: Action::RoutePrimary,
-        index: 0,
-    };
-    loop {
-        if p.word("USER") {
-            rule.user = Some(p.quoted("the user name")?);
-        } else if p.word("SCHEMA") {
-            rule.schema = Some(p.quoted("the schema name")?);
-        } else if p.word("DIGEST") {
-            let h = p.quoted("the digest (hex, as SHOW CONCORD DIGESTS shows it)")?;
-            rule.digest = Some(
-                u64::from_str_radix(&h, 16)
-                    .map_err(|_| format!("DIGEST '{h}' is not a 16-digit hex digest"))?,
-            );
-        } else if p.word("MATCH") {
-            let re = p.quoted("the pattern")?;
-            crate::rules::compile(&re)?;
-            rule.pattern = Some(re);
-        } else {
-            break;
-        }
-    }
-    rule.action = if p.word("ROUTE") {
-        if p.word("PRIMARY") {
-            Action::RoutePrimary
-        } else if p.word("REPLICA") || p.word("REPLICAS") {
-            Action::RouteReplica
-        } else {
-            return Err("ROUTE PRIMARY or ROUTE REPLICA".into());
-        }
-    } else if p.word("BLOCK") {
-        let message = match p.t.get(p.i) {
-            Some(T::Str(_)) => p.quoted("the message")?,
-            _ => "this statement is blocked on this fleet".to_string(),
-        };
-        Action::Block { message }
-    } else if p.word("TIMEOUT") {
-        Action::TimeoutMs(p.duration_ms("TIMEOUT")?)
-    } else if p.word("MAX_LAG") {
-        Action::MaxLagMs(p.duration_ms("MAX_LAG")?)
-    } else {
-        return Err("ADD RULE n [USER 'u'] [SCHEMA 's'] [DIGEST 'hex'] [MATCH 'regex'] then ROUTE PRIMARY, ROUTE REPLICA, BLOCK ['message'], TIMEOUT '2s' or MAX_LAG '1s'".into());
-    };
-    rule.check()?;
-    Ok(rule)
+/// Every command's syntax, for the error a statement that is none gets.
+pub fn help() -> String {
+    super::cmd::ALL
+        .iter()
+        .map(|e| e.syntax)
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Values of the system variables drivers ask the admin port about.
@@ -276,182 +157,57 @@ fn variables(sql: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-pub fn parse(sql: &str) -> Result<AdminCmd, String> {
+pub fn parse(sql: &str) -> Result<Box<dyn Command>, String> {
     let trimmed = sql.trim().trim_end_matches(';').trim();
     let lower = trimmed.to_ascii_lowercase();
     if lower.starts_with("select @@") {
-        return Ok(AdminCmd::Variables(variables(trimmed)));
+        return Ok(Box::new(Noise::Row(variables(trimmed))));
     }
     if lower.starts_with("select database()") {
-        return Ok(AdminCmd::ClientNoise(Some((
+        return Ok(Box::new(Noise::Row(vec![(
             "DATABASE()".into(),
-            String::new(),
-        ))));
+            Some(String::new()),
+        )])));
     }
     if (lower.starts_with("set ") && !lower.starts_with("set backend"))
         || lower.is_empty()
         || lower.starts_with("use ")
     {
-        return Ok(AdminCmd::ClientNoise(None));
+        return Ok(Box::new(Noise::Ok));
     }
     let mut p = P {
         t: lex(trimmed)?,
         i: 0,
     };
-    let cmd = if p.word("SHOW") {
-        if p.word("BACKENDS") {
-            AdminCmd::ShowBackends
-        } else if p.word("CLUSTER") {
-            AdminCmd::ShowCluster
-        } else if p.word("EVENTS") {
-            let limit = if p.word("LIMIT") {
-                p.num("LIMIT")? as usize
-            } else {
-                50
-            };
-            AdminCmd::ShowEvents { limit }
-        } else if p.word("SESSIONS") {
-            AdminCmd::ShowSessions
-        } else if p.word("RULES") {
-            AdminCmd::ShowRules
-        } else if p.word("CONCORD") {
-            let fleet = p.word("FLEET");
-            p.expect("DIGESTS")?;
-            let (order, desc) = if p.word("ORDER") {
-                p.expect("BY")?;
-                let col = p.string("a column")?;
-                if !super::views::DIGEST_ORDER.contains(&col.as_str()) {
-                    return Err(format!(
-                        "ORDER BY one of {}",
-                        super::views::DIGEST_ORDER.join(", ")
-                    ));
-                }
-                let desc = !p.word("ASC");
-                if desc {
-                    p.word("DESC");
-                }
-                (col, desc)
-            } else {
-                ("total_us".to_string(), true)
-            };
-            let limit = if p.word("LIMIT") {
-                p.num("LIMIT")? as usize
-            } else {
-                20
-            };
-            AdminCmd::ShowDigests {
-                order,
-                desc,
-                limit,
-                fleet,
-            }
-        } else {
-            return Err(
-                "SHOW what? BACKENDS, CLUSTER, EVENTS, SESSIONS, RULES or CONCORD DIGESTS".into(),
-            );
-        }
-    } else if p.word("KILL") {
-        p.expect("SESSION")?;
-        AdminCmd::KillSession {
-            id: p.num("the session id")?,
-        }
-    } else if p.word("DRAIN") {
-        p.expect("BACKEND")?;
-        let name = p.string("the backend name")?;
-        let timeout = if p.word("TIMEOUT") {
-            let t = p.string("the timeout")?;
-            t.parse::<concord_config::Duration>()?.get()
-        } else {
-            Duration::from_secs(30)
+    // The entry naming the most leading words.
+    let entry = super::cmd::ALL
+        .iter()
+        .filter(|e| {
+            e.words.len() <= p.t.len()
+                && e.words
+                    .iter()
+                    .zip(&p.t)
+                    .all(|(w, t)| matches!(t, T::Word(x) if x == w))
+        })
+        .max_by_key(|e| e.words.len());
+    let Some(entry) = entry else {
+        let first = match p.t.first() {
+            Some(T::Word(w)) => w.clone(),
+            _ => String::new(),
         };
-        AdminCmd::Drain { name, timeout }
-    } else if p.word("UNDRAIN") {
-        p.expect("BACKEND")?;
-        AdminCmd::Undrain {
-            name: p.string("the backend name")?,
-        }
-    } else if p.word("SET") {
-        p.expect("BACKEND")?;
-        let name = p.string("the backend name")?;
-        if p.word("WEIGHT") {
-            let w = p.num("WEIGHT")?;
-            let weight = u32::try_from(w).map_err(|_| "weight too large".to_string())?;
-            AdminCmd::SetWeight { name, weight }
-        } else if p.word("MAINTENANCE") {
-            let on = if p.word("ON") {
-                true
-            } else if p.word("OFF") {
-                false
-            } else {
-                return Err("MAINTENANCE ON or OFF".into());
-            };
-            AdminCmd::Maintenance { name, on }
+        let close: Vec<&str> = super::cmd::ALL
+            .iter()
+            .filter(|e| e.words[0] == first)
+            .map(|e| e.syntax)
+            .collect();
+        return Err(if close.is_empty() {
+            "unknown admin command".into()
         } else {
-            return Err("SET BACKEND 'x' WEIGHT n or MAINTENANCE ON|OFF".into());
-        }
-    } else if p.word("ADD") {
-        if p.word("BACKEND") {
-            let name = p.string("the backend name")?;
-            p.expect("ADDRESS")?;
-            let addr = p.string("the address")?;
-            let weight = if p.word("WEIGHT") {
-                p.num("WEIGHT")? as u32
-            } else {
-                100
-            };
-            AdminCmd::AddBackend { name, addr, weight }
-        } else if p.word("NODE") {
-            let id = p.num("the node id")?;
-            p.expect("ADDRESS")?;
-            AdminCmd::AddNode {
-                id,
-                addr: p.string("the Raft address")?,
-            }
-        } else if p.word("RULE") {
-            AdminCmd::AddRule(add_rule(&mut p)?)
-        } else {
-            return Err("ADD BACKEND, ADD NODE or ADD RULE".into());
-        }
-    } else if p.word("REMOVE") {
-        if p.word("BACKEND") {
-            AdminCmd::RemoveBackend {
-                name: p.string("the backend name")?,
-            }
-        } else if p.word("NODE") {
-            AdminCmd::RemoveNode {
-                id: p.num("the node id")?,
-            }
-        } else {
-            return Err("REMOVE BACKEND or REMOVE NODE".into());
-        }
-    } else if p.word("SWITCHOVER") {
-        p.expect("TO")?;
-        AdminCmd::Switchover {
-            to: p.string("the target backend")?,
-        }
-    } else if p.word("FAILOVER") {
-        AdminCmd::Failover
-    } else if p.word("REJOIN") {
-        p.expect("BACKEND")?;
-        AdminCmd::Rejoin {
-            name: p.string("the backend name")?,
-        }
-    } else if p.word("RESET") {
-        p.expect("CONCORD")?;
-        p.expect("DIGESTS")?;
-        AdminCmd::ResetDigests
-    } else if p.word("DROP") {
-        p.expect("RULE")?;
-        let id = p.num("the rule id")?;
-        AdminCmd::DropRule {
-            id: u32::try_from(id).map_err(|_| "rule id too large".to_string())?,
-        }
-    } else if p.word("RELOAD") {
-        p.expect("CONFIG")?;
-        AdminCmd::ReloadConfig
-    } else {
-        return Err("unknown admin command".into());
+            format!("did you mean {}?", close.join(" or "))
+        });
     };
+    p.i = entry.words.len();
+    let cmd = (entry.parse)(&mut p)?;
     p.end()?;
     Ok(cmd)
 }
@@ -459,33 +215,37 @@ pub fn parse(sql: &str) -> Result<AdminCmd, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::cmd::*;
+    use concord_consensus::rule::Action;
+    use std::time::Duration;
+
+    /// The parsed command, as its Debug form (commands are trait objects).
+    fn parsed(sql: &str) -> String {
+        format!("{:?}", parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}")))
+    }
+
+    fn same(sql: &str, want: impl std::fmt::Debug) {
+        assert_eq!(parsed(sql), format!("{want:?}"), "{sql}");
+    }
 
     #[test]
     fn parses_rules() {
-        use concord_consensus::rule::Action;
-        let AdminCmd::AddRule(r) = parse(
+        same(
             "ADD RULE 7 USER 'app' SCHEMA 'Shop' DIGEST '00000000000000ff' MATCH '^select .* from big' TIMEOUT '2s'",
-        )
-        .unwrap() else {
-            panic!("not a rule")
-        };
-        assert_eq!(r.id, 7);
-        assert_eq!(r.user.as_deref(), Some("app"));
-        assert_eq!(r.schema.as_deref(), Some("Shop"));
-        assert_eq!(r.digest, Some(255));
-        assert_eq!(r.pattern.as_deref(), Some("^select .* from big"));
-        assert_eq!(r.action, Action::TimeoutMs(2000));
-        let AdminCmd::AddRule(r) = parse("add rule 8 block 'not now'").unwrap() else {
-            panic!("not a rule")
-        };
-        assert_eq!(
-            r.action,
-            Action::Block {
-                message: "not now".into()
-            }
+            rules::RuleChange::Add(concord_consensus::Rule {
+                id: 7,
+                user: Some("app".into()),
+                schema: Some("Shop".into()),
+                digest: Some(255),
+                pattern: Some("^select .* from big".into()),
+                action: Action::TimeoutMs(2000),
+                index: 0,
+            }),
         );
-        assert_eq!(parse("DROP RULE 8").unwrap(), AdminCmd::DropRule { id: 8 });
-        assert_eq!(parse("show rules").unwrap(), AdminCmd::ShowRules);
+        assert!(parsed("add rule 8 block 'not now'").contains("Block { message: \"not now\" }"));
+        assert!(parsed("add rule 8 block").contains("blocked on this fleet"));
+        same("DROP RULE 8", rules::RuleChange::Drop { id: 8 });
+        same("show rules", show::Show::Rules);
         for bad in [
             "ADD RULE 1",
             "ADD RULE 1 MATCH '((' ROUTE PRIMARY",
@@ -500,47 +260,59 @@ mod tests {
 
     #[test]
     fn parses_commands() {
-        assert_eq!(parse("show backends;").unwrap(), AdminCmd::ShowBackends);
-        assert_eq!(
-            parse("SHOW EVENTS LIMIT 5").unwrap(),
-            AdminCmd::ShowEvents { limit: 5 }
-        );
-        assert_eq!(
-            parse("DRAIN BACKEND 'db2' TIMEOUT '5s'").unwrap(),
-            AdminCmd::Drain {
+        same("show backends;", show::Show::Backends);
+        same("SHOW EVENTS LIMIT 5", show::Show::Events { limit: 5 });
+        same(
+            "DRAIN BACKEND 'db2' TIMEOUT '5s'",
+            drain::Drain {
                 name: "db2".into(),
-                timeout: Duration::from_secs(5)
-            }
+                timeout: Duration::from_secs(5),
+            },
         );
-        assert_eq!(
-            parse("SET BACKEND 'db2' WEIGHT 50").unwrap(),
-            AdminCmd::SetWeight {
+        same(
+            "SET BACKEND 'db2' WEIGHT 50",
+            set_backend::SetBackend::Weight {
                 name: "db2".into(),
-                weight: 50
-            }
+                weight: 50,
+            },
         );
-        assert_eq!(
-            parse("add node 4 address '127.0.0.1:7004'").unwrap(),
-            AdminCmd::AddNode {
+        same(
+            "add node 4 address '127.0.0.1:7004'",
+            nodes::Membership::Add {
                 id: 4,
-                addr: "127.0.0.1:7004".into()
-            }
+                addr: "127.0.0.1:7004".into(),
+            },
         );
-        assert_eq!(
-            parse("SWITCHOVER TO 'db3'").unwrap(),
-            AdminCmd::Switchover { to: "db3".into() }
+        same(
+            "SWITCHOVER TO 'db3'",
+            failover::Run(concord_consensus::Workflow::Switchover { to: "db3".into() }),
         );
-        assert_eq!(
-            parse("SET NAMES utf8").unwrap(),
-            AdminCmd::ClientNoise(None)
+        same(
+            "SHOW CONCORD FLEET DIGESTS ORDER BY count LIMIT 3",
+            digests::ShowDigests {
+                order: "count".into(),
+                desc: true,
+                limit: 3,
+                fleet: true,
+            },
         );
-        assert!(
-            matches!(parse("SELECT @@max_allowed_packet,@@wait_timeout").unwrap(), AdminCmd::Variables(v) if v.len() == 2)
-        );
-        assert!(parse("DROP TABLE x").is_err());
-        assert!(parse("SET BACKEND 'x' WEIGHT").is_err());
-        assert!(parse("SHOW BACKENDS EXTRA").is_err());
-        assert!(parse("DRAIN BACKEND 'x' TIMEOUT 'soon'").is_err());
-        assert!(parse("SET BACKEND 'x' WEIGHT 99999999999").is_err());
+        same("SET NAMES utf8", noise::Noise::Ok);
+        assert!(parsed("SELECT @@max_allowed_packet,@@wait_timeout").contains("max_allowed_packet"));
+        for bad in [
+            "DROP TABLE x",
+            "SET BACKEND 'x' WEIGHT",
+            "SHOW BACKENDS EXTRA",
+            "DRAIN BACKEND 'x' TIMEOUT 'soon'",
+            "SET BACKEND 'x' WEIGHT 99999999999",
+            "ADD BACKEND 'x' ADDRESS 'h:1' WEIGHT 99999999999",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let e = parse("SHOW TABLES").unwrap_err();
+        assert!(e.contains("did you mean SHOW BACKENDS"), "{e}");
+        // Every registered command's own syntax line starts with its words.
+        for e in crate::admin::cmd::ALL {
+            assert!(e.syntax.starts_with(&e.words.join(" ")), "{}", e.syntax);
+        }
     }
 }
