@@ -69,10 +69,23 @@ pub struct BackendHealth {
 }
 
 impl BackendHealth {
-    /// May serve reads under `bound`: a replica within it, or a reachable
-    /// server that replicates from no one (a primary).
-    pub fn serves_reads(&self, bound: Duration) -> bool {
-        self.within(bound) || (self.source.is_none() && self.readable)
+    /// May serve reads under `bound`: a replica within it, or the primary
+    /// (reachable, replicating from no one). A server that is not the
+    /// primary and replicates from no one serves nothing: it is stale by
+    /// an unknown amount (a former primary nobody repointed).
+    pub fn serves_reads(&self, bound: Duration, is_primary: bool) -> bool {
+        self.within(bound) || (is_primary && self.source.is_none() && self.readable)
+    }
+
+    /// The lag to show: the primary's 0, a replica's measured lag, and
+    /// none (infinite) for a server that is not the primary and does not
+    /// replicate.
+    pub fn shown_lag_ms(&self, is_primary: bool) -> Option<u64> {
+        if is_primary || self.replicating {
+            self.lag_ms
+        } else {
+            None
+        }
     }
 
     /// A replica that may serve a read tolerating `bound` of lag.

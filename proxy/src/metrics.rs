@@ -274,17 +274,14 @@ pub fn render(shared: &Shared) -> String {
     let bound = shared.config.load().routing.max_replica_lag.get();
     for (name, h) in routing.health.backends.iter() {
         let b = name.clone();
+        let is_primary = routing.primary.as_ref().is_some_and(|p| &*p.name == name);
         gauge!("concord_backend_up", "backend" => b.clone()).set(f64::from(u8::from(h.reachable)));
         gauge!("concord_backend_readable", "backend" => b.clone())
-            .set(f64::from(u8::from(h.serves_reads(bound))));
-        match h.lag_ms {
-            Some(l) => {
-                gauge!("concord_backend_lag_seconds", "backend" => b.clone()).set(l as f64 / 1000.0)
-            }
-            None => {
-                gauge!("concord_backend_lag_seconds", "backend" => b.clone()).set(f64::INFINITY)
-            }
-        }
+            .set(f64::from(u8::from(h.serves_reads(bound, is_primary))));
+        let lag = h
+            .shown_lag_ms(is_primary)
+            .map_or(f64::INFINITY, |l| l as f64 / 1000.0);
+        gauge!("concord_backend_lag_seconds", "backend" => b.clone()).set(lag);
         gauge!("concord_backend_probe_failures", "backend" => b).set(f64::from(h.failures));
     }
     let mut text = match HANDLE.get() {

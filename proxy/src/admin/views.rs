@@ -100,11 +100,13 @@ pub fn backends_table(shared: &Shared) -> Table {
             s(role),
             s(b.state.as_str()),
             s(b.weight),
-            h.as_ref().and_then(|h| h.lag_ms).map(|l| l.to_string()),
+            h.as_ref()
+                .and_then(|h| h.shown_lag_ms(role == "primary"))
+                .map(|l| l.to_string()),
             h.as_ref().map(|h| {
                 if !h.reachable {
                     "down"
-                } else if role == "primary" || h.serves_reads(bound) {
+                } else if role == "primary" || h.serves_reads(bound, false) {
                     "yes"
                 } else {
                     "no"
