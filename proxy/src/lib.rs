@@ -1,6 +1,7 @@
 //! concord's node: the MySQL-protocol data path, the admin port and HTTP.
 
 pub mod admin;
+pub mod alloc_track;
 pub mod backend;
 pub mod classify;
 pub mod digest;
@@ -8,6 +9,7 @@ pub mod duties;
 pub mod error;
 pub mod fleetpos;
 pub mod http;
+pub mod latency;
 pub mod logging;
 pub mod metrics;
 pub mod net;

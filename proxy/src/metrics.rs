@@ -7,6 +7,7 @@ use crate::router::Reason;
 use crate::shared::Shared;
 use metrics::{counter, gauge, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
@@ -288,6 +289,18 @@ pub fn render(shared: &Shared) -> String {
         Some(h) => h.render(),
         None => "# metrics recorder not installed\n".into(),
     };
+    // Per-statement histograms of this node's own (no sample storage).
+    let name = "concord_backend_query_duration_seconds";
+    let _ = writeln!(
+        text,
+        "# HELP {name} time from sending a statement to the end of its response"
+    );
+    let _ = writeln!(text, "# TYPE {name} histogram");
+    for (b, pool) in &routing.pools {
+        pool.stats
+            .latency
+            .render(&mut text, name, &format!("backend=\"{}\"", escape(b)));
+    }
     let top = shared.config.load().digests.prometheus_top as usize;
     if top > 0 {
         top_digests(&mut text, &shared.digests.top(top, true, |r| r.total_us));

@@ -79,9 +79,9 @@ pub async fn serve_clients(shared: Arc<Shared>, listener: TcpListener) {
             continue;
         }
         let shared = shared.clone();
-        tokio::spawn(async move {
+        tokio::spawn(crate::alloc_track::Tracked::new(async move {
             let _slot = slot;
             crate::session::run(shared, tcp, peer).await;
-        });
+        }));
     }
 }

@@ -14,8 +14,9 @@ pub struct User {
     /// SHA256(SHA256(pw)), for caching_sha2_password fast auth.
     pub sha2: Option<[u8; 32]>,
     pub empty_password: bool,
-    pub backend_user: String,
-    pub backend_password: String,
+    /// Shared (`Arc`): sessions take them for every pool acquire.
+    pub backend_user: std::sync::Arc<str>,
+    pub backend_password: std::sync::Arc<str>,
     pub max_connections: u32,
     pub require_tls: bool,
     pub max_replica_lag: Option<Duration>,
@@ -44,8 +45,8 @@ impl User {
             native,
             sha2,
             empty_password: pw == Some(b""),
-            backend_user: bu.to_string(),
-            backend_password: bp.to_string(),
+            backend_user: bu.into(),
+            backend_password: bp.into(),
             max_connections: u.max_connections,
             require_tls: u.require_tls,
             max_replica_lag: u.max_replica_lag,

@@ -115,7 +115,7 @@ impl Session {
     fn pool_key(&self) -> (PoolKey, Login) {
         (
             PoolKey {
-                user: self.user.backend_user.as_str().into(),
+                user: self.user.backend_user.clone(),
                 flavor: self.caps & cap::FLAVOR,
             },
             Login {
@@ -667,9 +667,7 @@ impl Session {
         b.conn.idle_since = now;
         let stats = &b.pool.stats;
         stats.queries.fetch_add(1, Ordering::Relaxed);
-        stats
-            .latency
-            .record(now.duration_since(started).as_secs_f64());
+        stats.latency.record(now.duration_since(started));
         if res.is_err() || sc.error.is_some() {
             stats.errors.fetch_add(1, Ordering::Relaxed);
         }

@@ -564,8 +564,13 @@ impl Session {
                 .ok_or(SessionError::Client(
                     concord_protocol::ProtoError::Truncated("parameter types"),
                 ))?;
-            s.types = Some(types.to_vec());
-            s.types_on = vec![conn_id];
+            // Reused: a driver that sends types with every execute costs
+            // no allocation per statement.
+            let t = s.types.get_or_insert_with(Vec::new);
+            t.clear();
+            t.extend_from_slice(types);
+            s.types_on.clear();
+            s.types_on.push(conn_id);
             return Ok(cmd);
         }
         if s.types_on.contains(&conn_id) {
