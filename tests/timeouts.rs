@@ -300,3 +300,48 @@ async fn without_the_rollback_the_timed_out_transaction_commits() {
     assert_eq!(said[1], "ok", "{said:?}");
     assert_eq!(sum, 3, "the timed-out transaction committed v = 1 + 2");
 }
+
+/// A transaction begun inside another (BEGIN commits the first) gets its
+/// own `transaction_timeout` clock, and a COMMIT is never cut off by the
+/// deadline of the transaction it ends.
+async fn second_transaction(hooks: &str) -> Result<(), String> {
+    let topo = Topology::start(1).await;
+    topo.primary
+        .exec("CREATE TABLE test.tc (id INT PRIMARY KEY, v INT); INSERT INTO test.tc VALUES (1, 0)")
+        .await;
+    let fleet = Fleet::start(1, topo.backends(), |_, c| {
+        c.test_hooks = hooks.into();
+        c.listener_extra.push_str("transaction_timeout = \"1s\"\n");
+    })
+    .await;
+    let mut c = fleet.nodes[0].conn().await;
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE test.tc SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Implicitly commits the first; the second starts now.
+    c.query_drop("BEGIN").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // 1.4 s after the first BEGIN, 0.7 s into the second transaction.
+    c.query_drop("UPDATE test.tc SET v = v + 1 WHERE id = 1")
+        .await
+        .map_err(|e| e.to_string())?;
+    c.query_drop("COMMIT").await.map_err(|e| e.to_string())?;
+    let v: Vec<i64> = topo.primary.query("SELECT v FROM test.tc").await;
+    assert_eq!(v, [2]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transaction_gets_its_own_clock() {
+    second_transaction("").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_restart_the_second_transaction_is_cut_off() {
+    let e = second_transaction("txn-clock-no-restart")
+        .await
+        .unwrap_err();
+    assert!(e.contains("transaction_timeout"), "{e}");
+}

@@ -25,6 +25,8 @@ pub const STMT_HAS_NO_OPEN_CURSOR: Code = Code(1421, b"HY000");
 pub const MAX_PREPARED_STMT_COUNT_REACHED: Code = Code(1461, b"42000");
 pub const NOT_ALLOWED_COMMAND: Code = Code(1148, b"42000");
 pub const QUERY_INTERRUPTED: Code = Code(1317, b"70100");
+/// ER_LOCK_DEADLOCK: InnoDB rolled the whole transaction back.
+pub const LOCK_DEADLOCK: Code = Code(1213, b"40001");
 /// MariaDB's ER_STATEMENT_TIMEOUT (max_statement_time exceeded).
 pub const STATEMENT_TIMEOUT: Code = Code(1969, b"70100");
 pub const LOCK_WAIT_TIMEOUT: Code = Code(1205, b"HY000");

@@ -23,6 +23,8 @@ use std::sync::Mutex;
 /// Latency buckets per row: two per power of two of microseconds, from
 /// 1 µs to about 16 s (the last bucket holds everything slower).
 const BUCKETS: usize = 48;
+/// Bytes of a fingerprint sent to another node for the fleet view.
+const WIRE_TEXT: usize = 1024;
 
 /// Where a statement ran.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -129,8 +131,14 @@ impl Row {
     /// figure, the histogram included, so merged quantiles stay exact to
     /// the bucket.
     pub fn to_wire(&self) -> serde_json::Value {
+        // The text is cut for the wire (the digest identifies the row), so
+        // a node's answer stays far under the peer frame limit.
+        let mut cut = self.text.len().min(WIRE_TEXT);
+        while !self.text.is_char_boundary(cut) {
+            cut -= 1;
+        }
         serde_json::json!({
-            "digest": self.digest, "text": &*self.text, "user": &*self.user,
+            "digest": self.digest, "text": &self.text[..cut], "user": &*self.user,
             "schema": &*self.schema, "role": self.role.name(), "count": self.count,
             "count_error": self.count_error, "errors": self.errors,
             "rows_sent": self.rows_sent, "rows_affected": self.rows_affected,
@@ -172,12 +180,13 @@ impl Row {
     /// The same key's row from another node, added in (counts, errors and
     /// times sum; the error bounds too).
     pub fn absorb(&mut self, o: &Row) {
-        self.count += o.count;
-        self.count_error += o.count_error;
-        self.errors += o.errors;
-        self.rows_sent += o.rows_sent;
-        self.rows_affected += o.rows_affected;
-        self.total_us += o.total_us;
+        // Saturating: the figures come from another node.
+        self.count = self.count.saturating_add(o.count);
+        self.count_error = self.count_error.saturating_add(o.count_error);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.rows_sent = self.rows_sent.saturating_add(o.rows_sent);
+        self.rows_affected = self.rows_affected.saturating_add(o.rows_affected);
+        self.total_us = self.total_us.saturating_add(o.total_us);
         self.max_us = self.max_us.max(o.max_us);
         for (a, b) in self.hist.iter_mut().zip(&o.hist) {
             *a = a.saturating_add(*b);

@@ -54,6 +54,7 @@ pub async fn merged(
                 .as_array()
                 .ok_or_else(|| format!("node {id} sent no rows"))?
                 .iter()
+                .take(PER_NODE)
                 .map(|r| Row::from_wire(r).ok_or_else(|| format!("node {id} sent a malformed row")))
                 .collect::<Result<Vec<Row>, String>>()
         });

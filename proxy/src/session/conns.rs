@@ -706,6 +706,7 @@ impl Session {
                     self.txn = (sc.status & status::IN_TRANS != 0).then_some(w);
                 } else if sc.error.is_some() {
                     self.status_stale = true;
+                    self.deadlocked |= sc.error == Some(codes::LOCK_DEADLOCK.0);
                 }
                 self.last = Some(w);
                 if diag {

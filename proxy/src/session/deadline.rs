@@ -50,23 +50,38 @@ impl Session {
         (!t.is_zero()).then_some(t)
     }
 
-    /// When the statement being sent is cut off: its own timeout, or what
-    /// is left of its transaction's, whichever comes first. Measured from
-    /// the command's arrival (no clock read here).
+    /// When the statement being sent is cut off: its own timeout (from
+    /// when it is sent), or its transaction's fixed deadline, whichever
+    /// comes first. A statement that ends the transaction (COMMIT,
+    /// ROLLBACK, BEGIN) is never cut off by it: a COMMIT killed mid-flush
+    /// could be durable while the client hears "rolled back". With
+    /// autocommit off, the statement that opens a transaction counts from
+    /// its own arrival.
     pub(super) fn deadline(&self) -> Option<Timeout> {
-        let own = self.stmt_timeout.map(|limit| Timeout { limit, txn: None });
-        let TxnClock::Until { since, limit } = self.txn_clock else {
-            return own;
-        };
-        if self.txn.is_none() {
+        let own = self.stmt_timeout.map(|limit| Timeout {
+            limit,
+            txn: None,
+            at: None,
+        });
+        if self.txn_boundary {
             return own;
         }
-        let left = (since + limit).saturating_duration_since(self.cmd_at);
+        let (since, limit) = match (self.txn_clock, self.txn.is_some()) {
+            (TxnClock::Until { since, limit }, true) => (since, limit),
+            (TxnClock::Off, false) if !self.state.autocommit => match self.txn_timeout() {
+                Some(limit) => (self.cmd_at, limit),
+                None => return own,
+            },
+            _ => return own,
+        };
+        let at = since + limit;
+        let left = at.saturating_duration_since(self.cmd_at);
         match own {
             Some(o) if o.limit <= left => Some(o),
             _ => Some(Timeout {
                 limit: left,
                 txn: Some(limit),
+                at: Some(at),
             }),
         }
     }
@@ -75,6 +90,16 @@ impl Session {
     /// (at the arrival of the command that opened it), stops it when it
     /// ended, and rolls back one that ran past its deadline.
     pub(super) fn tick_txn_clock(&mut self) {
+        if self.txn_boundary && !concord_config::testhooks::on("txn-clock-no-restart") {
+            // Whatever is open now began with this command.
+            self.txn_clock = TxnClock::Off;
+        }
+        if std::mem::take(&mut self.deadlocked) {
+            // The server rolled the transaction back; no clock runs until
+            // the client begins again.
+            self.txn_clock = TxnClock::Untimed;
+            return;
+        }
         match (self.txn.is_some(), self.txn_clock) {
             (false, _) => self.txn_clock = TxnClock::Off,
             (true, TxnClock::Off) => {

@@ -69,6 +69,13 @@ pub struct Session {
     /// The transaction was rolled back by `transaction_timeout` (this
     /// long): what the client is told until it sends ROLLBACK.
     txn_timed_out: Option<std::time::Duration>,
+    /// The running command is BEGIN, COMMIT or ROLLBACK: it ends the open
+    /// transaction (so it is not cut off by that transaction's deadline),
+    /// and one open after it is a new one (AND CHAIN, an implicit commit).
+    txn_boundary: bool,
+    /// The last answer was a deadlock error (1213): the server rolled the
+    /// transaction back, whatever the stale status says.
+    deadlocked: bool,
     /// Why everything stays on the primary connection (`Pin` bits): state
     /// the server holds there that concord cannot replay elsewhere
     /// (temporary tables, locks, ...).
@@ -207,6 +214,8 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         txn: None,
         txn_clock: deadline::TxnClock::Off,
         txn_timed_out: None,
+        txn_boundary: false,
+        deadlocked: false,
         pins: 0,
         pinned_names: Vec::new(),
         last: None,
@@ -304,6 +313,7 @@ impl Session {
             self.cmd_at = self.info.touch();
             self.expire_txn_at_arrival();
             self.stmt_timeout = None;
+            self.txn_boundary = false;
             self.info.queries.fetch_add(1, Ordering::Relaxed);
             if let Some(why) = self.lost.take() {
                 let _ = self.discard(cmd).await;

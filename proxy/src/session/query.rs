@@ -47,6 +47,10 @@ impl Session {
         let sql = &cmd.visible(&self.client.rbuf)[1..];
         let mut class = classify::classify(sql);
         self.stmt_timeout = super::deadline::hinted(self.default_timeout(), class.hint_timeout);
+        self.txn_boundary = matches!(
+            class.kind,
+            Kind::Begin { .. } | Kind::Commit | Kind::Rollback
+        );
         if !cmd.whole {
             class.flags |= flag::TRUNCATED;
             class.flags &= !flag::ONLY_SETS;

@@ -44,6 +44,9 @@ pub struct Timeout {
     pub limit: std::time::Duration,
     /// The transaction's deadline is what binds: its `transaction_timeout`.
     pub txn: Option<std::time::Duration>,
+    /// When (absolute) it passes, if not `limit` from when the statement
+    /// is sent (a transaction's deadline is fixed).
+    pub at: Option<std::time::Instant>,
 }
 
 impl Timeout {
@@ -409,11 +412,14 @@ where
     // Something of the answer reached the client.
     let mut sent = false;
     // The timeout passed (the statement was killed on its server).
-    let deadline = stall
-        .timeout
-        .as_ref()
-        .map(|t| tokio::time::Instant::now() + t.limit);
+    let deadline = stall.timeout.as_ref().map(|t| match t.at {
+        Some(at) => tokio::time::Instant::from_std(at),
+        None => tokio::time::Instant::now() + t.limit,
+    });
     let mut expired = false;
+    // A client that sent COM_QUIT and closed is not waited on: its
+    // statement runs to its end, as on a server.
+    let mut watch_client = true;
     'relay: loop {
         // Where this chunk starts: inside a packet, or at the header of
         // the packet with sequence id `next_seq`.
@@ -671,11 +677,13 @@ where
         // client is read too: bytes it sends early stay buffered for the
         // command loop, and its going away kills the statement on the
         // server instead of leaving it to run to the end.
+        let wait = stall.wait(&progress);
+        tokio::pin!(wait);
         let filled = loop {
             tokio::select! {
                 biased;
                 r = backend.fill() => break r,
-                e = stall.wait(&progress) => break Err(e),
+                e = &mut wait => break Err(e),
                 _ = until(deadline), if deadline.is_some() && !expired => {
                     expired = true;
                     if stall.timeout.is_some_and(|t| t.txn.is_none()) {
@@ -686,7 +694,11 @@ where
                     }
                     continue 'relay;
                 }
-                r = client.fill(), if client.rbuf.len() < WATCH_LIMIT => {
+                r = client.fill(), if watch_client && client.rbuf.len() < WATCH_LIMIT => {
+                    if r.is_err() && client.rbuf.ends_with(&[1, 0, 0, 0, concord_protocol::consts::com::QUIT]) {
+                        watch_client = false;
+                        continue;
+                    }
                     if let Err(e) = r {
                         crate::metrics::client_gone_mid_statement();
                         if let Some(r) = &stall.running {
