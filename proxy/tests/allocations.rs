@@ -131,6 +131,26 @@ async fn a_session_allocates_nothing_per_statement() {
         println!("{what}: {n} allocations in sessions over {N} statements");
         per.push((what, n));
     }
+    // Memory: what a long run adds with no /metrics scrape (samples are
+    // not stored anywhere; buffers and tables are warm).
+    let rss = || -> u64 {
+        let s =
+            std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm must be readable");
+        let pages: u64 = s
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("statm resident");
+        pages * 4
+    };
+    let before = rss();
+    for i in 0..50_000i64 {
+        c.query(text).await.unwrap();
+        c.execute(stmt, &[i]).await.unwrap();
+    }
+    let grew = rss().saturating_sub(before);
+    println!("RSS grew {grew} KiB over 100000 more statements");
+    assert!(grew < 1024, "RSS grew {grew} KiB over 100 000 statements");
     for (what, n) in per {
         // Zero per statement; a handful in all (a timer wheel slot, a
         // buffer grown once) is not per statement.
