@@ -244,8 +244,12 @@ impl Rig {
         let Ok(rows) = self.fleet.nodes[0].admin_query("SHOW BACKENDS").await else {
             return false;
         };
+        // Replicas in rotation (a fenced former primary replicates from
+        // no one and is not readable until it rejoins).
         rows.iter()
-            .filter(|r| r["role"].as_deref() == Some("replica"))
+            .filter(|r| {
+                r["role"].as_deref() == Some("replica") && r["state"].as_deref() == Some("active")
+            })
             .all(|r| r["readable"].as_deref() == Some("yes"))
     }
 
