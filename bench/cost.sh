@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Deterministic cost per query of concord and of HAProxy (tcp mode), each
-# alone in front of concord-bench's mock server, for judging a change on a
-# shared, noisy machine:
-#   - user-space instructions per query: valgrind --tool=callgrind, one run
-#     with a fixed workload and one idle run of the same length; the
-#     difference over the number of queries (startup, shutdown and the
-#     proxy's background work cancel out);
+# Syscalls per query of concord and of HAProxy (tcp mode), each alone in
+# front of concord-bench's mock server, at a fixed open-loop rate: a count
+# that does not depend on how busy the shared machine is.
 #   - syscalls per query: perf stat -e raw_syscalls:sys_enter on the proxy
-#     process (natively) during a fixed workload.
+#     process during the workload, over the queries answered.
+#   - instructions per query: not yet. valgrind 3.19's callgrind aborts on
+#     concord (assertion in vgCallgrind_post_signal once tokio's signal
+#     handling runs), and this VM exposes no hardware counters to perf.
 #   bench/cost.sh [queries-per-second] [seconds] [connections]
 # Needs a release build (cargo build --release --workspace --bins --examples),
-# valgrind, perf and haproxy.
+# perf and haproxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-400}; secs=${2:-6}; conns=${3:-4}
@@ -19,6 +18,7 @@ bin=target/release
 work=$(mktemp -d /tmp/concord-cost.XXXX)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"; }
 trap cleanup EXIT
+[ -n "${KEEP:-}" ] && trap - EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 mp=$(port)
@@ -79,25 +79,8 @@ load() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["queries"])'
 }
 
-# Total instructions callgrind counted for the run in $1.
-ir() { awk '/^(summary|totals):/{print $2; exit}' "$1"; }
-
-declare -A ipq spq
+declare -A spq
 for p in concord haproxy; do
-  # Instructions: under callgrind, with load, then idle for as long.
-  for mode in load idle; do
-    pp=$(port)
-    valgrind --tool=callgrind --callgrind-out-file="$work/$p-$mode.cg" $(proxy_cmd $p $pp) \
-      >/dev/null 2>"$work/$p-$mode.vg" &
-    vpid=$!
-    wait_port $pp
-    sleep 2
-    if [ $mode = load ]; then q=$(load $pp); echo "$p under callgrind: $q queries" >&2
-    else sleep $secs; fi
-    kill -TERM $vpid; wait $vpid 2>/dev/null || true
-    [ $mode = load ] && queries=$q
-  done
-  ipq[$p]=$(awk -v a=$(ir "$work/$p-load.cg") -v b=$(ir "$work/$p-idle.cg") -v q=$queries 'BEGIN{printf "%.0f", (a-b)/q}')
   # Syscalls, natively.
   pp=$(port)
   $(proxy_cmd $p $pp) >/dev/null 2>&1 &
@@ -115,7 +98,7 @@ for p in concord haproxy; do
   echo "$p natively: $q queries, $n syscalls" >&2
 done
 echo
-printf "%-8s %24s %18s\n" proxy "instructions per query" "syscalls per query"
+printf "%-8s %18s\n" proxy "syscalls per query"
 for p in concord haproxy; do
-  printf "%-8s %24s %18s\n" $p ${ipq[$p]} ${spq[$p]}
+  printf "%-8s %18s\n" $p ${spq[$p]}
 done
