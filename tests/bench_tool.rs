@@ -1,10 +1,11 @@
 //! concord-bench itself: the mock server passes real clients, runs against
 //! a real MariaDB are clean, open-loop mode exposes a stall that closed
 //! loop hides, compare produces every target's row, timeline writes its
-//! files.
+//! files, and agents on several hosts merge their histograms exactly.
 
+use harness::bin::KillOnDrop;
 use harness::cli::mariadb_ok;
-use harness::{Concord, ConcordConfig, MariaDb, PASSWORD};
+use harness::{Concord, ConcordConfig, Fleet, MariaDb, Topology, PASSWORD};
 use mysql_async::prelude::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -260,4 +261,126 @@ async fn compare_produces_every_target_and_timeline_writes_files() {
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let _ = mock.kill();
     let _ = mock.wait();
+}
+
+/// Three agents on loopback drive a 3-node fleet together. The merged
+/// histogram must equal the one recorded in a single process from the same
+/// samples (every agent returns its raw latencies for this check), counts
+/// add up, and connections spread over all three nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_merge_their_histograms_exactly_over_a_fleet() {
+    let topo = Topology::start(1).await;
+    topo.primary.exec("CREATE DATABASE concord_bench").await;
+    for t in 1..=2 {
+        topo.primary
+            .exec(&format!("CREATE TABLE concord_bench.sbtest{t} (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60))"))
+            .await;
+    }
+    topo.wait_replicated().await;
+    let fleet = Fleet::start(3, topo.backends(), |_, c| {
+        c.extra.push_str("[routing]\nmax_replica_lag = \"1h\"\n");
+    })
+    .await;
+    let mut agents = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let port = harness::ports::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        agents.push(KillOnDrop(
+            bench()
+                .args(["agent", "--listen", &addr, "--token", "s3cret"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        harness::wait_for("a bench agent", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        addrs.push(addr);
+    }
+    let mut cmd = bench();
+    cmd.args([
+        "run",
+        "--agents",
+        &addrs.join(","),
+        "--agent-token",
+        "s3cret",
+    ]);
+    for n in &fleet.nodes {
+        cmd.args(["--target", &n.addr()]);
+    }
+    let out = cmd
+        .args(["--user", "app", "--password", PASSWORD])
+        .args(["--tables", "2", "--table-size", "100", "--connections", "4"])
+        .args(["--duration", "2s", "--warmup", "0s"])
+        .args(["--json", "--return-samples"])
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    let total = &v["total"];
+    assert_eq!(total["errors"].as_u64(), Some(0), "{total}");
+    let queries = total["queries"].as_u64().unwrap();
+    let per_agent: Vec<u64> = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["total"]["queries"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_agent.len(), 3);
+    assert!(per_agent.iter().all(|q| *q > 0), "{per_agent:?}");
+    assert_eq!(per_agent.iter().sum::<u64>(), queries);
+    // 3 agents x 4 connections, round robin over 3 nodes: 4 each.
+    let per_node: Vec<u64> = v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["queries"].as_u64().unwrap())
+        .collect();
+    assert!(
+        per_node.len() == 3 && per_node.iter().all(|q| *q > 0),
+        "{per_node:?}"
+    );
+    assert_eq!(per_node.iter().sum::<u64>(), queries);
+    // One process's histogram of every sample the agents recorded.
+    let mut single = concord_bench::stats::histogram();
+    let samples = v["samples"].as_array().unwrap();
+    for s in samples {
+        single.record(s.as_u64().unwrap()).unwrap();
+    }
+    assert_eq!(samples.len() as u64, queries);
+    let merged = concord_bench::agent::decode(v["histogram_v2_hex"].as_str().unwrap()).unwrap();
+    assert_eq!(merged, single, "the merged histogram differs");
+    let want = concord_bench::stats::Latency::of(&single);
+    let got: concord_bench::stats::Latency =
+        serde_json::from_value(total["latency"].clone()).unwrap();
+    // The mean is a float that went through JSON: equal to rounding.
+    assert!(
+        (got.mean_us - want.mean_us).abs() < 1e-6,
+        "{got:?} {want:?}"
+    );
+    assert_eq!(
+        concord_bench::stats::Latency {
+            mean_us: want.mean_us,
+            ..got
+        },
+        want
+    );
+    println!(
+        "3 agents: {queries} queries {per_agent:?} over nodes {per_node:?}, p50 {} us p99 {} us",
+        want.p50_us, want.p99_us
+    );
+    // A wrong token is refused, by name.
+    let out = bench()
+        .args(["run", "--agents", &addrs[0], "--agent-token", "nope"])
+        .args(["--target", &fleet.nodes[0].addr(), "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addrs[0]) && err.contains("token"), "{err}");
+    drop(agents);
 }

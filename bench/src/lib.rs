@@ -11,9 +11,12 @@
 //! - [`mock`]: a minimal, fast MySQL server to measure a proxy's own cost.
 //! - [`compare`]: interleaved rounds against several targets with the
 //!   proxies' CPU per query from `/proc`.
+//! - [`agent`]: load from several hosts, started together, histograms
+//!   merged exactly.
 //! - [`timeline`]: per-100 ms QPS/errors/p99 while something happens, as
 //!   CSV and an SVG chart.
 
+pub mod agent;
 pub mod client;
 pub mod compare;
 pub mod mock;

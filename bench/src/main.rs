@@ -5,7 +5,7 @@ use concord_bench::compare::{self, Target};
 use concord_bench::report;
 use concord_bench::runner::{self, Opts};
 use concord_bench::workload::{self, Shape, Workload};
-use concord_bench::{mock, procstat, timeline, BenchError};
+use concord_bench::{agent, mock, procstat, timeline, BenchError};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,8 +28,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a workload against one target or a fleet.
+    /// Run a workload against one target or a fleet, from this process or
+    /// from agents on several hosts (`--agents`).
     Run(RunArgs),
+    /// Wait for a coordinator (`run --agents`) and run its workload from
+    /// this host.
+    Agent {
+        #[arg(long, default_value = "0.0.0.0:7070")]
+        listen: String,
+        /// Refuse coordinators that do not send this token.
+        #[arg(long, env = "CONCORD_BENCH_AGENT_TOKEN")]
+        token: Option<String>,
+        /// Exit after one run (a Kubernetes Job's pod then completes).
+        #[arg(long)]
+        once: bool,
+    },
     /// A minimal, fast MySQL server for measuring a proxy's own cost.
     MockServer {
         #[arg(long, default_value = "127.0.0.1:3399")]
@@ -122,6 +135,7 @@ impl Load {
             shape: self.shape(),
             progress: !self.json,
             keep_samples: false,
+            target_offset: 0,
         }
     }
 }
@@ -136,6 +150,18 @@ struct RunArgs {
     proxy_pid: Vec<u32>,
     #[arg(long)]
     extrapolate: bool,
+    /// Agents (host:port, comma-separated) that each run this whole
+    /// workload (connections and rate are per agent), started together;
+    /// their histograms are merged exactly.
+    #[arg(long, value_delimiter = ',')]
+    agents: Vec<String>,
+    /// The token the agents were started with.
+    #[arg(long, env = "CONCORD_BENCH_AGENT_TOKEN")]
+    agent_token: Option<String>,
+    /// With --agents --json: every successful query's latency (µs), to
+    /// check the merge. Large.
+    #[arg(long)]
+    return_samples: bool,
 }
 
 #[derive(Args)]
@@ -212,7 +238,16 @@ fn main() -> ExitCode {
 
 async fn dispatch(cmd: Cmd) -> Result<(), BenchError> {
     match cmd {
+        Cmd::Run(a) if !a.agents.is_empty() => run_agents(a).await,
         Cmd::Run(a) => run(a).await,
+        Cmd::Agent {
+            listen,
+            token,
+            once,
+        } => {
+            let l = tokio::net::TcpListener::bind(&listen).await?;
+            agent::serve(l, token, once).await
+        }
         Cmd::MockServer {
             listen,
             user,
@@ -311,6 +346,58 @@ async fn run(a: RunArgs) -> Result<(), BenchError> {
                 e["cores_for_1m_qps"].as_f64().unwrap_or(f64::INFINITY)
             ));
         }
+    }
+    Ok(())
+}
+
+async fn run_agents(a: RunArgs) -> Result<(), BenchError> {
+    if !a.proxy_pid.is_empty() || a.extrapolate {
+        return Err(BenchError::Usage(
+            "--proxy-pid and --extrapolate measure local processes; they do not combine with --agents"
+                .into(),
+        ));
+    }
+    if a.load.setup {
+        setup(&a.load, &a.load.targets[0]).await?;
+    }
+    let mut opts = a.load.opts();
+    opts.progress = false;
+    report::note(&format!(
+        "{} agents x {} connections over {} targets ...",
+        a.agents.len(),
+        opts.connections,
+        opts.targets.len()
+    ));
+    let m = agent::coordinate(&a.agents, &opts, a.agent_token, a.return_samples).await?;
+    if a.load.json {
+        let agents: Vec<serde_json::Value> = m
+            .agents
+            .iter()
+            .map(|(addr, r)| json!({ "agent": addr, "total": r.total, "targets": r.per_target }))
+            .collect();
+        report::json(&json!({
+            "agents": agents,
+            "targets": m.per_target,
+            "total": m.total,
+            "histogram_v2_hex": agent::encode(&m.histogram)?,
+            "samples": m.samples,
+        }));
+    } else {
+        let mut rows: Vec<_> = m
+            .agents
+            .iter()
+            .map(|(addr, r)| {
+                let mut s = r.total.clone();
+                s.target = format!("agent {addr}");
+                s
+            })
+            .collect();
+        rows.extend(m.per_target.iter().cloned());
+        rows.push(m.total.clone());
+        report::table(&rows);
+        report::line(
+            "TOTAL: queries and QPS add up over agents; percentiles come from the merged histogram",
+        );
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use crate::client::Client;
 use crate::stats::{merge, Latency, Summary, TaskStats};
 use crate::workload::{Shape, Worker};
 use crate::BenchError;
+use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,11 +28,18 @@ pub struct Opts {
     pub progress: bool,
     /// Keep every sample (timelines).
     pub keep_samples: bool,
+    /// Connection `i` goes to target `(i + target_offset) % targets`: an
+    /// agent's connections continue the fleet-wide round robin where the
+    /// previous agent's stopped.
+    pub target_offset: u32,
 }
 
 pub struct Outcome {
     pub per_target: Vec<Summary>,
     pub total: Summary,
+    /// The histograms behind the summaries, for exact merging elsewhere.
+    pub per_target_histograms: Vec<Histogram<u64>>,
+    pub total_histogram: Histogram<u64>,
     /// (ms since the measured phase began, latency µs, ok)
     pub samples: Vec<(u32, u32, bool)>,
 }
@@ -181,7 +189,7 @@ pub async fn run(opts: Opts) -> Result<Outcome, BenchError> {
     let mut stats: Vec<(usize, Arc<Mutex<TaskStats>>)> = Vec::new();
     let mut tasks = Vec::new();
     for i in 0..opts.connections {
-        let ti = (i as usize) % opts.targets.len();
+        let ti = (i.wrapping_add(opts.target_offset) as usize) % opts.targets.len();
         let s = TaskStats::new(opts.keep_samples);
         stats.push((ti, s.clone()));
         tasks.push(tokio::spawn(connection(
@@ -236,7 +244,7 @@ pub async fn run(opts: Opts) -> Result<Outcome, BenchError> {
     }
     let summarize = |name: String, group: Vec<Arc<Mutex<TaskStats>>>| {
         let (h, ok, errors, last_error) = merge(&group);
-        Summary {
+        let summary = Summary {
             target: name,
             queries: ok,
             errors,
@@ -245,9 +253,10 @@ pub async fn run(opts: Opts) -> Result<Outcome, BenchError> {
             latency: Latency::of(&h),
             proxy_cpu_seconds: None,
             last_error,
-        }
+        };
+        (summary, h)
     };
-    let per_target = opts
+    let (per_target, per_target_histograms) = opts
         .targets
         .iter()
         .enumerate()
@@ -261,8 +270,8 @@ pub async fn run(opts: Opts) -> Result<Outcome, BenchError> {
                     .collect(),
             )
         })
-        .collect();
-    let total = summarize(
+        .unzip();
+    let (total, total_histogram) = summarize(
         opts.targets.join(","),
         stats.iter().map(|(_, s)| s.clone()).collect(),
     );
@@ -277,6 +286,8 @@ pub async fn run(opts: Opts) -> Result<Outcome, BenchError> {
     Ok(Outcome {
         per_target,
         total,
+        per_target_histograms,
+        total_histogram,
         samples,
     })
 }

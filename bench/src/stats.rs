@@ -4,7 +4,7 @@
 //! (1 µs .. 60 s, 3 significant digits).
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
 pub const MAX_US: u64 = 60_000_000;
@@ -70,7 +70,7 @@ impl TaskStats {
 }
 
 /// Percentiles of a histogram in microseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     pub p50_us: u64,
     pub p90_us: u64,
@@ -97,7 +97,7 @@ impl Latency {
 }
 
 /// The figures of one run against one target.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub target: String,
     pub queries: u64,

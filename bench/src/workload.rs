@@ -36,6 +36,20 @@ impl Workload {
         matches!(self, Workload::ReadMostlyToken | Workload::ReadWriteToken)
     }
 
+    /// The name `--workload` takes (the inverse of `from_str`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::PointSelect => "point-select",
+            Workload::PointSelectPs => "point-select-ps",
+            Workload::ReadOnly => "read-only",
+            Workload::ReadWrite => "read-write",
+            Workload::ReadMostly => "read-mostly",
+            Workload::Insert => "insert",
+            Workload::ReadMostlyToken => "read-mostly-token",
+            Workload::ReadWriteToken => "read-write-token",
+        }
+    }
+
     /// The statement mix, tokens aside.
     fn mix(self) -> Workload {
         match self {

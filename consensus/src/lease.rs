@@ -48,6 +48,8 @@ pub struct Lease {
     /// Woken when the newest epoch's lease turns valid after having
     /// lapsed (or was never held): statements held for it go at once.
     pub regained: tokio::sync::Notify,
+    /// When `regained` last fired (boot nanos).
+    pub regained_at: AtomicU64,
 }
 
 impl Lease {
@@ -60,6 +62,7 @@ impl Lease {
             confirmed: AtomicU64::new(0),
             timeout_ns: AtomicU64::new(nanos(timeout)),
             regained: tokio::sync::Notify::new(),
+            regained_at: AtomicU64::new(0),
         }
     }
 
@@ -136,6 +139,7 @@ impl Lease {
         let was = self.deadline.fetch_max(d, Ordering::AcqRel);
         self.confirmed.fetch_max(confirmed_at, Ordering::AcqRel);
         if was <= now && d > now {
+            self.regained_at.store(now, Ordering::Release);
             self.regained.notify_waiters();
         }
     }

@@ -382,6 +382,13 @@ pub fn causal_read(outcome: &'static str) {
 
 /// How long a causal read waited: `position` (learning the primary's
 /// position, fleet mode) or `replica` (a replica applying a position).
+/// A statement held for a primary was released by a routing change, this
+/// long after the change was published (its wake-up delay: taking a
+/// connection to the new primary comes after).
+pub fn held_write_released(delay: std::time::Duration) {
+    metrics::histogram!("concord_held_write_release_seconds").record(delay.as_secs_f64());
+}
+
 pub fn read_wait(what: &'static str, took: std::time::Duration) {
     metrics::histogram!("concord_read_wait_seconds", "what" => what).record(took.as_secs_f64());
 }

@@ -171,7 +171,7 @@ fn follow_topology(shared: Arc<Shared>) {
             };
             let nudge = offered(&old) != offered(&new);
             shared.routing.store(Arc::new(new));
-            shared.route_changed.notify_waiters();
+            shared.notify_route_changed();
             // A replica left the rotation (drain, maintenance, weight 0,
             // fence): idle sessions holding a connection to it let go now,
             // not at their next statement, so a drain can finish.

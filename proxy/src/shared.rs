@@ -48,6 +48,9 @@ pub struct Shared {
     /// Woken whenever the routing snapshot is rebuilt (a new primary or
     /// epoch, a backend's health changed): held statements look again.
     pub route_changed: tokio::sync::Notify,
+    /// When `route_changed` last fired (boot nanos, the lease's clock): a
+    /// held statement measures its release delay from here.
+    pub route_changed_at: AtomicU64,
     /// Query digests (`SHOW CONCORD DIGESTS`).
     pub digests: crate::digest::Digests,
 }
@@ -90,7 +93,23 @@ impl Shared {
             auth_throttle: Default::default(),
             primary_pos: Default::default(),
             route_changed: tokio::sync::Notify::new(),
+            route_changed_at: AtomicU64::new(0),
         }
+    }
+
+    /// Publishes a rebuilt routing snapshot's arrival to held statements.
+    pub fn notify_route_changed(&self) {
+        self.route_changed_at
+            .store(concord_consensus::lease::boot_nanos(), Ordering::Release);
+        self.route_changed.notify_waiters();
+    }
+
+    /// The latest event that can release held statements (a rebuilt
+    /// routing snapshot, the lease regained), boot nanos.
+    pub fn last_release_event(&self) -> u64 {
+        self.route_changed_at
+            .load(Ordering::Acquire)
+            .max(self.lease.regained_at.load(Ordering::Acquire))
     }
 
     /// Whether a statement routed to the primary of `epoch` may be sent

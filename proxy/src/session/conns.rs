@@ -277,6 +277,8 @@ impl Session {
             }
         }
         let mut waiting: Option<(Instant, crate::shared::BufferSlot)> = None;
+        // When the statement began to be held (boot nanos).
+        let mut held_from = 0u64;
         let shared = self.shared.clone();
         loop {
             // Registered before looking, so a change while we look wakes us.
@@ -321,6 +323,16 @@ impl Session {
                     self.shared.write_block_reason().unwrap_or_default()
                 }
                 Some(p) => {
+                    // Released: how long after the event that allowed it
+                    // (a notification wakes it; a poll would show here).
+                    let at = self.shared.last_release_event();
+                    if waiting.is_some() && at > held_from {
+                        let now = concord_consensus::lease::boot_nanos();
+                        crate::metrics::held_write_released(std::time::Duration::from_nanos(
+                            now.saturating_sub(at),
+                        ));
+                        held_from = u64::MAX;
+                    }
                     if self.conns.primary.is_some() {
                         // The guard covers everything sent to the primary
                         // for this command, state replay included; a fence
@@ -380,6 +392,7 @@ impl Session {
                         )
                     })?;
                 waiting = Some((Instant::now(), slot));
+                held_from = concord_consensus::lease::boot_nanos();
             }
             let since = waiting
                 .as_ref()
@@ -396,9 +409,11 @@ impl Session {
             }
             drop(routing);
             let left = limit.saturating_sub(since).min(HELD_RECHECK);
+            // Test-only: held statements find the new primary by polling.
+            let by_poll = concord_config::testhooks::on("held-writes-poll");
             tokio::select! {
-                _ = &mut route_ev => {}
-                _ = &mut lease_ev => {}
+                _ = &mut route_ev, if !by_poll => {}
+                _ = &mut lease_ev, if !by_poll => {}
                 _ = tokio::time::sleep(left) => {}
             }
         }
