@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Syscalls per query of concord and of HAProxy (tcp mode), each alone in
-# front of concord-bench's mock server, at a fixed open-loop rate: a count
-# that does not depend on how busy the shared machine is.
+# Syscalls and user-space instructions per query of concord and of HAProxy
+# (tcp mode), each alone in front of concord-bench's mock server, at fixed
+# open-loop rates: counts that do not depend on how busy the shared
+# machine is.
 #   - syscalls per query: perf stat -e raw_syscalls:sys_enter on the proxy
 #     process during the workload, over the queries answered.
-#   - instructions per query: not yet. valgrind 3.19's callgrind aborts on
-#     concord (assertion in vgCallgrind_post_signal once tokio's signal
-#     handling runs), and this VM exposes no hardware counters to perf.
+#   - instructions per query: the proxy runs under valgrind's callgrind;
+#     counters are zeroed, a load runs, they are dumped. Two loads of the
+#     same length at two rates: the slope (instructions difference over
+#     queries difference) is the per-query cost, with background work
+#     (probes, Raft ticks, timers) cancelled out. The workload itself is
+#     the same for both proxies; the mock server and the load generator
+#     run natively.
 #   bench/cost.sh [queries-per-second] [seconds] [connections]
 # Needs a release build (cargo build --release --workspace --bins --examples),
-# perf and haproxy.
+# perf, valgrind and haproxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-400}; secs=${2:-6}; conns=${3:-4}
@@ -79,8 +84,26 @@ load() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["queries"])'
 }
 
-declare -A spq
+declare -A spq ipq
 for p in concord haproxy; do
+  # Instructions, under callgrind (slow: low rates).
+  pp=$(port)
+  valgrind --tool=callgrind --callgrind-out-file="$work/$p.cg" $(proxy_cmd $p $pp) >"$work/$p.vg" 2>&1 &
+  vpid=$!
+  wait_port $pp
+  sleep 2
+  rate=100 secs=1 load $pp >/dev/null # connections, first statements: warm
+  declare -A inst=() qs=()
+  for r in 100 500; do
+    callgrind_control -z $vpid >/dev/null
+    qs[$r]=$(rate=$r secs=3 load $pp)
+    callgrind_control -d $vpid >/dev/null
+    inst[$r]=$(grep -h '^totals:' $(ls -t "$work/$p.cg".* | head -1) | awk '{print $2}')
+  done
+  kill -KILL $vpid; wait $vpid 2>/dev/null || true
+  ipq[$p]=$(awk -v a=${inst[100]} -v b=${inst[500]} -v qa=${qs[100]} -v qb=${qs[500]} 'BEGIN{printf "%.0f", (b-a)/(qb-qa)}')
+  echo "$p under callgrind: ${qs[100]} queries ${inst[100]} instructions, ${qs[500]} queries ${inst[500]} instructions" >&2
+
   # Syscalls, natively.
   pp=$(port)
   $(proxy_cmd $p $pp) >/dev/null 2>&1 &
@@ -98,7 +121,7 @@ for p in concord haproxy; do
   echo "$p natively: $q queries, $n syscalls" >&2
 done
 echo
-printf "%-8s %18s\n" proxy "syscalls per query"
+printf "%-8s %18s %22s\n" proxy "syscalls per query" "instructions per query"
 for p in concord haproxy; do
-  printf "%-8s %18s\n" $p ${spq[$p]}
+  printf "%-8s %18s %22s\n" $p ${spq[$p]} ${ipq[$p]}
 done
