@@ -2,8 +2,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p concord-proxy --bin concord \
- && strip target/release/concord
+RUN cargo build --release -p concord-proxy --bin concord -p concord-bench --bin concord-bench \
+ && strip target/release/concord target/release/concord-bench
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -11,6 +11,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /var/lib/concord --create-home concord
 COPY --from=build /src/target/release/concord /usr/local/bin/concord
+# The load generator (deploy/kubernetes/bench.yaml runs it as agents).
+COPY --from=build /src/target/release/concord-bench /usr/local/bin/concord-bench
 USER concord
 WORKDIR /var/lib/concord
 # MySQL clients, Raft peers, admin port, HTTP (/metrics, /readyz)

@@ -13,6 +13,7 @@
 #     the same for both proxies; the mock server and the load generator
 #     run natively.
 #   bench/cost.sh [queries-per-second] [seconds] [connections]
+# PROXIES="concord" measures one of them only.
 # Needs a release build (cargo build --release --workspace --bins --examples),
 # perf, valgrind and haproxy.
 set -euo pipefail
@@ -24,7 +25,7 @@ work=$(mktemp -d /tmp/concord-cost.XXXX)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"; }
 trap cleanup EXIT
 [ -n "${KEEP:-}" ] && trap - EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 mp=$(port)
 $bin/concord-bench mock-server --listen 127.0.0.1:$mp >/dev/null 2>&1 &
@@ -35,47 +36,13 @@ proxy_cmd() {
   case $1 in
     concord)
       mkdir -p "$work/c$2"
-      cat > "$work/c$2/concord.toml" <<EOT
-[node]
-data_dir = "$work/c$2/data"
-[listener]
-addr = "127.0.0.1:$2"
-[admin]
-addr = ""
-[http]
-addr = ""
-[log]
-level = "warn"
-[monitor]
-user = "monitor"
-password = "$pw"
-[[users]]
-name = "app"
-password = "$pw"
-[[backends]]
-name = "db1"
-addr = "127.0.0.1:$mp"
-role = "primary"
-EOT
+      concord_toml "$work/c$2/concord.toml" "$work/c$2" $2 127.0.0.1:$mp $pw
       echo "$bin/concord --config $work/c$2/concord.toml";;
     haproxy)
-      cat > "$work/h$2.cfg" <<EOT
-global
-  maxconn 4096
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-listen mysql
-  bind 127.0.0.1:$2
-  server db1 127.0.0.1:$mp
-EOT
+      haproxy_cfg "$work/h$2.cfg" $2 127.0.0.1:$mp
       echo "/usr/sbin/haproxy -f $work/h$2.cfg -db";;
   esac
 }
-
-wait_port() { for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 # Runs the fixed workload against port $1; prints the number of answered queries.
 load() {
@@ -85,7 +52,7 @@ load() {
 }
 
 declare -A spq ipq
-for p in concord haproxy; do
+for p in ${PROXIES:-concord haproxy}; do
   # Instructions, under callgrind (slow: low rates).
   pp=$(port)
   valgrind --tool=callgrind --callgrind-out-file="$work/$p.cg" $(proxy_cmd $p $pp) >"$work/$p.vg" 2>&1 &
@@ -122,6 +89,6 @@ for p in concord haproxy; do
 done
 echo
 printf "%-8s %18s %22s\n" proxy "syscalls per query" "instructions per query"
-for p in concord haproxy; do
+for p in ${PROXIES:-concord haproxy}; do
   printf "%-8s %18s %22s\n" $p ${spq[$p]} ${ipq[$p]}
 done

@@ -2,17 +2,19 @@
 # sysbench oltp_point_select against MariaDB directly, through concord and
 # through HAProxy (tcp mode), interleaved rounds on one machine; prints per
 # round QPS, p95 and the proxy's CPU seconds, then medians.
-#   bench/sysbench-compare.sh [rounds] [seconds] [threads]
+#   bench/sysbench-compare.sh [rounds] [seconds] [threads] [ps-mode]
+# ps-mode: disable (text statements, the default) or auto (sysbench's
+# prepared statements).
 # Needs a release build (cargo build --release --workspace --bins --examples).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-5}; secs=${2:-10}; threads=${3:-16}
+rounds=${1:-5}; secs=${2:-10}; threads=${3:-16}; ps=${4:-disable}
 pw=concord-test-pw
 work=$(mktemp -d /tmp/concord-bench.XXXX)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"; }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+. bench/lib.sh
 dbp=$(port); cp=$(port); hp=$(port)
 tmpl=$(ls -d target/mariadb-template-v* 2>/dev/null | head -1)
 [ -n "$tmpl" ] || { echo "run the tests once first (they build target/mariadb-template-*)"; exit 1; }
@@ -23,39 +25,10 @@ user=""; [ "$(id -u)" = 0 ] && user="--user=root"
   --performance-schema=OFF --max-connections=1000 --skip-name-resolve $user &
 for _ in $(seq 100); do mariadb --no-defaults -h127.0.0.1 -P$dbp -uroot -p$pw -e 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
 
-cat > "$work/concord.toml" <<EOT
-[node]
-data_dir = "$work/concord"
-[listener]
-addr = "127.0.0.1:$cp"
-[admin]
-addr = ""
-[http]
-addr = ""
-[log]
-level = "warn"
-[[users]]
-name = "app"
-password = "$pw"
-[[backends]]
-name = "db1"
-addr = "127.0.0.1:$dbp"
-role = "primary"
-EOT
+concord_toml "$work/concord.toml" "$work/concord" $cp 127.0.0.1:$dbp $pw
 target/release/concord --config "$work/concord.toml" 2>"$work/concord.log" &
 concord_pid=$!
-cat > "$work/haproxy.cfg" <<EOT
-global
-  maxconn 4096
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-listen mysql
-  bind 127.0.0.1:$hp
-  server db1 127.0.0.1:$dbp
-EOT
+haproxy_cfg "$work/haproxy.cfg" $hp 127.0.0.1:$dbp
 /usr/sbin/haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 haproxy_pid=$!
 sleep 1
@@ -71,7 +44,7 @@ for r in $(seq "$rounds"); do
   for t in direct concord haproxy; do
     case $t in direct) p=$dbp; pid="";; concord) p=$cp; pid=$concord_pid;; haproxy) p=$hp; pid=$haproxy_pid;; esac
     c0=$(cpu "$pid")
-    out=$(sb $p --threads=$threads --time=$secs --db-ps-mode=disable run)
+    out=$(sb $p --threads=$threads --time=$secs --db-ps-mode=$ps run)
     c1=$(cpu "$pid")
     q=$(echo "$out" | awk '/queries:/{gsub("\\(","",$3); print $3}')
     l=$(echo "$out" | awk '/95th percentile/{print $3}')

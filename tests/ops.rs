@@ -406,6 +406,64 @@ fn deployment_files_match_the_real_config_and_flags() {
     let args = &sts["spec"]["template"]["spec"]["containers"][0]["args"];
     assert_eq!(args[0], "--config");
     assert!(k8s.contains("/readyz") && k8s.contains("/healthz"));
+    // The load Jobs: as many agents as the coordinator names, reachable
+    // under the names it uses, aiming at the StatefulSet's pods.
+    let bench_out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
+        .arg(root.join("deploy/kubernetes/bench.yaml"))
+        .output()
+        .unwrap();
+    assert!(bench_out.status.success());
+    let bench: serde_json::Value = serde_json::from_slice(&bench_out.stdout).unwrap();
+    let job = |name: &str| {
+        bench
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["kind"] == "Job" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Job {name}"))
+            .clone()
+    };
+    let agents = job("concord-bench-agent");
+    let n = agents["spec"]["completions"].as_u64().unwrap();
+    assert_eq!(agents["spec"]["parallelism"].as_u64(), Some(n));
+    let pod = &agents["spec"]["template"]["spec"];
+    assert_eq!(pod["subdomain"], "concord-bench-agents");
+    let a_args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(a_args.contains(&"agent") && a_args.contains(&"--once"));
+    let coord = job("concord-bench-coordinator");
+    let c_args: Vec<&str> = coord["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let after = |flag: &str| -> Vec<&str> {
+        c_args
+            .windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1])
+            .collect()
+    };
+    let listed: Vec<String> = after("--agents")[0]
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (0..n)
+        .map(|i| format!("concord-bench-agent-{i}.concord-bench-agents:7070"))
+        .collect();
+    assert_eq!(listed, want);
+    let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+    let targets: Vec<String> = (0..replicas)
+        .map(|i| format!("concord-{i}.concord-raft:3306"))
+        .collect();
+    assert_eq!(after("--target"), targets);
     // Compose parses and runs concord with the flags concord has.
     let compose = Command::new("/usr/bin/python3")
         .arg("-c")

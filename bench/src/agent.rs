@@ -298,11 +298,26 @@ pub async fn coordinate(
     return_samples: bool,
 ) -> Result<Merged, BenchError> {
     let mut links = Vec::new();
+    // Agents started beside the coordinator (a Kubernetes Job) may not be
+    // listening yet: keep trying for a minute.
+    let connect_by = tokio::time::Instant::now() + GO_WITHIN;
     for (i, addr) in agents.iter().enumerate() {
-        let sock = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
-            .await
-            .map_err(|_| BenchError::Setup(format!("agent {addr}: no connection within 10 s")))?
-            .map_err(|e| BenchError::Setup(format!("agent {addr}: {e}")))?;
+        let sock = loop {
+            let tried =
+                tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
+            match tried {
+                Ok(Ok(s)) => break s,
+                _ if tokio::time::Instant::now() < connect_by => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(Err(e)) => return Err(BenchError::Setup(format!("agent {addr}: {e}"))),
+                Err(_) => {
+                    return Err(BenchError::Setup(format!(
+                        "agent {addr}: no connection within 10 s"
+                    )))
+                }
+            }
+        };
         let _ = sock.set_nodelay(true);
         let (r, w) = sock.into_split();
         let mut link = Link {

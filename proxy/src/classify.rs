@@ -199,6 +199,42 @@ enum Tok<'a> {
     Number,
 }
 
+/// Byte classes, one table load per byte on the lexer's hot loops.
+const WORD: u8 = 1; // continues a word: letters, digits, `_`, `$`, non-ASCII
+const WORD_START: u8 = 2; // starts one: the same but digits
+const NUM: u8 = 4; // continues a number: letters, digits, `.`
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let word = c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+        let mut v = 0;
+        if word {
+            v |= WORD;
+        }
+        if word && !c.is_ascii_digit() {
+            v |= WORD_START;
+        }
+        if c.is_ascii_alphanumeric() || c == b'.' {
+            v |= NUM;
+        }
+        t[i] = v;
+        i += 1;
+    }
+    t
+};
+
+/// How many bytes from `from` on are of class `class`.
+#[inline]
+fn run_of(s: &[u8], from: usize, class: u8) -> usize {
+    s.get(from..)
+        .unwrap_or_default()
+        .iter()
+        .position(|b| CLASS[usize::from(*b)] & class == 0)
+        .unwrap_or(s.len().saturating_sub(from))
+}
+
 struct Lexer<'a> {
     s: &'a [u8],
     i: usize,
@@ -305,21 +341,13 @@ impl<'a> Lexer<'a> {
         let s = self.s;
         let c = *s.get(self.i)?;
         let start = self.i;
-        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 || c == b'$' {
-            while self.i < s.len()
-                && (s[self.i].is_ascii_alphanumeric()
-                    || s[self.i] == b'_'
-                    || s[self.i] == b'$'
-                    || s[self.i] >= 0x80)
-            {
-                self.i += 1;
-            }
+        let class = CLASS[usize::from(c)];
+        if class & WORD_START != 0 {
+            self.i += run_of(s, self.i, WORD);
             return Some(Tok::Word(&s[start..self.i]));
         }
         if c.is_ascii_digit() {
-            while self.i < s.len() && (s[self.i].is_ascii_alphanumeric() || s[self.i] == b'.') {
-                self.i += 1;
-            }
+            self.i += run_of(s, self.i, NUM);
             return Some(Tok::Number);
         }
         match c {

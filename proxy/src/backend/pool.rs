@@ -103,12 +103,12 @@ struct Waiter {
 
 #[derive(Default)]
 struct Idle {
-    by_key: HashMap<PoolKey, Vec<BackendConn>>,
+    by_key: HashMap<PoolKey, Vec<BackendConn>, foldhash::fast::RandomState>,
     waiters: std::collections::VecDeque<Waiter>,
     next_waiter: u64,
     /// Keys used recently, with how to log in, so warm connections can be
     /// kept for them.
-    recent: HashMap<PoolKey, (Login, Instant)>,
+    recent: HashMap<PoolKey, (Login, Instant), foldhash::fast::RandomState>,
 }
 
 pub struct PoolSettings {

@@ -120,6 +120,10 @@ impl Session {
         // is on its way to this connection (bounded: a KILL that does not
         // finish costs the connection, never the session).
         let info = self.info.clone();
+        // (Almost always free: no timer, clock or config read then.)
+        if let Ok(_gate) = info.kill_gate.try_lock() {
+            return self.hand_back(w);
+        }
         let wait = self.shared.config.load().pool.connect_timeout.get() * 2;
         let gate = tokio::time::timeout(wait, info.kill_gate.lock()).await;
         match gate {

@@ -51,11 +51,12 @@ pub const MAX_SESSION_STMT_TEXT: usize = 16 << 20;
 #[derive(Default)]
 pub struct Stmts {
     next: u32,
-    map: HashMap<u32, ClientStmt>,
+    /// (Ids are concord's own, so a fast hasher is safe.)
+    map: HashMap<u32, ClientStmt, foldhash::fast::RandomState>,
     /// Bytes of SQL text held in `map`.
     text: usize,
     /// Per backend connection, client statement ids, least recent first.
-    lru: HashMap<u64, VecDeque<u32>>,
+    lru: HashMap<u64, VecDeque<u32>, foldhash::fast::RandomState>,
     /// Open statements that read the previous statement's information
     /// (ROW_COUNT(), FOUND_ROWS(), warnings): while any is open, the
     /// connections holding that information stay (transaction mode).

@@ -1,0 +1,55 @@
+# Shared by the bench/ scripts: free ports, waiting for a listener, and the
+# one-backend concord and HAProxy configurations they compare.
+# Source it after `set -euo pipefail` and `cd` to the repository root.
+
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done
+  echo "port $1 never opened" >&2; exit 1
+}
+
+# concord_toml FILE DIR LISTEN_PORT BACKEND_ADDR PASSWORD [HTTP_PORT] [WORKER_THREADS]
+# One node, user app, one primary backend, admin off, http off unless given.
+concord_toml() {
+  local http=""; [ -n "${6:-}" ] && http="127.0.0.1:$6"
+  cat > "$1" <<EOT
+[node]
+data_dir = "$2/data"
+worker_threads = ${7:-0}
+[listener]
+addr = "127.0.0.1:$3"
+[admin]
+addr = ""
+[http]
+addr = "$http"
+[log]
+level = "warn"
+[monitor]
+user = "monitor"
+password = "$5"
+[[users]]
+name = "app"
+password = "$5"
+[[backends]]
+name = "db1"
+addr = "$4"
+role = "primary"
+EOT
+}
+
+# haproxy_cfg FILE LISTEN_PORT BACKEND_ADDR: HAProxy in tcp mode, one server.
+haproxy_cfg() {
+  cat > "$1" <<EOT
+global
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen mysql
+  bind 127.0.0.1:$2
+  server db1 $3
+EOT
+}
