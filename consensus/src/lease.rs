@@ -47,6 +47,8 @@ pub struct Lease {
     timeout_ns: AtomicU64,
     /// Woken when the newest epoch's lease turns valid after having
     /// lapsed (or was never held): statements held for it go at once.
+    /// Only ever `notify_waiters`: it reaches every `Notified` created
+    /// before, enabled or not, which sessions rely on.
     pub regained: tokio::sync::Notify,
     /// When `regained` last fired (boot nanos).
     pub regained_at: AtomicU64,

@@ -174,32 +174,46 @@ pub fn terminator_status(payload: &[u8], deprecate_eof: bool) -> Option<u16> {
     ok_status(payload)
 }
 
+/// A length-encoded integer at the start of `b` and its size; `None` when
+/// cut short or not an integer (0xfb, 0xff). The scans below run on every
+/// response: plain options, no error values built and dropped.
+fn lenenc_at(b: &[u8]) -> Option<(u64, usize)> {
+    let first = *b.first()?;
+    let size = match first {
+        0..=0xfa => return Some((u64::from(first), 1)),
+        0xfc => 2,
+        0xfd => 3,
+        0xfe => 8,
+        _ => return None,
+    };
+    let bytes = b.get(1..=size)?;
+    let mut v = [0u8; 8];
+    v[..size].copy_from_slice(bytes);
+    Some((u64::from_le_bytes(v), 1 + size))
+}
+
 /// Where the status flags of an OK-layout packet start.
 pub fn status_offset(payload: &[u8]) -> Option<usize> {
-    let mut r = Rd::new(payload);
-    r.u8("h").ok()?;
-    r.lenenc("a").ok()?;
-    r.lenenc("b").ok()?;
-    let at = payload.len() - r.remaining();
+    let (_, a) = lenenc_at(payload.get(1..)?)?;
+    let (_, b) = lenenc_at(payload.get(1 + a..)?)?;
+    let at = 1 + a + b;
     (payload.len() >= at + 2).then_some(at)
 }
 
 /// Affected rows and last insert id of an OK packet (header 0x00).
 pub fn ok_counts(payload: &[u8]) -> Option<(u64, u64)> {
-    let mut r = Rd::new(payload);
-    if r.u8("h").ok()? != 0 {
+    if *payload.first()? != 0 {
         return None;
     }
-    Some((r.lenenc("a").ok()?, r.lenenc("b").ok()?))
+    let (rows, a) = lenenc_at(payload.get(1..)?)?;
+    let (id, _) = lenenc_at(payload.get(1 + a..)?)?;
+    Some((rows, id))
 }
 
 /// Status flags of an OK-layout packet without decoding the rest.
 pub fn ok_status(payload: &[u8]) -> Option<u16> {
-    let mut r = Rd::new(payload);
-    r.u8("h").ok()?;
-    r.lenenc("a").ok()?;
-    r.lenenc("b").ok()?;
-    r.u16("s").ok()
+    let at = status_offset(payload)?;
+    Some(u16::from_le_bytes([payload[at], payload[at + 1]]))
 }
 
 /// Encodes an EOF packet (pre-DEPRECATE_EOF clients).
@@ -212,6 +226,53 @@ pub fn encode_eof(out: &mut BytesMut, warnings: u16, status: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The option-only scans agree with the general reader on any bytes.
+    #[test]
+    fn quick_scans_agree_with_the_reader() {
+        let reference = |p: &[u8]| {
+            let mut r = Rd::new(p);
+            let h = r.u8("h").ok()?;
+            let a = r.lenenc("a").ok()?;
+            let b = r.lenenc("b").ok()?;
+            let at = p.len() - r.remaining();
+            let s = r.u16("s").ok();
+            Some((h, a, b, at, s))
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let len = (next() % 14) as usize;
+            let p: Vec<u8> = (0..len)
+                .map(|i| match next() % 4 {
+                    // Length prefixes where they matter most.
+                    0 if i == 1 || i == 2 => [0xfb, 0xfc, 0xfd, 0xfe, 0xff][(next() % 5) as usize],
+                    _ => next() as u8,
+                })
+                .collect();
+            let want = reference(&p);
+            assert_eq!(
+                ok_status(&p),
+                want.and_then(|w| w.4),
+                "ok_status {p:02x?}"
+            );
+            assert_eq!(
+                status_offset(&p),
+                want.and_then(|w| (p.len() >= w.3 + 2).then_some(w.3)),
+                "status_offset {p:02x?}"
+            );
+            assert_eq!(
+                ok_counts(&p),
+                want.filter(|w| w.0 == 0).map(|w| (w.1, w.2)),
+                "ok_counts {p:02x?}"
+            );
+        }
+    }
 
     #[test]
     fn a_gtid_entry_is_added_once_beside_the_others() {

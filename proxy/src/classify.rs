@@ -203,6 +203,7 @@ enum Tok<'a> {
 const WORD: u8 = 1; // continues a word: letters, digits, `_`, `$`, non-ASCII
 const WORD_START: u8 = 2; // starts one: the same but digits
 const NUM: u8 = 4; // continues a number: letters, digits, `.`
+const GAP: u8 = 8; // may start space or a comment: whitespace, `#`, `-`, `/`, `*`
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -218,6 +219,9 @@ static CLASS: [u8; 256] = {
         }
         if c.is_ascii_alphanumeric() || c == b'.' {
             v |= NUM;
+        }
+        if c.is_ascii_whitespace() || matches!(c, b'#' | b'-' | b'/' | b'*') {
+            v |= GAP;
         }
         t[i] = v;
         i += 1;
@@ -259,7 +263,19 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    #[inline]
     fn skip_space_and_comments(&mut self) {
+        // Most tokens follow one space or none: decide on one table load.
+        let gap = |c: &u8| CLASS[usize::from(*c)] & GAP != 0;
+        match self.s.get(self.i) {
+            Some(c) if !gap(c) => {}
+            Some(b' ') if !self.s.get(self.i + 1).is_some_and(gap) => self.i += 1,
+            Some(_) => self.skip_gap(),
+            None => {}
+        }
+    }
+
+    fn skip_gap(&mut self) {
         let s = self.s;
         while self.i < s.len() {
             let c = s[self.i];

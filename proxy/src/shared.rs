@@ -47,6 +47,8 @@ pub struct Shared {
     pub primary_pos: Arc<crate::fleetpos::PrimaryPosition>,
     /// Woken whenever the routing snapshot is rebuilt (a new primary or
     /// epoch, a backend's health changed): held statements look again.
+    /// Only ever `notify_waiters` (see [`Shared::notify_route_changed`]):
+    /// sessions rely on it reaching futures they never enabled.
     pub route_changed: tokio::sync::Notify,
     /// When `route_changed` last fired (boot nanos, the lease's clock): a
     /// held statement measures its release delay from here.

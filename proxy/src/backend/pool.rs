@@ -52,7 +52,7 @@ const PREFER_WINDOW: usize = 16;
 /// session without a database takes only a connection without one (no
 /// statement can unselect a database, and unqualified names must fail
 /// for it as on a direct connection).
-fn pick(conns: &mut Vec<BackendConn>, prefer: Prefer) -> Option<BackendConn> {
+fn pick(conns: &mut Vec<Box<BackendConn>>, prefer: Prefer) -> Option<Box<BackendConn>> {
     let score = |c: &BackendConn| {
         if prefer.session != 0 && c.state.synced.is_some_and(|(s, _)| s == prefer.session) {
             2
@@ -98,12 +98,12 @@ struct Waiter {
     /// Takes only a connection without a database.
     no_db: bool,
     /// The connection and the generation it was given back under.
-    tx: tokio::sync::oneshot::Sender<(BackendConn, u64)>,
+    tx: tokio::sync::oneshot::Sender<(Box<BackendConn>, u64)>,
 }
 
 #[derive(Default)]
 struct Idle {
-    by_key: HashMap<PoolKey, Vec<BackendConn>, foldhash::fast::RandomState>,
+    by_key: HashMap<PoolKey, Vec<Box<BackendConn>>, foldhash::fast::RandomState>,
     waiters: std::collections::VecDeque<Waiter>,
     next_waiter: u64,
     /// Keys used recently, with how to log in, so warm connections can be
@@ -269,7 +269,7 @@ impl BackendPool {
         login: &Login,
         db: Option<&str>,
         prefer: Prefer,
-    ) -> Result<(BackendConn, u64), BackendError> {
+    ) -> Result<(Box<BackendConn>, u64), BackendError> {
         let deadline = Instant::now() + self.settings.acquire_timeout;
         let mut queued = false;
         loop {
@@ -292,7 +292,7 @@ impl BackendPool {
                 let mut c =
                     BackendConn::connect(&self.addr, &creds, self.settings.connect_timeout).await?;
                 c.slot = Some(slot);
-                return Ok((c, gen));
+                return Ok((Box::new(c), gen));
             }
             // At the cap with idle connections for other keys (another
             // backend user or client protocol flavor): close one to make
@@ -357,7 +357,7 @@ impl BackendPool {
         login: &Login,
         prefer: Prefer,
         in_turn: bool,
-    ) -> Option<BackendConn> {
+    ) -> Option<Box<BackendConn>> {
         let mut idle = self.lock();
         // Waiters that gave up (their session went away) hold no place.
         idle.waiters.retain(|w| !w.tx.is_closed());
@@ -417,7 +417,7 @@ impl BackendPool {
     /// are handled here so sessions need not care.
     pub fn release(
         self: &Arc<Self>,
-        mut conn: BackendConn,
+        mut conn: Box<BackendConn>,
         key: PoolKey,
         gen: u64,
         reusable: bool,
@@ -463,7 +463,7 @@ impl BackendPool {
         self.put_idle(conn, key, gen);
     }
 
-    fn put_idle(&self, mut conn: BackendConn, key: PoolKey, gen: u64) {
+    fn put_idle(&self, mut conn: Box<BackendConn>, key: PoolKey, gen: u64) {
         conn.idle_since = Instant::now();
         conn.io.shrink();
         let mut idle = self.lock();
@@ -496,14 +496,14 @@ impl BackendPool {
 
     /// Closes a connection that will not be reused (its [`OpenSlot`]
     /// gives the count back).
-    pub fn discard(&self, conn: BackendConn) {
+    pub fn discard(&self, conn: Box<BackendConn>) {
         drop(conn);
     }
 
     /// Closes every idle connection and makes in-use ones non-reusable.
     pub fn close_all(&self) -> usize {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let drained: Vec<BackendConn> = {
+        let drained: Vec<Box<BackendConn>> = {
             let mut idle = self.lock();
             idle.by_key.drain().flat_map(|(_, v)| v).collect()
         };
@@ -517,7 +517,7 @@ impl BackendPool {
     /// Closes idle connections (a draining backend keeps in-use ones until
     /// their sessions move).
     pub fn close_idle(&self) -> usize {
-        let drained: Vec<BackendConn> = {
+        let drained: Vec<Box<BackendConn>> = {
             let mut idle = self.lock();
             idle.recent.clear();
             idle.by_key.drain().flat_map(|(_, v)| v).collect()
@@ -602,7 +602,7 @@ impl BackendPool {
         // that ended leave none open on the server. (The generation is
         // read first: a fence meanwhile closes them instead.)
         let gen = self.generation();
-        let stale: Vec<(PoolKey, BackendConn)> = {
+        let stale: Vec<(PoolKey, Box<BackendConn>)> = {
             let mut idle = self.lock();
             let mut out = Vec::new();
             for (k, conns) in idle.by_key.iter_mut() {
@@ -641,7 +641,7 @@ impl BackendPool {
                 {
                     Ok(mut c) => {
                         c.slot = Some(slot);
-                        self.put_idle(c, key.clone(), gen)
+                        self.put_idle(Box::new(c), key.clone(), gen)
                     }
                     Err(e) => {
                         tracing::debug!(backend = %self.name, "warming a connection failed: {e}");

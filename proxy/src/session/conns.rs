@@ -26,7 +26,9 @@ const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A backend connection the session holds, with what it needs to give it back.
 pub struct Bound {
-    pub conn: BackendConn,
+    /// Boxed: a session moves it in and out of the pool on every
+    /// statement (transaction mode), a pointer rather than ~400 bytes.
+    pub conn: Box<BackendConn>,
     pub pool: Arc<BackendPool>,
     pub key: PoolKey,
     pub gen: u64,
@@ -144,10 +146,11 @@ impl Session {
         };
         let taken = pool.acquire(&key, &login, self.state.db.as_deref(), prefer);
         let taken = if fence {
-            let shared = self.shared.clone();
+            // Biased: a connection at hand never starts the fence watch.
             tokio::select! {
+                biased;
                 r = taken => r,
-                _ = Self::fenced_after(&shared, epoch) => return Ok(None),
+                _ = Self::fenced_after(&self.shared, epoch) => return Ok(None),
             }
         } else {
             taken.await
@@ -281,12 +284,13 @@ impl Session {
         let mut held_from = 0u64;
         let shared = self.shared.clone();
         loop {
-            // Registered before looking, so a change while we look wakes us.
+            // Created before looking, so a change while we look wakes us:
+            // both are woken by `notify_waiters`, which reaches every
+            // `Notified` created before it, enabled or not (enabling
+            // would lock a Notify all sessions share, on every statement).
             let route_ev = shared.route_changed.notified();
             let lease_ev = shared.lease.regained.notified();
             tokio::pin!(route_ev, lease_ev);
-            route_ev.as_mut().enable();
-            lease_ev.as_mut().enable();
             let routing = self.shared.routing.load_full();
             if let Some(b) = &self.conns.primary {
                 let current = held_is_current(b, &routing);
@@ -460,9 +464,10 @@ impl Session {
             return std::future::pending().await;
         }
         loop {
+            // Not enabled: a `notify_waiters` after `notified()` wakes it
+            // anyway (tokio counts those calls), and enabling would lock
+            // the Notify every session shares.
             let ev = shared.route_changed.notified();
-            tokio::pin!(ev);
-            ev.as_mut().enable();
             if shared.gate.epoch() > epoch {
                 return;
             }
