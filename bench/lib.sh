@@ -10,10 +10,13 @@ wait_port() {
 }
 
 # concord_toml FILE DIR LISTEN_PORT BACKEND_ADDR PASSWORD [HTTP_PORT] [WORKER_THREADS]
-# One node, user app, one primary backend, admin off, http off unless given.
+# One node, user app, one primary backend, admin off, http off unless given,
+# its own Raft port (several may run side by side).
 concord_toml() {
   local http=""; [ -n "${6:-}" ] && http="127.0.0.1:$6"
   cat > "$1" <<EOT
+[cluster]
+raft_addr = "127.0.0.1:$(port)"
 [node]
 data_dir = "$2/data"
 worker_threads = ${7:-0}

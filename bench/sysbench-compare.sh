@@ -4,7 +4,8 @@
 # round QPS, p95 and the proxy's CPU seconds, then medians.
 #   bench/sysbench-compare.sh [rounds] [seconds] [threads] [ps-mode]
 # ps-mode: disable (text statements, the default) or auto (sysbench's
-# prepared statements).
+# prepared statements). CONCORD_THREADS=n sets concord's worker threads
+# (default: one per core).
 # Needs a release build (cargo build --release --workspace --bins --examples).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ user=""; [ "$(id -u)" = 0 ] && user="--user=root"
   --performance-schema=OFF --max-connections=1000 --skip-name-resolve $user &
 for _ in $(seq 100); do mariadb --no-defaults -h127.0.0.1 -P$dbp -uroot -p$pw -e 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
 
-concord_toml "$work/concord.toml" "$work/concord" $cp 127.0.0.1:$dbp $pw
+concord_toml "$work/concord.toml" "$work/concord" $cp 127.0.0.1:$dbp $pw "" "${CONCORD_THREADS:-0}"
 target/release/concord --config "$work/concord.toml" 2>"$work/concord.log" &
 concord_pid=$!
 haproxy_cfg "$work/haproxy.cfg" $hp 127.0.0.1:$dbp

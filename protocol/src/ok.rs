@@ -256,11 +256,7 @@ mod tests {
                 })
                 .collect();
             let want = reference(&p);
-            assert_eq!(
-                ok_status(&p),
-                want.and_then(|w| w.4),
-                "ok_status {p:02x?}"
-            );
+            assert_eq!(ok_status(&p), want.and_then(|w| w.4), "ok_status {p:02x?}");
             assert_eq!(
                 status_offset(&p),
                 want.and_then(|w| (p.len() >= w.3 + 2).then_some(w.3)),

@@ -52,6 +52,8 @@ const PREFER_WINDOW: usize = 16;
 /// session without a database takes only a connection without one (no
 /// statement can unselect a database, and unqualified names must fail
 /// for it as on a direct connection).
+// Boxed on purpose: connections move in and out on every statement.
+#[allow(clippy::vec_box)]
 fn pick(conns: &mut Vec<Box<BackendConn>>, prefer: Prefer) -> Option<Box<BackendConn>> {
     let score = |c: &BackendConn| {
         if prefer.session != 0 && c.state.synced.is_some_and(|(s, _)| s == prefer.session) {
@@ -102,6 +104,8 @@ struct Waiter {
 }
 
 #[derive(Default)]
+// Boxed on purpose: connections move in and out on every statement.
+#[allow(clippy::vec_box)]
 struct Idle {
     by_key: HashMap<PoolKey, Vec<Box<BackendConn>>, foldhash::fast::RandomState>,
     waiters: std::collections::VecDeque<Waiter>,
