@@ -248,6 +248,8 @@ struct Lexer<'a> {
     hint_timeout: Option<Duration>,
     /// A `@@concord_...` variable was seen.
     concord_var: bool,
+    /// Writes the digest text as tokens go by (see [`classify_digest`]).
+    fp: Option<Fp>,
 }
 
 impl<'a> Lexer<'a> {
@@ -260,6 +262,7 @@ impl<'a> Lexer<'a> {
             hint_after: None,
             hint_timeout: None,
             concord_var: false,
+            fp: None,
         }
     }
 
@@ -352,8 +355,24 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// The next token, also fed to the digest writer if there is one. A
+    /// classifier that looks ahead and backs up reads some tokens twice:
+    /// the writer takes each position once, in order.
     fn next(&mut self) -> Option<Tok<'a>> {
         self.skip_space_and_comments();
+        let start = self.i;
+        let t = self.token()?;
+        if let Some(fp) = self.fp.as_mut() {
+            if start >= fp.done {
+                fp.push(&self.s[start..self.i], t);
+                fp.done = self.i;
+            }
+        }
+        Some(t)
+    }
+
+    /// The token at `i` (space and comments already skipped).
+    fn token(&mut self) -> Option<Tok<'a>> {
         let s = self.s;
         let c = *s.get(self.i)?;
         let start = self.i;
@@ -394,7 +413,7 @@ impl<'a> Lexer<'a> {
                     self.i += 1;
                 }
                 if matches!(s.get(self.i), Some(b'\'' | b'"' | b'`')) {
-                    self.next();
+                    self.token();
                 } else {
                     let name = self.i;
                     while self.i < s.len()
@@ -575,7 +594,23 @@ const PIN_WORDS: &[(&[u8], Pin)] = &[
 
 /// Classifies a COM_QUERY text.
 pub fn classify(sql: &[u8]) -> Class {
+    classify_in(Lexer::new(sql)).0
+}
+
+/// [`classify`] and [`fingerprint`] in one pass over the statement.
+pub fn classify_digest(sql: &[u8], out: &mut Vec<u8>) -> (Class, u64) {
     let mut lx = Lexer::new(sql);
+    lx.fp = Some(Fp::new(std::mem::take(out)));
+    let (class, mut lx) = classify_in(lx);
+    // The classifier may stop before the end.
+    while lx.next().is_some() {}
+    let (text, hash) = lx.fp.take().map(Fp::finish).unwrap_or_default();
+    *out = text;
+    (class, hash)
+}
+
+fn classify_in(mut lx: Lexer<'_>) -> (Class, Lexer<'_>) {
+    let sql = lx.s;
     let first = lx.next();
     let mut flags = 0;
     let mut pin = None;
@@ -600,7 +635,7 @@ pub fn classify(sql: &[u8]) -> Class {
     if lx.concord_var {
         flags |= flag::CONCORD_VAR;
     }
-    Class {
+    let class = Class {
         kind,
         flags,
         pin,
@@ -609,7 +644,8 @@ pub fn classify(sql: &[u8]) -> Class {
         hint_timeout: lx.hint_timeout,
         hint_after: lx.hint_after,
         rule_replica: false,
-    }
+    };
+    (class, lx)
 }
 
 /// Every statement of a multi-statement text is a SET or USE.
@@ -1584,18 +1620,43 @@ pub fn fuzz_entry(sql: &[u8]) {
 /// literals as `(...)` (`IN (...)`, and a run of VALUES rows as one). The
 /// classifier's own lexer does the work, over the whole statement.
 pub fn fingerprint(sql: &[u8], out: &mut Vec<u8>) -> u64 {
-    out.clear();
     let mut lx = Lexer::new(sql);
-    // The open parenthesis of the innermost list, and whether it holds
-    // literals only so far.
-    let mut list: Option<(usize, bool)> = None;
-    loop {
-        lx.skip_space_and_comments();
-        let start = lx.i;
-        let Some(tok) = lx.next() else {
-            break;
-        };
-        let text = &sql[start..lx.i];
+    lx.fp = Some(Fp::new(std::mem::take(out)));
+    while lx.next().is_some() {}
+    let (text, hash) = lx.fp.take().map(Fp::finish).unwrap_or_default();
+    *out = text;
+    hash
+}
+
+/// Appends `w` in lower case (a copy, then in place: both vectorize).
+fn lowercased(out: &mut Vec<u8>, w: &[u8]) {
+    let n = out.len();
+    out.extend_from_slice(w);
+    out[n..].make_ascii_lowercase();
+}
+
+/// The digest text being written, token by token.
+struct Fp {
+    out: Vec<u8>,
+    /// The open parenthesis of the innermost list, and whether it holds
+    /// literals only so far.
+    list: Option<(usize, bool)>,
+    /// Where the last token written ended.
+    done: usize,
+}
+
+impl Fp {
+    fn new(mut out: Vec<u8>) -> Fp {
+        out.clear();
+        Fp {
+            out,
+            list: None,
+            done: 0,
+        }
+    }
+
+    fn push(&mut self, text: &[u8], tok: Tok<'_>) {
+        let out = &mut self.out;
         let glued = matches!(tok, Tok::Punct(b')' | b',' | b'.' | b'(' | b';'))
             || matches!(out.last(), None | Some(b'(' | b'.'));
         if !glued {
@@ -1615,11 +1676,11 @@ pub fn fingerprint(sql: &[u8], out: &mut Vec<u8>) -> u64 {
                 true
             }
             Tok::Word(w) => {
-                out.extend(w.iter().map(u8::to_ascii_lowercase));
+                lowercased(out, w);
                 eq_ci(w, b"null") || eq_ci(w, b"true") || eq_ci(w, b"false")
             }
             Tok::Var { .. } => {
-                out.extend(text.iter().map(u8::to_ascii_lowercase));
+                lowercased(out, text);
                 false
             }
             Tok::Punct(b'(') => {
@@ -1629,11 +1690,11 @@ pub fn fingerprint(sql: &[u8], out: &mut Vec<u8>) -> u64 {
                     .iter()
                     .any(|w| out.ends_with(w));
                 out.push(b'(');
-                list = listed.then_some((out.len() - 1, true));
-                continue;
+                self.list = listed.then_some((out.len() - 1, true));
+                return;
             }
             Tok::Punct(b')') => {
-                if let Some((at, true)) = list {
+                if let Some((at, true)) = self.list {
                     if out.len() > at + 1 {
                         out.truncate(at + 1);
                         out.extend_from_slice(b"...)");
@@ -1641,25 +1702,29 @@ pub fn fingerprint(sql: &[u8], out: &mut Vec<u8>) -> u64 {
                         if out.ends_with(b"(...),(...)") {
                             out.truncate(out.len() - b",(...)".len());
                         }
-                        list = None;
-                        continue;
+                        self.list = None;
+                        return;
                     }
                 }
                 out.push(b')');
-                list = None;
-                continue;
+                self.list = None;
+                return;
             }
             Tok::Punct(c) => {
                 out.push(c);
                 matches!(c, b',' | b'-' | b'+' | b'?')
             }
         };
-        if let Some((_, only)) = &mut list {
+        if let Some((_, only)) = &mut self.list {
             *only &= literal;
         }
     }
-    while matches!(out.last(), Some(b';' | b' ')) {
-        out.pop();
+
+    fn finish(mut self) -> (Vec<u8>, u64) {
+        while matches!(self.out.last(), Some(b';' | b' ')) {
+            self.out.pop();
+        }
+        let hash = crate::digest::fnv(crate::digest::FNV_SEED, &self.out);
+        (self.out, hash)
     }
-    crate::digest::fnv(crate::digest::FNV_SEED, out)
 }

@@ -524,3 +524,39 @@ fn fingerprints_normalize_literals_lists_comments_and_case() {
         assert!(t.len() <= s.len() + 4, "{s:?} -> {t:?}");
     }
 }
+
+/// Statement-like texts built from fragments that steer the classifier
+/// into its look-ahead paths (WITH, SET, LOCK, SELECT ... FOR, INTO).
+const FRAGMENTS: &[&str] = &[
+    "SELECT", "select", "WITH", "x AS", "(", ")", ",", ";", "FROM t", "WHERE id =",
+    "IN (1, 2, 3)", "VALUES (1,'a'),(2,'b')", "INSERT INTO t", "UPDATE t SET a = 1",
+    "FOR UPDATE", "FOR SHARE", "LOCK IN SHARE MODE", "INTO @v", "SET", "@x := 1",
+    "@@session.autocommit", "@'q'", "LOCK TABLES t WRITE", "GET_LOCK('a', 1)",
+    "/* concord:primary */", "/*!40101 SET */", "# c\n", "-- c\n", "'s''q'", "`q`",
+    "1.5e3", "NULL", "true", "START TRANSACTION", "READ ONLY", "SHOW", "DO", "CALL p()",
+    "LAST_INSERT_ID()", "FOUND_ROWS()", "TEMPORARY", "CREATE", "TABLE", "DROP",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+    /// One pass (the session's) gives exactly what the two separate
+    /// passes give: the same class, digest text and hash.
+    #[test]
+    fn one_pass_equals_classify_and_fingerprint(
+        parts in proptest::collection::vec(proptest::sample::select(FRAGMENTS), 0..24),
+        glue in proptest::collection::vec(any::<bool>(), 24),
+    ) {
+        let mut sql = String::new();
+        for (i, p) in parts.iter().enumerate() {
+            if glue[i] { sql.push(' '); }
+            sql.push_str(p);
+        }
+        let mut a = Vec::new();
+        let ha = fingerprint(sql.as_bytes(), &mut a);
+        let mut b = b"left over".to_vec();
+        let (class, hb) = classify_digest(sql.as_bytes(), &mut b);
+        prop_assert_eq!(&a, &b, "{}", sql);
+        prop_assert_eq!(ha, hb);
+        prop_assert_eq!(format!("{:?}", class), format!("{:?}", classify(sql.as_bytes())));
+    }
+}

@@ -19,21 +19,22 @@ impl Session {
     pub(super) async fn query(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
         let timing = self.shared.digests.timing();
         if !timing && self.shared.routing.load().rules.is_empty() {
-            return self.query_inner(cmd, None).await;
+            return self.query_inner(cmd, None, None).await;
         }
         let mut buf = std::mem::take(&mut self.digest_buf);
         let sql = &cmd.visible(&self.client.rbuf)[1..];
-        let digest = classify::fingerprint(sql, &mut buf);
+        // One lexer pass for both.
+        let (class, digest) = classify::classify_digest(sql, &mut buf);
         let rules = self.rule_effect(digest, &buf);
         if !timing {
             self.digest_buf = buf;
-            return self.query_inner(cmd, rules).await;
+            return self.query_inner(cmd, Some(class), rules).await;
         }
         // The literal text only when the slow log may show it.
         let values = self.shared.digests.slow_values().then(|| sql.to_vec());
         self.note = Default::default();
         let t0 = std::time::Instant::now();
-        let r = self.query_inner(cmd, rules).await;
+        let r = self.query_inner(cmd, Some(class), rules).await;
         self.record_digest(digest, &buf, t0, r.is_err(), values.as_deref());
         self.digest_buf = buf;
         r
@@ -42,10 +43,11 @@ impl Session {
     async fn query_inner(
         &mut self,
         cmd: CmdHead,
+        class: Option<Class>,
         rules: Option<crate::rules::Effect>,
     ) -> Result<(), (SessionError, u8)> {
         let sql = &cmd.visible(&self.client.rbuf)[1..];
-        let mut class = classify::classify(sql);
+        let mut class = class.unwrap_or_else(|| classify::classify(sql));
         self.stmt_timeout = super::deadline::hinted(self.default_timeout(), class.hint_timeout);
         self.txn_boundary = matches!(
             class.kind,
