@@ -216,11 +216,11 @@ async fn ten_thousand_connections_at_once_stay_within_the_caps() {
     // connects timing out, is reported above, not asserted.)
     assert!(greeted.len() >= 1900, "only {} greeted", greeted.len());
     assert!(refused >= 5000, "the cap refused only {refused}");
-    // Never more than the cap, plus the refusals being written out (each
-    // holds its socket for at most a second while its 1040 is sent; how
-    // many overlap depends on how fast the burst arrives).
+    // Never more than the cap, plus a few: a refusal is written from the
+    // accept loop and closed there (a burst of refusals queued as tasks
+    // once peaked 1 200 descriptors over the cap in CI).
     assert!(
-        max_fds <= fds0 as u64 + 2000 + 1000,
+        max_fds <= fds0 as u64 + 2000 + 200,
         "fds peaked at {max_fds}"
     );
     assert!(max_rss < rss0 + 128 * 1024, "rss peaked at {max_rss} KiB");

@@ -134,12 +134,35 @@ impl AsyncWrite for ClientIo {
 /// Answers a connection that will not get a handshake (too many
 /// connections, a throttled address) with one ERR packet, waiting at most
 /// a second for a client that does not read, and lets it go.
-pub async fn refuse(mut tcp: TcpStream, e: &concord_protocol::err::ErrPacket) {
-    use tokio::io::AsyncWriteExt;
+pub async fn refuse(tcp: TcpStream, e: &concord_protocol::err::ErrPacket) {
+    if let Some((tcp, rest)) = refuse_now(tcp, e) {
+        refuse_rest(tcp, &rest).await;
+    }
+}
+
+/// Writes the refusal without waiting; what the socket could not take yet
+/// comes back with it (then [`refuse_rest`]), else the socket is closed.
+pub fn refuse_now(
+    tcp: TcpStream,
+    e: &concord_protocol::err::ErrPacket,
+) -> Option<(TcpStream, bytes::BytesMut)> {
     let mut buf = bytes::BytesMut::new();
     let mut seq = 0;
     concord_protocol::packet::put_packet(&mut buf, &mut seq, &e.to_payload());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(&buf)).await;
+    // Straight to the socket: tokio's `try_write` refuses before the
+    // driver has seen the new socket writable, which it has not yet here.
+    let sent = socket2::SockRef::from(&tcp).send(&buf).unwrap_or(0);
+    if sent >= buf.len() {
+        return None;
+    }
+    let _ = buf.split_to(sent);
+    Some((tcp, buf))
+}
+
+/// The rest of a refusal, for at most a second.
+pub async fn refuse_rest(mut tcp: TcpStream, rest: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(rest)).await;
 }
 
 /// Low-latency socket options for both client and backend sockets.

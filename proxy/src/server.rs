@@ -68,14 +68,19 @@ pub async fn serve_clients(shared: Arc<Shared>, listener: TcpListener) {
         let n = shared.sessions.count.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(shared.clone());
         if n >= max {
-            tokio::spawn(async move {
-                let _slot = slot;
-                let err = ErrPacket::new(
-                    codes::CON_COUNT_ERROR,
-                    format!("Too many connections: this concord node allows {max} (listener.max_connections)"),
-                );
-                crate::net::refuse(tcp, &err).await;
-            });
+            let err = ErrPacket::new(
+                codes::CON_COUNT_ERROR,
+                format!("Too many connections: this concord node allows {max} (listener.max_connections)"),
+            );
+            // Written here at once (a small packet into an empty socket
+            // buffer), so a flood of refusals holds no descriptors in
+            // queued tasks; only a socket that cannot take it now waits.
+            if let Some((tcp, rest)) = crate::net::refuse_now(tcp, &err) {
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    crate::net::refuse_rest(tcp, &rest).await;
+                });
+            }
             continue;
         }
         let shared = shared.clone();
