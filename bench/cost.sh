@@ -19,13 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-400}; secs=${2:-6}; conns=${3:-4}
-pw=concord-test-pw
-bin=target/release
-work=$(mktemp -d /tmp/concord-cost.XXXX)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"; }
-trap cleanup EXIT
-[ -n "${KEEP:-}" ] && trap - EXIT
 . bench/lib.sh
+bench_setup cost
 
 mp=$(port)
 $bin/concord-bench mock-server --listen 127.0.0.1:$mp >/dev/null 2>&1 &

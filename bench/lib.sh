@@ -1,6 +1,22 @@
 # Shared by the bench/ scripts: free ports, waiting for a listener, and the
 # one-backend concord and HAProxy configurations they compare.
-# Source it after `set -euo pipefail` and `cd` to the repository root.
+# Source it after `set -euo pipefail` and `cd` to the repository root,
+# then call `bench_setup NAME`.
+
+# bench_setup NAME: the password, binaries and scratch dir every script
+# uses; on exit its background processes are killed and the scratch dir
+# removed (kept with KEEP=1).
+bench_setup() {
+  pw=concord-test-pw
+  bin=target/release
+  work=$(mktemp -d /tmp/concord-$1.XXXX)
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  sleep 0.5
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
 
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 

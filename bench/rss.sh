@@ -9,12 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}; conns=${2:-16}
-pw=concord-test-pw
-bin=target/release
-work=$(mktemp -d /tmp/concord-rss.XXXX)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"; }
-trap cleanup EXIT
 . bench/lib.sh
+bench_setup rss
 
 mp=$(port); cp=$(port); hp=$(port)
 $bin/concord-bench mock-server --listen 127.0.0.1:$mp >/dev/null 2>&1 &

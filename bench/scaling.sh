@@ -13,12 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || set -- 1 2
 secs=${SECS:-10}; rounds=${ROUNDS:-3}; conns=${CONNS:-32}
-pw=concord-test-pw
-bin=target/release
-work=$(mktemp -d /tmp/concord-scaling.XXXX)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"; }
-trap cleanup EXIT
 . bench/lib.sh
+bench_setup scaling
 
 mp=$(port)
 $bin/concord-bench mock-server --listen 127.0.0.1:$mp >/dev/null 2>&1 &

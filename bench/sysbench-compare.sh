@@ -10,12 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}; secs=${2:-10}; threads=${3:-16}; ps=${4:-disable}
-pw=concord-test-pw
-work=$(mktemp -d /tmp/concord-bench.XXXX)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"; }
-trap cleanup EXIT
 
 . bench/lib.sh
+bench_setup bench
 dbp=$(port); cp=$(port); hp=$(port)
 tmpl=$(ls -d target/mariadb-template-v* 2>/dev/null | head -1)
 [ -n "$tmpl" ] || { echo "run the tests once first (they build target/mariadb-template-*)"; exit 1; }

@@ -345,3 +345,41 @@ async fn without_the_restart_the_second_transaction_is_cut_off() {
         .unwrap_err();
     assert!(e.contains("transaction_timeout"), "{e}");
 }
+
+/// A client that sends COM_QUIT and closes while its statement runs has
+/// not abandoned it: on a server the statement runs to its end, and so it
+/// does through concord (its write lands). With the COM_QUIT read as a
+/// disconnect (test-only `quit-is-disconnect`) the statement is killed.
+async fn quit_mid_statement(hooks: &str) -> Vec<i64> {
+    let (topo, fleet) = setup(hooks).await;
+    topo.primary
+        .exec("CREATE TABLE test.quit_t (id INT PRIMARY KEY)")
+        .await;
+    let node = &fleet.nodes[0];
+    let mut raw = harness::raw::RawClient::connect(node.cfg.port, "patient", PASSWORD, 0).await;
+    let mut q = vec![concord_protocol::consts::com::QUERY];
+    q.extend_from_slice(b"INSERT INTO test.quit_t SELECT 7 FROM (SELECT SLEEP(2) AS m_quit) s");
+    raw.send(&q).await;
+    let t = Instant::now();
+    while !running(&topo.primary, "m_quit").await {
+        assert!(t.elapsed() < Duration::from_secs(10), "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    raw.send(&[concord_protocol::consts::com::QUIT]).await;
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    topo.primary.query("SELECT id FROM test.quit_t").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_followed_by_com_quit_runs_to_its_end() {
+    assert_eq!(quit_mid_statement("").await, [7]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_quit_read_as_a_disconnect_the_statement_is_killed() {
+    assert_eq!(
+        quit_mid_statement("quit-is-disconnect").await,
+        Vec::<i64>::new()
+    );
+}

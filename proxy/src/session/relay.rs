@@ -695,7 +695,10 @@ where
                     continue 'relay;
                 }
                 r = client.fill(), if watch_client && client.rbuf.len() < WATCH_LIMIT => {
-                    if r.is_err() && client.rbuf.ends_with(&[1, 0, 0, 0, concord_protocol::consts::com::QUIT]) {
+                    if r.is_err()
+                        && client.rbuf.ends_with(&[1, 0, 0, 0, concord_protocol::consts::com::QUIT])
+                        && !concord_config::testhooks::on("quit-is-disconnect")
+                    {
                         watch_client = false;
                         continue;
                     }
