@@ -481,22 +481,86 @@ fn is_word(t: Option<Tok<'_>>, w: &[u8]) -> bool {
     matches!(t, Some(Tok::Word(x)) if eq_ci(x, w))
 }
 
-/// Functions whose result depends on state that lives on the session's
-/// primary connection: locks, sequences, the last generated id, waits.
-const CONN_FUNCS: &[&[u8]] = &[
-    b"GET_LOCK",
-    b"RELEASE_LOCK",
-    b"RELEASE_ALL_LOCKS",
-    b"IS_USED_LOCK",
-    b"IS_FREE_LOCK",
-    b"LAST_INSERT_ID",
-    b"NEXTVAL",
-    b"LASTVAL",
-    b"SETVAL",
-    b"MASTER_POS_WAIT",
-    b"MASTER_GTID_WAIT",
-    b"WAIT_FOR_EXECUTED_GTID_SET",
+/// What the scan does on meeting a word of [`SCAN_WORDS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    /// `FOR UPDATE`.
+    Update,
+    /// `FOR SHARE`, `LOCK IN SHARE MODE`.
+    Share,
+    From,
+    /// `SELECT ... INTO @v / OUTFILE / DUMPFILE`.
+    Into,
+    Temporary,
+    /// `NEXT VALUE FOR`.
+    For,
+    GetLock,
+    ConnectionId,
+    IsUsedLock,
+    LastInsertId,
+    /// A function whose result depends on state that lives on the
+    /// session's primary connection: locks, sequences, waits.
+    ConnFunc,
+    FoundRows,
+    RowCount,
+    CalcFoundRows,
+}
+
+/// The words the scan acts on, upper case. The filter below and the
+/// scan's `match` both come from this one list.
+const SCAN_WORDS: &[(&[u8], Act)] = &[
+    (b"UPDATE", Act::Update),
+    (b"SHARE", Act::Share),
+    (b"FROM", Act::From),
+    (b"INTO", Act::Into),
+    (b"TEMPORARY", Act::Temporary),
+    (b"FOR", Act::For),
+    (b"GET_LOCK", Act::GetLock),
+    (b"CONNECTION_ID", Act::ConnectionId),
+    (b"IS_USED_LOCK", Act::IsUsedLock),
+    (b"LAST_INSERT_ID", Act::LastInsertId),
+    (b"RELEASE_LOCK", Act::ConnFunc),
+    (b"RELEASE_ALL_LOCKS", Act::ConnFunc),
+    (b"IS_FREE_LOCK", Act::ConnFunc),
+    (b"NEXTVAL", Act::ConnFunc),
+    (b"LASTVAL", Act::ConnFunc),
+    (b"SETVAL", Act::ConnFunc),
+    (b"MASTER_POS_WAIT", Act::ConnFunc),
+    (b"MASTER_GTID_WAIT", Act::ConnFunc),
+    (b"WAIT_FOR_EXECUTED_GTID_SET", Act::ConnFunc),
+    (b"FOUND_ROWS", Act::FoundRows),
+    (b"ROW_COUNT", Act::RowCount),
+    (b"SQL_CALC_FOUND_ROWS", Act::CalcFoundRows),
 ];
+
+/// Per word length, the first letters of [`SCAN_WORDS`] (bit `c - 'A'`):
+/// most words of a statement (names, WHERE, AND) are passed over on one
+/// table load, without a copy or a compare.
+static SCAN_FILTER: [u32; 27] = {
+    let mut t = [0u32; 27];
+    let mut i = 0;
+    while i < SCAN_WORDS.len() {
+        let w = SCAN_WORDS[i].0;
+        assert!(w.len() < 27 && w[0].is_ascii_uppercase());
+        t[w.len()] |= 1 << (w[0] - b'A');
+        i += 1;
+    }
+    t
+};
+
+/// What the scan does with the word `w`, if anything.
+#[inline]
+fn scan_act(w: &[u8]) -> Option<Act> {
+    let m = SCAN_FILTER.get(w.len())?;
+    let c = w.first()?.to_ascii_uppercase();
+    if !c.is_ascii_uppercase() || m & (1 << (c - b'A')) == 0 {
+        return None;
+    }
+    SCAN_WORDS
+        .iter()
+        .find(|(k, _)| eq_ci(k, w))
+        .map(|&(_, a)| a)
+}
 
 /// System variables whose value belongs to the session's primary
 /// connection (the last generated id, the last GTID written).
@@ -998,57 +1062,46 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set:
                     *flags |= flag::STMT_INFO | flag::DIAG
                 }
             }
-            Tok::Word(w) => {
-                // One upper-cased copy and one match per word (the words
-                // worth noticing are at most 26 bytes long).
-                let mut up = [0u8; 26];
-                let Some(u) = up.get_mut(..w.len()) else {
-                    prev2 = prev;
-                    prev = Some(t);
-                    continue;
-                };
-                u.copy_from_slice(w);
-                u.make_ascii_uppercase();
-                match &*u {
-                    b"UPDATE" if is_word(prev, b"FOR") => *flags |= flag::LOCKING,
-                    b"SHARE" if is_word(prev, b"FOR") || is_word(prev, b"IN") => {
-                        *flags |= flag::LOCKING
-                    }
-                    // SELECT ... INTO @v / OUTFILE / DUMPFILE (not
-                    // INSERT INTO t, LOAD DATA ... INTO TABLE t).
-                    b"FROM" => *flags |= flag::USES_TABLE,
-                    b"INTO" => {
-                        let save = (lx.i, lx.hint_primary, lx.hint_max_lag);
-                        let next = lx.next();
-                        (lx.i, lx.hint_primary, lx.hint_max_lag) = save;
-                        if matches!(next, Some(Tok::Var { system: false }))
-                            || is_word(next, b"OUTFILE")
-                            || is_word(next, b"DUMPFILE")
-                        {
-                            *flags |= flag::INTO;
-                        }
-                    }
-                    b"TEMPORARY" => {
-                        *flags |= flag::TEMP_TABLE;
-                        pin.get_or_insert(Pin::TempTable);
-                    }
-                    b"FOR" if is_word(prev, b"VALUE") && is_word(prev2, b"NEXT") => {
-                        *flags |= flag::CONN_FUNC
-                    }
-                    b"GET_LOCK" => {
-                        *flags |= flag::CONN_FUNC | flag::PINS;
-                        pin.get_or_insert(Pin::UserLock);
-                    }
-                    b"CONNECTION_ID" => *flags |= flag::CONN_ID,
-                    b"IS_USED_LOCK" => *flags |= flag::CONN_FUNC | flag::CONN_ID,
-                    b"LAST_INSERT_ID" => *flags |= flag::CONN_FUNC | flag::INSERT_ID,
-                    u if CONN_FUNCS.contains(&u) => *flags |= flag::CONN_FUNC,
-                    b"FOUND_ROWS" => *flags |= flag::STMT_INFO | flag::FOUND_ROWS,
-                    b"ROW_COUNT" => *flags |= flag::STMT_INFO | flag::ROW_COUNT,
-                    b"SQL_CALC_FOUND_ROWS" => *flags |= flag::CALC_FOUND_ROWS,
-                    _ => {}
+            Tok::Word(w) => match scan_act(w) {
+                None => {}
+                Some(Act::Update) if is_word(prev, b"FOR") => *flags |= flag::LOCKING,
+                Some(Act::Share) if is_word(prev, b"FOR") || is_word(prev, b"IN") => {
+                    *flags |= flag::LOCKING
                 }
-            }
+                Some(Act::From) => *flags |= flag::USES_TABLE,
+                // SELECT ... INTO @v / OUTFILE / DUMPFILE (not INSERT INTO
+                // t, LOAD DATA ... INTO TABLE t).
+                Some(Act::Into) => {
+                    let save = (lx.i, lx.hint_primary, lx.hint_max_lag);
+                    let next = lx.next();
+                    (lx.i, lx.hint_primary, lx.hint_max_lag) = save;
+                    if matches!(next, Some(Tok::Var { system: false }))
+                        || is_word(next, b"OUTFILE")
+                        || is_word(next, b"DUMPFILE")
+                    {
+                        *flags |= flag::INTO;
+                    }
+                }
+                Some(Act::Temporary) => {
+                    *flags |= flag::TEMP_TABLE;
+                    pin.get_or_insert(Pin::TempTable);
+                }
+                Some(Act::For) if is_word(prev, b"VALUE") && is_word(prev2, b"NEXT") => {
+                    *flags |= flag::CONN_FUNC
+                }
+                Some(Act::GetLock) => {
+                    *flags |= flag::CONN_FUNC | flag::PINS;
+                    pin.get_or_insert(Pin::UserLock);
+                }
+                Some(Act::ConnectionId) => *flags |= flag::CONN_ID,
+                Some(Act::IsUsedLock) => *flags |= flag::CONN_FUNC | flag::CONN_ID,
+                Some(Act::LastInsertId) => *flags |= flag::CONN_FUNC | flag::INSERT_ID,
+                Some(Act::ConnFunc) => *flags |= flag::CONN_FUNC,
+                Some(Act::FoundRows) => *flags |= flag::STMT_INFO | flag::FOUND_ROWS,
+                Some(Act::RowCount) => *flags |= flag::STMT_INFO | flag::ROW_COUNT,
+                Some(Act::CalcFoundRows) => *flags |= flag::CALC_FOUND_ROWS,
+                Some(Act::Update | Act::Share | Act::For) => {}
+            },
             Tok::Punct(b'=') if prev == Some(Tok::Punct(b':')) => *flags |= flag::USER_VAR_WRITE,
             Tok::Var { system: false } if in_set => *flags |= flag::USER_VAR | flag::USER_VAR_WRITE,
             Tok::Var { system: false } => *flags |= flag::USER_VAR,

@@ -597,3 +597,43 @@ proptest! {
         prop_assert_eq!(format!("{:?}", class), format!("{:?}", classify(sql.as_bytes())));
     }
 }
+
+/// Every word of the scan's list passes its filter in either case and
+/// changes what some statement is classified as; common names are
+/// passed over. (The scan's `match` is over the list's actions, so a word
+/// it acts on cannot be missing from the filter.)
+#[test]
+fn every_scan_word_passes_the_filter_and_takes_effect() {
+    for &(w, act) in SCAN_WORDS {
+        let word = std::str::from_utf8(w).unwrap();
+        let sql = match act {
+            Act::Update => "SELECT a FROM t FOR UPDATE".to_string(),
+            Act::Share => "SELECT a FROM t LOCK IN SHARE MODE".to_string(),
+            Act::From => "SELECT a FROM t".to_string(),
+            Act::Into => "SELECT a INTO @v".to_string(),
+            Act::Temporary => "CREATE TEMPORARY TABLE t (a INT)".to_string(),
+            Act::For => "SELECT NEXT VALUE FOR s".to_string(),
+            Act::CalcFoundRows => "SELECT SQL_CALC_FOUND_ROWS a FROM t".to_string(),
+            _ => format!("SELECT {word}(1)"),
+        };
+        assert_eq!(scan_act(w), Some(act));
+        assert_eq!(scan_act(word.to_lowercase().as_bytes()), Some(act));
+        // The same statement with the word swapped for a neutral one of
+        // the same length and first letter (it passes the filter).
+        let neutral = format!("{}{}", &word[..1], "Q".repeat(word.len() - 1));
+        let other = sql.replacen(word, &neutral, 1);
+        assert_ne!(
+            classify(sql.as_bytes()),
+            classify(other.as_bytes()),
+            "{sql} classifies as {other}"
+        );
+        assert_ne!(
+            classify(sql.to_lowercase().as_bytes()),
+            classify(other.as_bytes()),
+            "{sql} in lower case"
+        );
+    }
+    for w in ["c", "id", "WHERE", "AND", "sbtest1", "k", "ÿ", ""] {
+        assert_eq!(scan_act(w.as_bytes()), None, "{w}");
+    }
+}
