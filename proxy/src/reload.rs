@@ -123,6 +123,9 @@ fn swap(shared: &Arc<Shared>, path: &Path) -> Result<(String, Vec<(String, u32)>
     }
     shared.digests.configure(&new);
     shared.config.store(Arc::new(new));
+    shared
+        .config_gen
+        .fetch_add(1, std::sync::atomic::Ordering::Release);
     let msg = format!(
         "reloaded {}{}",
         if applied.is_empty() {

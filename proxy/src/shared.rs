@@ -21,6 +21,10 @@ const FALLBACK_VERSION: &[u8] = b"8.0.36-concord";
 pub struct Shared {
     pub node_id: u64,
     pub config: Arc<ArcSwap<Config>>,
+    /// Bumped after each store into `config`: a session re-loads its
+    /// copy when this moved, one relaxed load per command instead of an
+    /// `ArcSwap` load per use.
+    pub config_gen: AtomicU64,
     pub users: ArcSwap<UserDb>,
     pub tls: ArcSwap<Option<TlsAcceptor>>,
     pub routing: ArcSwap<Routing>,
@@ -78,6 +82,7 @@ impl Shared {
             digests,
             node_id: config.node.id,
             config: Arc::new(ArcSwap::from_pointee(config)),
+            config_gen: AtomicU64::new(0),
             users: ArcSwap::from_pointee(users),
             tls: ArcSwap::from_pointee(tls),
             routing: ArcSwap::from_pointee(Routing::empty()),

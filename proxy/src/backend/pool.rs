@@ -427,8 +427,10 @@ impl BackendPool {
         reusable: bool,
     ) {
         use concord_protocol::consts::status;
+        // Aged as of its last use (stamped when its last answer ended):
+        // no clock read per statement.
         let aged = !self.settings.max_lifetime.is_zero()
-            && conn.created.elapsed() > self.settings.max_lifetime;
+            && conn.idle_since.saturating_duration_since(conn.created) > self.settings.max_lifetime;
         if !reusable
             || aged
             || !self.serving()
@@ -442,7 +444,10 @@ impl BackendPool {
             let pool = Arc::clone(self);
             tokio::spawn(async move {
                 match conn.reset().await {
-                    Ok(Ok(())) => pool.put_idle(conn, key, gen),
+                    Ok(Ok(())) => {
+                        conn.idle_since = Instant::now();
+                        pool.put_idle(conn, key, gen)
+                    }
                     _ => pool.discard(conn),
                 }
             });
@@ -457,6 +462,7 @@ impl BackendPool {
                 match conn.exec(CLEAR_DIAGNOSTICS).await {
                     Ok(Ok(_)) => {
                         conn.diag = false;
+                        conn.idle_since = Instant::now();
                         pool.put_idle(conn, key, gen)
                     }
                     _ => pool.discard(conn),
@@ -467,8 +473,10 @@ impl BackendPool {
         self.put_idle(conn, key, gen);
     }
 
+    /// Keeps `conn` for reuse. Its `idle_since` is when it was last used
+    /// (stamped by whoever used it: the relay at the end of an answer, a
+    /// connect, a reset), so a statement's give-back reads no clock.
     fn put_idle(&self, mut conn: Box<BackendConn>, key: PoolKey, gen: u64) {
-        conn.idle_since = Instant::now();
         conn.io.shrink();
         let mut idle = self.lock();
         // Checked under the lock `close_all` drains under, after bumping

@@ -34,9 +34,10 @@ pub struct Bound {
     pub gen: u64,
     /// Epoch of the routing snapshot the connection was taken under.
     pub epoch: u64,
-    /// When it was taken: a connection taken for the command running now
-    /// holds nothing of the session that cannot be replayed elsewhere.
-    pub taken: std::time::Instant,
+    /// The command it was taken for ([`Session::cmd_no`]): a connection
+    /// taken for the command running now holds nothing of the session
+    /// that cannot be replayed elsewhere.
+    pub taken: u64,
 }
 
 /// Which held connection.
@@ -204,7 +205,7 @@ impl Session {
             key,
             gen,
             epoch,
-            taken: std::time::Instant::now(),
+            taken: self.cmd_no,
         }))
     }
 
@@ -438,7 +439,7 @@ impl Session {
         };
         let (epoch, conn_id) = (b.epoch, b.conn.id);
         if self.shared.gate.epoch() <= epoch
-            || b.taken < self.cmd_at
+            || b.taken < self.cmd_no
             || self.txn == Some(Which::Primary)
             || self.state.has_pending_on(conn_id)
             || self.keeps(Which::Primary).is_some()

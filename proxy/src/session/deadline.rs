@@ -36,7 +36,7 @@ impl Session {
     pub(super) fn default_timeout(&self) -> Option<Duration> {
         let t = match self.user.statement_timeout {
             Some(t) => t.get(),
-            None => self.shared.config.load().listener.statement_timeout.get(),
+            None => self.cfg.listener.statement_timeout.get(),
         };
         (!t.is_zero()).then_some(t)
     }
@@ -45,7 +45,7 @@ impl Session {
     fn txn_timeout(&self) -> Option<Duration> {
         let t = match self.user.transaction_timeout {
             Some(t) => t.get(),
-            None => self.shared.config.load().listener.transaction_timeout.get(),
+            None => self.cfg.listener.transaction_timeout.get(),
         };
         (!t.is_zero()).then_some(t)
     }

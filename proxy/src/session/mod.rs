@@ -123,8 +123,14 @@ pub struct Session {
     /// Held from routing a command to the primary until its answer is
     /// relayed: a fence waits for it (see `concord_consensus::gate`).
     write_guard: Option<concord_consensus::WriteGuard>,
+    /// The configuration as of the current command's arrival (see
+    /// [`Shared::config_gen`]), and the generation it is of.
+    cfg: Arc<concord_config::Config>,
+    cfg_gen: u64,
     /// When the current command arrived.
     cmd_at: std::time::Instant,
+    /// The command's number in the session (counts from 1).
+    cmd_no: u64,
     /// What ROW_COUNT() says after the last statement, and FOUND_ROWS()
     /// after the last SELECT (for when their connection went back to
     /// the pool); whether that SELECT asked SQL_CALC_FOUND_ROWS (then
@@ -233,7 +239,10 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         read_token: None,
         token_checked: None,
         write_guard: None,
+        cfg_gen: shared.config_gen.load(Ordering::Acquire),
+        cfg: shared.config.load_full(),
         cmd_at: std::time::Instant::now(),
+        cmd_no: 0,
         row_count: -1,
         found_rows: 0,
         calc_found_rows: false,
@@ -311,6 +320,12 @@ impl Session {
                 }
             };
             self.cmd_at = self.info.touch();
+            self.cmd_no += 1;
+            let gen = self.shared.config_gen.load(Ordering::Acquire);
+            if gen != self.cfg_gen {
+                self.cfg_gen = gen;
+                self.cfg = self.shared.config.load_full();
+            }
             self.expire_txn_at_arrival();
             self.stmt_timeout = None;
             self.txn_boundary = false;

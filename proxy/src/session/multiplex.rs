@@ -22,7 +22,7 @@ use concord_config::PoolMode;
 impl Session {
     /// Transaction mode is on.
     pub(super) fn multiplexed(&self) -> bool {
-        self.shared.config.load().pool.mode == PoolMode::Transaction
+        self.cfg.pool.mode == PoolMode::Transaction
     }
 
     /// Between transactions, in transaction mode: gives back every held
@@ -124,7 +124,7 @@ impl Session {
         if let Ok(_gate) = info.kill_gate.try_lock() {
             return self.hand_back(w);
         }
-        let wait = self.shared.config.load().pool.connect_timeout.get() * 2;
+        let wait = self.cfg.pool.connect_timeout.get() * 2;
         let gate = tokio::time::timeout(wait, info.kill_gate.lock()).await;
         match gate {
             Ok(_gate) => self.hand_back(w),

@@ -33,7 +33,8 @@ impl Session {
         // The literal text only when the slow log may show it.
         let values = self.shared.digests.slow_values().then(|| sql.to_vec());
         self.note = Default::default();
-        let t0 = std::time::Instant::now();
+        // The command's arrival: its own clock read serves the digest.
+        let t0 = self.cmd_at;
         let r = self.query_inner(cmd, Some(class), rules).await;
         self.record_digest(digest, &buf, t0, r.is_err(), values.as_deref());
         self.digest_buf = buf;
@@ -277,9 +278,10 @@ impl Session {
         }
         let routing = self.shared.routing.load_full();
         let facts = {
-            let cfg = self.shared.config.load();
+            let pinned = self.pins != 0 || std::mem::take(&mut self.next_on_primary);
+            let cfg = &self.cfg;
             Facts {
-                pinned: self.pins != 0 || std::mem::take(&mut self.next_on_primary),
+                pinned,
                 autocommit: self.state.autocommit,
                 split_reads: cfg.routing.split_reads,
                 max_lag: class

@@ -123,7 +123,9 @@ impl Stall<'_> {
     /// `progress` counts the reads that brought data; it is compared
     /// between nudges, so the hot path reads no clock for this.
     async fn wait(&self, progress: &std::sync::atomic::AtomicU64) -> ProtoError {
-        let mut seen = (u64::MAX, std::time::Instant::now());
+        // Stamped at the first nudge (`u64::MAX` is never a count seen):
+        // a statement answered before any nudge reads no clock here.
+        let mut seen = (u64::MAX, None::<std::time::Instant>);
         loop {
             self.nudge.notified().await;
             let killed = self
@@ -139,11 +141,14 @@ impl Stall<'_> {
             }
             let now = std::time::Instant::now();
             let p = progress.load(std::sync::atomic::Ordering::Relaxed);
-            if p != seen.0 {
-                seen = (p, now);
-                continue;
-            }
-            let quiet = now.duration_since(seen.1);
+            let since = match seen {
+                (q, Some(t)) if q == p => t,
+                _ => {
+                    seen = (p, Some(now));
+                    continue;
+                }
+            };
+            let quiet = now.duration_since(since);
             if self.pool.is_down() && quiet >= self.config.load().monitor.timeout.get() {
                 return ProtoError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,

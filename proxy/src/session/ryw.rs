@@ -30,17 +30,16 @@ pub struct Ryw {
 
 impl Session {
     pub(super) fn ryw_mode(&self) -> ReadYourWrites {
-        let cfg = self.shared.config.load();
         self.user
             .read_your_writes
-            .unwrap_or(cfg.routing.read_your_writes)
+            .unwrap_or(self.cfg.routing.read_your_writes)
     }
 
     /// `read_your_writes = "fleet"`: the primary's position as read after
     /// this read arrived (see `crate::fleetpos`).
     pub(super) async fn fleet_position(&self) -> Result<Option<String>, SessionError> {
         // A fetch in flight when the read arrived, then its own.
-        let timeout = self.shared.config.load().monitor.timeout.get() * 2;
+        let timeout = self.cfg.monitor.timeout.get() * 2;
         let t = std::time::Instant::now();
         let pos = self
             .shared

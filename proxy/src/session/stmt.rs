@@ -191,7 +191,7 @@ fn stmt_id(payload: &[u8]) -> Option<u32> {
 
 impl Session {
     fn max_prepared(&self) -> usize {
-        self.shared.config.load().pool.max_prepared_per_connection as usize
+        self.cfg.pool.max_prepared_per_connection as usize
     }
 
     /// Writes the backend's statement id over the client's in the command.
@@ -436,7 +436,7 @@ impl Session {
             return self.stmt_execute_inner(cmd, rules).await;
         };
         self.note = Default::default();
-        let t0 = std::time::Instant::now();
+        let t0 = self.cmd_at;
         let r = self.stmt_execute_inner(cmd, rules).await;
         self.record_digest(digest.0, &digest.1, t0, r.is_err(), None);
         r
