@@ -22,7 +22,6 @@
 use crate::report;
 use crate::runner::{self, Opts, Outcome};
 use crate::stats::{histogram, Latency, Summary};
-use crate::workload::{Shape, Workload};
 use crate::BenchError;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
@@ -44,81 +43,34 @@ const MAX_RUN: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Spec {
     pub token: Option<String>,
-    pub targets: Vec<String>,
-    pub user: String,
-    pub password: String,
-    pub db: Option<String>,
-    /// Connections of this agent.
-    pub connections: u32,
-    pub duration_ms: u64,
-    pub warmup_ms: u64,
-    /// This agent's rate (open loop), if any.
-    pub rate: Option<f64>,
-    pub workload: String,
-    pub tables: u32,
-    pub table_size: u32,
-    pub target_offset: u32,
-    /// Return every successful query's latency too (to check merges).
-    pub return_samples: bool,
+    /// The run, as the coordinator was given it: connections and rate
+    /// per agent, this agent's `target_offset`, `keep_samples` to return
+    /// every latency too (to check merges).
+    pub opts: Opts,
 }
 
 impl Spec {
-    fn from_opts(o: &Opts, token: Option<String>, offset: u32, return_samples: bool) -> Spec {
-        Spec {
-            token,
-            targets: o.targets.clone(),
-            user: o.user.clone(),
-            password: o.password.clone(),
-            db: o.db.clone(),
-            connections: o.connections,
-            duration_ms: o.duration.as_millis() as u64,
-            warmup_ms: o.warmup.as_millis() as u64,
-            rate: o.rate,
-            workload: o.shape.workload.name().to_string(),
-            tables: o.shape.tables,
-            table_size: o.shape.table_size,
-            target_offset: offset,
-            return_samples,
-        }
-    }
-
     /// The runner's options, or why the spec cannot run.
     fn opts(&self) -> Result<Opts, String> {
-        let workload: Workload = self.workload.parse()?;
-        let duration = Duration::from_millis(self.duration_ms);
-        let warmup = Duration::from_millis(self.warmup_ms);
-        if self.targets.is_empty() {
+        let o = &self.opts;
+        if o.targets.is_empty() {
             return Err("no target".into());
         }
-        if self.connections == 0 || self.connections > MAX_CONNECTIONS {
+        if o.connections == 0 || o.connections > MAX_CONNECTIONS {
             return Err(format!(
                 "connections must be 1..={MAX_CONNECTIONS}, not {}",
-                self.connections
+                o.connections
             ));
         }
-        if duration.is_zero() || duration + warmup > MAX_RUN {
+        if o.duration.is_zero() || o.duration.saturating_add(o.warmup) > MAX_RUN {
             return Err("duration must be above 0 and the run at most 24 h".into());
         }
-        if self.rate.is_some_and(|r| !r.is_finite() || r < 0.0) {
+        if o.rate.is_some_and(|r| !r.is_finite() || r < 0.0) {
             return Err("rate must be a positive number".into());
         }
         Ok(Opts {
-            targets: self.targets.clone(),
-            user: self.user.clone(),
-            password: self.password.clone(),
-            db: self.db.clone(),
-            connections: self.connections,
-            duration,
-            warmup,
-            rate: self.rate,
-            shape: Shape {
-                workload,
-                tables: self.tables,
-                table_size: self.table_size,
-            },
             progress: false,
-            keep_samples: self.return_samples,
-            target_offset: self.target_offset,
+            ..o.clone()
         })
     }
 }
@@ -229,9 +181,14 @@ async fn session(sock: TcpStream, token: Option<&str>) -> Result<bool, BenchErro
     let _ = sock.set_nodelay(true);
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
-    let spec = match read_msg(&mut r).await? {
-        Msg::Run(s) => s,
-        _ => {
+    let spec = match read_msg(&mut r).await {
+        Ok(Msg::Run(s)) => s,
+        // A bad spec (an unknown workload) fails here too: say why.
+        Err(e) => {
+            let _ = write_msg(&mut w, &Msg::Error(e.to_string())).await;
+            return Err(e);
+        }
+        Ok(_) => {
             write_msg(&mut w, &Msg::Error("expected a run".into())).await?;
             return Ok(false);
         }
@@ -256,7 +213,7 @@ async fn session(sock: TcpStream, token: Option<&str>) -> Result<bool, BenchErro
     }
     let reply = match runner::run(opts)
         .await
-        .and_then(|o| report_of(o, spec.return_samples))
+        .and_then(|o| report_of(o, spec.opts.keep_samples))
     {
         Ok(rep) => Msg::Result(Box::new(rep)),
         Err(e) => Msg::Error(e.to_string()),
@@ -325,8 +282,15 @@ pub async fn coordinate(
             r: BufReader::new(r),
             w,
         };
-        let offset = (i as u32).wrapping_mul(opts.connections);
-        let spec = Spec::from_opts(opts, token.clone(), offset, return_samples);
+        let spec = Spec {
+            token: token.clone(),
+            opts: Opts {
+                target_offset: (i as u32).wrapping_mul(opts.connections),
+                keep_samples: return_samples,
+                progress: false,
+                ..opts.clone()
+            },
+        };
         write_msg(&mut link.w, &Msg::Run(Box::new(spec)))
             .await
             .map_err(|e| link.fail(e))?;
@@ -450,31 +414,34 @@ mod tests {
 
     #[test]
     fn a_spec_is_checked_before_it_runs() {
-        let mut s = Spec {
-            token: None,
-            targets: vec!["127.0.0.1:1".into()],
-            user: "u".into(),
-            password: String::new(),
-            db: None,
-            connections: 4,
-            duration_ms: 1000,
-            warmup_ms: 0,
-            rate: None,
-            workload: "point-select".into(),
-            tables: 1,
-            table_size: 10,
-            target_offset: 0,
-            return_samples: false,
+        let line = |workload: &str, connections: u32, rate: &str| {
+            format!(
+                "{{\"token\":null,\"opts\":{{\"targets\":[\"127.0.0.1:1\"],\"user\":\"u\",\"password\":\"\",\"db\":null,\"connections\":{connections},\"duration\":{{\"secs\":1,\"nanos\":0}},\"warmup\":{{\"secs\":0,\"nanos\":0}},\"rate\":{rate},\"shape\":{{\"workload\":\"{workload}\",\"tables\":1,\"table_size\":10}},\"keep_samples\":false,\"target_offset\":0}}}}"
+            )
         };
-        assert!(s.opts().is_ok());
-        s.workload = "nope".into();
-        assert!(s.opts().unwrap_err().contains("unknown workload"));
-        s.workload = "point-select".into();
-        s.connections = 0;
+        let spec = |l: String| serde_json::from_str::<Spec>(&l).map_err(|e| e.to_string());
+        assert!(spec(line("point-select", 4, "null"))
+            .unwrap()
+            .opts()
+            .is_ok());
+        assert!(spec(line("nope", 4, "null"))
+            .unwrap_err()
+            .contains("unknown workload"));
+        let s = spec(line("point-select", 0, "null")).unwrap();
         assert!(s.opts().unwrap_err().contains("connections"));
-        s.connections = 4;
-        s.rate = Some(f64::NAN);
-        assert!(s.opts().is_err());
+        let s = spec(line("point-select", 4, "-1.0")).unwrap();
+        assert!(s.opts().unwrap_err().contains("rate"));
+        // What the coordinator sends is what an agent reads.
+        let o = s.opts;
+        let back = spec(
+            serde_json::to_string(&Spec {
+                token: None,
+                opts: o.clone(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(format!("{:?}", back.opts), format!("{o:?}"));
     }
 
     #[tokio::test]
@@ -483,10 +450,10 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let agent = tokio::spawn(serve(l, Some("t".into()), false));
         for (send, want) in [
-            (&b"not json\n"[..], None),
+            (&b"not json\n"[..], Some("bad message")),
             (b"\"go\"\n", Some("expected a run")),
             (
-                b"{\"run\":{\"token\":\"x\",\"targets\":[],\"user\":\"u\",\"password\":\"\",\"db\":null,\"connections\":1,\"duration_ms\":1,\"warmup_ms\":0,\"rate\":null,\"workload\":\"point-select\",\"tables\":1,\"table_size\":1,\"target_offset\":0,\"return_samples\":false}}\n",
+                b"{\"run\":{\"token\":\"x\",\"opts\":{\"targets\":[],\"user\":\"u\",\"password\":\"\",\"db\":null,\"connections\":1,\"duration\":{\"secs\":1,\"nanos\":0},\"warmup\":{\"secs\":0,\"nanos\":0},\"rate\":null,\"shape\":{\"workload\":\"point-select\",\"tables\":1,\"table_size\":1},\"keep_samples\":false,\"target_offset\":0}}}\n",
                 Some("agent-token"),
             ),
         ] {

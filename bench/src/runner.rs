@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Debug)]
+/// What to run; also what a coordinator sends its agents.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Opts {
     pub targets: Vec<String>,
     pub user: String,
@@ -24,7 +25,8 @@ pub struct Opts {
     /// Total queries per second (open loop); `None`: closed loop.
     pub rate: Option<f64>,
     pub shape: Shape,
-    /// Print a progress line every second on stderr.
+    /// Print a progress line every second on stderr (never on an agent).
+    #[serde(skip)]
     pub progress: bool,
     /// Keep every sample (timelines).
     pub keep_samples: bool,
@@ -118,7 +120,7 @@ async fn connection(
                     extra,
                 )
                 .await?;
-                Worker::new(c, opts.shape.clone(), u64::from(idx) * 7919 + 1).await
+                Worker::new(c, opts.shape, u64::from(idx) * 7919 + 1).await
             }
             .await;
             match made {

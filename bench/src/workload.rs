@@ -8,7 +8,9 @@ use rand::{Rng, SeedableRng};
 
 pub const SCHEMA: &str = "concord_bench";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Sent to agents by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Workload {
     /// `SELECT c FROM sbtestN WHERE id = ?` as text.
     PointSelect,
@@ -60,6 +62,19 @@ impl Workload {
     }
 }
 
+impl From<Workload> for String {
+    fn from(w: Workload) -> String {
+        w.name().to_string()
+    }
+}
+
+impl TryFrom<String> for Workload {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 impl std::str::FromStr for Workload {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -81,7 +96,7 @@ impl std::str::FromStr for Workload {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Shape {
     pub workload: Workload,
     pub tables: u32,
