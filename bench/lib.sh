@@ -57,11 +57,13 @@ role = "primary"
 EOT
 }
 
-# haproxy_cfg FILE LISTEN_PORT BACKEND_ADDR: HAProxy in tcp mode, one server.
+# haproxy_cfg FILE LISTEN_PORT BACKEND_ADDR: HAProxy in tcp mode, one server
+# (HAPROXY_THREADS sets nbthread; default: one per core).
 haproxy_cfg() {
   cat > "$1" <<EOT
 global
   maxconn 4096
+${HAPROXY_THREADS:+  nbthread $HAPROXY_THREADS}
 defaults
   mode tcp
   timeout connect 5s

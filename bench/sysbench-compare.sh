@@ -29,6 +29,15 @@ concord_pid=$!
 haproxy_cfg "$work/haproxy.cfg" $hp 127.0.0.1:$dbp
 /usr/sbin/haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 haproxy_pid=$!
+# URING=1 adds bench/examples/uring_relay.rs, a plain TCP relay on
+# io_uring (an experiment: the floor of kernel work per query).
+targets="direct concord haproxy"
+if [ -n "${URING:-}" ]; then
+  up=$(port)
+  target/release/examples/uring_relay 127.0.0.1:$up 127.0.0.1:$dbp &
+  uring_pid=$!
+  targets="$targets uring"
+fi
 sleep 1
 
 sb() { sysbench oltp_point_select --mysql-host=127.0.0.1 --mysql-port=$1 --mysql-user=app \
@@ -36,26 +45,28 @@ sb() { sysbench oltp_point_select --mysql-host=127.0.0.1 --mysql-port=$1 --mysql
 sb $dbp prepare >/dev/null
 
 cpu() { [ -z "$1" ] && { echo 0; return; }; awk '{print $14+$15}' /proc/$1/stat; }
+sys() { [ -z "$1" ] && { echo 0; return; }; awk '{print $15}' /proc/$1/stat; }
 tck=$(getconf CLK_TCK)
-declare -A qps p95 cpus
+declare -A qps p95 cpus kern
 for r in $(seq "$rounds"); do
-  for t in direct concord haproxy; do
-    case $t in direct) p=$dbp; pid="";; concord) p=$cp; pid=$concord_pid;; haproxy) p=$hp; pid=$haproxy_pid;; esac
-    c0=$(cpu "$pid")
+  for t in $targets; do
+    case $t in direct) p=$dbp; pid="";; concord) p=$cp; pid=$concord_pid;; haproxy) p=$hp; pid=$haproxy_pid;; uring) p=$up; pid=$uring_pid;; esac
+    c0=$(cpu "$pid"); s0=$(sys "$pid")
     out=$(sb $p --threads=$threads --time=$secs --db-ps-mode=$ps run)
-    c1=$(cpu "$pid")
+    c1=$(cpu "$pid"); s1=$(sys "$pid")
     q=$(echo "$out" | awk '/queries:/{gsub("\\(","",$3); print $3}')
     l=$(echo "$out" | awk '/95th percentile/{print $3}')
     c=$(awk -v a=$c0 -v b=$c1 -v t=$tck 'BEGIN{printf "%.2f", (b-a)/t}')
-    echo "round $r $t: qps=$q p95_ms=$l proxy_cpu_s=$c"
-    qps[$t]+="$q "; p95[$t]+="$l "; cpus[$t]+="$c "
+    k=$(awk -v a=$s0 -v b=$s1 -v t=$tck 'BEGIN{printf "%.2f", (b-a)/t}')
+    echo "round $r $t: qps=$q p95_ms=$l proxy_cpu_s=$c of_which_kernel_s=$k"
+    qps[$t]+="$q "; p95[$t]+="$l "; cpus[$t]+="$c "; kern[$t]+="$k "
   done
 done
 med() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo
-printf "%-8s %10s %8s %14s %18s\n" target "median qps" "p95 ms" "proxy cpu s" "queries/cpu-s"
-for t in direct concord haproxy; do
-  q=$(med ${qps[$t]}); l=$(med ${p95[$t]}); c=$(med ${cpus[$t]})
+printf "%-8s %10s %8s %14s %14s %18s\n" target "median qps" "p95 ms" "proxy cpu s" "in kernel s" "queries/cpu-s"
+for t in $targets; do
+  q=$(med ${qps[$t]}); l=$(med ${p95[$t]}); c=$(med ${cpus[$t]}); k=$(med ${kern[$t]})
   per=$(awk -v q=$q -v c=$c -v s=$secs 'BEGIN{ if (c>0) printf "%.0f", q*s/c; else print "-"}')
-  printf "%-8s %10s %8s %14s %18s\n" $t $q $l $c $per
+  printf "%-8s %10s %8s %14s %14s %18s\n" $t $q $l $c $k $per
 done
