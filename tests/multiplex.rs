@@ -290,3 +290,40 @@ async fn row_count_in_a_stored_program_is_its_own() {
     assert_eq!(answers[0].0, Some(2), "ROW_COUNT() inside the procedure");
     assert_eq!(answers[0].2, Some(3));
 }
+
+/// `pool.max_lifetime` holds for a connection given back long after its
+/// last statement (session mode keeps it for the whole session): it is
+/// closed, not handed to the session queued for it. One connection per
+/// backend, a 2 s lifetime: A's connection is over 3 s old when A leaves
+/// and B, queued behind it, gets a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_lifetime_is_not_handed_on() {
+    let db = harness::MariaDb::start("primary", 1).await;
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.extra = "[pool]\nmode = \"session\"\nmax_per_backend = 1\nmin_idle = 0\nacquire_timeout = \"20s\"\nmax_lifetime = \"2s\"\n".into();
+    let node = std::sync::Arc::new(Concord::start(cfg).await);
+    let threads = || async {
+        db.query::<i64>(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app' ORDER BY ID",
+        )
+        .await
+    };
+    let mut a = node.conn().await;
+    a.query_drop("SELECT 1").await.unwrap();
+    let old = threads().await;
+    assert_eq!(old.len(), 1, "{old:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    let n = node.clone();
+    let b = tokio::spawn(async move {
+        let mut b = n.conn().await;
+        b.query_drop("SELECT 1").await.unwrap();
+        b
+    });
+    // B queues for the only connection, then A leaves.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    a.disconnect().await.unwrap();
+    let _b = b.await.unwrap();
+    let now = threads().await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, old, "B was handed A's connection past its lifetime");
+}

@@ -391,9 +391,9 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     /// Idle pooled connections older than this are closed.
     pub max_idle_time: Duration,
-    /// Connections older than this are closed when next given back (0:
-    /// never), so server-side memory and settings changes do not outlive
-    /// it.
+    /// Connections older than this are closed when next given back or
+    /// taken, or by the upkeep while idle (0: never), so server-side
+    /// memory and settings changes do not outlive it.
     pub max_lifetime: Duration,
     /// How long a session waits for a connection when the cap is reached.
     pub acquire_timeout: Duration,

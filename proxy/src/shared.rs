@@ -22,7 +22,7 @@ pub struct Shared {
     pub node_id: u64,
     pub config: Arc<ArcSwap<Config>>,
     /// Bumped after each store into `config`: a session re-loads its
-    /// copy when this moved, one relaxed load per command instead of an
+    /// copy when this moved, one atomic load per command instead of an
     /// `ArcSwap` load per use.
     pub config_gen: AtomicU64,
     pub users: ArcSwap<UserDb>,

@@ -279,8 +279,8 @@ impl BackendPool {
         loop {
             let gen = self.generation();
             // Behind sessions already waiting unless woken in turn.
-            while let Some(conn) = self.pop_idle(key, login, prefer, queued) {
-                if conn.looks_alive() {
+            while let Some((conn, now)) = self.pop_idle(key, login, prefer, queued) {
+                if !self.aged(&conn, now) && conn.looks_alive() {
                     return Ok((conn, gen));
                 }
             }
@@ -319,7 +319,7 @@ impl BackendPool {
                 // Released since we looked (before we could be handed it).
                 if let Some(conn) = idle.by_key.get_mut(key).and_then(|v| pick(v, prefer)) {
                     drop(idle);
-                    if conn.looks_alive() {
+                    if !self.aged(&conn, Instant::now()) && conn.looks_alive() {
                         return Ok((conn, gen));
                     }
                     continue;
@@ -348,20 +348,28 @@ impl BackendPool {
                 self.counter.released.notify_one();
             }
             if let Some((conn, gen)) = handed {
-                if conn.looks_alive() {
+                if !self.aged(&conn, Instant::now()) && conn.looks_alive() {
                     return Ok((conn, gen));
                 }
             }
         }
     }
 
+    /// Past `max_lifetime` at `now`: closed rather than handed out.
+    fn aged(&self, conn: &BackendConn, now: Instant) -> bool {
+        !self.settings.max_lifetime.is_zero()
+            && now.saturating_duration_since(conn.created) > self.settings.max_lifetime
+    }
+
+    /// An idle connection for `key`, and the time it was taken (the
+    /// clock read that also marks the key as recently used).
     fn pop_idle(
         &self,
         key: &PoolKey,
         login: &Login,
         prefer: Prefer,
         in_turn: bool,
-    ) -> Option<Box<BackendConn>> {
+    ) -> Option<(Box<BackendConn>, Instant)> {
         let mut idle = self.lock();
         // Waiters that gave up (their session went away) hold no place.
         idle.waiters.retain(|w| !w.tx.is_closed());
@@ -376,7 +384,7 @@ impl BackendPool {
             }
         }
         let conns = idle.by_key.get_mut(key)?;
-        pick(conns, prefer)
+        pick(conns, prefer).map(|c| (c, now))
     }
 
     /// Closes the longest idle connection kept for a key other than
@@ -428,9 +436,9 @@ impl BackendPool {
     ) {
         use concord_protocol::consts::status;
         // Aged as of its last use (stamped when its last answer ended):
-        // no clock read per statement.
-        let aged = !self.settings.max_lifetime.is_zero()
-            && conn.idle_since.saturating_duration_since(conn.created) > self.settings.max_lifetime;
+        // no clock read per statement. One given back long after that
+        // (session mode) is caught when next taken.
+        let aged = self.aged(&conn, conn.idle_since);
         if !reusable
             || aged
             || !self.serving()
@@ -473,9 +481,11 @@ impl BackendPool {
         self.put_idle(conn, key, gen);
     }
 
-    /// Keeps `conn` for reuse. Its `idle_since` is when it was last used
-    /// (stamped by whoever used it: the relay at the end of an answer, a
-    /// connect, a reset), so a statement's give-back reads no clock.
+    /// Keeps `conn` for reuse. Its `idle_since` is when it last relayed
+    /// an answer, was opened or was reset (not every internal exchange
+    /// stamps it), so a statement's give-back reads no clock; a stamp
+    /// that is older than the truth only makes idle expiry, eviction and
+    /// the liveness check before reuse come sooner.
     fn put_idle(&self, mut conn: Box<BackendConn>, key: PoolKey, gen: u64) {
         conn.io.shrink();
         let mut idle = self.lock();
