@@ -33,13 +33,7 @@ async fn mock_server_passes_real_clients() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    harness::wait_for("the mock server", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    harness::wait_port("the mock server", port).await;
     let out = mariadb_ok(
         port,
         "anyone",
@@ -293,13 +287,7 @@ async fn three_agents_merge_their_histograms_exactly_over_a_fleet() {
                 .spawn()
                 .unwrap(),
         ));
-        harness::wait_for("a bench agent", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
+        harness::wait_port("a bench agent", port).await;
         addrs.push(addr);
     }
     let mut cmd = bench();

@@ -10,6 +10,24 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Every document of a YAML file, as JSON values (through python3-yaml,
+/// which the test dependencies install).
+fn yaml_docs(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn concord_bin() -> std::path::PathBuf {
     harness::bin::workspace_bin("concord")
 }
@@ -363,24 +381,8 @@ fn deployment_files_match_the_real_config_and_flags() {
     // The Kubernetes template, rendered the way its init container does.
     let k8s = std::fs::read_to_string(root.join("deploy/kubernetes/concord.yaml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let yaml_out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
-        .arg(root.join("deploy/kubernetes/concord.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        yaml_out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&yaml_out.stderr)
-    );
-    let docs: serde_json::Value = serde_json::from_slice(&yaml_out.stdout).unwrap();
-    let cm = docs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["kind"] == "ConfigMap")
-        .unwrap();
+    let docs = yaml_docs(&root.join("deploy/kubernetes/concord.yaml"));
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
     let tmpl = cm["data"]["concord.toml.tmpl"].as_str().unwrap();
     let rendered = tmpl
         .replace("__NODE_ID__", "1")
@@ -397,29 +399,15 @@ fn deployment_files_match_the_real_config_and_flags() {
     let f = dir.path().join("k8s.toml");
     std::fs::write(&f, rendered).unwrap();
     check(&f);
-    let sts = docs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["kind"] == "StatefulSet")
-        .unwrap();
+    let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
     let args = &sts["spec"]["template"]["spec"]["containers"][0]["args"];
     assert_eq!(args[0], "--config");
     assert!(k8s.contains("/readyz") && k8s.contains("/healthz"));
     // The load Jobs: as many agents as the coordinator names, reachable
     // under the names it uses, aiming at the StatefulSet's pods.
-    let bench_out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
-        .arg(root.join("deploy/kubernetes/bench.yaml"))
-        .output()
-        .unwrap();
-    assert!(bench_out.status.success());
-    let bench: serde_json::Value = serde_json::from_slice(&bench_out.stdout).unwrap();
+    let bench = yaml_docs(&root.join("deploy/kubernetes/bench.yaml"));
     let job = |name: &str| {
         bench
-            .as_array()
-            .unwrap()
             .iter()
             .find(|d| d["kind"] == "Job" && d["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("no Job {name}"))
@@ -465,18 +453,7 @@ fn deployment_files_match_the_real_config_and_flags() {
         .collect();
     assert_eq!(after("--target"), targets);
     // Compose parses and runs concord with the flags concord has.
-    let compose = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg("import sys, yaml, json; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))")
-        .arg(root.join("deploy/compose/docker-compose.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        compose.status.success(),
-        "{}",
-        String::from_utf8_lossy(&compose.stderr)
-    );
-    let c: serde_json::Value = serde_json::from_slice(&compose.stdout).unwrap();
+    let c = yaml_docs(&root.join("deploy/compose/docker-compose.yml"))[0].clone();
     for n in 1..=3 {
         assert_eq!(
             c["services"][format!("concord{n}")]["command"][0],

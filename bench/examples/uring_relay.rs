@@ -108,6 +108,10 @@ mod relay {
                             }
                             pairs.push(Some(p));
                         }
+                    } else {
+                        // Out of descriptors, say: do not spin on it.
+                        eprintln!("accept: {}", std::io::Error::from_raw_os_error(-res));
+                        std::thread::sleep(std::time::Duration::from_millis(100));
                     }
                     todo.push(
                         opcode::Accept::new(

@@ -46,5 +46,16 @@ where
     }
 }
 
+/// Waits until something listens on 127.0.0.1:`port` (10 s at most).
+pub async fn wait_port(what: &str, port: u16) {
+    wait_for(what, Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+}
+
 /// The password every test user gets (app, monitor, repl, root over TCP).
 pub const PASSWORD: &str = "concord-test-pw";
