@@ -214,6 +214,14 @@ mod tests {
     use crate::routing::Replica;
     use concord_health::BackendHealth;
 
+    /// The metrics index routing-reason counters by `reason as usize`.
+    #[test]
+    fn all_reasons_are_listed_in_declaration_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+    }
+
     fn settings() -> PoolSettings {
         PoolSettings {
             min_idle: 0,

@@ -168,7 +168,12 @@ impl Stmts {
 
     fn touch(&mut self, id: u32, conn_id: u64) {
         if let Some(q) = self.lru.get_mut(&conn_id) {
-            if let Some(p) = q.iter().position(|x| *x == id) {
+            // Hot statements sit at the back: look from there, and a
+            // statement executed again in a row costs one compare.
+            if q.back() == Some(&id) {
+                return;
+            }
+            if let Some(p) = q.iter().rposition(|x| *x == id) {
                 q.remove(p);
                 q.push_back(id);
             }
