@@ -13,19 +13,24 @@ use std::time::{Duration, Instant};
 /// Every document of a YAML file, as JSON values (through python3-yaml,
 /// which the test dependencies install).
 fn yaml_docs(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
-        .arg(path)
-        .output()
-        .unwrap();
+    let mut py = Command::new("/usr/bin/python3");
+    py.arg("-c").arg(
+        "import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+    );
+    serde_json::from_slice(&ok_on(py, path)).unwrap()
+}
+
+/// Runs `cmd` on the file `path`; its standard output, after checking it
+/// succeeded (else the file and the command's complaint).
+fn ok_on(mut cmd: Command, path: &std::path::Path) -> Vec<u8> {
+    let out = cmd.arg(path).output().unwrap();
     assert!(
         out.status.success(),
         "{}: {}",
         path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
 }
 
 fn concord_bin() -> std::path::PathBuf {
@@ -363,17 +368,9 @@ async fn reload_users_and_graceful_shutdown() {
 fn deployment_files_match_the_real_config_and_flags() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let check = |path: &std::path::Path| {
-        let out = Command::new(concord_bin())
-            .arg("check-config")
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut c = Command::new(concord_bin());
+        c.arg("check-config");
+        ok_on(c, path);
     };
     for i in 1..=3 {
         check(&root.join(format!("deploy/compose/concord-{i}.toml")));

@@ -168,6 +168,29 @@ async fn timeouts_racing_the_answer_report_what_happened() {
     assert_eq!(rows, acked, "the rows are exactly the acknowledged inserts");
 }
 
+/// A raw client (user `patient`, no statement timeout) that sent `sql`,
+/// once `sql` (carrying `marker`) runs on `db`.
+async fn sent_and_running(
+    node: &harness::Concord,
+    db: &harness::MariaDb,
+    sql: &str,
+    marker: &str,
+) -> harness::raw::RawClient {
+    let mut raw = harness::raw::RawClient::connect(node.cfg.port, "patient", PASSWORD, 0).await;
+    let mut q = vec![concord_protocol::consts::com::QUERY];
+    q.extend_from_slice(sql.as_bytes());
+    raw.send(&q).await;
+    let t = Instant::now();
+    while !running(db, marker).await {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{marker} never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    raw
+}
+
 /// A client that goes away while its statement runs: the statement is
 /// killed on its server, not left to run to its end holding a backend
 /// connection (and whatever locks it took). With the watch switched off
@@ -175,16 +198,14 @@ async fn timeouts_racing_the_answer_report_what_happened() {
 async fn abandoned(hooks: &str) -> bool {
     let (topo, fleet) = setup(hooks).await;
     let node = &fleet.nodes[0];
-    let mut raw = harness::raw::RawClient::connect(node.cfg.port, "patient", PASSWORD, 0).await;
-    let mut q = vec![concord_protocol::consts::com::QUERY];
-    q.extend_from_slice(b"SELECT SLEEP(20) AS m_gone");
-    raw.send(&q).await;
     // Running on the replica; then the client vanishes.
-    let t = Instant::now();
-    while !running(&topo.replicas[0], "m_gone").await {
-        assert!(t.elapsed() < Duration::from_secs(10), "never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let raw = sent_and_running(
+        node,
+        &topo.replicas[0],
+        "SELECT SLEEP(20) AS m_gone",
+        "m_gone",
+    )
+    .await;
     drop(raw);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let still = running(&topo.replicas[0], "m_gone").await;
@@ -356,15 +377,13 @@ async fn quit_mid_statement(hooks: &str) -> Vec<i64> {
         .exec("CREATE TABLE test.quit_t (id INT PRIMARY KEY)")
         .await;
     let node = &fleet.nodes[0];
-    let mut raw = harness::raw::RawClient::connect(node.cfg.port, "patient", PASSWORD, 0).await;
-    let mut q = vec![concord_protocol::consts::com::QUERY];
-    q.extend_from_slice(b"INSERT INTO test.quit_t SELECT 7 FROM (SELECT SLEEP(2) AS m_quit) s");
-    raw.send(&q).await;
-    let t = Instant::now();
-    while !running(&topo.primary, "m_quit").await {
-        assert!(t.elapsed() < Duration::from_secs(10), "never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut raw = sent_and_running(
+        node,
+        &topo.primary,
+        "INSERT INTO test.quit_t SELECT 7 FROM (SELECT SLEEP(2) AS m_quit) s",
+        "m_quit",
+    )
+    .await;
     raw.send(&[concord_protocol::consts::com::QUIT]).await;
     drop(raw);
     tokio::time::sleep(Duration::from_millis(3000)).await;

@@ -64,15 +64,7 @@ mod relay {
         let mut pairs: Vec<Option<Pair>> = Vec::new();
         let mut todo: Vec<io_uring::squeue::Entry> = Vec::new();
         let mut done: Vec<(u64, i32)> = Vec::new();
-        todo.push(
-            opcode::Accept::new(
-                types::Fd(listener.as_raw_fd()),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-            .build()
-            .user_data(ACCEPT),
-        );
+        todo.push(accept(&listener));
         loop {
             for e in todo.drain(..) {
                 // SAFETY: every entry points into a `Pair`'s boxed buffer and
@@ -113,15 +105,7 @@ mod relay {
                         eprintln!("accept: {}", std::io::Error::from_raw_os_error(-res));
                         std::thread::sleep(std::time::Duration::from_millis(100));
                     }
-                    todo.push(
-                        opcode::Accept::new(
-                            types::Fd(listener.as_raw_fd()),
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                        )
-                        .build()
-                        .user_data(ACCEPT),
-                    );
+                    todo.push(accept(&listener));
                     continue;
                 }
                 let (idx, op, side) = ((u >> 2) as usize, (u >> 1) & 1, (u & 1) as usize);
@@ -158,6 +142,17 @@ mod relay {
                 todo.push(e);
             }
         }
+    }
+
+    /// Takes the next connection.
+    fn accept(l: &TcpListener) -> io_uring::squeue::Entry {
+        opcode::Accept::new(
+            types::Fd(l.as_raw_fd()),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .build()
+        .user_data(ACCEPT)
     }
 
     /// Reads into `s`'s buffer.
