@@ -663,14 +663,8 @@ pub fn classify(sql: &[u8]) -> Class {
 
 /// [`classify`] and [`fingerprint`] in one pass over the statement.
 pub fn classify_digest(sql: &[u8], out: &mut Vec<u8>) -> (Class, u64) {
-    let mut lx = Lexer::new(sql);
-    lx.fp = Some(Fp::new(std::mem::take(out)));
-    let (class, mut lx) = classify_in(lx);
-    // The classifier may stop before the end.
-    while lx.next().is_some() {}
-    let (text, hash) = lx.fp.take().map(Fp::finish).unwrap_or_default();
-    *out = text;
-    (class, hash)
+    // The classifier's scan reads every statement to its end.
+    with_digest(sql, out, classify_in)
 }
 
 fn classify_in(mut lx: Lexer<'_>) -> (Class, Lexer<'_>) {
@@ -1673,12 +1667,28 @@ pub fn fuzz_entry(sql: &[u8]) {
 /// literals as `(...)` (`IN (...)`, and a run of VALUES rows as one). The
 /// classifier's own lexer does the work, over the whole statement.
 pub fn fingerprint(sql: &[u8], out: &mut Vec<u8>) -> u64 {
+    with_digest(sql, out, |mut lx| {
+        while lx.next().is_some() {}
+        ((), lx)
+    })
+    .1
+}
+
+/// Runs `pass` over `sql` with the digest writer on (into `out`'s
+/// buffer); what `pass` returns, and the digest's hash. `pass` must read
+/// the statement to its end.
+fn with_digest<'a, T>(
+    sql: &'a [u8],
+    out: &mut Vec<u8>,
+    pass: impl FnOnce(Lexer<'a>) -> (T, Lexer<'a>),
+) -> (T, u64) {
     let mut lx = Lexer::new(sql);
     lx.fp = Some(Fp::new(std::mem::take(out)));
-    while lx.next().is_some() {}
+    let (v, mut lx) = pass(lx);
+    debug_assert!(lx.next().is_none(), "the digest pass stopped early");
     let (text, hash) = lx.fp.take().map(Fp::finish).unwrap_or_default();
     *out = text;
-    hash
+    (v, hash)
 }
 
 /// Appends `w` in lower case (a copy, then in place: both vectorize).

@@ -141,7 +141,8 @@ pub async fn refuse(tcp: TcpStream, e: &concord_protocol::err::ErrPacket) {
 }
 
 /// Writes the refusal without waiting; what the socket could not take yet
-/// comes back with it (then [`refuse_rest`]), else the socket is closed.
+/// comes back with it (then [`refuse_rest`]), else (all sent, or the peer
+/// already gone) the socket is closed.
 pub fn refuse_now(
     tcp: TcpStream,
     e: &concord_protocol::err::ErrPacket,
@@ -151,11 +152,15 @@ pub fn refuse_now(
     concord_protocol::packet::put_packet(&mut buf, &mut seq, &e.to_payload());
     // Straight to the socket: tokio's `try_write` refuses before the
     // driver has seen the new socket writable, which it has not yet here.
-    let sent = socket2::SockRef::from(&tcp).send(&buf).unwrap_or(0);
+    let sent = match socket2::SockRef::from(&tcp).send(&buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return None,
+    };
     if sent >= buf.len() {
         return None;
     }
-    let _ = buf.split_to(sent);
+    bytes::Buf::advance(&mut buf, sent);
     Some((tcp, buf))
 }
 

@@ -63,7 +63,6 @@ pub async fn serve_clients(shared: Arc<Shared>, listener: TcpListener) {
             drop(tcp);
             continue;
         }
-        crate::net::tune(&tcp);
         let max = shared.config.load().listener.max_connections;
         let n = shared.sessions.count.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(shared.clone());
@@ -83,6 +82,8 @@ pub async fn serve_clients(shared: Arc<Shared>, listener: TcpListener) {
             }
             continue;
         }
+        // Only for sockets that are served.
+        crate::net::tune(&tcp);
         let shared = shared.clone();
         tokio::spawn(crate::alloc_track::Tracked::new(async move {
             let _slot = slot;
