@@ -309,6 +309,12 @@ async fn writes_never_see_the_epoch_go_backwards_while_leaders_die() {
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Every client's last write acknowledged before the rows are read (a
+    // write in flight when `stop` was set may be acknowledged after it).
+    let mut done = Vec::new();
+    for c in clients {
+        done.push(c.await.unwrap());
+    }
     // The last switchover went back to db1 after it caught up with every
     // earlier primary: it holds every row.
     let rows: Vec<(u64, u32)> = topo.primary.query("SELECT id, origin FROM test.lin").await;
@@ -320,8 +326,7 @@ async fn writes_never_see_the_epoch_go_backwards_while_leaders_die() {
     };
     let mut total = 0;
     let mut seen_epochs = std::collections::BTreeSet::new();
-    for c in clients {
-        let (node, log, errors) = c.await.unwrap();
+    for (node, log, errors) in done {
         assert!(!log.is_empty(), "node {node} routed no writes");
         assert!(
             log.windows(2).all(|w| w[0].0 <= w[1].0),
