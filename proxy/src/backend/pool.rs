@@ -481,12 +481,11 @@ impl BackendPool {
         self.put_idle(conn, key, gen);
     }
 
-    /// Keeps `conn` for reuse. Its `idle_since` is when it last relayed
-    /// an answer, was opened or was reset (not every internal exchange
-    /// stamps it), so a statement's give-back reads no clock; a stamp
-    /// that is older than the truth only makes idle expiry, eviction and
-    /// the liveness check before reuse come sooner.
+    /// Keeps `conn` for reuse, idle from now: the upkeep closes the
+    /// statements of a connection idle for a while, so the stamp must not
+    /// be older than its last use by anyone.
     fn put_idle(&self, mut conn: Box<BackendConn>, key: PoolKey, gen: u64) {
+        conn.idle_since = Instant::now();
         conn.io.shrink();
         let mut idle = self.lock();
         // Checked under the lock `close_all` drains under, after bumping

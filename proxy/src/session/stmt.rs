@@ -246,8 +246,17 @@ impl Session {
             ));
         };
         if let Some(bid) = self.stmts.backend_id(id, conn_id) {
-            self.stmts.touch(id, conn_id);
-            return Ok(bid);
+            // Still there: while the connection was in the pool, the
+            // upkeep or another session may have closed it.
+            let there = self
+                .conns
+                .get(w)
+                .is_some_and(|b| b.conn.prepared.iter().any(|(_, x)| *x == bid));
+            if there {
+                self.stmts.touch(id, conn_id);
+                return Ok(bid);
+            }
+            self.stmts.forget_backend(conn_id, bid);
         }
         let Some(sql) = self.stmts.map.get(&id).map(|s| s.sql.clone()) else {
             return Err(unknown(id, "mysqld_stmt_execute"));
