@@ -327,3 +327,149 @@ async fn a_connection_past_its_lifetime_is_not_handed_on() {
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now, old, "B was handed A's connection past its lifetime");
 }
+
+/// A statement a session prepared stays usable when the pool's upkeep
+/// closed it on the connection meanwhile (transaction mode closes the
+/// statements of a connection idle 2 s): the session prepares it again
+/// instead of sending the old id. One connection, so A gets back the
+/// connection its statement was closed on; B makes A give it back first.
+/// (Two checks stand in the way of the old id: a session forgets what it
+/// knew of a connection it takes back from someone else, the upkeep
+/// included, and uses a remembered id only if the connection lists it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_closed_by_the_upkeep_is_prepared_again() {
+    let (db, node) = one_connection_with("").await;
+    with_upkeep_between_executes(&db, &node).await.unwrap();
+}
+
+/// With both checks switched off (test-only `trust-remembered-statement`:
+/// the session keeps what it knew of a connection that was no longer its
+/// own, and uses a remembered id without looking in the connection's
+/// list), the old id reaches the server and the second EXECUTE fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusting_a_remembered_statement_id_fails_after_the_upkeep() {
+    let (db, node) = one_connection_with("trust-remembered-statement").await;
+    let e = with_upkeep_between_executes(&db, &node).await.unwrap_err();
+    assert!(e.contains("1243"), "{e}");
+}
+
+/// One backend with one pooled connection, in transaction mode.
+async fn one_connection_with(hooks: &str) -> (harness::MariaDb, Concord) {
+    let db = harness::MariaDb::start("primary", 1).await;
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.extra = "[pool]\nmode = \"transaction\"\nmax_per_backend = 1\nmin_idle = 0\nacquire_timeout = \"10s\"\n".into();
+    cfg.test_hooks = hooks.into();
+    let node = Concord::start(cfg).await;
+    (db, node)
+}
+
+/// A executes a statement, B takes the connection, the upkeep closes the
+/// statement on it (checked on the server), then A executes again.
+async fn with_upkeep_between_executes(db: &harness::MariaDb, node: &Concord) -> Result<(), String> {
+    let open = || async {
+        let c: Option<(String, u64)> = db
+            .conn()
+            .await
+            .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+            .await
+            .unwrap();
+        c.map_or(u64::MAX, |c| c.1)
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let base = open().await;
+    let mut a = node.conn().await;
+    let mut b = node.conn().await;
+    let s = a.prep("SELECT ? + 1").await.unwrap();
+    let got: Option<i64> = a.exec_first(&s, (1,)).await.unwrap();
+    assert_eq!(got, Some(2));
+    assert_eq!(open().await, base + 1);
+    b.query_drop("SELECT 1").await.unwrap();
+    // Idle past the 2 s after which the upkeep (once a second) closes it.
+    let t0 = Instant::now();
+    while open().await != base {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the upkeep never closed the idle connection's statement"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let got: Option<i64> = a
+        .exec_first(&s, (41,))
+        .await
+        .map_err(|e| format!("EXECUTE after the upkeep: {e}"))?;
+    assert_eq!(got, Some(42));
+    Ok(())
+}
+
+/// Sessions share statements prepared on a pooled connection only under
+/// the same parse context: the server binds unqualified tables to the
+/// database current at PREPARE, and reads `"y"` as a name or a string by
+/// `sql_mode`. A and B prepare the same texts in different databases and
+/// modes, through one connection; each must read what it would directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_is_shared_only_under_the_same_database_and_sql_mode() {
+    let (db, node) = one_connection_with("").await;
+    assert_eq!(sessions_in_two_contexts(&db, &node).await, DIRECT);
+}
+
+/// With contexts ignored (test-only `share-statements-by-text`), a session
+/// runs the other's statement: its table, its reading of the quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_statements_by_text_alone_reads_another_database() {
+    let (db, node) = one_connection_with("share-statements-by-text").await;
+    let got = sessions_in_two_contexts(&db, &node).await;
+    println!("with statements shared by text: {got:?}");
+    assert_ne!(got, DIRECT);
+}
+
+/// What [`sessions_in_two_contexts`] answers directly on a server: A reads
+/// db_a's `x` and the string "y"; B (ANSI_QUOTES) db_b's `x` and column
+/// `y`.
+const DIRECT: [&str; 4] = ["A", "a", "y", "b"];
+
+/// A (database db_a) and B (db_b, ANSI_QUOTES) each prepare the same two
+/// texts and execute them turn about, so each execute finds the other's
+/// statement of the same text on the one connection: A's and B's answers.
+async fn sessions_in_two_contexts(db: &harness::MariaDb, node: &Concord) -> Vec<String> {
+    db.exec(
+        "CREATE DATABASE db_a; CREATE DATABASE db_b; \
+         CREATE TABLE db_a.t (x VARCHAR(8), y VARCHAR(8)); INSERT INTO db_a.t VALUES ('A', 'Ay'); \
+         CREATE TABLE db_b.t (x VARCHAR(8), y VARCHAR(8)); INSERT INTO db_b.t VALUES ('a', 'b')",
+    )
+    .await;
+    let mut a = node.conn().await;
+    let mut b = node.conn().await;
+    a.query_drop("USE db_a").await.unwrap();
+    b.query_drop("USE db_b").await.unwrap();
+    b.query_drop("SET sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    let mut got = Vec::new();
+    let run = async {
+        for sql in ["SELECT x FROM t", "SELECT \"y\" FROM t"] {
+            let sa = a.prep(sql).await?;
+            let sb = b.prep(sql).await?;
+            for _ in 0..2 {
+                for (c, s) in [(&mut a, &sa), (&mut b, &sb)] {
+                    let v: Option<String> = c.exec_first(s, ()).await?;
+                    got.push(v.unwrap_or_default());
+                }
+            }
+        }
+        Ok::<_, mysql_async::Error>(())
+    };
+    if let Err(e) = run.await {
+        got.push(e.to_string());
+        return got;
+    }
+    // Each session's answers were the same both times.
+    assert_eq!(
+        (got[0..2].to_vec(), got[4..6].to_vec()),
+        (got[2..4].to_vec(), got[6..8].to_vec()),
+        "{got:?}"
+    );
+    vec![
+        got[0].clone(),
+        got[1].clone(),
+        got[4].clone(),
+        got[5].clone(),
+    ]
+}

@@ -10,6 +10,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 async fn setup(weights: (u32, u32), extra: &str) -> (Topology, Concord) {
+    setup_hooked(weights, extra, "").await
+}
+
+/// [`setup`] with test-only switches (`config/src/testhooks.rs`).
+async fn setup_hooked(weights: (u32, u32), extra: &str, hooks: &str) -> (Topology, Concord) {
     let topo = Topology::start(2).await;
     topo.primary
         .exec("CREATE TABLE test.t (id INT PRIMARY KEY, v VARCHAR(20))")
@@ -21,6 +26,7 @@ async fn setup(weights: (u32, u32), extra: &str) -> (Topology, Concord) {
     let backends = topo.backends();
     let mut cfg = ConcordConfig::new(backends);
     cfg.extra = extra.to_string();
+    cfg.test_hooks = hooks.to_string();
     // Weights are part of the seeded topology.
     let mut cfg_text_weights = String::new();
     for (name, w) in [("db2", weights.0), ("db3", weights.1)] {
@@ -397,6 +403,42 @@ async fn prepared_statements_follow_routing_and_stay_bounded() {
             db.name
         );
     }
+}
+
+/// Two client statements of the same text share one server statement on
+/// a connection where they were prepared lazily (here the primary, in a
+/// transaction). Closing one closes it there; the other must be prepared
+/// again, not executed under the closed id. Test-only
+/// `trust-remembered-statement` (remembered ids used unchecked): 1243.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_one_of_two_statements_of_the_same_text_keeps_the_other() {
+    let (_topo, node) = setup((100, 100), "").await;
+    assert_eq!(closed_twin(&node).await, Ok(Some(42)));
+    let (_topo, node) = setup_hooked((100, 100), "", "trust-remembered-statement").await;
+    let e = closed_twin(&node).await.unwrap_err();
+    assert!(e.contains("1243"), "{e}");
+}
+
+/// Prepares one text twice (no client statement cache), runs both in a
+/// transaction on the primary, closes the first and runs the second
+/// there again.
+async fn closed_twin(node: &Concord) -> Result<Option<i64>, String> {
+    let mut c = mysql_async::Conn::new(node.opts().stmt_cache_size(0))
+        .await
+        .unwrap();
+    let sql = "SELECT ? + 1 FROM test.t WHERE id = 1";
+    let s1 = c.prep(sql).await.unwrap();
+    let s2 = c.prep(sql).await.unwrap();
+    assert_ne!(s1.id(), s2.id());
+    c.query_drop("BEGIN").await.unwrap();
+    for s in [&s1, &s2] {
+        let v: Option<i64> = c.exec_first(s, (1,)).await.unwrap();
+        assert_eq!(v, Some(2));
+    }
+    c.close(s1).await.unwrap();
+    let v = c.exec_first(&s2, (41,)).await.map_err(|e| e.to_string());
+    c.query_drop("COMMIT").await.unwrap();
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,11 +89,24 @@ pub struct BackendConn {
     pub diag: bool,
     /// Session whose LAST_INSERT_ID() this connection holds (0: none).
     pub insert_id_of: u64,
-    /// Statements prepared on it, by text, least recently used first:
-    /// shared by every session that holds the connection (transaction
-    /// mode: a session taking it finds the statements it needs there),
-    /// bounded by `pool.max_prepared_per_connection`.
-    pub prepared: Vec<(std::sync::Arc<[u8]>, u32)>,
+    /// Statements prepared on it, least recently used first: shared by
+    /// every session that holds the connection (transaction mode: a
+    /// session taking it finds the statements it needs there), bounded by
+    /// `pool.max_prepared_per_connection`.
+    pub prepared: Vec<Prepared>,
+}
+
+/// A statement prepared on a backend connection. The server binds table
+/// names to the database, and reads quotes and literals by the `sql_mode`
+/// and character set, current when it prepares: the same text is the same
+/// statement only under the same parse context (see
+/// `SessionState::parse_ctx`).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub sql: std::sync::Arc<[u8]>,
+    pub ctx: u64,
+    /// The server's statement id.
+    pub id: u32,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -373,17 +386,22 @@ impl BackendConn {
     pub async fn close_statements(&mut self) -> Result<(), BackendError> {
         let ids: Vec<u32> = std::mem::take(&mut self.prepared)
             .into_iter()
-            .map(|(_, b)| b)
+            .map(|p| p.id)
             .collect();
         self.state.synced = self.state.synced.map(|(_, v)| (0, v));
         self.close_statement_ids(&ids).await
     }
 
-    /// The statement prepared here for `sql`, if any (marked used).
-    pub fn cached_statement(&mut self, sql: &[u8]) -> Option<u32> {
-        let i = self.prepared.iter().rposition(|(s, _)| &s[..] == sql)?;
+    /// The statement prepared here for `sql` under parse context `ctx`,
+    /// if any (marked used).
+    pub fn cached_statement(&mut self, sql: &[u8], ctx: u64) -> Option<u32> {
+        let by_text = concord_config::testhooks::on("share-statements-by-text");
+        let i = self
+            .prepared
+            .iter()
+            .rposition(|p| &p.sql[..] == sql && (p.ctx == ctx || by_text))?;
         let e = self.prepared.remove(i);
-        let bid = e.1;
+        let bid = e.id;
         self.prepared.push(e);
         Some(bid)
     }

@@ -4,5 +4,5 @@ pub mod conn;
 pub mod login;
 pub mod pool;
 
-pub use conn::{BackendConn, ConnState, Reply};
+pub use conn::{BackendConn, ConnState, Prepared, Reply};
 pub use pool::{BackendPool, Login, PoolKey, PoolSettings, Prefer};

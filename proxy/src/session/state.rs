@@ -124,6 +124,14 @@ pub struct SessionState {
     snap: Option<(u64, std::sync::Arc<Snapshot>)>,
 }
 
+/// A hasher keyed per process: a client cannot craft a collision of
+/// fingerprints or parse contexts.
+fn hasher() -> std::collections::hash_map::DefaultHasher {
+    use std::hash::BuildHasher;
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    KEYS.get_or_init(Default::default).build_hasher()
+}
+
 impl SessionState {
     /// `_client_id` is the session's id on the wire; the state gets its
     /// own, unique for the process's life (wire ids wrap and are reused,
@@ -156,10 +164,8 @@ impl SessionState {
             // reset and a replay where the session goes next.
             return None;
         }
-        use std::hash::{BuildHasher, Hash, Hasher};
-        // Keyed per process: a client cannot craft a collision.
-        static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-        let mut h = KEYS.get_or_init(Default::default).build_hasher();
+        use std::hash::{Hash, Hasher};
+        let mut h = hasher();
         let mut vars = Vec::with_capacity(self.vars.len());
         for (k, v) in &self.vars {
             let Value::Literal(l) = &v.value else {
@@ -175,6 +181,24 @@ impl SessionState {
         });
         self.snap = Some((self.version, snap.clone()));
         Some(snap)
+    }
+
+    /// What the server parses a statement to prepare under: the database
+    /// (unqualified table names bind to it at PREPARE), the collation and
+    /// the session's system variables (`sql_mode`'s ANSI_QUOTES, the
+    /// client character set, ...). Text prepared under one context is a
+    /// different statement under another. User variables take no part:
+    /// they are read when the statement runs.
+    pub fn parse_ctx(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = hasher();
+        (&self.db, self.collation).hash(&mut h);
+        for (k, v) in &self.vars {
+            if let (false, Value::Literal(l)) = (k.starts_with('@'), &v.value) {
+                (k, l).hash(&mut h);
+            }
+        }
+        h.finish()
     }
 
     /// The fingerprint of the current variables, if a snapshot of them

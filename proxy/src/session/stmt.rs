@@ -38,6 +38,9 @@ pub struct ClientStmt {
     pub last_on: Option<u64>,
     /// Its digest and fingerprint (see `classify::fingerprint`).
     pub digest: (u64, std::sync::Arc<[u8]>),
+    /// The session's parse context when the client prepared it (see
+    /// `SessionState::parse_ctx`).
+    pub ctx: u64,
 }
 
 /// Open statements one session may hold, and the total size of their SQL
@@ -207,7 +210,7 @@ impl Session {
     /// Closes a backend statement (no reply expected).
     async fn close_on(&mut self, w: Which, backend_id: u32) {
         if let Some(b) = self.conns.get_mut(w) {
-            b.conn.prepared.retain(|(_, x)| *x != backend_id);
+            b.conn.prepared.retain(|p| p.id != backend_id);
             let mut p = [com::STMT_CLOSE, 0, 0, 0, 0];
             p[1..5].copy_from_slice(&backend_id.to_le_bytes());
             let mut seq = 0;
@@ -217,19 +220,23 @@ impl Session {
         }
     }
 
-    /// Records `bid` as prepared on `w` for `sql`, closing the connection's
-    /// least recently used statement past the per-connection bound (and
-    /// forgetting it wherever this session used it).
+    /// Records `bid` as prepared on `w` for `sql` (under the session's
+    /// parse context, which the connection holds), closing the
+    /// connection's least recently used statement past the per-connection
+    /// bound (and forgetting it wherever this session used it).
     async fn cache_on(&mut self, w: Which, sql: std::sync::Arc<[u8]>, bid: u32) {
         let max = self.max_prepared().max(1);
+        let ctx = self.state.parse_ctx();
         let Some(b) = self.conns.get_mut(w) else {
             return;
         };
         let conn_id = b.conn.id;
-        b.conn.prepared.push((sql, bid));
+        b.conn
+            .prepared
+            .push(crate::backend::Prepared { sql, ctx, id: bid });
         let mut victims = Vec::new();
         while b.conn.prepared.len() > max {
-            victims.push(b.conn.prepared.remove(0).1);
+            victims.push(b.conn.prepared.remove(0).id);
         }
         for v in victims {
             self.stmts.forget_backend(conn_id, v);
@@ -246,26 +253,28 @@ impl Session {
             ));
         };
         if let Some(bid) = self.stmts.backend_id(id, conn_id) {
-            // Still there: while the connection was in the pool, the
-            // upkeep or another session may have closed it.
+            // Still there: the session may have closed a statement of the
+            // same text that shared this id, and while the connection was
+            // in the pool the upkeep or another session may have closed it.
             let there = self
                 .conns
                 .get(w)
-                .is_some_and(|b| b.conn.prepared.iter().any(|(_, x)| *x == bid));
-            if there {
+                .is_some_and(|b| b.conn.prepared.iter().any(|p| p.id == bid));
+            if there || concord_config::testhooks::on("trust-remembered-statement") {
                 self.stmts.touch(id, conn_id);
                 return Ok(bid);
             }
             self.stmts.forget_backend(conn_id, bid);
         }
-        let Some(sql) = self.stmts.map.get(&id).map(|s| s.sql.clone()) else {
+        let Some((sql, ctx)) = self.stmts.map.get(&id).map(|s| (s.sql.clone(), s.ctx)) else {
             return Err(unknown(id, "mysqld_stmt_execute"));
         };
-        // Prepared there already, by this session or another.
+        // Prepared there already, by this session or another, under the
+        // context the client prepared it in.
         if let Some(bid) = self
             .conns
             .get_mut(w)
-            .and_then(|b| b.conn.cached_statement(&sql))
+            .and_then(|b| b.conn.cached_statement(&sql, ctx))
         {
             if let Some(s) = self.stmts.map.get_mut(&id) {
                 // Its last parameter types were someone else's.
@@ -391,6 +400,7 @@ impl Session {
                 id,
                 ClientStmt {
                     digest,
+                    ctx: self.state.parse_ctx(),
                     sql,
                     class,
                     assigned,
