@@ -355,9 +355,14 @@ async fn trusting_a_remembered_statement_id_fails_after_the_upkeep() {
 
 /// One backend with one pooled connection, in transaction mode.
 async fn one_connection_with(hooks: &str) -> (harness::MariaDb, Concord) {
+    one_connection_waiting(hooks, "10s").await
+}
+
+/// [`one_connection_with`], a session waiting at most `acquire` for it.
+async fn one_connection_waiting(hooks: &str, acquire: &str) -> (harness::MariaDb, Concord) {
     let db = harness::MariaDb::start("primary", 1).await;
     let mut cfg = ConcordConfig::single(&db.addr());
-    cfg.extra = "[pool]\nmode = \"transaction\"\nmax_per_backend = 1\nmin_idle = 0\nacquire_timeout = \"10s\"\n".into();
+    cfg.extra = format!("[pool]\nmode = \"transaction\"\nmax_per_backend = 1\nmin_idle = 0\nacquire_timeout = \"{acquire}\"\n");
     cfg.test_hooks = hooks.into();
     let node = Concord::start(cfg).await;
     (db, node)
@@ -472,4 +477,86 @@ async fn sessions_in_two_contexts(db: &harness::MariaDb, node: &Concord) -> Vec<
         got[4].clone(),
         got[5].clone(),
     ]
+}
+
+/// A client's COM_RESET_CONNECTION frees every statement on its
+/// connection, including those other sessions cached there: B's next
+/// EXECUTE on that connection prepares again. Test-only
+/// `client-reset-keeps-statements` (the connection's list kept): 1243.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_frees_the_statements_others_cached_on_its_connection() {
+    for (hooks, want) in [
+        ("", Ok(Some(42))),
+        ("client-reset-keeps-statements", Err(1243)),
+    ] {
+        let (_db, node) = one_connection_with(hooks).await;
+        let mut a = node.conn().await;
+        let mut b = node.conn().await;
+        let s = b.prep("SELECT ? + 1").await.unwrap();
+        let v: Option<i64> = b.exec_first(&s, (1,)).await.unwrap();
+        assert_eq!(v, Some(2));
+        a.query_drop("BEGIN").await.unwrap();
+        a.reset().await.unwrap();
+        a.query_drop("SELECT 1").await.unwrap();
+        let got = b
+            .exec_first::<i64, _, _>(&s, (41,))
+            .await
+            .map_err(|e| match e {
+                mysql_async::Error::Server(e) => e.code,
+                e => panic!("{e}"),
+            });
+        assert_eq!(got, want, "hooks {hooks:?}");
+    }
+}
+
+/// What a session holds on its connection that no tracker reports stays
+/// its own: a temporary table created by a prepared statement (its name
+/// unread) survives a DROP of another table, and a sequence's LASTVAL
+/// after NEXTVAL. One connection: while A keeps it, B waits (1 s) and is
+/// refused; it never reads A's table or value. Test-only
+/// `unnamed-pins-end-on-drop` and `sequences-unpinned` remove the two
+/// protections: B reads A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_table_or_sequence_value_never_reaches_another_session() {
+    for (hooks, leaks) in [
+        ("", false),
+        ("unnamed-pins-end-on-drop,sequences-unpinned", true),
+    ] {
+        let (db, node) = one_connection_waiting(hooks, "1s").await;
+        db.exec("CREATE TABLE test.scratch (x INT); CREATE SEQUENCE test.s")
+            .await;
+        // A temporary table created by a prepared statement.
+        let mut a = node.conn().await;
+        let mut b = node.conn().await;
+        a.exec_drop("CREATE TEMPORARY TABLE test.tmp (x INT)", ())
+            .await
+            .unwrap();
+        a.query_drop("INSERT INTO test.tmp VALUES (42)")
+            .await
+            .unwrap();
+        a.query_drop("DROP TABLE test.scratch").await.unwrap();
+        let got = b.query_first::<i64, _>("SELECT x FROM test.tmp").await;
+        assert_eq!(got.is_ok(), leaks, "B read A's temporary table: {got:?}");
+        if !leaks {
+            let own: Option<i64> = a.query_first("SELECT x FROM test.tmp").await.unwrap();
+            assert_eq!(own, Some(42));
+        }
+        drop(a);
+        // A sequence's LASTVAL.
+        let mut a = node.conn().await;
+        let v: Option<i64> = a.query_first("SELECT NEXTVAL(test.s)").await.unwrap();
+        assert_eq!(v, Some(1));
+        let got = b
+            .query_first::<Option<i64>, _>("SELECT LASTVAL(test.s)")
+            .await;
+        assert_eq!(
+            matches!(got, Ok(Some(Some(1)))),
+            leaks,
+            "B read A's LASTVAL: {got:?}"
+        );
+        if !leaks {
+            let own: Option<Option<i64>> = a.query_first("SELECT LASTVAL(test.s)").await.unwrap();
+            assert_eq!(own, Some(Some(1)));
+        }
+    }
 }

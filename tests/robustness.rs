@@ -292,3 +292,39 @@ async fn one_gib_result_through_a_slow_client_keeps_memory_bounded() {
         "concord RSS grew by {grew} KiB relaying 1 GiB"
     );
 }
+
+/// A session pinned to its primary connection (here by a temporary table
+/// that shadows a real one) whose connection dies does not run its next
+/// statement on a fresh connection without the pin: it gets 2013 and
+/// the real table keeps its rows, as a direct client whose connection
+/// died would. Test-only `run-on-without-lost-state`: the DELETE runs on
+/// the real table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_session_that_lost_its_connection_runs_nothing_without_it() {
+    for (hooks, want_error) in [("", true), ("run-on-without-lost-state", false)] {
+        let db = MariaDb::start("primary", 1).await;
+        db.exec("CREATE TABLE test.t (id INT); INSERT INTO test.t VALUES (1), (2)")
+            .await;
+        let mut cfg = ConcordConfig::single(&db.addr());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let mut c = node.conn().await;
+        c.query_drop("CREATE TEMPORARY TABLE test.t (id INT)")
+            .await
+            .unwrap();
+        kill_app_connections(&db, "AND COMMAND = 'Sleep'").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = c.query_drop("DELETE FROM test.t").await;
+        let rows: Vec<i64> = db.query("SELECT id FROM test.t").await;
+        if want_error {
+            assert!(
+                matches!(r, Err(mysql_async::Error::Server(ref s)) if s.code == 2013),
+                "{r:?}"
+            );
+            assert_eq!(rows, [1, 2], "the real table lost rows");
+        } else {
+            assert!(r.is_ok(), "{r:?}");
+            assert!(rows.is_empty(), "{rows:?}");
+        }
+    }
+}

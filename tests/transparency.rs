@@ -477,6 +477,33 @@ async fn a_pin_lasts_only_while_its_cause_exists() {
     assert_eq!(pinned(&node, c.id()).await, "sql_prepare");
     c.query_drop("DROP PREPARE b").await.unwrap();
     assert_eq!(pinned(&node, c.id()).await, "");
+    // A temporary table's name is its database's, as written: dropping
+    // a real table of the same name elsewhere, or of another case, leaves
+    // the pin.
+    c.query_drop(
+        "CREATE DATABASE other; CREATE TABLE other.tq (x INT); CREATE TABLE test.TQ (x INT)",
+    )
+    .await
+    .unwrap();
+    c.query_drop("USE test").await.unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE tq (x INT)")
+        .await
+        .unwrap();
+    c.query_drop("USE other").await.unwrap();
+    c.query_drop("DROP TABLE tq").await.unwrap();
+    assert_eq!(
+        pinned(&node, c.id()).await,
+        "temporary_table",
+        "after DROP TABLE other.tq"
+    );
+    c.query_drop("DROP TABLE test.TQ").await.unwrap();
+    assert_eq!(
+        pinned(&node, c.id()).await,
+        "temporary_table",
+        "after DROP TABLE test.TQ"
+    );
+    c.query_drop("DROP TABLE test.tq").await.unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "");
     // Reads spread to the replicas again.
     let id: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
     assert_ne!(id, Some(1), "an unpinned read went to the primary");

@@ -50,10 +50,13 @@ pub enum Pin {
     Overflow,
     /// A backend that does not report session state.
     NoTracking,
+    /// NEXTVAL / SETVAL: the connection holds the session's LASTVAL of a
+    /// sequence (MariaDB), which no tracker reports.
+    Sequence,
 }
 
 impl Pin {
-    pub const ALL: [Pin; 10] = [
+    pub const ALL: [Pin; 11] = [
         Pin::TempTable,
         Pin::LockTables,
         Pin::UserLock,
@@ -64,6 +67,7 @@ impl Pin {
         Pin::Untracked,
         Pin::Overflow,
         Pin::NoTracking,
+        Pin::Sequence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl Pin {
             Pin::Untracked => "untracked_state",
             Pin::Overflow => "state_overflow",
             Pin::NoTracking => "backend_without_session_track",
+            Pin::Sequence => "sequence",
         }
     }
 
@@ -499,8 +504,10 @@ enum Act {
     IsUsedLock,
     LastInsertId,
     /// A function whose result depends on state that lives on the
-    /// session's primary connection: locks, sequences, waits.
+    /// session's primary connection: locks, LASTVAL, waits.
     ConnFunc,
+    /// NEXTVAL / SETVAL: leaves the sequence's LASTVAL on the connection.
+    Sequence,
     FoundRows,
     RowCount,
     CalcFoundRows,
@@ -522,9 +529,9 @@ const SCAN_WORDS: &[(&[u8], Act)] = &[
     (b"RELEASE_LOCK", Act::ConnFunc),
     (b"RELEASE_ALL_LOCKS", Act::ConnFunc),
     (b"IS_FREE_LOCK", Act::ConnFunc),
-    (b"NEXTVAL", Act::ConnFunc),
+    (b"NEXTVAL", Act::Sequence),
     (b"LASTVAL", Act::ConnFunc),
-    (b"SETVAL", Act::ConnFunc),
+    (b"SETVAL", Act::Sequence),
     (b"MASTER_POS_WAIT", Act::ConnFunc),
     (b"MASTER_GTID_WAIT", Act::ConnFunc),
     (b"WAIT_FOR_EXECUTED_GTID_SET", Act::ConnFunc),
@@ -1081,7 +1088,15 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set:
                     pin.get_or_insert(Pin::TempTable);
                 }
                 Some(Act::For) if is_word(prev, b"VALUE") && is_word(prev2, b"NEXT") => {
+                    *flags |= flag::CONN_FUNC | flag::PINS;
+                    pin.get_or_insert(Pin::Sequence);
+                }
+                Some(Act::For) if is_word(prev, b"VALUE") && is_word(prev2, b"PREVIOUS") => {
                     *flags |= flag::CONN_FUNC
+                }
+                Some(Act::Sequence) => {
+                    *flags |= flag::CONN_FUNC | flag::PINS;
+                    pin.get_or_insert(Pin::Sequence);
                 }
                 Some(Act::GetLock) => {
                     *flags |= flag::CONN_FUNC | flag::PINS;
@@ -1538,7 +1553,10 @@ pub enum PinChange {
 /// changes anything (looked at only while a session is pinned).
 pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
     let mut lx = Lexer::new(sql);
+    // Lower case, to match keywords, and as written (table names are
+    // case-sensitive where the server's files are).
     let mut words: Vec<Vec<u8>> = Vec::with_capacity(6);
+    let mut written: Vec<Vec<u8>> = Vec::with_capacity(6);
     loop {
         lx.skip_space_and_comments();
         let start = lx.i;
@@ -1556,20 +1574,37 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
                 let w = w
                     .strip_prefix(b"`")
                     .and_then(|w| w.strip_suffix(b"`"))
-                    .unwrap_or(w)
-                    .to_ascii_lowercase();
+                    .unwrap_or(w);
                 // `db.t`: one name.
-                match words.last_mut() {
-                    Some(last) if last.ends_with(b".") => last.extend_from_slice(&w),
-                    _ => words.push(w),
+                match (words.last_mut(), written.last_mut()) {
+                    (Some(last), Some(as_written)) if last.ends_with(b".") => {
+                        last.extend_from_slice(&w.to_ascii_lowercase());
+                        as_written.extend_from_slice(w);
+                    }
+                    _ => {
+                        words.push(w.to_ascii_lowercase());
+                        written.push(w.to_vec());
+                    }
                 }
             }
-            Tok::Punct(b'.') => match words.last_mut() {
-                Some(last) if !last.is_empty() => last.push(b'.'),
-                _ => words.push(Vec::new()),
+            Tok::Punct(b'.') => match (words.last_mut(), written.last_mut()) {
+                (Some(last), Some(as_written)) if !last.is_empty() => {
+                    last.push(b'.');
+                    as_written.push(b'.');
+                }
+                _ => {
+                    words.push(Vec::new());
+                    written.push(Vec::new());
+                }
             },
-            Tok::Punct(b'(') | Tok::Punct(b')') => words.push(vec![b'(']),
-            _ => words.push(Vec::new()),
+            Tok::Punct(b'(') | Tok::Punct(b')') => {
+                words.push(vec![b'(']);
+                written.push(vec![b'(']);
+            }
+            _ => {
+                words.push(Vec::new());
+                written.push(Vec::new());
+            }
         }
         if words.len() > 64 {
             // (A DROP of very many tables: decided conservatively.)
@@ -1578,6 +1613,9 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
     }
     let w = |i: usize| words.get(i).map(Vec::as_slice).unwrap_or(b"");
     let name = |i: usize| String::from_utf8_lossy(w(i)).into_owned();
+    let table = |i: usize| {
+        String::from_utf8_lossy(written.get(i).map(Vec::as_slice).unwrap_or(b"")).into_owned()
+    };
     match w(0) {
         b"unlock" if matches!(w(1), b"tables" | b"table") && words.len() == 2 => {
             Some(PinChange::Clear(Pin::LockTables))
@@ -1610,7 +1648,7 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
         }
         b"create" if w(1) == b"temporary" && w(2) == b"table" => {
             let at = if w(3) == b"if" { 6 } else { 3 };
-            (!w(at).is_empty()).then(|| PinChange::Add(Pin::TempTable, name(at)))
+            (!w(at).is_empty()).then(|| PinChange::Add(Pin::TempTable, table(at)))
         }
         b"drop" if w(1) == b"table" || (w(1) == b"temporary" && w(2) == b"table") => {
             // DROP [TEMPORARY] TABLE [IF EXISTS] a, b: a temporary table
@@ -1619,15 +1657,14 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
             if w(at) == b"if" && w(at + 1) == b"exists" {
                 at += 2;
             }
-            let names: Vec<String> = words[at.min(words.len())..]
+            let names: Vec<String> = written[at.min(written.len())..]
                 .iter()
                 .filter(|x| !x.is_empty())
                 .map(|x| String::from_utf8_lossy(x).into_owned())
                 .collect();
-            if names
-                .iter()
-                .any(|n| n == "restrict" || n == "cascade" || n == "(")
-            {
+            if names.iter().any(|n| {
+                n.eq_ignore_ascii_case("restrict") || n.eq_ignore_ascii_case("cascade") || n == "("
+            }) {
                 return None;
             }
             Some(PinChange::RemoveAll(Pin::TempTable, names))

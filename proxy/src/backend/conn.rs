@@ -367,17 +367,24 @@ impl BackendConn {
         match reset {
             Reply::Err(e) => Ok(Err(e)),
             _ => {
-                self.dirty = false;
-                self.diag = false;
-                self.insert_id_of = 0;
-                self.prepared.clear();
-                self.state.synced = None;
-                self.state.held = None;
-                self.state.multi_statements = true;
-                self.state.collation = self.login_collation;
+                self.was_reset();
                 Ok(Ok(()))
             }
         }
+    }
+
+    /// What a COM_RESET_CONNECTION that succeeded left: server defaults,
+    /// no statements, no session's state (the database stays).
+    pub fn was_reset(&mut self) {
+        self.reverting.clear();
+        self.dirty = false;
+        self.diag = false;
+        self.insert_id_of = 0;
+        self.prepared.clear();
+        self.state.synced = None;
+        self.state.held = None;
+        self.state.multi_statements = true;
+        self.state.collation = self.login_collation;
     }
 
     /// Closes the statements in `prepared` (COM_STMT_CLOSE has no
@@ -393,13 +400,20 @@ impl BackendConn {
     }
 
     /// The statement prepared here for `sql` under parse context `ctx`,
-    /// if any (marked used).
-    pub fn cached_statement(&mut self, sql: &[u8], ctx: u64) -> Option<u32> {
+    /// if any (marked used), other than those `taken` (the asking
+    /// session's other statements: each keeps its own parameter types,
+    /// cursor and long data, so two never share a server statement).
+    pub fn cached_statement(
+        &mut self,
+        sql: &[u8],
+        ctx: u64,
+        taken: impl Fn(u32) -> bool,
+    ) -> Option<u32> {
         let by_text = concord_config::testhooks::on("share-statements-by-text");
         let i = self
             .prepared
             .iter()
-            .rposition(|p| &p.sql[..] == sql && (p.ctx == ctx || by_text))?;
+            .rposition(|p| &p.sql[..] == sql && (p.ctx == ctx || by_text) && !taken(p.id))?;
         let e = self.prepared.remove(i);
         let bid = e.id;
         self.prepared.push(e);

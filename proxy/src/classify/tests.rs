@@ -34,6 +34,17 @@ fn locking_and_connection_bound_reads_go_to_primary() {
     assert!(!replica("SELECT last_insert_id()"));
     assert!(!replica("SELECT NEXTVAL(s)"));
     assert!(!replica("SELECT NEXT VALUE FOR s"));
+    assert!(!replica("SELECT PREVIOUS VALUE FOR s"));
+    assert!(!replica("SELECT LASTVAL(s)"));
+    // NEXTVAL leaves LASTVAL on the connection: the session keeps it.
+    for sql in [
+        "SELECT NEXTVAL(s)",
+        "SELECT SETVAL(s, 5)",
+        "INSERT INTO t VALUES (NEXT VALUE FOR s)",
+    ] {
+        assert_eq!(classify(sql.as_bytes()).pin, Some(Pin::Sequence), "{sql}");
+    }
+    assert_eq!(classify(b"SELECT LASTVAL(s)").pin, None);
     assert!(!replica("SELECT a INTO @x FROM t"));
     assert!(!replica("SELECT a FROM t INTO OUTFILE '/tmp/x'"));
     assert!(!classify(b"INSERT INTO t VALUES (1)").has(flag::INTO));
@@ -431,7 +442,7 @@ fn temporary_tables_are_followed_by_name() {
     use PinChange::*;
     assert_eq!(
         pin_change(b"CREATE TEMPORARY TABLE IF NOT EXISTS `Tmp` (a INT)"),
-        Some(Add(Pin::TempTable, "tmp".into()))
+        Some(Add(Pin::TempTable, "Tmp".into()))
     );
     assert_eq!(
         pin_change(b"create temporary table test.t2 select 1"),

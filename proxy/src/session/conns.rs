@@ -304,7 +304,23 @@ impl Session {
                     && !b.conn.looks_alive();
                 if !current || dead {
                     let in_txn = self.txn == Some(Which::Primary);
+                    let unmovable = self.holds_unmovable(Which::Primary);
                     self.drop_conn(Which::Primary);
+                    // What the session kept there (a lock, a temporary
+                    // table, user variables, SET TRANSACTION) is gone: the
+                    // statement must not run without it on a new
+                    // connection, as it would not on a direct one.
+                    let lost = self.lost.take().or_else(|| {
+                        unmovable.map(|why| {
+                            format!("the primary connection holding this session's {why} was fenced or lost")
+                        })
+                    });
+                    if let (Some(why), false) = (
+                        lost,
+                        concord_config::testhooks::on("run-on-without-lost-state"),
+                    ) {
+                        return Err(SessionError::Fatal(super::lost_state(&why)));
+                    }
                     if in_txn {
                         self.txn_lost = true;
                         self.txn = None;

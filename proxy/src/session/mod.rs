@@ -663,10 +663,13 @@ impl Session {
         if !out.failed {
             let (sid, v) = (self.state.session_id, self.state.version);
             if let Some(b) = self.conns.primary.as_mut() {
+                // Its statements are gone too, whoever cached them there.
+                if concord_config::testhooks::on("client-reset-keeps-statements") {
+                    b.conn.dirty = false;
+                } else {
+                    b.conn.was_reset();
+                }
                 b.conn.state.synced = Some((sid, v));
-                b.conn.state.multi_statements = true;
-                b.conn.state.collation = b.conn.login_collation;
-                b.conn.dirty = false;
                 // The reset returned the tracking settings to their
                 // global values: set again before the next statement.
                 b.conn.tracking = false;
@@ -788,7 +791,7 @@ pub fn lasting_status(s: u16) -> u16 {
 
 /// What a client whose session state was lost gets: its session is over,
 /// as it would be had its server connection died.
-fn lost_state(why: &str) -> ErrPacket {
+pub(super) fn lost_state(why: &str) -> ErrPacket {
     ErrPacket {
         code: codes::CR_SERVER_LOST.0,
         state: *b"08S01",
@@ -816,6 +819,19 @@ impl Session {
     /// only while its cause exists.
     fn change_pins(&mut self, c: crate::classify::PinChange) {
         use crate::classify::PinChange;
+        // A temporary table's name is its database's: `t` created in `a`
+        // is not the `t` a DROP names in `b`.
+        let qualified = |n: String| match &self.state.db {
+            Some(db) if !n.contains('.') => format!("{db}.{n}"),
+            _ => n,
+        };
+        let c = match c {
+            PinChange::Add(Pin::TempTable, n) => PinChange::Add(Pin::TempTable, qualified(n)),
+            PinChange::RemoveAll(Pin::TempTable, ns) => {
+                PinChange::RemoveAll(Pin::TempTable, ns.into_iter().map(qualified).collect())
+            }
+            c => c,
+        };
         let gone = match c {
             PinChange::Clear(p) => {
                 self.pinned_names.retain(|(q, _)| *q != p);

@@ -50,8 +50,9 @@ impl Session {
         self.give(Which::Primary).await;
     }
 
-    /// Why `w` must stay with the session, if it must.
-    pub(super) fn keeps(&self, w: Which) -> Option<&'static str> {
+    /// What `w` holds of the session that no other connection can be
+    /// given: losing the connection loses it (see `ensure_primary_in`).
+    pub(super) fn holds_unmovable(&self, w: Which) -> Option<&'static str> {
         let b = self.conns.get(w)?;
         let id = b.conn.id;
         if w == Which::Primary && self.pins != 0 {
@@ -68,6 +69,15 @@ impl Session {
         if self.stmts.holds_conn(id, w == Which::Primary) {
             return Some("cursor or long data");
         }
+        None
+    }
+
+    /// Why `w` must stay with the session, if it must.
+    pub(super) fn keeps(&self, w: Which) -> Option<&'static str> {
+        if let Some(why) = self.holds_unmovable(w) {
+            return Some(why);
+        }
+        let b = self.conns.get(w)?;
         if self.last_diag == Some(w) && b.conn.diag {
             return Some("diagnostics");
         }

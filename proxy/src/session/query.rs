@@ -188,7 +188,7 @@ impl Session {
                 b.conn.reverting.extend(reverting);
             }
         }
-        self.after_statement(w, &class, &assigned, &out);
+        self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
         if let (Some(c), false) = (pin_change, out.failed) {
             self.change_pins(c);
         }

@@ -96,6 +96,11 @@ impl Stmts {
         }
     }
 
+    /// One of the session's statements is `bid` on `conn_id`.
+    fn uses(&self, conn_id: u64, bid: u32) -> bool {
+        self.map.values().any(|s| s.on.contains(&(conn_id, bid)))
+    }
+
     /// A statement's open cursor is on `conn_id`, or long data waits on
     /// the primary for its execute: the connection cannot be given back.
     pub fn holds_conn(&self, conn_id: u64, primary: bool) -> bool {
@@ -271,11 +276,12 @@ impl Session {
         };
         // Prepared there already, by this session or another, under the
         // context the client prepared it in.
-        if let Some(bid) = self
-            .conns
-            .get_mut(w)
-            .and_then(|b| b.conn.cached_statement(&sql, ctx))
-        {
+        let twins = !concord_config::testhooks::on("twin-statements-share");
+        let stmts = &self.stmts;
+        if let Some(bid) = self.conns.get_mut(w).and_then(|b| {
+            b.conn
+                .cached_statement(&sql, ctx, |bid| twins && stmts.uses(conn_id, bid))
+        }) {
             if let Some(s) = self.stmts.map.get_mut(&id) {
                 // Its last parameter types were someone else's.
                 s.types_on.retain(|c| *c != conn_id);
@@ -555,7 +561,7 @@ impl Session {
                 s.cursor_on = Some(conn_id);
             }
         }
-        self.after_statement(w, &class, &assigned, &out);
+        self.after_statement(w, &class, &assigned, &out, None);
         Ok(())
     }
 

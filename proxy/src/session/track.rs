@@ -16,18 +16,36 @@ use concord_protocol::ok::StateChange;
 impl Session {
     /// Records what a statement run on `w` changed. Applied even when it
     /// failed: a multi-statement may have changed state before its error.
+    /// `naming`: what the statement's text says it changed about pins
+    /// (COM_QUERY only).
     pub(super) fn after_statement(
         &mut self,
         w: Which,
         class: &Class,
         assigned: &[String],
         out: &Outcome,
+        naming: Option<&crate::classify::PinChange>,
     ) {
         if class.has(flag::PINS) || class.has(flag::TEMP_TABLE) {
-            if let Some(p) = class.pin {
+            let p = class
+                .pin
+                .or_else(|| class.has(flag::TEMP_TABLE).then_some(Pin::TempTable));
+            let p = p.filter(|p| {
+                *p != Pin::Sequence || !concord_config::testhooks::on("sequences-unpinned")
+            });
+            if let Some(p) = p {
                 self.pin(p);
-            } else if class.has(flag::TEMP_TABLE) {
-                self.pin(Pin::TempTable);
+                // A temporary table whose statement concord did not read
+                // (prepared, CREATE OR REPLACE ...) keeps the pin: no
+                // DROP of another name may end it while the table exists.
+                let made = !out.failed || class.has(flag::MULTI);
+                if p == Pin::TempTable
+                    && naming.is_none()
+                    && made
+                    && !concord_config::testhooks::on("unnamed-pins-end-on-drop")
+                {
+                    self.change_pins(crate::classify::PinChange::Unnamed(p));
+                }
             }
         }
         let assigns = class.has(flag::USER_VAR_WRITE | flag::INTO);
