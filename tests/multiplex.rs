@@ -560,3 +560,68 @@ async fn a_temporary_table_or_sequence_value_never_reaches_another_session() {
         }
     }
 }
+
+/// A client's two statements of one text each keep their own server
+/// statement wherever concord prepares them lazily: the server keeps the
+/// parameter types of a statement's last typed execute, and a client may
+/// send an execute without types (C API after its first bind). Raw
+/// client, one pooled connection that B takes between A's prepares and
+/// executes; A's answers must be the server's own. Test-only
+/// `twin-statements-share`: the untyped execute is read with the other
+/// statement's types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_statements_of_one_text_keep_their_own_parameter_types() {
+    use concord_protocol::consts::com;
+    use concord_protocol::scan::Expect;
+    use harness::raw::RawClient;
+    /// COM_STMT_EXECUTE of one parameter: (type, value) bound, or only
+    /// the value (types from the last bind).
+    fn execute(id: u32, ty: Option<u8>, value: &[u8]) -> Vec<u8> {
+        let mut p = vec![com::STMT_EXECUTE];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.push(0); // null bitmap
+        match ty {
+            Some(t) => p.extend_from_slice(&[1, t, 0]),
+            None => p.push(0),
+        }
+        p.extend_from_slice(value);
+        p
+    }
+    let seven = 7i64.to_le_bytes();
+    let abc = [3, b'a', b'b', b'c'];
+    let steps: [(usize, Option<u8>, &[u8]); 3] = [
+        (0, Some(0x08), &seven), // LONGLONG 7
+        (1, Some(0x0f), &abc),   // VARCHAR 'abc'
+        (0, None, &seven),       // 7 again, types from statement 0's bind
+    ];
+    let mut answers = Vec::new();
+    for (hooks, direct) in [("", true), ("", false), ("twin-statements-share", false)] {
+        let (db, node) = one_connection_with(hooks).await;
+        let port = if direct { db.port } else { node.cfg.port };
+        let mut a = RawClient::connect(port, "app", harness::PASSWORD, 0).await;
+        let mut other = node.conn().await;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let mut prep = vec![com::STMT_PREPARE];
+            prep.extend_from_slice(b"SELECT CONCAT(?, '')");
+            let r = a.command(&prep, Expect::Prepare).await;
+            assert_eq!(r[0].first(), Some(0));
+            ids.push(u32::from_le_bytes(r[0].payload[1..5].try_into().unwrap()));
+        }
+        // B takes the connection: A's statements are found there by text.
+        other.query_drop("SELECT 1").await.unwrap();
+        let mut got = Vec::new();
+        for (i, ty, v) in steps {
+            let r = a.command(&execute(ids[i], ty, v), Expect::ResultSets).await;
+            got.push(r.iter().map(|p| p.payload.to_vec()).collect::<Vec<_>>());
+        }
+        answers.push((hooks, direct, got));
+    }
+    assert_eq!(answers[1].2, answers[0].2, "through concord, then direct");
+    assert_ne!(
+        answers[2].2, answers[0].2,
+        "with statements of one text sharing, the answers were the server's"
+    );
+}
