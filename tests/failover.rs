@@ -620,3 +620,50 @@ async fn held_writes_are_released_by_the_routing_change_not_a_poll() {
         "with polling, releases must show the wait ({ms10} of {n} within 10 ms)"
     );
 }
+
+/// A statement the client is still sending when the fence lands never
+/// runs on the old primary: concord passes a large statement (over
+/// 64 KiB) on as it arrives, and the server runs it at its last byte, so
+/// every chunk is checked against the route's lease. Node 3 keeps the old
+/// primary and loses the quorum halfway through a 256 KiB INSERT; the
+/// rest arrives after the new primary is promoted. Test-only
+/// `stream-without-lease-check`: the rest is passed on and the row lands
+/// on the fenced primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_streamed_across_the_fence_never_runs_on_the_old_primary() {
+    use tokio::io::AsyncWriteExt;
+    for (hooks, lands) in [("", false), ("stream-without-lease-check", true)] {
+        let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+        let node = &rig.fleet.nodes[2];
+        let mut raw =
+            harness::raw::RawClient::connect(node.cfg.port, "app", harness::PASSWORD, 0).await;
+        let pad = "x".repeat(256 << 10);
+        let mut payload = vec![concord_protocol::consts::com::QUERY];
+        payload.extend_from_slice(
+            format!(
+                "INSERT INTO test.w (writer, seq, origin) VALUES (9, 1, @@server_id) /* {pad} */"
+            )
+            .as_bytes(),
+        );
+        let mut packet = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+        packet.push(0);
+        packet.extend_from_slice(&payload);
+        let half = packet.len() / 2;
+        raw.s.io.write_all(&packet[..half]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rig.fleet.isolate(2);
+        rig.node_relays()[0].cut();
+        rig.node_relays()[1].cut();
+        rig.repl_relay().cut();
+        rig.wait_new_primary("db1", Duration::from_secs(20)).await;
+        // (Closed already, with the protection: the write may fail.)
+        let _ = raw.s.io.write_all(&packet[half..]).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let on_old: Vec<u32> = rig
+            .primary
+            .query("SELECT origin FROM test.w WHERE writer = 9")
+            .await;
+        println!("hooks {hooks:?}: rows of the streamed INSERT on the old primary: {on_old:?}");
+        assert_eq!(!on_old.is_empty(), lands, "hooks {hooks:?}");
+    }
+}

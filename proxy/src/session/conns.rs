@@ -674,8 +674,17 @@ impl Session {
             pool: &b.pool,
             user: &self.user,
         };
-        let res = match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, consume_now)
-            .await
+        let shared = &self.shared;
+        let epoch = b.epoch;
+        let may_send = move || w != Which::Primary || shared.primary_usable(epoch);
+        let res = match relay::forward_command(
+            &mut self.client,
+            &mut b.conn.io,
+            cmd,
+            consume_now,
+            &may_send,
+        )
+        .await
         {
             Ok(()) => {
                 relay::relay_response(
@@ -792,7 +801,10 @@ impl Session {
             return Ok(());
         };
         b.conn.mid_command = true;
-        match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, true).await {
+        let shared = &self.shared;
+        let epoch = b.epoch;
+        let may_send = move || w != Which::Primary || shared.primary_usable(epoch);
+        match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, true, &may_send).await {
             Ok(()) => {
                 b.conn.mid_command = false;
                 Ok(())

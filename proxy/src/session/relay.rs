@@ -235,6 +235,7 @@ pub async fn forward_command<C, B>(
     backend: &mut PacketStream<B>,
     cmd: CmdHead,
     consume_now: bool,
+    may_send: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), RelayError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -263,6 +264,7 @@ where
         &mut backend.io,
         |len, _| len < MAX_PAYLOAD,
         Some(limit),
+        may_send,
     )
     .await
     .map(|_| ())
@@ -283,6 +285,7 @@ async fn pump<C: AsyncRead + AsyncWrite + Unpin, W: AsyncWrite + Unpin>(
     dst: &mut W,
     mut last: impl FnMut(usize, u8) -> bool,
     limit: Option<usize>,
+    may_send: &(dyn Fn() -> bool + Sync),
 ) -> Result<u8, RelayError> {
     let mut skip = 0usize; // body bytes of the current packet still to pass
     let mut finishing = false;
@@ -319,6 +322,15 @@ async fn pump<C: AsyncRead + AsyncWrite + Unpin, W: AsyncWrite + Unpin>(
             finishing = last(len, seq);
         }
         if pos > 0 {
+            // The client paces a streamed statement or file: the route
+            // to the primary may lapse before its last byte, and the
+            // server runs it only then. Not sending the rest (the caller
+            // closes both ends) keeps it from running on a fenced primary.
+            if !may_send() && !concord_config::testhooks::on("stream-without-lease-check") {
+                return Err(RelayError::Client(ProtoError::Io(std::io::Error::other(
+                    "the route to the primary lapsed while the client was still sending; the statement was not executed",
+                ))));
+            }
             dst.write_all(&src.rbuf[..pos])
                 .await
                 .map_err(|e| RelayError::Backend {
@@ -640,7 +652,9 @@ where
                     .flush()
                     .await
                     .map_err(|e| RelayError::Client(ProtoError::Io(e)))?;
-                pump(client, &mut backend.io, |len, _| len == 0, None).await?;
+                let lease = stall.lease;
+                let may_send = move || lease.is_none_or(|(l, e)| l.valid_for(e));
+                pump(client, &mut backend.io, |len, _| len == 0, None, &may_send).await?;
             } else {
                 // Tell the backend there is no file, hide its reply.
                 let mut s = seq.wrapping_add(1);
@@ -754,7 +768,15 @@ pub async fn discard_command<C: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut sink = tokio::io::sink();
     let limit = client.max_packet;
-    match pump(client, &mut sink, |len, _| len < MAX_PAYLOAD, Some(limit)).await {
+    match pump(
+        client,
+        &mut sink,
+        |len, _| len < MAX_PAYLOAD,
+        Some(limit),
+        &|| true,
+    )
+    .await
+    {
         Ok(_) => Ok(()),
         Err(RelayError::Client(e)) => Err(e),
         Err(RelayError::Backend { source, .. }) => Err(source),
@@ -870,7 +892,10 @@ pub mod harness {
             loop {
                 match command_ready(&c.rbuf, c.max_packet) {
                     Ok(Some(cmd)) => {
-                        if forward_command(&mut c, &mut b, cmd, true).await.is_err() {
+                        if forward_command(&mut c, &mut b, cmd, true, &|| true)
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
