@@ -625,3 +625,28 @@ async fn two_statements_of_one_text_keep_their_own_parameter_types() {
         "with statements of one text sharing, the answers were the server's"
     );
 }
+
+/// A session that sets a replication variable for what it writes next
+/// (`pseudo_thread_id`, as mysqlbinlog's output does) keeps its
+/// connection: another session neither reads it nor writes under it.
+/// One connection: B waits (1 s) and is refused. Test-only
+/// `replication-vars-unpinned`: B reads A's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_variable_stays_with_the_session_that_set_it() {
+    for (hooks, leaks) in [("", false), ("replication-vars-unpinned", true)] {
+        let (_db, node) = one_connection_waiting(hooks, "1s").await;
+        let mut a = node.conn().await;
+        let mut b = node.conn().await;
+        a.query_drop("SET pseudo_thread_id = 12345").await.unwrap();
+        let got = b.query_first::<u64, _>("SELECT @@pseudo_thread_id").await;
+        assert_eq!(
+            matches!(got, Ok(Some(12345))),
+            leaks,
+            "hooks {hooks:?}: B read {got:?}"
+        );
+        let own: Option<u64> = a.query_first("SELECT @@pseudo_thread_id").await.unwrap();
+        if !leaks {
+            assert_eq!(own, Some(12345));
+        }
+    }
+}

@@ -405,16 +405,18 @@ async fn prepared_statements_follow_routing_and_stay_bounded() {
     }
 }
 
-/// Two client statements of the same text share one server statement on
-/// a connection where they were prepared lazily (here the primary, in a
-/// transaction). Closing one closes it there; the other must be prepared
-/// again, not executed under the closed id. Test-only
-/// `trust-remembered-statement` (remembered ids used unchecked): 1243.
+/// Two client statements of the same text prepared lazily on one
+/// connection (here the primary, in a transaction): closing one must not
+/// leave the other executing under a closed id. Each gets its own server
+/// statement there (test-only `twin-statements-share` turns that off),
+/// and a remembered id is used only while the connection lists it
+/// (`trust-remembered-statement`); with both off: 1243.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_one_of_two_statements_of_the_same_text_keeps_the_other() {
     let (_topo, node) = setup((100, 100), "").await;
     assert_eq!(closed_twin(&node).await, Ok(Some(42)));
-    let (_topo, node) = setup_hooked((100, 100), "", "trust-remembered-statement").await;
+    let hooks = "trust-remembered-statement,twin-statements-share";
+    let (_topo, node) = setup_hooked((100, 100), "", hooks).await;
     let e = closed_twin(&node).await.unwrap_err();
     assert!(e.contains("1243"), "{e}");
 }

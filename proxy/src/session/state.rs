@@ -31,6 +31,12 @@ pub const SNAPSHOT_MAX_VARS: usize = 64;
 /// session that sets it keeps its connections.
 pub const PINNING_VARS: &[&str] = &["timestamp"];
 
+/// Replication variables a session sets for what it writes next (binlog
+/// replays by mysqlbinlog, appliers): not replayed, and another session
+/// must not write under them, so a session that sets one to anything but
+/// its default keeps its connections.
+pub const SESSION_REPLICATION_VARS: &[&str] = &["pseudo_thread_id", "gtid_seq_no", "gtid_next"];
+
 /// Variables set for the next statement only: the connection they were
 /// set on stays with the session until a write consumes them.
 pub const ONE_STATEMENT_VARS: &[&str] = &["insert_id", "rand_seed1", "rand_seed2"];

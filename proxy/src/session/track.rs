@@ -151,6 +151,17 @@ impl Session {
                         self.pin(Pin::Untracked);
                         continue;
                     }
+                    if super::state::SESSION_REPLICATION_VARS
+                        .iter()
+                        .any(|v| v.as_bytes().eq_ignore_ascii_case(name))
+                    {
+                        let default =
+                            value.as_slice() == b"0" || value.eq_ignore_ascii_case(b"AUTOMATIC");
+                        if !default && !concord_config::testhooks::on("replication-vars-unpinned") {
+                            self.pin(Pin::Untracked);
+                        }
+                        continue;
+                    }
                     if !bumped {
                         self.state.bump();
                         bumped = true;
