@@ -197,3 +197,47 @@ async fn unknown_commands_get_an_error_and_the_session_continues() {
     let r = c.command(&query("SELECT 1"), Expect::ResultSets).await;
     assert!(r.iter().all(|p| p.first() != Some(0xff)));
 }
+
+/// A statement with an open cursor is not the one closed to keep a
+/// connection within `pool.max_prepared_per_connection`: its client reads
+/// on. Two allowed; S1's cursor is open when S3 is prepared. Test-only
+/// `evict-busy-statements`: S1 is closed and its FETCH fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_with_an_open_cursor_is_not_evicted() {
+    for (hooks, evicted) in [("", false), ("evict-busy-statements", true)] {
+        let db = MariaDb::start("primary", 1).await;
+        let mut cfg = ConcordConfig::single(&db.addr());
+        cfg.extra = "[pool]\nmax_prepared_per_connection = 2\n".into();
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let mut c = RawClient::connect(node.cfg.port, "app", PASSWORD, 0).await;
+        let prepare = |sql: &str| {
+            let mut p = vec![com::STMT_PREPARE];
+            p.extend_from_slice(sql.as_bytes());
+            p
+        };
+        let fetch = |id: u32| {
+            let mut f = vec![com::STMT_FETCH];
+            f.extend_from_slice(&id.to_le_bytes());
+            f.extend_from_slice(&4u32.to_le_bytes());
+            f
+        };
+        let s1 = prepare_id(
+            &c.command(&prepare("SELECT seq FROM seq_1_to_10"), Expect::Prepare)
+                .await,
+        );
+        let r = c.command(&execute(s1, 1, &[]), Expect::ResultSets).await;
+        assert!(r.iter().all(|p| p.first() != Some(0xff)));
+        let r = c.command(&fetch(s1), Expect::Rows).await;
+        assert_eq!(r.len(), 5, "4 rows and the terminator");
+        prepare_id(&c.command(&prepare("SELECT 2"), Expect::Prepare).await);
+        prepare_id(&c.command(&prepare("SELECT 3"), Expect::Prepare).await);
+        let r = c.command(&fetch(s1), Expect::Rows).await;
+        assert_eq!(
+            err_code(&r[0]).is_some(),
+            evicted,
+            "hooks {hooks:?}: {:?}",
+            String::from_utf8_lossy(&r[0].payload)
+        );
+    }
+}

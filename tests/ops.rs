@@ -688,3 +688,25 @@ async fn replication_preflight_says_what_the_settings_put_at_risk() {
     })
     .await;
 }
+
+/// A replica that takes writes is named in the preflight: reads go to
+/// it, and a read that writes (a stored function) would commit there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writable_replica_is_named_in_the_preflight() {
+    let topo = harness::Topology::start(1).await;
+    let node = Concord::start(ConcordConfig::new(topo.backends())).await;
+    topo.replicas[0].exec("SET GLOBAL read_only = 0").await;
+    let found = harness::wait_for(
+        "the writable replica named",
+        Duration::from_secs(15),
+        || async {
+            let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
+            let db2 = rows.iter().find(|r| r["name"].as_deref() == Some("db2"))?;
+            db2["preflight"]
+                .clone()
+                .filter(|p| p.contains("read_only is OFF"))
+        },
+    )
+    .await;
+    println!("SHOW BACKENDS preflight of db2: {found}");
+}

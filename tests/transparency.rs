@@ -457,6 +457,17 @@ async fn a_pin_lasts_only_while_its_cause_exists() {
         c.query_drop(end).await.unwrap();
         assert_eq!(pinned(&node, c.id()).await, "", "after {end}");
     }
+    // A backup stage is not a table lock: UNLOCK TABLES leaves it (and
+    // the pin), BACKUP STAGE END ends both.
+    c.query_drop("BACKUP STAGE START").await.unwrap();
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    assert_eq!(
+        pinned(&node, c.id()).await,
+        "lock_tables",
+        "after UNLOCK TABLES"
+    );
+    c.query_drop("BACKUP STAGE END").await.unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "", "after BACKUP STAGE END");
     // Temporary tables by name: the pin goes with the last.
     c.query_drop("CREATE TEMPORARY TABLE test.ta (x INT)")
         .await

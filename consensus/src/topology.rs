@@ -227,7 +227,20 @@ pub struct Topology {
 impl Topology {
     /// Applies one committed command at log `index`.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Response {
-        let res = self.reduce(&cmd.op);
+        let res = match (&cmd.op, &self.owner) {
+            // Only the node that owns the workflows promotes: a leader
+            // deposed mid-switchover whose "give the old primary back"
+            // reaches the new leader must not undo the new owner's work.
+            (Op::Promote { .. }, Some(o)) if o.node != cmd.by => Response {
+                ok: false,
+                message: format!(
+                    "node {} does not own the workflows (node {} runs {} in term {})",
+                    cmd.by, o.node, o.kind, o.term
+                ),
+                ..Default::default()
+            },
+            _ => self.reduce(&cmd.op),
+        };
         let kind = op_name(&cmd.op);
         let mut detail = res.message.clone();
         if !cmd.why.is_empty() {
@@ -542,6 +555,42 @@ mod tests {
             .ok
         );
         t
+    }
+
+    #[test]
+    fn only_the_owner_of_the_workflows_promotes() {
+        let mut t = seeded();
+        let claim = |node| {
+            Command::new(
+                Op::Claim {
+                    node,
+                    term: node,
+                    kind: "switchover".into(),
+                },
+                node,
+                "",
+            )
+        };
+        assert!(t.apply(3, &claim(1)).ok);
+        assert!(t.apply(4, &cmd(Op::Freeze { expected_epoch: 1 })).ok);
+        // Node 2 takes the workflows over; node 1's late restore of "a".
+        assert!(t.apply(5, &claim(2)).ok);
+        let promote = |name: &str, by| {
+            Command::new(
+                Op::Promote {
+                    epoch: 2,
+                    primary: name.into(),
+                    from_pos: String::new(),
+                },
+                by,
+                "",
+            )
+        };
+        let r = t.apply(6, &promote("a", 1));
+        assert!(!r.ok, "{}", r.message);
+        assert_eq!(t.primary, None);
+        assert!(t.apply(7, &promote("b", 2)).ok);
+        assert_eq!(t.primary.as_deref(), Some("b"));
     }
 
     #[test]

@@ -9,6 +9,10 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use std::time::Duration;
 
+/// A replica that takes writes: reads are routed to it, and a read that
+/// writes (a stored function, ...) would commit there.
+pub const WRITABLE_REPLICA: &str = "read_only is OFF on a replica: a read that writes (a stored function that inserts, ...) routed here commits on the replica, an errant transaction that a failover or REJOIN then trips on (SET GLOBAL read_only = 1)";
+
 /// How often the settings are read again (they rarely change).
 pub const REFRESH: Duration = Duration::from_secs(10);
 

@@ -230,7 +230,7 @@ impl Prober {
         if let Some(s) = fresh {
             self.settings = Some((Instant::now(), s));
         }
-        let preflight = self
+        let mut preflight = self
             .settings
             .as_ref()
             .map(|(_, s)| {
@@ -241,6 +241,9 @@ impl Prober {
                 )
             })
             .unwrap_or_default();
+        if replica.is_some() && read_only == 0 {
+            preflight.push(crate::preflight::WRITABLE_REPLICA.to_string());
+        }
         self.flavor = Some(flavor);
         Ok(Probe {
             reachable: true,

@@ -1616,14 +1616,29 @@ pub fn pin_change(sql: &[u8]) -> Option<PinChange> {
     let table = |i: usize| {
         String::from_utf8_lossy(written.get(i).map(Vec::as_slice).unwrap_or(b"")).into_owned()
     };
+    // Connection-held locks, by what releases them: UNLOCK TABLES the
+    // table locks (LOCK TABLES, FLUSH ... WITH READ LOCK / FOR EXPORT, and
+    // any a multi-statement took), not a backup stage or lock.
+    let lock = |n: &str| Some(PinChange::Add(Pin::LockTables, n.into()));
+    let unlock = |n: &str| Some(PinChange::Remove(Pin::LockTables, n.into()));
     match w(0) {
-        b"unlock" if matches!(w(1), b"tables" | b"table") && words.len() == 2 => {
-            Some(PinChange::Clear(Pin::LockTables))
+        b"unlock" if matches!(w(1), b"tables" | b"table") && words.len() == 2 => Some(
+            PinChange::RemoveAll(Pin::LockTables, vec!["tables".into(), "*".into()]),
+        ),
+        b"unlock" if w(1) == b"instance" && words.len() == 2 => unlock("instance"),
+        b"lock" if matches!(w(1), b"tables" | b"table") => lock("tables"),
+        b"lock" if w(1) == b"instance" => lock("instance"),
+        b"flush"
+            if words.iter().any(|x| x == b"export")
+                || words.windows(2).any(|x| x[0] == b"read" && x[1] == b"lock") =>
+        {
+            lock("tables")
         }
         b"xa" if matches!(w(1), b"commit" | b"rollback") => Some(PinChange::Clear(Pin::Xa)),
-        b"backup" if w(1) == b"unlock" || (w(1) == b"stage" && w(2) == b"end") => {
-            Some(PinChange::Clear(Pin::LockTables))
-        }
+        b"backup" if w(1) == b"stage" && w(2) == b"start" => lock("backup stage"),
+        b"backup" if w(1) == b"stage" && w(2) == b"end" => unlock("backup stage"),
+        b"backup" if w(1) == b"lock" => lock("backup lock"),
+        b"backup" if w(1) == b"unlock" => unlock("backup lock"),
         b"prepare" if w(2) == b"from" => Some(PinChange::Add(Pin::SqlPrepare, name(1))),
         b"prepare" => Some(PinChange::Unnamed(Pin::SqlPrepare)),
         b"deallocate" | b"drop" if w(1) == b"prepare" && words.len() == 3 => {

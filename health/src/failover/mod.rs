@@ -264,6 +264,15 @@ async fn promote_phase(
     }
     let applied = f.consensus.applied().borrow().clone();
     let topo = &applied.topology;
+    if let Some(p) = &topo.primary {
+        // Promoted meanwhile (an earlier owner finished or gave the old
+        // primary back): stopping and repointing replicas now would
+        // leave that primary without them.
+        return Err(FailoverError::Refused(format!(
+            "'{p}' is already the primary of epoch {}; nothing to promote",
+            topo.epoch
+        )));
+    }
     let exclude = old.as_ref().map(|o| o.0.clone()).unwrap_or_default();
     let secs = f.cfg.failover.catchup_timeout.get().as_secs_f64();
     if let Some(pos) = &old_final {
@@ -474,7 +483,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
     let pos = match dialect::binlog_pos(&mut pc, &old.name).await {
         Ok(p) => p,
         Err(e) => {
-            let _ = pc.query_drop("SET GLOBAL read_only = 0").await;
+            undo_read_only(f, &mut pc, &old.name).await;
             return Err(restore(f, &old.name, e).await);
         }
     };
@@ -485,7 +494,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
     {
         Ok(Some(0)) => {}
         other => {
-            let _ = pc.query_drop("SET GLOBAL read_only = 0").await;
+            undo_read_only(f, &mut pc, &old.name).await;
             let why = step(
                 &tgt.name,
                 "catch up",
@@ -495,7 +504,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
         }
     }
     if let Err(e) = dialect::promote_server(f, &mut tc, &tgt.name).await {
-        let _ = pc.query_drop("SET GLOBAL read_only = 0").await;
+        undo_read_only(f, &mut pc, &old.name).await;
         return Err(restore(f, &old.name, e).await);
     }
     let mut notes = Vec::new();
@@ -555,8 +564,15 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
     ))
 }
 
+/// An aborted switchover makes the old primary writable again, only
+/// while this node still owns the workflow (a new owner resumes it).
+async fn undo_read_only(f: &Fleet<'_>, pc: &mut Conn, name: &str) {
+    let _ = dialect::exec(f, pc, name, "undo read_only", "SET GLOBAL read_only = 0").await;
+}
+
 /// An aborted switchover gives the old primary its writes back under the
-/// new epoch.
+/// new epoch (refused by the state machine once another node owns the
+/// workflows: it resumes the failover instead).
 async fn restore(f: &Fleet<'_>, name: &str, why: FailoverError) -> FailoverError {
     let epoch = f.consensus.applied().borrow().topology.epoch;
     let restored = commit(

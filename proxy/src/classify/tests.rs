@@ -378,7 +378,17 @@ fn a_user_variable_later_in_a_set_is_assigned() {
 #[test]
 fn statements_that_end_a_pin_are_recognized() {
     use PinChange::*;
-    assert_eq!(pin_change(b"UNLOCK TABLES"), Some(Clear(Pin::LockTables)));
+    assert_eq!(
+        pin_change(b"UNLOCK TABLES"),
+        Some(RemoveAll(
+            Pin::LockTables,
+            vec!["tables".into(), "*".into()]
+        ))
+    );
+    assert_eq!(
+        pin_change(b"lock tables t read"),
+        Some(Add(Pin::LockTables, "tables".into()))
+    );
     assert_eq!(pin_change(b"xa rollback 'x'"), Some(Clear(Pin::Xa)));
     assert_eq!(
         pin_change(b"PREPARE `S1` FROM 'SELECT 1'"),
@@ -431,10 +441,43 @@ fn global_locks_pin() {
         assert_eq!(classify(sql.as_bytes()).pin, Some(Pin::LockTables), "{sql}");
     }
     assert_eq!(classify(b"FLUSH TABLES").pin, None);
-    assert_eq!(
-        pin_change(b"BACKUP UNLOCK"),
-        Some(PinChange::Clear(Pin::LockTables))
-    );
+    use PinChange::*;
+    // Each released by its own statement: UNLOCK TABLES leaves a backup
+    // stage or lock.
+    for (sql, want) in [
+        (
+            "BACKUP UNLOCK",
+            Remove(Pin::LockTables, "backup lock".into()),
+        ),
+        ("BACKUP LOCK t", Add(Pin::LockTables, "backup lock".into())),
+        (
+            "BACKUP STAGE START",
+            Add(Pin::LockTables, "backup stage".into()),
+        ),
+        (
+            "backup stage end",
+            Remove(Pin::LockTables, "backup stage".into()),
+        ),
+        (
+            "FLUSH TABLES WITH READ LOCK",
+            Add(Pin::LockTables, "tables".into()),
+        ),
+        (
+            "flush tables t1 for export",
+            Add(Pin::LockTables, "tables".into()),
+        ),
+        (
+            "LOCK INSTANCE FOR BACKUP",
+            Add(Pin::LockTables, "instance".into()),
+        ),
+        (
+            "UNLOCK INSTANCE",
+            Remove(Pin::LockTables, "instance".into()),
+        ),
+    ] {
+        assert_eq!(pin_change(sql.as_bytes()), Some(want), "{sql}");
+    }
+    assert_eq!(pin_change(b"BACKUP STAGE BLOCK_COMMIT"), None);
 }
 
 #[test]

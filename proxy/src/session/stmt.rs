@@ -18,6 +18,15 @@ use concord_protocol::packet::HEADER;
 use concord_protocol::scan::Expect;
 use std::collections::{HashMap, VecDeque};
 
+impl ClientStmt {
+    /// It has an open cursor on `conn_id`, or long data waiting (on the
+    /// primary, where its next execute goes).
+    fn busy_on(&self, conn_id: u64) -> bool {
+        !concord_config::testhooks::on("evict-busy-statements")
+            && (self.cursor_on == Some(conn_id) || self.long_data)
+    }
+}
+
 pub struct ClientStmt {
     pub sql: Vec<u8>,
     pub class: Class,
@@ -101,6 +110,14 @@ impl Stmts {
         self.map.values().any(|s| s.on.contains(&(conn_id, bid)))
     }
 
+    /// One of the session's statements is `bid` on `conn_id` and has an
+    /// open cursor or long data there.
+    fn busy(&self, conn_id: u64, bid: u32) -> bool {
+        self.map
+            .values()
+            .any(|s| s.on.contains(&(conn_id, bid)) && s.busy_on(conn_id))
+    }
+
     /// A statement's open cursor is on `conn_id`, or long data waits on
     /// the primary for its execute: the connection cannot be given back.
     pub fn holds_conn(&self, conn_id: u64, primary: bool) -> bool {
@@ -162,11 +179,16 @@ impl Stmts {
     /// `max`, so a connection never holds more than `max`, not even for a
     /// moment.
     fn make_room(&mut self, conn_id: u64, max: usize) -> Option<u32> {
-        let q = self.lru.get_mut(&conn_id)?;
+        let q = self.lru.get(&conn_id)?;
         if q.len() < max.max(1) {
             return None;
         }
-        let victim = q.pop_front()?;
+        // Not one with an open cursor or long data there: closing it
+        // would lose them (the bound is passed for a while instead).
+        let at = q
+            .iter()
+            .position(|id| self.map.get(id).is_none_or(|s| !s.busy_on(conn_id)))?;
+        let victim = self.lru.get_mut(&conn_id)?.remove(at)?;
         let s = self.map.get_mut(&victim)?;
         let pos = s.on.iter().position(|(c, _)| *c == conn_id)?;
         let (_, bid) = s.on.remove(pos);
@@ -241,7 +263,14 @@ impl Session {
             .push(crate::backend::Prepared { sql, ctx, id: bid });
         let mut victims = Vec::new();
         while b.conn.prepared.len() > max {
-            victims.push(b.conn.prepared.remove(0).id);
+            // The least recently used one this session has no cursor or
+            // long data on.
+            let stmts = &self.stmts;
+            let busy = |p: &crate::backend::Prepared| stmts.busy(conn_id, p.id);
+            let Some(at) = b.conn.prepared.iter().position(|p| !busy(p)) else {
+                break;
+            };
+            victims.push(b.conn.prepared.remove(at).id);
         }
         for v in victims {
             self.stmts.forget_backend(conn_id, v);
