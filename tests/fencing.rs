@@ -322,9 +322,11 @@ async fn a_deposed_leader_stops_its_failover_at_the_next_step() {
         vec![routed],
         "the routed primary is the one writable server"
     );
-    // Without the ownership check the old leader, awake again, finds the
-    // promoted server no longer a replica: it promotes another one and
-    // makes the routed primary a read-only replica of it.
+    // Without the ownership checks (each step's, the state machine's
+    // owner rule for Promote, and a resumed failover's stop when a primary
+    // is named) the old leader, awake again, finds the promoted server no
+    // longer a replica: it promotes another one and makes the routed
+    // primary a read-only replica of it.
     let (w, routed) = old_leader_wakes_up("no-workflow-owner").await;
     println!("without the ownership check, writable servers: {w:?}, routed primary '{routed}'");
     assert_ne!(w, vec![routed], "the scenario no longer needs the check");

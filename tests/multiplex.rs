@@ -510,9 +510,9 @@ async fn a_client_reset_frees_the_statements_others_cached_on_its_connection() {
 }
 
 /// What a session holds on its connection that no tracker reports stays
-/// its own: a temporary table created by a prepared statement (its name
-/// unread) survives a DROP of another table, and a sequence's LASTVAL
-/// after NEXTVAL. One connection: while A keeps it, B waits (1 s) and is
+/// its own: a temporary table created by a form concord does not parse
+/// (CREATE OR REPLACE: its name unread) survives a DROP of another table,
+/// and a sequence's LASTVAL after NEXTVAL. One connection: while A keeps it, B waits (4 s) and is
 /// refused; it never reads A's table or value. Test-only
 /// `unnamed-pins-end-on-drop` and `sequences-unpinned` remove the two
 /// protections: B reads A's.
@@ -522,13 +522,13 @@ async fn a_temporary_table_or_sequence_value_never_reaches_another_session() {
         ("", false),
         ("unnamed-pins-end-on-drop,sequences-unpinned", true),
     ] {
-        let (db, node) = one_connection_waiting(hooks, "1s").await;
+        let (db, node) = one_connection_waiting(hooks, "4s").await;
         db.exec("CREATE TABLE test.scratch (x INT); CREATE SEQUENCE test.s")
             .await;
-        // A temporary table created by a prepared statement.
+        // A temporary table whose name concord does not read.
         let mut a = node.conn().await;
         let mut b = node.conn().await;
-        a.exec_drop("CREATE TEMPORARY TABLE test.tmp (x INT)", ())
+        a.query_drop("CREATE OR REPLACE TEMPORARY TABLE test.tmp (x INT)")
             .await
             .unwrap();
         a.query_drop("INSERT INTO test.tmp VALUES (42)")
@@ -541,7 +541,7 @@ async fn a_temporary_table_or_sequence_value_never_reaches_another_session() {
             let own: Option<i64> = a.query_first("SELECT x FROM test.tmp").await.unwrap();
             assert_eq!(own, Some(42));
         }
-        drop(a);
+        a.disconnect().await.unwrap();
         // A sequence's LASTVAL.
         let mut a = node.conn().await;
         let v: Option<i64> = a.query_first("SELECT NEXTVAL(test.s)").await.unwrap();
@@ -629,12 +629,12 @@ async fn two_statements_of_one_text_keep_their_own_parameter_types() {
 /// A session that sets a replication variable for what it writes next
 /// (`pseudo_thread_id`, as mysqlbinlog's output does) keeps its
 /// connection: another session neither reads it nor writes under it.
-/// One connection: B waits (1 s) and is refused. Test-only
+/// One connection: B waits (4 s) and is refused. Test-only
 /// `replication-vars-unpinned`: B reads A's value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replication_variable_stays_with_the_session_that_set_it() {
     for (hooks, leaks) in [("", false), ("replication-vars-unpinned", true)] {
-        let (_db, node) = one_connection_waiting(hooks, "1s").await;
+        let (_db, node) = one_connection_waiting(hooks, "4s").await;
         let mut a = node.conn().await;
         let mut b = node.conn().await;
         a.query_drop("SET pseudo_thread_id = 12345").await.unwrap();

@@ -457,6 +457,15 @@ async fn a_pin_lasts_only_while_its_cause_exists() {
         c.query_drop(end).await.unwrap();
         assert_eq!(pinned(&node, c.id()).await, "", "after {end}");
     }
+    // Prepared, as by text: the pin goes with the table.
+    c.exec_drop("CREATE TEMPORARY TABLE test.tp (x INT)", ())
+        .await
+        .unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "temporary_table");
+    c.exec_drop("DROP TEMPORARY TABLE test.tp", ())
+        .await
+        .unwrap();
+    assert_eq!(pinned(&node, c.id()).await, "", "after a prepared DROP");
     // A backup stage is not a table lock: UNLOCK TABLES leaves it (and
     // the pin), BACKUP STAGE END ends both.
     c.query_drop("BACKUP STAGE START").await.unwrap();

@@ -1094,10 +1094,21 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set:
                 Some(Act::For) if is_word(prev, b"VALUE") && is_word(prev2, b"PREVIOUS") => {
                     *flags |= flag::CONN_FUNC
                 }
-                Some(Act::Sequence) => {
+                // NEXTVAL(s) / SETVAL(s, n): a call, not a column of the
+                // name (`SET nextval = nextval + 1`).
+                Some(Act::Sequence)
+                    if lx
+                        .s
+                        .get(lx.i..)
+                        .unwrap_or_default()
+                        .iter()
+                        .find(|c| !c.is_ascii_whitespace())
+                        == Some(&b'(') =>
+                {
                     *flags |= flag::CONN_FUNC | flag::PINS;
                     pin.get_or_insert(Pin::Sequence);
                 }
+                Some(Act::Sequence) => {}
                 Some(Act::GetLock) => {
                     *flags |= flag::CONN_FUNC | flag::PINS;
                     pin.get_or_insert(Pin::UserLock);

@@ -264,7 +264,10 @@ async fn promote_phase(
     }
     let applied = f.consensus.applied().borrow().clone();
     let topo = &applied.topology;
-    if let Some(p) = &topo.primary {
+    if let (Some(p), false) = (
+        &topo.primary,
+        concord_config::testhooks::on("no-workflow-owner"),
+    ) {
         // Promoted meanwhile (an earlier owner finished or gave the old
         // primary back): stopping and repointing replicas now would
         // leave that primary without them.
@@ -483,8 +486,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
     let pos = match dialect::binlog_pos(&mut pc, &old.name).await {
         Ok(p) => p,
         Err(e) => {
-            undo_read_only(f, &mut pc, &old.name).await;
-            return Err(restore(f, &old.name, e).await);
+            return Err(undo_and_restore(f, &mut pc, &old.name, e).await);
         }
     };
     let secs = f.cfg.failover.catchup_timeout.get().as_secs_f64();
@@ -494,18 +496,16 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
     {
         Ok(Some(0)) => {}
         other => {
-            undo_read_only(f, &mut pc, &old.name).await;
             let why = step(
                 &tgt.name,
                 "catch up",
                 format!("did not reach {pos} within {secs}s ({other:?})"),
             );
-            return Err(restore(f, &old.name, why).await);
+            return Err(undo_and_restore(f, &mut pc, &old.name, why).await);
         }
     }
     if let Err(e) = dialect::promote_server(f, &mut tc, &tgt.name).await {
-        undo_read_only(f, &mut pc, &old.name).await;
-        return Err(restore(f, &old.name, e).await);
+        return Err(undo_and_restore(f, &mut pc, &old.name, e).await);
     }
     let mut notes = Vec::new();
     for b in topo.backends.values() {
@@ -566,14 +566,34 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
 
 /// An aborted switchover makes the old primary writable again, only
 /// while this node still owns the workflow (a new owner resumes it).
-async fn undo_read_only(f: &Fleet<'_>, pc: &mut Conn, name: &str) {
-    let _ = dialect::exec(f, pc, name, "undo read_only", "SET GLOBAL read_only = 0").await;
+async fn undo_read_only(f: &Fleet<'_>, pc: &mut Conn, name: &str) -> R<()> {
+    dialect::exec(f, pc, name, "undo read_only", "SET GLOBAL read_only = 0").await
+}
+
+/// [`restore`] after undoing `read_only`; if that fails (no longer the
+/// owner, or the server is gone), the topology stays without a primary
+/// and the owner's resume promotes one: never a read-only primary.
+async fn undo_and_restore(
+    f: &Fleet<'_>,
+    pc: &mut Conn,
+    name: &str,
+    why: FailoverError,
+) -> FailoverError {
+    match undo_read_only(f, pc, name).await {
+        Ok(()) => restore(f, name, why).await,
+        Err(e) => FailoverError::Refused(format!(
+            "{why}; '{name}' was left read-only ({e}): the workflow's owner resumes the failover"
+        )),
+    }
 }
 
 /// An aborted switchover gives the old primary its writes back under the
 /// new epoch (refused by the state machine once another node owns the
 /// workflows: it resumes the failover instead).
 async fn restore(f: &Fleet<'_>, name: &str, why: FailoverError) -> FailoverError {
+    if let Err(e) = owner::owned(f).await {
+        return FailoverError::Refused(format!("{why}; not restoring '{name}': {e}"));
+    }
     let epoch = f.consensus.applied().borrow().topology.epoch;
     let restored = commit(
         f,

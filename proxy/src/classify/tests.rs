@@ -45,6 +45,10 @@ fn locking_and_connection_bound_reads_go_to_primary() {
         assert_eq!(classify(sql.as_bytes()).pin, Some(Pin::Sequence), "{sql}");
     }
     assert_eq!(classify(b"SELECT LASTVAL(s)").pin, None);
+    assert_eq!(
+        classify(b"UPDATE counters SET nextval = nextval + 1").pin,
+        None
+    );
     assert!(!replica("SELECT a INTO @x FROM t"));
     assert!(!replica("SELECT a FROM t INTO OUTFILE '/tmp/x'"));
     assert!(!classify(b"INSERT INTO t VALUES (1)").has(flag::INTO));

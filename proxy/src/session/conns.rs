@@ -310,16 +310,18 @@ impl Session {
                     // table, user variables, SET TRANSACTION) is gone: the
                     // statement must not run without it on a new
                     // connection, as it would not on a direct one.
-                    let lost = self.lost.take().or_else(|| {
-                        unmovable.map(|why| {
+                    // (Kept in `lost` too: a caller that drops this
+                    // error still ends the session at the next command.)
+                    if let Some(why) = unmovable {
+                        self.lost.get_or_insert_with(|| {
                             format!("the primary connection holding this session's {why} was fenced or lost")
-                        })
-                    });
-                    if let (Some(why), false) = (
-                        lost,
-                        concord_config::testhooks::on("run-on-without-lost-state"),
-                    ) {
-                        return Err(SessionError::Fatal(super::lost_state(&why)));
+                        });
+                    }
+                    if concord_config::testhooks::on("run-on-without-lost-state") {
+                        self.lost = None;
+                    }
+                    if let Some(why) = &self.lost {
+                        return Err(SessionError::Fatal(super::lost_state(why)));
                     }
                     if in_txn {
                         self.txn_lost = true;
@@ -677,12 +679,14 @@ impl Session {
         let shared = &self.shared;
         let epoch = b.epoch;
         let may_send = move || w != Which::Primary || shared.primary_usable(epoch);
+        let patience = self.cfg.failover.write_buffer_timeout.get();
         let res = match relay::forward_command(
             &mut self.client,
             &mut b.conn.io,
             cmd,
             consume_now,
             &may_send,
+            patience,
         )
         .await
         {
@@ -804,7 +808,17 @@ impl Session {
         let shared = &self.shared;
         let epoch = b.epoch;
         let may_send = move || w != Which::Primary || shared.primary_usable(epoch);
-        match relay::forward_command(&mut self.client, &mut b.conn.io, cmd, true, &may_send).await {
+        let patience = self.cfg.failover.write_buffer_timeout.get();
+        match relay::forward_command(
+            &mut self.client,
+            &mut b.conn.io,
+            cmd,
+            true,
+            &may_send,
+            patience,
+        )
+        .await
+        {
             Ok(()) => {
                 b.conn.mid_command = false;
                 Ok(())

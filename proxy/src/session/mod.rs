@@ -817,7 +817,7 @@ impl Session {
 
     /// A statement ended or named what pins the session: a pin lasts
     /// only while its cause exists.
-    fn change_pins(&mut self, c: crate::classify::PinChange) {
+    pub(super) fn change_pins(&mut self, c: crate::classify::PinChange) {
         use crate::classify::PinChange;
         // A temporary table's name is its database's: `t` created in `a`
         // is not the `t` a DROP names in `b`.

@@ -236,6 +236,7 @@ pub async fn forward_command<C, B>(
     cmd: CmdHead,
     consume_now: bool,
     may_send: &(dyn Fn() -> bool + Sync),
+    patience: std::time::Duration,
 ) -> Result<(), RelayError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -265,6 +266,7 @@ where
         |len, _| len < MAX_PAYLOAD,
         Some(limit),
         may_send,
+        patience,
     )
     .await
     .map(|_| ())
@@ -286,6 +288,7 @@ async fn pump<C: AsyncRead + AsyncWrite + Unpin, W: AsyncWrite + Unpin>(
     mut last: impl FnMut(usize, u8) -> bool,
     limit: Option<usize>,
     may_send: &(dyn Fn() -> bool + Sync),
+    patience: std::time::Duration,
 ) -> Result<u8, RelayError> {
     let mut skip = 0usize; // body bytes of the current packet still to pass
     let mut finishing = false;
@@ -327,9 +330,21 @@ async fn pump<C: AsyncRead + AsyncWrite + Unpin, W: AsyncWrite + Unpin>(
             // server runs it only then. Not sending the rest (the caller
             // closes both ends) keeps it from running on a fenced primary.
             if !may_send() && !concord_config::testhooks::on("stream-without-lease-check") {
-                return Err(RelayError::Client(ProtoError::Io(std::io::Error::other(
-                    "the route to the primary lapsed while the client was still sending; the statement was not executed",
-                ))));
+                // A lapse is most often an election: the lease coming back
+                // for the same epoch proves no fence came between, as for
+                // the first byte (up to `patience`).
+                let t0 = std::time::Instant::now();
+                loop {
+                    if t0.elapsed() >= patience {
+                        return Err(RelayError::Client(ProtoError::Io(std::io::Error::other(
+                            "the route to the primary lapsed while the client was still sending; the statement was not executed",
+                        ))));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    if may_send() {
+                        break;
+                    }
+                }
             }
             dst.write_all(&src.rbuf[..pos])
                 .await
@@ -654,7 +669,16 @@ where
                     .map_err(|e| RelayError::Client(ProtoError::Io(e)))?;
                 let lease = stall.lease;
                 let may_send = move || lease.is_none_or(|(l, e)| l.valid_for(e));
-                pump(client, &mut backend.io, |len, _| len == 0, None, &may_send).await?;
+                let patience = stall.config.load().failover.write_buffer_timeout.get();
+                pump(
+                    client,
+                    &mut backend.io,
+                    |len, _| len == 0,
+                    None,
+                    &may_send,
+                    patience,
+                )
+                .await?;
             } else {
                 // Tell the backend there is no file, hide its reply.
                 let mut s = seq.wrapping_add(1);
@@ -774,6 +798,7 @@ pub async fn discard_command<C: AsyncRead + AsyncWrite + Unpin>(
         |len, _| len < MAX_PAYLOAD,
         Some(limit),
         &|| true,
+        std::time::Duration::ZERO,
     )
     .await
     {
@@ -892,7 +917,7 @@ pub mod harness {
             loop {
                 match command_ready(&c.rbuf, c.max_packet) {
                     Ok(Some(cmd)) => {
-                        if forward_command(&mut c, &mut b, cmd, true, &|| true)
+                        if forward_command(&mut c, &mut b, cmd, true, &|| true, Duration::ZERO)
                             .await
                             .is_err()
                         {

@@ -267,7 +267,7 @@ impl Session {
             // long data on.
             let stmts = &self.stmts;
             let busy = |p: &crate::backend::Prepared| stmts.busy(conn_id, p.id);
-            let Some(at) = b.conn.prepared.iter().position(|p| !busy(p)) else {
+            let Some(at) = b.conn.prepared.iter().position(|p| p.id != bid && !busy(p)) else {
                 break;
             };
             victims.push(b.conn.prepared.remove(at).id);
@@ -517,6 +517,13 @@ impl Session {
         let params = stmt.params;
         let long_data = stmt.long_data;
         let assigned = stmt.assigned.clone();
+        // What it changes about pins, from its text as for COM_QUERY (a
+        // statement's table names are never parameters).
+        let pin_change = if self.pins != 0 || class.pin.is_some() {
+            classify::pin_change(&stmt.sql)
+        } else {
+            None
+        };
         self.stmt_timeout = super::deadline::hinted(self.default_timeout(), class.hint_timeout);
         if let Some(e) = rules {
             if let Err(e) = self.apply_rules(e, &mut class) {
@@ -590,7 +597,10 @@ impl Session {
                 s.cursor_on = Some(conn_id);
             }
         }
-        self.after_statement(w, &class, &assigned, &out, None);
+        self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
+        if let (Some(c), false) = (pin_change, out.failed) {
+            self.change_pins(c);
+        }
         Ok(())
     }
 
