@@ -213,12 +213,16 @@ pub struct Topology {
     #[serde(default)]
     pub owner: Option<Owner>,
     /// The fleet's lease length in ms (0: not set yet, each node uses its
-    /// own `cluster.lease_timeout`), and the one before it (a lease taken
-    /// under the old length may still run).
+    /// own `cluster.lease_timeout`), and the longest older one a lease may
+    /// still run under (see `apply`).
     #[serde(default)]
     pub lease_ms: u64,
     #[serde(default)]
     pub prev_lease_ms: u64,
+    /// Until when (the proposers' ms clock) a lease taken under an older
+    /// length may still run: changes inside that window keep the longest.
+    #[serde(default)]
+    pub prev_lease_until_ms: u64,
     /// Query rules by id (evaluated in id order).
     #[serde(default)]
     pub rules: BTreeMap<u32, crate::rule::Rule>,
@@ -242,6 +246,25 @@ impl Topology {
                     ),
                     ..Default::default()
                 }
+            }
+            (Op::SetLease { ms }, _) if *ms != 0 => {
+                // A lease taken under the old length may run its full
+                // length after the change; one taken under the length
+                // before that too, if the change came within it (5 s,
+                // then 2 s, then 1 s within 5 s: 5 s is still live).
+                if self.lease_ms == 0 {
+                    self.prev_lease_ms = *ms;
+                } else {
+                    self.prev_lease_ms = if cmd.at_ms < self.prev_lease_until_ms {
+                        self.prev_lease_ms.max(self.lease_ms)
+                    } else {
+                        self.lease_ms
+                    };
+                    self.prev_lease_until_ms = self
+                        .prev_lease_until_ms
+                        .max(cmd.at_ms.saturating_add(self.lease_ms));
+                }
+                self.reduce(&cmd.op)
             }
             _ => self.reduce(&cmd.op),
         };
@@ -472,7 +495,6 @@ impl Topology {
                 if *ms == 0 {
                     return no("a lease of 0 ms".into());
                 }
-                self.prev_lease_ms = if self.lease_ms == 0 { *ms } else { self.lease_ms };
                 self.lease_ms = *ms;
                 ok(format!("the fleet's lease is {ms} ms"))
             }
@@ -497,7 +519,7 @@ impl Topology {
     }
 
     /// The longest lease a node may hold now (ms): the fleet's length and
-    /// the one before it (0 if never set).
+    /// the longest older one that may still run (0 if never set).
     pub fn longest_lease_ms(&self) -> u64 {
         self.lease_ms.max(self.prev_lease_ms)
     }
@@ -559,6 +581,24 @@ mod tests {
             .ok
         );
         t
+    }
+
+    #[test]
+    fn every_lease_length_that_may_still_run_is_waited_for() {
+        let mut t = seeded();
+        let set = |ms, at_ms| Command {
+            at_ms,
+            ..Command::new(Op::SetLease { ms }, 1, "")
+        };
+        assert!(t.apply(3, &set(5000, 1_000)).ok);
+        assert_eq!(t.longest_lease_ms(), 5000);
+        // Lowered twice within the first length's window.
+        assert!(t.apply(4, &set(2000, 1_100)).ok);
+        assert!(t.apply(5, &set(1000, 1_200)).ok);
+        assert_eq!(t.longest_lease_ms(), 5000);
+        // Long after: only the last old length counts.
+        assert!(t.apply(6, &set(1500, 60_000)).ok);
+        assert_eq!(t.longest_lease_ms(), 1500);
     }
 
     #[test]

@@ -420,6 +420,14 @@ async fn heartbeat_writer(
         let opts = crate::probe::monitor_opts(&p.addr, &c.monitor.user, &c.monitor.password);
         let res = async {
             let conn = prober.conn().await?;
+            // Checked again right before anything is written, the CREATEs
+            // included (binlogged even when the table exists): the lease
+            // may have lapsed while connecting. The guard makes a fence
+            // wait for these writes instead of racing them (see
+            // `concord_consensus::gate`).
+            let Some(_guard) = gate.enter(epoch).filter(|_| lease.valid_for(epoch)) else {
+                return Ok::<(bool, Option<bool>), mysql_async::Error>((false, None));
+            };
             if !created {
                 let schema = table.split('.').next().unwrap_or("concord");
                 conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {schema}"))
@@ -429,12 +437,6 @@ async fn heartbeat_writer(
                 ))
                 .await?;
             }
-            // Checked again right before the write: the lease may have
-            // lapsed while connecting. The guard makes a fence wait for
-            // this write instead of racing it (see `concord_consensus::gate`).
-            let Some(_guard) = gate.enter(epoch).filter(|_| lease.valid_for(epoch)) else {
-                return Ok::<(bool, Option<bool>), mysql_async::Error>((false, None));
-            };
             // The switch's install restarts its clock, like a heartbeat:
             // it is fenced like one.
             let mut armed = None;

@@ -101,7 +101,7 @@ fn step(backend: &str, step: &'static str, e: impl std::fmt::Display) -> Failove
 
 /// How long the leader waits after a fence for leases that may still
 /// name the old epoch: the longest lease any node can hold (the fleet's
-/// length, and the one before a change) plus `failover.lease_drift`.
+/// length, and older ones that may still run) plus `failover.lease_drift`.
 fn lease_wait(f: &Fleet<'_>) -> Duration {
     let fleet = f.consensus.applied().borrow().topology.longest_lease_ms();
     let own = f.cfg.cluster.lease_timeout.get();
