@@ -443,6 +443,137 @@ async fn closed_twin(node: &Concord) -> Result<Option<i64>, String> {
     v
 }
 
+/// What a read after these answers on a lagging replica is the primary's
+/// answer: user variables a CALL's OUT parameter (the session is pinned)
+/// or GET DIAGNOSTICS (followed by name, no pin) assigned, the rows of a
+/// write that failed after committing part of its work (an error carries
+/// no GTID), the server's own state (`@@global.read_only`, GTID
+/// positions), a collation set by `SET NAMES cs COLLATE x` (reported as
+/// character sets only), a locking read under NO_BACKSLASH_ESCAPES
+/// (concord's lexer assumes escapes: such a session keeps to its primary
+/// connection), and a read-only transaction hinted to the primary.
+/// Test-only `failed-writes-unseen`, `no-backslash-escapes-unpinned`
+/// and `diagnostics-vars-untracked` each make their answer the lagging
+/// replica's or NULL. (The collation holds on MariaDB
+/// 10.11 without concord's own record too: its tracker reports it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_state_the_server_does_not_report_answer_as_the_primary() {
+    // (switch, which of the four answers it changes)
+    for (hooks, breaks) in [
+        ("", [false; 6]),
+        (
+            "diagnostics-vars-untracked",
+            [false, true, false, false, false, false],
+        ),
+        (
+            "failed-writes-unseen",
+            [false, false, true, false, false, false],
+        ),
+        (
+            "no-backslash-escapes-unpinned",
+            [false, false, false, false, true, false],
+        ),
+    ] {
+        let faithful = hooks.is_empty();
+        let (topo, node) =
+            setup_hooked((100, 100), "[routing]\nmax_replica_lag = \"1h\"\n", hooks).await;
+        topo.primary
+            .exec("CREATE PROCEDURE test.p_out(OUT o INT) BEGIN SET o = 42; END")
+            .await;
+        topo.primary
+            .exec("CREATE PROCEDURE test.p_fail() BEGIN INSERT INTO test.t VALUES (77, 'x'); SIGNAL SQLSTATE '45000'; END")
+            .await;
+        topo.wait_replicated().await;
+        for r in &topo.replicas {
+            r.exec("STOP SLAVE SQL_THREAD").await;
+        }
+        // A CALL's OUT parameter (the server flags a state change it does
+        // not describe: the session keeps to its primary connection).
+        let mut c0 = node.conn().await;
+        c0.query_drop("CALL test.p_out(@o)").await.unwrap();
+        let o: Option<Option<i64>> = c0.query_first("SELECT @o").await.unwrap();
+        // Sessions that wrote nothing: their reads go to the replicas.
+        let mut c1 = node.conn().await;
+        // A read's error on a replica, its diagnostics there, the variable
+        // read on the primary.
+        assert!(c1.query_drop("SELECT * FROM test.nope").await.is_err());
+        c1.query_drop("GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO")
+            .await
+            .unwrap();
+        let e: Option<Option<i64>> = c1
+            .query_first("/* concord:primary */ SELECT @e")
+            .await
+            .unwrap();
+        // (Followed by name: no pin.)
+        let pinned = node
+            .admin_query("SHOW SESSIONS")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r["id"].as_deref() == Some(c1.id().to_string().as_str()))
+            .and_then(|r| r["pinned"].clone())
+            .unwrap_or_default();
+        let mut c = node.conn().await;
+        assert!(c.query_drop("CALL test.p_fail()").await.is_err());
+        let n: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM test.t WHERE id = 77")
+            .await
+            .unwrap();
+        // A session with no writes to wait for (read-your-writes would
+        // send its reads to the primary).
+        let mut c2 = node.conn().await;
+        c2.query_drop("SET NAMES utf8mb4 COLLATE utf8mb4_bin")
+            .await
+            .unwrap();
+        let coll: Option<(String, i64)> = c2
+            .query_first("SELECT @@collation_connection, 'a' = 'A'")
+            .await
+            .unwrap();
+        // A locking read whose string ends in a backslash, which
+        // NO_BACKSLASH_ESCAPES makes a plain character.
+        let mut c3 = node.conn().await;
+        c3.query_drop("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+            .await
+            .unwrap();
+        let locked = server_id(
+            &mut c3,
+            "SELECT @@server_id FROM test.t WHERE v <> 'C:\\' FOR UPDATE",
+        )
+        .await;
+        let got = (o.flatten(), e.flatten(), n, coll, locked, pinned);
+        println!("hooks {hooks:?}: @o, @e, rows of the failed CALL, collation, server of the locking read, pin after GET DIAGNOSTICS: {got:?}");
+        let right = [
+            got.0 == Some(42),
+            got.1 == Some(1146),
+            got.2 == Some(1),
+            got.3 == Some(("utf8mb4_bin".to_string(), 0)),
+            got.4 == 1,
+            got.5.is_empty(),
+        ];
+        assert_eq!(right.map(|r| !r), breaks, "hooks {hooks:?}: {got:?}");
+        if faithful {
+            let direct: Option<(i64, String)> = topo
+                .primary
+                .conn()
+                .await
+                .query_first("SELECT @@global.read_only, @@gtid_binlog_pos")
+                .await
+                .unwrap();
+            let via: Option<(i64, String)> = c
+                .query_first("SELECT @@global.read_only, @@gtid_binlog_pos")
+                .await
+                .unwrap();
+            assert_eq!(via, direct, "the server's own state is the primary's");
+            c.query_drop("/* concord:primary */ START TRANSACTION READ ONLY")
+                .await
+                .unwrap();
+            let id = server_id(&mut c, "SELECT @@server_id").await;
+            c.query_drop("COMMIT").await.unwrap();
+            assert_eq!(id, 1, "a read-only transaction hinted to the primary");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sysbench_read_write_prepared_spreads_reads_with_zero_errors() {
     // 4 statements per backend connection, far below the ~18 sysbench

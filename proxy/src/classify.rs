@@ -53,10 +53,14 @@ pub enum Pin {
     /// NEXTVAL / SETVAL: the connection holds the session's LASTVAL of a
     /// sequence (MariaDB), which no tracker reports.
     Sequence,
+    /// `sql_mode` NO_BACKSLASH_ESCAPES: concord's reading of statements
+    /// assumes backslash escapes, so the session's statements all go to
+    /// its primary connection, as they are.
+    NoBackslashEscapes,
 }
 
 impl Pin {
-    pub const ALL: [Pin; 11] = [
+    pub const ALL: [Pin; 12] = [
         Pin::TempTable,
         Pin::LockTables,
         Pin::UserLock,
@@ -68,6 +72,7 @@ impl Pin {
         Pin::Overflow,
         Pin::NoTracking,
         Pin::Sequence,
+        Pin::NoBackslashEscapes,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +88,7 @@ impl Pin {
             Pin::Overflow => "state_overflow",
             Pin::NoTracking => "backend_without_session_track",
             Pin::Sequence => "sequence",
+            Pin::NoBackslashEscapes => "no_backslash_escapes",
         }
     }
 
@@ -573,6 +579,39 @@ fn scan_act(w: &[u8]) -> Option<Act> {
 /// connection (the last generated id, the last GTID written).
 const CONN_VARS: &[&[u8]] = &[b"LAST_INSERT_ID", b"IDENTITY", b"INSERT_ID", b"LAST_GTID"];
 
+/// System variables that describe the server itself, which a client of
+/// the primary reads there (`@@global.anything` too): "am I on the
+/// writer?" checks, GTID positions.
+const SERVER_VARS: &[&[u8]] = &[
+    b"READ_ONLY",
+    b"SUPER_READ_ONLY",
+    b"GTID_BINLOG_POS",
+    b"GTID_BINLOG_STATE",
+    b"GTID_CURRENT_POS",
+    b"GTID_SLAVE_POS",
+    b"GTID_EXECUTED",
+    b"GTID_PURGED",
+];
+
+/// `@@global.name`.
+fn is_global_var(tok: &[u8]) -> bool {
+    let Some(at) = tok.iter().position(|&c| c == b'@') else {
+        return false;
+    };
+    let name = &tok[at..];
+    let name = &name[name.iter().take_while(|&&c| c == b'@').count()..];
+    strip_prefix_ci(name, b"global.").is_some()
+}
+
+/// GET DIAGNOSTICS assigns the user variables it names. (A CALL's OUT
+/// parameters and LOAD DATA's `(@v)` columns are not followed this way:
+/// the procedure body or a trigger may assign others, which only the
+/// server's state-changed flag reveals, and that pins the session.)
+fn assigns_named_vars(t: Option<Tok<'_>>) -> bool {
+    matches!(t, Some(Tok::Word(w)) if eq_ci(w, b"GET"))
+        && !concord_config::testhooks::on("diagnostics-vars-untracked")
+}
+
 /// System variables that report on the previous statements' conditions.
 const STMT_VARS: &[&[u8]] = &[b"WARNING_COUNT", b"ERROR_COUNT"];
 
@@ -589,6 +628,22 @@ fn sysvar_name(tok: &[u8]) -> &[u8] {
         None => name,
     }
 }
+
+/// `SHOW` forms that describe the server rather than data: answered by
+/// the primary, as on a direct connection.
+const SHOW_SERVER: &[&[u8]] = &[
+    b"MASTER",
+    b"BINLOG",
+    b"BINARY",
+    b"SLAVE",
+    b"REPLICA",
+    b"REPLICAS",
+    b"ALL",
+    b"PROCESSLIST",
+    b"FULL",
+    b"ENGINE",
+    b"GLOBAL",
+];
 
 /// Statements that must go to the primary and otherwise change nothing
 /// concord tracks.
@@ -693,7 +748,12 @@ fn classify_in(mut lx: Lexer<'_>) -> (Class, Lexer<'_>) {
         }
     }
     // `SET a = 1, @b = 2`: a user variable later in a SET is assigned too.
-    scan_rest(&mut lx, &mut flags, &mut pin, kind == Kind::SetSession);
+    scan_rest(
+        &mut lx,
+        &mut flags,
+        &mut pin,
+        kind == Kind::SetSession || assigns_named_vars(first),
+    );
     if flags & flag::MULTI != 0 && !only_sets(sql) {
         flags &= !flag::ONLY_SETS;
     }
@@ -778,6 +838,21 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pi
         *flags |= flag::CALL;
         return Kind::Write;
     }
+    if up(b"GET") {
+        // GET [CURRENT | STACKED] DIAGNOSTICS: the previous statement's
+        // diagnostics, on the connection that ran it.
+        let save = lx.i;
+        let mut t = lx.next();
+        if is_word(t, b"CURRENT") || is_word(t, b"STACKED") {
+            t = lx.next();
+        }
+        lx.i = save;
+        if is_word(t, b"DIAGNOSTICS") {
+            *flags |= flag::STMT_INFO | flag::DIAG;
+            return Kind::Read;
+        }
+        return Kind::Write;
+    }
     if up(b"SHOW") {
         let save = lx.i;
         match lx.next() {
@@ -799,6 +874,10 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pi
                 *flags |= flag::CONN_FUNC;
             }
             Some(Tok::Word(w)) if eq_ci(w, b"STATUS") => *flags |= flag::CONN_FUNC,
+            // The server's own state: what a client of the primary sees.
+            Some(Tok::Word(w)) if SHOW_SERVER.iter().any(|x| eq_ci(w, x)) => {
+                *flags |= flag::CONN_FUNC
+            }
             _ => {}
         }
         lx.i = save;
@@ -870,6 +949,7 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pi
         }
         if is_word(t, b"TEMPORARY") {
             *flags |= flag::TEMP_TABLE;
+            *pin = Some(Pin::TempTable);
         }
         if is_word(t, b"PREPARE") {
             // DROP PREPARE s: DEALLOCATE PREPARE's other name.
@@ -1049,7 +1129,7 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set:
         let start = lx.i;
         let Some(t) = lx.next() else { break };
         if prev == Some(Tok::Punct(b';')) {
-            in_set = is_word(Some(t), b"SET");
+            in_set = is_word(Some(t), b"SET") || assigns_named_vars(Some(t));
         }
         match t {
             Tok::Var { system: true } => {
@@ -1061,6 +1141,10 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set:
                     }
                 } else if STMT_VARS.iter().any(|v| eq_ci(v, name)) {
                     *flags |= flag::STMT_INFO | flag::DIAG
+                } else if SERVER_VARS.iter().any(|v| eq_ci(v, name))
+                    || is_global_var(&lx.s[start..lx.i])
+                {
+                    *flags |= flag::CONN_FUNC;
                 }
             }
             Tok::Word(w) => match scan_act(w) {
@@ -1083,10 +1167,17 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set:
                         *flags |= flag::INTO;
                     }
                 }
-                Some(Act::Temporary) => {
+                // CREATE [OR REPLACE] / DROP TEMPORARY, not a column of
+                // the name.
+                Some(Act::Temporary)
+                    if is_word(prev, b"CREATE")
+                        || is_word(prev, b"DROP")
+                        || is_word(prev, b"REPLACE") =>
+                {
                     *flags |= flag::TEMP_TABLE;
                     pin.get_or_insert(Pin::TempTable);
                 }
+                Some(Act::Temporary) => {}
                 Some(Act::For) if is_word(prev, b"VALUE") && is_word(prev2, b"NEXT") => {
                     *flags |= flag::CONN_FUNC | flag::PINS;
                     pin.get_or_insert(Pin::Sequence);
@@ -1142,9 +1233,40 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// The collation a lone `SET NAMES cs COLLATE x` names (quotes removed).
+pub fn set_names_collation(sql: &[u8]) -> Option<String> {
+    let mut lx = Lexer::new(sql);
+    let mut words = Vec::with_capacity(5);
+    loop {
+        let start = lx.i;
+        let Some(t) = lx.next() else { break };
+        match t {
+            Tok::Word(w) => words.push(w.to_vec()),
+            Tok::Quoted => {
+                let q = trim(&lx.s[start..lx.i]);
+                words.push(
+                    q.get(1..q.len().saturating_sub(1))
+                        .unwrap_or_default()
+                        .to_vec(),
+                );
+            }
+            Tok::Punct(b';') => break,
+            _ => return None,
+        }
+        if words.len() > 5 {
+            return None;
+        }
+    }
+    let is = |i: usize, w: &[u8]| words.get(i).is_some_and(|x| eq_ci(x, w));
+    if words.len() == 5 && is(0, b"SET") && is(1, b"NAMES") && is(3, b"COLLATE") {
+        return String::from_utf8(words[4].clone()).ok();
+    }
+    None
+}
+
 /// The user variables a statement text assigns, by name (quotes removed):
-/// `SET @a = ..., @b := ...`, `... @c := expr ...` anywhere, and
-/// `... INTO @d, @e`. Called only for texts the classifier flagged
+/// `SET @a = ..., @b := ...`, `... @c := expr ...` anywhere,
+/// `... INTO @d, @e`, and every variable a GET DIAGNOSTICS names. Called only for texts the classifier flagged
 /// (`USER_VAR_WRITE` or `INTO`), so the hot path never allocates here.
 pub fn assigned_user_vars(sql: &[u8]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -1154,6 +1276,8 @@ pub fn assigned_user_vars(sql: &[u8]) -> Vec<String> {
     let mut in_set = false;
     let mut at_start = true;
     let mut after_into = false;
+    // GET DIAGNOSTICS: every variable named.
+    let mut assign_all = false;
     let mut pending: Option<String> = None;
     loop {
         let start = lx.i;
@@ -1170,6 +1294,7 @@ pub fn assigned_user_vars(sql: &[u8]) -> Vec<String> {
         match t {
             Tok::Word(w) if at_start => {
                 in_set = eq_ci(w, b"SET");
+                assign_all = assigns_named_vars(Some(t));
                 after_into = false;
                 at_start = false;
                 continue;
@@ -1177,6 +1302,7 @@ pub fn assigned_user_vars(sql: &[u8]) -> Vec<String> {
             Tok::Punct(b';') if depth == 0 => {
                 at_start = true;
                 in_set = false;
+                assign_all = false;
                 after_into = false;
                 continue;
             }
@@ -1189,7 +1315,7 @@ pub fn assigned_user_vars(sql: &[u8]) -> Vec<String> {
             }
             Tok::Var { system: false } => {
                 let name = user_var_name(text);
-                if after_into {
+                if after_into || assign_all {
                     if !out.contains(&name) {
                         out.push(name);
                     }

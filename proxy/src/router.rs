@@ -102,7 +102,11 @@ pub fn route(class: &Class, facts: &Facts, routing: &Routing, need_gtid: Option<
             return Route::Primary(Reason::SessionState)
         }
         Kind::Begin { read_only: true }
-            if facts.autocommit && !facts.pinned && facts.split_reads =>
+            if facts.autocommit
+                && !facts.pinned
+                && facts.split_reads
+                && !class.hint_primary
+                && !class.has(crate::classify::flag::MULTI) =>
         {
             // A read-only transaction may run on a replica as one unit.
             return read_target(facts, routing, need_gtid, Reason::Transaction);

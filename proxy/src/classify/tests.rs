@@ -81,7 +81,18 @@ fn locking_and_connection_bound_reads_go_to_primary() {
     ] {
         assert!(!replica(bound), "{bound}");
     }
-    assert!(replica("SHOW GLOBAL STATUS"));
+    // The server's own state is the primary's, as on a direct connection.
+    for server in [
+        "SHOW GLOBAL STATUS",
+        "SHOW MASTER STATUS",
+        "SHOW SLAVE STATUS",
+        "SHOW FULL PROCESSLIST",
+        "SELECT @@global.read_only",
+        "SELECT @@read_only",
+        "SELECT @@gtid_binlog_pos",
+    ] {
+        assert!(!replica(server), "{server}");
+    }
     assert!(replica("SHOW TABLES"));
     assert!(replica("SELECT @@version, @@server_id"));
 }
@@ -694,4 +705,34 @@ fn every_scan_word_passes_the_filter_and_takes_effect() {
     for w in ["c", "id", "WHERE", "AND", "sbtest1", "k", "ÿ", ""] {
         assert_eq!(scan_act(w.as_bytes()), None, "{w}");
     }
+}
+
+#[test]
+fn set_names_collate_names_its_collation() {
+    assert_eq!(
+        set_names_collation(b"SET NAMES utf8mb4 COLLATE utf8mb4_bin").as_deref(),
+        Some("utf8mb4_bin")
+    );
+    assert_eq!(
+        set_names_collation(b"set names 'utf8mb4' collate 'utf8mb4_unicode_ci'").as_deref(),
+        Some("utf8mb4_unicode_ci")
+    );
+    assert_eq!(set_names_collation(b"SET NAMES utf8mb4"), None);
+    assert_eq!(
+        set_names_collation(b"SET NAMES utf8mb4 COLLATE x, @a = 1"),
+        None
+    );
+}
+
+#[test]
+fn temporary_pins_only_after_create_or_drop() {
+    for sql in [
+        "CREATE TEMPORARY TABLE t (a INT)",
+        "create or replace temporary table t (a INT)",
+        "DROP TEMPORARY TABLE t",
+        "SELECT 1; CREATE TEMPORARY TABLE t (a INT)",
+    ] {
+        assert_eq!(classify(sql.as_bytes()).pin, Some(Pin::TempTable), "{sql}");
+    }
+    assert_eq!(classify(b"SELECT temporary FROM t").pin, None);
 }

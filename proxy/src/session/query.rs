@@ -121,6 +121,15 @@ impl Session {
         } else {
             Vec::new()
         };
+        // `SET NAMES cs COLLATE x`: a server that reports the character
+        // sets only (MySQL; MariaDB 10.11 reports the collation too) would
+        // leave the replayed connection at the character set's default
+        // collation.
+        let names_collation = if class.kind == Kind::SetSession && cmd.whole {
+            classify::set_names_collation(sql)
+        } else {
+            None
+        };
         let known = self.known_info(&class);
         let cmd = if (class.has(flag::CONN_ID) || known.is_some()) && cmd.whole {
             let id = self.info.id;
@@ -191,6 +200,11 @@ impl Session {
         self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
         if let (Some(c), false) = (pin_change, out.failed) {
             self.change_pins(c);
+        }
+        if let (Some(coll), false) = (names_collation, out.failed) {
+            let name = b"collation_connection";
+            self.state.bump();
+            self.state.record_sysvar(name, coll.as_bytes(), &[name]);
         }
         Ok(())
     }

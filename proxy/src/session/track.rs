@@ -48,6 +48,12 @@ impl Session {
                 }
             }
         }
+        if out.status_seen
+            && out.status & concord_protocol::consts::status::NO_BACKSLASH_ESCAPES != 0
+            && !concord_config::testhooks::on("no-backslash-escapes-unpinned")
+        {
+            self.pin(Pin::NoBackslashEscapes);
+        }
         let assigns = class.has(flag::USER_VAR_WRITE | flag::INTO);
         if !out.tracking {
             // A backend that reports nothing: state the statement may have
@@ -282,12 +288,16 @@ impl Session {
             class.kind,
             Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use | Kind::SetTransaction
         ) && own_gtid.is_none();
-        if w == Which::Primary
-            && !class.replica_ok()
-            && !session_only
-            && (!failed || own_gtid.is_some())
-        {
-            self.ryw_note_write(tracking, own_gtid);
+        if w == Which::Primary && !class.replica_ok() && !session_only {
+            if !failed || own_gtid.is_some() {
+                self.ryw_note_write(tracking, own_gtid);
+            } else if !concord_config::testhooks::on("failed-writes-unseen") {
+                // An error carries no GTID, yet part of the statement may
+                // have committed (a CALL that inserted then signalled, DROP
+                // TABLE a, missing): the next read learns the session's
+                // last write position first, as when tracking is off.
+                self.ryw_note_write(false, None);
+            }
         }
     }
 
