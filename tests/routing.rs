@@ -570,6 +570,10 @@ async fn reads_after_state_the_server_does_not_report_answer_as_the_primary() {
             let id = server_id(&mut c, "SELECT @@server_id").await;
             c.query_drop("COMMIT").await.unwrap();
             assert_eq!(id, 1, "a read-only transaction hinted to the primary");
+            // The mode off, the session's reads spread again.
+            c3.query_drop("SET sql_mode = DEFAULT").await.unwrap();
+            let id = server_id(&mut c3, "SELECT @@server_id").await;
+            assert_ne!(id, 1, "NO_BACKSLASH_ESCAPES off: reads to the replicas");
         }
     }
 }

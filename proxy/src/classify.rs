@@ -640,7 +640,6 @@ const SHOW_SERVER: &[&[u8]] = &[
     b"REPLICAS",
     b"ALL",
     b"PROCESSLIST",
-    b"FULL",
     b"ENGINE",
     b"GLOBAL",
 ];
@@ -876,6 +875,9 @@ fn first_word(w: &[u8], lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pi
             Some(Tok::Word(w)) if eq_ci(w, b"STATUS") => *flags |= flag::CONN_FUNC,
             // The server's own state: what a client of the primary sees.
             Some(Tok::Word(w)) if SHOW_SERVER.iter().any(|x| eq_ci(w, x)) => {
+                *flags |= flag::CONN_FUNC
+            }
+            Some(Tok::Word(w)) if eq_ci(w, b"FULL") && is_word(lx.next(), b"PROCESSLIST") => {
                 *flags |= flag::CONN_FUNC
             }
             _ => {}
@@ -1250,7 +1252,8 @@ pub fn set_names_collation(sql: &[u8]) -> Option<String> {
                         .to_vec(),
                 );
             }
-            Tok::Punct(b';') => break,
+            // Alone: what a later statement sets is not this one's.
+            Tok::Punct(b';') if lx.next().is_none() => break,
             _ => return None,
         }
         if words.len() > 5 {
@@ -1258,7 +1261,12 @@ pub fn set_names_collation(sql: &[u8]) -> Option<String> {
         }
     }
     let is = |i: usize, w: &[u8]| words.get(i).is_some_and(|x| eq_ci(x, w));
-    if words.len() == 5 && is(0, b"SET") && is(1, b"NAMES") && is(3, b"COLLATE") {
+    if words.len() == 5
+        && is(0, b"SET")
+        && is(1, b"NAMES")
+        && is(3, b"COLLATE")
+        && !is(4, b"DEFAULT")
+    {
         return String::from_utf8(words[4].clone()).ok();
     }
     None

@@ -94,6 +94,7 @@ fn locking_and_connection_bound_reads_go_to_primary() {
         assert!(!replica(server), "{server}");
     }
     assert!(replica("SHOW TABLES"));
+    assert!(replica("SHOW FULL TABLES"));
     assert!(replica("SELECT @@version, @@server_id"));
 }
 
@@ -721,6 +722,18 @@ fn set_names_collate_names_its_collation() {
     assert_eq!(
         set_names_collation(b"SET NAMES utf8mb4 COLLATE x, @a = 1"),
         None
+    );
+    assert_eq!(
+        set_names_collation(b"SET NAMES utf8mb4 COLLATE DEFAULT"),
+        None
+    );
+    assert_eq!(
+        set_names_collation(b"SET NAMES a COLLATE x; SET NAMES b"),
+        None
+    );
+    assert_eq!(
+        set_names_collation(b"SET NAMES a COLLATE x;").as_deref(),
+        Some("x")
     );
 }
 

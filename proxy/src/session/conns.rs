@@ -918,7 +918,9 @@ impl Session {
                     b.pool.name
                 )
             });
-        } else if w == Which::Primary && self.pins != 0 {
+        } else if w == Which::Primary
+            && self.pins & !crate::classify::Pin::NoBackslashEscapes.bit() != 0
+        {
             self.lost.get_or_insert_with(|| {
                 format!(
                     "the connection to backend '{}' this session was pinned to ({}) was closed",

@@ -16,6 +16,7 @@
 
 use super::conns::Which;
 use super::Session;
+use crate::classify::Pin;
 use crate::error::SessionError;
 use concord_config::PoolMode;
 
@@ -55,7 +56,8 @@ impl Session {
     pub(super) fn holds_unmovable(&self, w: Which) -> Option<&'static str> {
         let b = self.conns.get(w)?;
         let id = b.conn.id;
-        if w == Which::Primary && self.pins != 0 {
+        // (NO_BACKSLASH_ESCAPES only routes: the mode replays anywhere.)
+        if w == Which::Primary && self.pins & !Pin::NoBackslashEscapes.bit() != 0 {
             return Some("pinned");
         }
         if w == Which::Primary && self.next_on_primary {

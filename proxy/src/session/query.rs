@@ -201,10 +201,20 @@ impl Session {
         if let (Some(c), false) = (pin_change, out.failed) {
             self.change_pins(c);
         }
-        if let (Some(coll), false) = (names_collation, out.failed) {
-            let name = b"collation_connection";
+        let name = b"collation_connection";
+        let reported = out.changes.iter().any(|c| {
+            matches!(c, concord_protocol::ok::StateChange::SystemVariable(n, _) if n.eq_ignore_ascii_case(name))
+        });
+        if let (Some(coll), false, false) = (names_collation, out.failed, reported) {
+            let (sid, before) = (self.state.session_id, self.state.version);
             self.state.bump();
             self.state.record_sysvar(name, coll.as_bytes(), &[name]);
+            // The connection that ran it holds it already.
+            if let Some(b) = self.conns.get_mut(w) {
+                if b.conn.state.synced == Some((sid, before)) {
+                    b.conn.state.synced = Some((sid, self.state.version));
+                }
+            }
         }
         Ok(())
     }

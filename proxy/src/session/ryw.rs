@@ -19,6 +19,9 @@ use std::time::Duration;
 pub struct Ryw {
     /// A write happened and its GTID has not been fetched yet.
     pub pending: bool,
+    /// The connection that ran it (its `@@last_gtid` is the write's only
+    /// there: a pooled connection's is whoever wrote last).
+    pub pending_on: u64,
     /// The GTID reads must see (None: nothing to wait for).
     pub gtid: Option<String>,
     /// Replicas known to have applied `covered_for` (by waiting on them).
@@ -61,7 +64,7 @@ impl Session {
     /// reported none wrote nothing to its binlog (the last write stands).
     /// Recorded even with read-your-writes off: it is the session's
     /// causal token (`SELECT @@concord_token`).
-    pub(super) fn ryw_note_write(&mut self, tracking: bool, own: Option<Vec<u8>>) {
+    pub(super) fn ryw_note_write(&mut self, tracking: bool, own: Option<Vec<u8>>, conn_id: u64) {
         match own {
             Some(g) => {
                 let g = gtid_text(&String::from_utf8_lossy(&g));
@@ -72,12 +75,18 @@ impl Session {
                 }
             }
             None if tracking => {}
-            None => {
-                self.ryw.pending = true;
-                self.ryw.gtid = None;
-                self.ryw.covered.clear();
-            }
+            None => self.ryw_unknown_write(conn_id),
         }
+    }
+
+    /// A write whose GTID the answer did not carry (a backend that does
+    /// not track it, or an error after part of the work committed): the
+    /// next read learns the position first, the earlier write still
+    /// counting.
+    pub(super) fn ryw_unknown_write(&mut self, conn_id: u64) {
+        self.ryw.pending = true;
+        self.ryw.pending_on = conn_id;
+        self.ryw.covered.clear();
     }
 
     /// The GTID the next read must see.
@@ -85,10 +94,15 @@ impl Session {
         if !self.ryw.pending {
             return Ok(self.ryw.gtid.clone());
         }
-        // The writing connection is gone (fenced, failed): the primary's
-        // whole position is a safe, stricter stand-in for the write's GTID.
-        let own = self.conns.primary.is_some();
-        if !own {
+        // The writing connection is gone (fenced, failed, given back):
+        // the primary's whole position is a safe, stricter stand-in for
+        // the write's GTID.
+        let own = self
+            .conns
+            .primary
+            .as_ref()
+            .is_some_and(|b| b.conn.id == self.ryw.pending_on);
+        if self.conns.primary.is_none() {
             self.ensure_primary(0).await?;
         }
         let Some(b) = self.conns.primary.as_mut() else {
@@ -103,7 +117,11 @@ impl Session {
             (true, false) => "SELECT @@global.gtid_binlog_pos",
             (false, _) => "SELECT @@global.gtid_executed",
         };
-        let gtid = self.primary_value(sql).await?.and_then(|g| gtid_text(&g));
+        let fetched = self.primary_value(sql).await?.and_then(|g| gtid_text(&g));
+        let gtid = match (self.ryw.gtid.take(), fetched) {
+            (Some(a), Some(b)) => Some(super::causal::merge(&a, &b)),
+            (a, b) => a.or(b),
+        };
         self.ryw.pending = false;
         self.ryw.gtid = gtid.clone();
         Ok(gtid)

@@ -48,11 +48,17 @@ impl Session {
                 }
             }
         }
-        if out.status_seen
-            && out.status & concord_protocol::consts::status::NO_BACKSLASH_ESCAPES != 0
-            && !concord_config::testhooks::on("no-backslash-escapes-unpinned")
-        {
-            self.pin(Pin::NoBackslashEscapes);
+        if out.status_seen {
+            // Held while the mode is on (the server reports it with every
+            // answer); nothing lives on the connection because of it.
+            let nbe = out.status & status::NO_BACKSLASH_ESCAPES != 0
+                && !concord_config::testhooks::on("no-backslash-escapes-unpinned");
+            let bit = Pin::NoBackslashEscapes.bit();
+            if nbe {
+                self.pin(Pin::NoBackslashEscapes);
+            } else if self.pins & bit != 0 {
+                self.set_pins(self.pins & !bit);
+            }
         }
         let assigns = class.has(flag::USER_VAR_WRITE | flag::INTO);
         if !out.tracking {
@@ -246,7 +252,8 @@ impl Session {
             // The server's own flag: however autocommit was changed.
             self.state.autocommit = out.status & status::AUTOCOMMIT != 0;
         }
-        if class.kind == Kind::Read {
+        // (GET DIAGNOSTICS answers with an OK: FOUND_ROWS() stays.)
+        if class.kind == Kind::Read && !(class.has(flag::DIAG) && out.ok_counts.is_some()) {
             self.last_read = Some(w);
             self.found_rows = out.rows;
             self.calc_found_rows = class.has(flag::CALC_FOUND_ROWS) && !out.failed;
@@ -289,14 +296,19 @@ impl Session {
             Kind::SetSession | Kind::SetAutocommit(_) | Kind::Use | Kind::SetTransaction
         ) && own_gtid.is_none();
         if w == Which::Primary && !class.replica_ok() && !session_only {
+            let conn_id = self.conns.get(w).map_or(0, |b| b.conn.id);
             if !failed || own_gtid.is_some() {
-                self.ryw_note_write(tracking, own_gtid);
-            } else if !concord_config::testhooks::on("failed-writes-unseen") {
-                // An error carries no GTID, yet part of the statement may
-                // have committed (a CALL that inserted then signalled, DROP
-                // TABLE a, missing): the next read learns the session's
-                // last write position first, as when tracking is off.
-                self.ryw_note_write(false, None);
+                self.ryw_note_write(tracking, own_gtid, conn_id);
+            } else if (class.has(flag::CALL) || class.has(flag::MULTI))
+                && self.txn.is_none()
+                && !concord_config::testhooks::on("failed-writes-unseen")
+            {
+                // An error carries no GTID, yet a procedure or a
+                // multi-statement outside a transaction may have committed
+                // part of its work (a single statement on InnoDB rolls
+                // back whole): the next read learns the session's last
+                // write position first.
+                self.ryw_unknown_write(conn_id);
             }
         }
     }
