@@ -224,15 +224,7 @@ async fn nothing_of_one_session_reaches_the_next_on_the_same_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_stay_bounded_and_are_closed_when_idle() {
     let (db, node) = two_connections_with("max_prepared_per_connection = 8\n").await;
-    let count = || async {
-        let c: Option<(String, u64)> = db
-            .conn()
-            .await
-            .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
-            .await
-            .unwrap();
-        c.map_or(u64::MAX, |c| c.1)
-    };
+    let count = || open_statements(&db);
     // concord's own heartbeat keeps one, from its first beat on.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let base = count().await;
@@ -371,15 +363,7 @@ async fn one_connection_waiting(hooks: &str, acquire: &str) -> (harness::MariaDb
 /// A executes a statement, B takes the connection, the upkeep closes the
 /// statement on it (checked on the server), then A executes again.
 async fn with_upkeep_between_executes(db: &harness::MariaDb, node: &Concord) -> Result<(), String> {
-    let open = || async {
-        let c: Option<(String, u64)> = db
-            .conn()
-            .await
-            .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
-            .await
-            .unwrap();
-        c.map_or(u64::MAX, |c| c.1)
-    };
+    let open = || open_statements(db);
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let base = open().await;
     let mut a = node.conn().await;
@@ -649,4 +633,15 @@ async fn a_replication_variable_stays_with_the_session_that_set_it() {
             assert_eq!(own, Some(12345));
         }
     }
+}
+
+/// Prepared statements open on the server (`Prepared_stmt_count`).
+async fn open_statements(db: &harness::MariaDb) -> u64 {
+    let c: Option<(String, u64)> = db
+        .conn()
+        .await
+        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+        .await
+        .unwrap();
+    c.map_or(u64::MAX, |c| c.1)
 }

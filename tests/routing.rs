@@ -505,14 +505,7 @@ async fn reads_after_state_the_server_does_not_report_answer_as_the_primary() {
             .await
             .unwrap();
         // (Followed by name: no pin.)
-        let pinned = node
-            .admin_query("SHOW SESSIONS")
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|r| r["id"].as_deref() == Some(c1.id().to_string().as_str()))
-            .and_then(|r| r["pinned"].clone())
-            .unwrap_or_default();
+        let pinned = node.pinned(c1.id()).await;
         let mut c = node.conn().await;
         assert!(c.query_drop("CALL test.p_fail()").await.is_err());
         let n: Option<i64> = c

@@ -385,16 +385,6 @@ async fn show_concord_status_is_accepted_only_alone() {
     assert_eq!(rows.len(), 1);
 }
 
-async fn pinned(node: &Concord, id: u32) -> String {
-    node.admin_query("SHOW SESSIONS")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r["id"].as_deref() == Some(id.to_string().as_str()))
-        .and_then(|r| r["pinned"].clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_that_change_no_session_state_do_not_pin() {
     let (_topo, node) = setup().await;
@@ -409,7 +399,7 @@ async fn statements_that_change_no_session_state_do_not_pin() {
         "SET NAMES utf8mb4",
     ] {
         c.query_drop(sql).await.unwrap();
-        assert_eq!(pinned(&node, c.id()).await, "", "{sql} pinned the session");
+        assert_eq!(node.pinned(c.id()).await, "", "{sql} pinned the session");
     }
     // Reads still spread to the replicas.
     let mut ids = std::collections::BTreeSet::new();
@@ -426,7 +416,7 @@ async fn statements_that_change_no_session_state_do_not_pin() {
     c.query_drop("CREATE TEMPORARY TABLE test.tt (a INT)")
         .await
         .unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "temporary_table");
+    assert_eq!(node.pinned(c.id()).await, "temporary_table");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,33 +440,33 @@ async fn a_pin_lasts_only_while_its_cause_exists() {
         ("XA START 'x1'", "XA ROLLBACK 'x1'", "xa_transaction"),
     ] {
         c.query_drop(start).await.unwrap();
-        assert_eq!(pinned(&node, c.id()).await, why, "after {start}");
+        assert_eq!(node.pinned(c.id()).await, why, "after {start}");
         if why == "xa_transaction" {
             c.query_drop("XA END 'x1'").await.unwrap();
         }
         c.query_drop(end).await.unwrap();
-        assert_eq!(pinned(&node, c.id()).await, "", "after {end}");
+        assert_eq!(node.pinned(c.id()).await, "", "after {end}");
     }
     // Prepared, as by text: the pin goes with the table.
     c.exec_drop("CREATE TEMPORARY TABLE test.tp (x INT)", ())
         .await
         .unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "temporary_table");
+    assert_eq!(node.pinned(c.id()).await, "temporary_table");
     c.exec_drop("DROP TEMPORARY TABLE test.tp", ())
         .await
         .unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "", "after a prepared DROP");
+    assert_eq!(node.pinned(c.id()).await, "", "after a prepared DROP");
     // A backup stage is not a table lock: UNLOCK TABLES leaves it (and
     // the pin), BACKUP STAGE END ends both.
     c.query_drop("BACKUP STAGE START").await.unwrap();
     c.query_drop("UNLOCK TABLES").await.unwrap();
     assert_eq!(
-        pinned(&node, c.id()).await,
+        node.pinned(c.id()).await,
         "lock_tables",
         "after UNLOCK TABLES"
     );
     c.query_drop("BACKUP STAGE END").await.unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "", "after BACKUP STAGE END");
+    assert_eq!(node.pinned(c.id()).await, "", "after BACKUP STAGE END");
     // Temporary tables by name: the pin goes with the last.
     c.query_drop("CREATE TEMPORARY TABLE test.ta (x INT)")
         .await
@@ -485,18 +475,18 @@ async fn a_pin_lasts_only_while_its_cause_exists() {
         .await
         .unwrap();
     c.query_drop("DROP TABLE test.ta").await.unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "temporary_table");
+    assert_eq!(node.pinned(c.id()).await, "temporary_table");
     c.query_drop("DROP TEMPORARY TABLE IF EXISTS test.tb")
         .await
         .unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "");
+    assert_eq!(node.pinned(c.id()).await, "");
     // Two names: the pin stays until the last goes.
     c.query_drop("PREPARE a FROM 'SELECT 1'").await.unwrap();
     c.query_drop("PREPARE b FROM 'SELECT 2'").await.unwrap();
     c.query_drop("DEALLOCATE PREPARE a").await.unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "sql_prepare");
+    assert_eq!(node.pinned(c.id()).await, "sql_prepare");
     c.query_drop("DROP PREPARE b").await.unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "");
+    assert_eq!(node.pinned(c.id()).await, "");
     // A temporary table's name is its database's, as written: dropping
     // a real table of the same name elsewhere, or of another case, leaves
     // the pin.
@@ -512,18 +502,18 @@ async fn a_pin_lasts_only_while_its_cause_exists() {
     c.query_drop("USE other").await.unwrap();
     c.query_drop("DROP TABLE tq").await.unwrap();
     assert_eq!(
-        pinned(&node, c.id()).await,
+        node.pinned(c.id()).await,
         "temporary_table",
         "after DROP TABLE other.tq"
     );
     c.query_drop("DROP TABLE test.TQ").await.unwrap();
     assert_eq!(
-        pinned(&node, c.id()).await,
+        node.pinned(c.id()).await,
         "temporary_table",
         "after DROP TABLE test.TQ"
     );
     c.query_drop("DROP TABLE test.tq").await.unwrap();
-    assert_eq!(pinned(&node, c.id()).await, "");
+    assert_eq!(node.pinned(c.id()).await, "");
     // Reads spread to the replicas again.
     let id: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
     assert_ne!(id, Some(1), "an unpinned read went to the primary");

@@ -266,6 +266,17 @@ impl Concord {
     }
 
     /// Runs an admin statement; rows as maps of column name to text.
+    /// The pin reasons `SHOW SESSIONS` gives session `id` ("" if none).
+    pub async fn pinned(&self, id: u32) -> String {
+        self.admin_query("SHOW SESSIONS")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r["id"].as_deref() == Some(id.to_string().as_str()))
+            .and_then(|r| r["pinned"].clone())
+            .unwrap_or_default()
+    }
+
     pub async fn admin_query(
         &self,
         sql: &str,
