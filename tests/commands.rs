@@ -241,3 +241,94 @@ async fn a_statement_with_an_open_cursor_is_not_evicted() {
         );
     }
 }
+
+/// MariaDB's statement id 0xFFFFFFFF names the statement the connection
+/// prepared last, so a client pipelines COM_STMT_PREPARE and the commands
+/// that use it without waiting for the id (MariaDB Connector/J 3, the
+/// Node.js `mariadb` connector). Each step sends its commands back to back
+/// and reads the answers after; through concord they must be the server's
+/// own, byte for byte (but the prepared ids, concord's own). A failed
+/// prepare and a closed statement leave no last statement. Test-only
+/// `no-last-statement-id`: the execute is refused with 1243.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_statement_id_names_the_statement_just_prepared() {
+    const LAST: u32 = u32::MAX;
+    let prepare = |sql: &str| {
+        let mut p = vec![com::STMT_PREPARE];
+        p.extend_from_slice(sql.as_bytes());
+        p
+    };
+    let with_id = |code: u8, id: u32, rest: &[u8]| {
+        let mut p = vec![code];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(rest);
+        p
+    };
+    let abc: &[u8] = b"abc";
+    // (commands sent back to back, the answer each expects)
+    let steps: Vec<Vec<(Vec<u8>, Option<Expect>)>> = vec![
+        vec![
+            (prepare("SELECT CONCAT(?, '!')"), Some(Expect::Prepare)),
+            (
+                execute(LAST, 0, &[(0xfd, Some(abc))]),
+                Some(Expect::ResultSets),
+            ),
+        ],
+        vec![
+            (prepare("SELECT CONCAT(?, '?')"), Some(Expect::Prepare)),
+            (with_id(com::STMT_SEND_LONG_DATA, LAST, b"\0\0long"), None),
+            (execute(LAST, 0, &[(0xfc, None)]), Some(Expect::ResultSets)),
+            (with_id(com::STMT_RESET, LAST, b""), Some(Expect::Single)),
+        ],
+        vec![
+            (prepare("SELEKT 1"), Some(Expect::Prepare)),
+            (execute(LAST, 0, &[]), Some(Expect::ResultSets)),
+        ],
+        vec![
+            (prepare("SELECT 2"), Some(Expect::Prepare)),
+            (with_id(com::STMT_CLOSE, LAST, b""), None),
+            (execute(LAST, 0, &[]), Some(Expect::ResultSets)),
+        ],
+    ];
+    let db = MariaDb::start("primary", 1).await;
+    let mut answers = Vec::new();
+    for (hooks, direct) in [("", true), ("", false), ("no-last-statement-id", false)] {
+        let mut cfg = ConcordConfig::single(&db.addr());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let port = if direct { db.port } else { node.cfg.port };
+        let mut c = RawClient::connect(port, "app", PASSWORD, 0).await;
+        let mut got = Vec::new();
+        for step in &steps {
+            for (p, _) in step {
+                c.send(p).await;
+            }
+            for (p, expect) in step {
+                let Some(expect) = *expect else { continue };
+                let mut r: Vec<Vec<u8>> = c
+                    .read_response(expect)
+                    .await
+                    .into_iter()
+                    .map(|p| p.payload.to_vec())
+                    .collect();
+                if p[0] == com::STMT_PREPARE && r[0].first() == Some(&0) {
+                    r[0][1..5].fill(0);
+                }
+                got.push(r);
+            }
+        }
+        answers.push(got);
+    }
+    assert_eq!(answers[1], answers[0], "through concord, then direct");
+    assert_ne!(
+        answers[2], answers[0],
+        "without the last statement id, the answers were the server's"
+    );
+    let errs = |a: &[Vec<Vec<u8>>]| {
+        a.iter()
+            .filter(|r| r[0].first() == Some(&0xff))
+            .map(|r| ErrPacket::decode(&r[0]).unwrap().code)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(errs(&answers[0]), [1064, 1243, 1243], "the server's own");
+}

@@ -73,12 +73,37 @@ pub struct Stmts {
     /// (ROW_COUNT(), FOUND_ROWS(), warnings): while any is open, the
     /// connections holding that information stay (transaction mode).
     pub info_readers: usize,
+    /// The statement the session prepared last, if that prepare worked
+    /// and it is still open: what [`LAST_STMT_ID`] names.
+    last: Option<u32>,
 }
+
+/// MariaDB's id for "the statement this connection prepared last", which
+/// lets a client send COM_STMT_PREPARE and COM_STMT_EXECUTE back to back
+/// without waiting for the id (MariaDB Connector/J 3, the Node.js
+/// `mariadb` connector).
+pub const LAST_STMT_ID: u32 = u32::MAX;
 
 impl Stmts {
     fn alloc(&mut self) -> u32 {
         self.next = self.next.wrapping_add(1).max(1);
+        if self.next == LAST_STMT_ID {
+            self.next = 1;
+        }
         self.next
+    }
+
+    /// The client's statement id in a COM_STMT_* payload, with
+    /// [`LAST_STMT_ID`] read as the server does: the last statement
+    /// prepared, if that prepare worked and the statement is open (else
+    /// it stays unknown).
+    fn id_in(&self, payload: &[u8]) -> u32 {
+        match stmt_id(payload) {
+            Some(LAST_STMT_ID) if !concord_config::testhooks::on("no-last-statement-id") => {
+                self.last.unwrap_or(LAST_STMT_ID)
+            }
+            id => id.unwrap_or(0),
+        }
     }
 
     pub fn forget_conn(&mut self, conn_id: u64) {
@@ -142,12 +167,16 @@ impl Stmts {
 
     fn remove(&mut self, id: u32) -> Option<ClientStmt> {
         let s = self.map.remove(&id)?;
+        if self.last == Some(id) {
+            self.last = None;
+        }
         self.text -= s.sql.len();
         self.info_readers -= usize::from(s.class.has(classify::flag::STMT_INFO));
         Some(s)
     }
 
     pub fn clear(&mut self) {
+        self.last = None;
         self.text = 0;
         self.info_readers = 0;
         self.map.clear();
@@ -360,6 +389,8 @@ impl Session {
     /// COM_STMT_PREPARE: prepare where the statement will most likely run
     /// and hand the client concord's own statement id.
     pub(super) async fn stmt_prepare(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
+        // A failed prepare leaves no last statement, as on the server.
+        self.stmts.last = None;
         if !cmd.whole {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
             return Err((
@@ -449,6 +480,7 @@ impl Session {
                 },
             );
             self.stmts.note(id, conn_id, p.statement_id);
+            self.stmts.last = Some(id);
             let text: std::sync::Arc<[u8]> = self
                 .stmts
                 .map
@@ -483,7 +515,7 @@ impl Session {
     /// COM_STMT_EXECUTE: route like the statement's text, prepare there if
     /// needed, re-send parameter types a new backend has not seen.
     pub(super) async fn stmt_execute(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let id = self.stmts.id_in(cmd.visible(&self.client.rbuf));
         let (digest, rules) = match self.stmts.map.get(&id) {
             Some(s) => (
                 self.shared.digests.timing().then(|| s.digest.clone()),
@@ -507,7 +539,7 @@ impl Session {
         rules: Option<crate::rules::Effect>,
     ) -> Result<(), (SessionError, u8)> {
         let payload = cmd.visible(&self.client.rbuf);
-        let id = stmt_id(payload).unwrap_or(0);
+        let id = self.stmts.id_in(payload);
         let cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
         let Some(stmt) = self.stmts.map.get(&id) else {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
@@ -697,7 +729,7 @@ impl Session {
 
     /// COM_STMT_FETCH: to the connection holding the cursor.
     pub(super) async fn stmt_fetch(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let id = self.stmts.id_in(cmd.visible(&self.client.rbuf));
         let known = self.stmts.map.contains_key(&id);
         let target = self
             .stmts
@@ -749,7 +781,7 @@ impl Session {
 
     /// COM_STMT_CLOSE: close it everywhere it was prepared; no reply.
     pub(super) async fn stmt_close(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let id = self.stmts.id_in(cmd.visible(&self.client.rbuf));
         self.discard(cmd).await.map_err(|e| (e, 1))?;
         let Some(s) = self.stmts.remove(id) else {
             return Ok(());
@@ -770,7 +802,7 @@ impl Session {
 
     /// COM_STMT_RESET: where it last ran (or nothing to reset).
     pub(super) async fn stmt_reset(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let id = self.stmts.id_in(cmd.visible(&self.client.rbuf));
         self.discard(cmd).await.map_err(|e| (e, 1))?;
         let Some(s) = self.stmts.map.get_mut(&id) else {
             return Err((unknown(id, "mysqld_stmt_reset"), 1));
@@ -790,7 +822,7 @@ impl Session {
     /// COM_STMT_SEND_LONG_DATA: to the primary, where the next execute of
     /// this statement will then run.
     pub(super) async fn stmt_long_data(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {
-        let id = stmt_id(cmd.visible(&self.client.rbuf)).unwrap_or(0);
+        let id = self.stmts.id_in(cmd.visible(&self.client.rbuf));
         if !self.stmts.map.contains_key(&id) {
             // No reply is expected; the error surfaces at execute.
             return self.discard(cmd).await.map_err(|e| (e, 1));
