@@ -114,6 +114,11 @@ pub enum Op {
         /// received from the old one); a fenced server holding more diverged.
         #[serde(default)]
         from_pos: String,
+        /// The primary the last Fence or Freeze took away becomes fenced
+        /// too, if it is not already (a switchover resumed as a failover:
+        /// it may hold writes the new primary never got).
+        #[serde(default)]
+        fence_deposed: bool,
     },
     /// A fenced former primary becomes a replica again.
     Rejoin {
@@ -226,6 +231,11 @@ pub struct Topology {
     /// Query rules by id (evaluated in id order).
     #[serde(default)]
     pub rules: BTreeMap<u32, crate::rule::Rule>,
+    /// The primary the last Fence or Freeze took away, until a Promote:
+    /// what a workflow resumed by another owner must fence and catch up
+    /// to (other fenced backends may be older).
+    #[serde(default)]
+    pub deposed: Option<String>,
 }
 
 impl Topology {
@@ -419,6 +429,9 @@ impl Topology {
                 if let Some(b) = old.as_ref().and_then(|n| self.backends.get_mut(n)) {
                     b.state = BackendState::Fenced;
                 }
+                if old.is_some() {
+                    self.deposed.clone_from(&old);
+                }
                 ok(format!(
                     "fenced {}; epoch {}",
                     old.map(|n| format!("'{n}'"))
@@ -435,6 +448,9 @@ impl Topology {
                 }
                 self.epoch += 1;
                 let old = self.primary.take();
+                if old.is_some() {
+                    self.deposed.clone_from(&old);
+                }
                 ok(format!(
                     "writes held for a switchover away from {}; epoch {}",
                     old.map(|n| format!("'{n}'"))
@@ -446,6 +462,7 @@ impl Topology {
                 epoch,
                 primary,
                 from_pos,
+                fence_deposed,
             } => {
                 if *epoch != self.epoch {
                     return no(format!(
@@ -471,6 +488,11 @@ impl Topology {
                 }
                 self.primary = Some(primary.clone());
                 self.promoted_from = (!from_pos.is_empty()).then(|| from_pos.clone());
+                if let Some(d) = self.deposed.take().filter(|d| d != primary) {
+                    if let Some(b) = self.backends.get_mut(&d).filter(|_| *fence_deposed) {
+                        b.state = BackendState::Fenced;
+                    }
+                }
                 ok(format!("promoted '{primary}' under epoch {epoch}"))
             }
             Op::Rejoin { name } => match self.backends.get_mut(name) {
@@ -625,6 +647,7 @@ mod tests {
                     epoch: 2,
                     primary: name.into(),
                     from_pos: String::new(),
+                    fence_deposed: false,
                 },
                 by,
                 "",
@@ -654,7 +677,8 @@ mod tests {
                 &cmd(Op::Promote {
                     epoch: 1,
                     primary: "b".into(),
-                    from_pos: String::new()
+                    from_pos: String::new(),
+                    fence_deposed: false,
                 })
             )
             .ok
@@ -665,7 +689,8 @@ mod tests {
                 &cmd(Op::Promote {
                     epoch: 2,
                     primary: "a".into(),
-                    from_pos: String::new()
+                    from_pos: String::new(),
+                    fence_deposed: false,
                 })
             )
             .ok,
@@ -677,7 +702,8 @@ mod tests {
                 &cmd(Op::Promote {
                     epoch: 2,
                     primary: "b".into(),
-                    from_pos: String::new()
+                    from_pos: String::new(),
+                    fence_deposed: false,
                 })
             )
             .ok

@@ -124,18 +124,24 @@ impl Health {
     }
 
     fn update(&self, name: &str, h: BackendHealth) {
-        let mut v = (**self.view.load()).clone();
-        v.backends.insert(name.to_string(), h);
-        self.view.store(Arc::new(v));
+        // Probe loops update concurrently: read-copy-update, so one never
+        // overwrites another's entry.
+        self.view.rcu(|v| {
+            let mut v = (**v).clone();
+            v.backends.insert(name.to_string(), h.clone());
+            v
+        });
         // One waiter (the routing rebuild); a permit, so a change that
         // lands while it is rebuilding is not lost.
         self.changed.notify_one();
     }
 
     fn retain(&self, names: &[String]) {
-        let mut v = (**self.view.load()).clone();
-        v.backends.retain(|k, _| names.contains(k));
-        self.view.store(Arc::new(v));
+        self.view.rcu(|v| {
+            let mut v = (**v).clone();
+            v.backends.retain(|k, _| names.contains(k));
+            v
+        });
     }
 }
 
@@ -186,12 +192,14 @@ pub async fn run(
                 let task = tokio::spawn(probe_loop(
                     node_id,
                     b.name.clone(),
-                    addr,
+                    addr.clone(),
                     hb_table.clone(),
                     cfg.clone(),
                     health.clone(),
                 ));
-                loops.insert(b.name.clone(), (b.addr.clone(), task));
+                // Kept as compared above: the address connected to, so
+                // an unrelated apply never restarts the loop.
+                loops.insert(b.name.clone(), (addr, task));
             }
         }
         health.retain(&names);

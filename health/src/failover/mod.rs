@@ -178,15 +178,31 @@ pub async fn resume(f: &Fleet<'_>) -> R<String> {
         return Err(FailoverError::Refused("no primary was ever chosen".into()));
     }
     owner::claim(f, "resume").await?;
-    let old = applied
-        .topology
-        .backends
-        .values()
-        .find(|b| b.state == BackendState::Fenced)
-        .map(|b| (b.name.clone(), b.addr.clone()));
+    let old = deposed(&applied.topology);
     // When the fence committed, and what a previous owner may still have
     // in flight, are unknown: a full wait from the claim.
     promote_phase(f, old, None, Instant::now(), Instant::now()).await
+}
+
+/// The primary the interrupted workflow took away (fenced, or only frozen
+/// by a switchover), by name and address: the one to fence again and
+/// catch up to. A log written before `deposed` was recorded: the first
+/// fenced backend.
+fn deposed(topo: &Topology) -> Option<(String, String)> {
+    pick_deposed(topo, !concord_config::testhooks::on("resume-guesses-deposed"))
+}
+
+/// [`deposed`], `recorded` false: as before the record existed.
+fn pick_deposed(topo: &Topology, recorded: bool) -> Option<(String, String)> {
+    let recorded = topo.deposed.as_ref().filter(|_| recorded);
+    recorded
+        .and_then(|d| topo.backends.get(d))
+        .or_else(|| {
+            topo.backends
+                .values()
+                .find(|b| b.state == BackendState::Fenced)
+        })
+        .map(|b| (b.name.clone(), b.addr.clone()))
 }
 
 /// After the fence: wait for every node's write gate, or for every lease
@@ -415,6 +431,9 @@ async fn promote_phase(
             epoch,
             primary: cand.name.clone(),
             from_pos: cand.io_pos.clone(),
+            // Resumed from a switchover's Freeze: the old primary was
+            // never fenced, and may hold writes the candidate lacks.
+            fence_deposed: true,
         },
         repointed.join("; "),
     )
@@ -551,6 +570,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
             epoch,
             primary: tgt.name.clone(),
             from_pos: pos.clone(),
+            fence_deposed: false,
         },
         notes.join("; "),
     )
@@ -601,6 +621,7 @@ async fn restore(f: &Fleet<'_>, name: &str, why: FailoverError) -> FailoverError
             epoch,
             primary: name.to_string(),
             from_pos: String::new(),
+            fence_deposed: false,
         },
         format!("switchover aborted: {why}"),
     )
@@ -773,4 +794,54 @@ pub fn since_last_fence(topo: &Topology) -> Option<Duration> {
     Some(Duration::from_millis(
         concord_consensus::topology::now_ms().saturating_sub(last),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_consensus::SeedBackend;
+
+    /// A resumed workflow fences and catches up to the primary the
+    /// interrupted one took away: after a switchover's Freeze (never
+    /// fenced), and with an older fenced backend ("a", from an earlier
+    /// failover, never rejoined) sorting first. Its Promote fences a
+    /// frozen one. Test-only `resume-guesses-deposed`: the first fenced
+    /// backend is taken.
+    #[test]
+    fn a_resumed_workflow_knows_which_primary_it_deposed() {
+        let cmd = |op| Command::new(op, 1, "");
+        let mut t = Topology::default();
+        let seed = |n: &str| SeedBackend {
+            name: n.into(),
+            addr: format!("{n}:3306"),
+            weight: 100,
+        };
+        let backends = vec![seed("a"), seed("b"), seed("c"), seed("d")];
+        assert!(t.apply(1, &cmd(Op::Seed { backends })).ok);
+        let discover = Op::Discover {
+            primary: "a".into(),
+        };
+        assert!(t.apply(2, &cmd(discover)).ok);
+        // An earlier failover: "a" fenced, "b" promoted.
+        assert!(t.apply(3, &cmd(Op::Fence { expected_epoch: 1 })).ok);
+        let promote = |name: &str, epoch| Op::Promote {
+            epoch,
+            primary: name.into(),
+            from_pos: String::new(),
+            fence_deposed: true,
+        };
+        assert!(t.apply(4, &cmd(promote("b", 2))).ok);
+        assert_eq!(t.deposed, None);
+        // A switchover away from "b" is interrupted after its Freeze.
+        assert!(t.apply(5, &cmd(Op::Freeze { expected_epoch: 2 })).ok);
+        assert_eq!(t.backends["b"].state, BackendState::Active);
+        let old = pick_deposed(&t, true).map(|o| o.0);
+        let guessed = pick_deposed(&t, false).map(|o| o.0);
+        assert_eq!(old.as_deref(), Some("b"), "resumed after the Freeze");
+        assert_eq!(guessed.as_deref(), Some("a"), "the first fenced backend");
+        // The resumed workflow promotes "c": "b" is fenced with it.
+        assert!(t.apply(6, &cmd(promote("c", 3))).ok);
+        assert_eq!(t.backends["b"].state, BackendState::Fenced);
+        assert_eq!(t.deposed, None);
+    }
 }

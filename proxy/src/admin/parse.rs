@@ -159,7 +159,13 @@ fn variables(sql: &str) -> Vec<(String, Option<String>)> {
 
 pub fn parse(sql: &str) -> Result<Box<dyn Command>, String> {
     let trimmed = sql.trim().trim_end_matches(';').trim();
-    let lower = trimmed.to_ascii_lowercase();
+    // Words as one space apart: `SET  BACKEND` or a tab must not pass
+    // for a client's harmless SET.
+    let lower = trimmed
+        .to_ascii_lowercase()
+        .split_ascii_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if lower.starts_with("select @@") {
         return Ok(Box::new(Noise::Row(variables(trimmed))));
     }
@@ -271,6 +277,14 @@ mod tests {
         );
         same(
             "SET BACKEND 'db2' WEIGHT 50",
+            set_backend::SetBackend::Weight {
+                name: "db2".into(),
+                weight: 50,
+            },
+        );
+        // Any whitespace between the words: not taken for a client's SET.
+        same(
+            "SET  BACKEND\t'db2' WEIGHT 50",
             set_backend::SetBackend::Weight {
                 name: "db2".into(),
                 weight: 50,
