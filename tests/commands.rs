@@ -332,3 +332,34 @@ async fn the_last_statement_id_names_the_statement_just_prepared() {
     };
     assert_eq!(errs(&answers[0]), [1064, 1243, 1243], "the server's own");
 }
+
+/// COM_RESET_CONNECTION answered by concord (no connection held) carries
+/// the status of a fresh session, as the server's does: autocommit on, no
+/// sql_mode bits of before. Test-only `reset-keeps-status`: the status
+/// of the last answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_answers_with_a_fresh_sessions_status() {
+    let db = MariaDb::start("primary", 1).await;
+    let mut seen = Vec::new();
+    for (hooks, direct) in [("", true), ("", false), ("reset-keeps-status", false)] {
+        let mut cfg = ConcordConfig::single(&db.addr());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let port = if direct { db.port } else { node.cfg.port };
+        let mut c = RawClient::connect(port, "app", PASSWORD, 0).await;
+        for sql in [
+            "SET autocommit = 0, sql_mode = 'ANSI_QUOTES,NO_BACKSLASH_ESCAPES'",
+            "SELECT 1",
+            "COMMIT",
+        ] {
+            let r = c.command(&query(sql), Expect::ResultSets).await;
+            assert!(r.iter().all(|p| p.first() != Some(0xff)), "{sql}");
+        }
+        let r = c.command(&[com::RESET_CONNECTION], Expect::Single).await;
+        let ok = concord_protocol::ok::OkPacket::decode(&r[0].payload, c.caps).unwrap();
+        seen.push(ok.status & (status::AUTOCOMMIT | status::NO_BACKSLASH_ESCAPES));
+    }
+    assert_eq!(seen[0], status::AUTOCOMMIT, "the server's own");
+    assert_eq!(seen[1], seen[0], "through concord");
+    assert_ne!(seen[2], seen[0], "with the last answer's status");
+}

@@ -645,3 +645,97 @@ async fn open_statements(db: &harness::MariaDb) -> u64 {
         .unwrap();
     c.map_or(u64::MAX, |c| c.1)
 }
+
+/// `SET TRANSACTION` (no SESSION) sets the next transaction's
+/// characteristics; the server keeps them until a transaction ends, not
+/// only for the next statement. The connection stays with the session
+/// until then: another session's transaction is not made read-only, and
+/// the session's own next transaction still is (1792 on its INSERT, as
+/// directly). One connection: B waits (2 s) and is refused. Test-only
+/// `one-shot-characteristics-end-early`: B's INSERT is refused with 1792
+/// and A's goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_transaction_characteristics_stay_with_the_session_that_set_them() {
+    for (hooks, leaks) in [("", false), ("one-shot-characteristics-end-early", true)] {
+        let (db, node) = one_connection_waiting(hooks, "2s").await;
+        db.exec("CREATE TABLE IF NOT EXISTS test.ro (id INT PRIMARY KEY) ENGINE=InnoDB")
+            .await;
+        let mut a = node.conn().await;
+        let mut b = node.conn().await;
+        a.query_drop("SET TRANSACTION READ ONLY").await.unwrap();
+        a.query_drop("SELECT 1").await.unwrap();
+        let got_b = async {
+            b.query_drop("START TRANSACTION").await?;
+            b.query_drop("INSERT INTO test.ro VALUES (1)").await
+        }
+        .await;
+        // (Gone: it would keep the connection for SHOW WARNINGS.)
+        let _ = b.query_drop("ROLLBACK").await;
+        b.disconnect().await.unwrap();
+        let code = |r: &Result<(), mysql_async::Error>| match r {
+            Err(mysql_async::Error::Server(e)) => Some(e.code),
+            _ => None,
+        };
+        assert_eq!(
+            code(&got_b) == Some(1792),
+            leaks,
+            "hooks {hooks:?}: B got {got_b:?}"
+        );
+        if !leaks {
+            assert!(got_b.is_err(), "B waited for the only connection");
+        }
+        let got_a = async {
+            a.query_drop("START TRANSACTION").await?;
+            a.query_drop("INSERT INTO test.ro VALUES (2)").await
+        }
+        .await;
+        assert_eq!(
+            code(&got_a) == Some(1792),
+            !leaks,
+            "hooks {hooks:?}: A got {got_a:?}"
+        );
+        a.query_drop("ROLLBACK").await.unwrap();
+    }
+}
+
+/// `SET insert_id` forces the id of the session's next auto-increment
+/// insert, however many other statements run first: the connection stays
+/// with the session until then. One connection: B waits (2 s) and is
+/// refused; A's insert gets 1000, as directly. Test-only
+/// `one-shot-vars-end-early` (given back after the next write): B's
+/// insert gets 1000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_insert_id_stays_with_the_session_that_set_it() {
+    for (hooks, leaks) in [("", false), ("one-shot-vars-end-early", true)] {
+        let (db, node) = one_connection_waiting(hooks, "2s").await;
+        db.exec("CREATE TABLE IF NOT EXISTS test.ai (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB")
+            .await;
+        db.exec("INSERT INTO test.ai (v) VALUES (0)").await;
+        let mut a = node.conn().await;
+        let mut b = node.conn().await;
+        a.query_drop("SET insert_id = 1000").await.unwrap();
+        a.query_drop("UPDATE test.ai SET v = v + 1 WHERE id = 1")
+            .await
+            .unwrap();
+        let got_b = b.exec_drop("INSERT INTO test.ai (v) VALUES (9)", ()).await;
+        let b_id = got_b.as_ref().ok().map(|_| b.last_insert_id());
+        assert_eq!(
+            b_id == Some(Some(1000)),
+            leaks,
+            "hooks {hooks:?}: B got {got_b:?}, id {b_id:?}"
+        );
+        if !leaks {
+            assert!(got_b.is_err(), "B waited for the only connection");
+        }
+        b.disconnect().await.unwrap();
+        a.exec_drop("INSERT INTO test.ai (v) VALUES (7)", ())
+            .await
+            .unwrap();
+        assert_eq!(
+            a.last_insert_id() == Some(1000),
+            !leaks,
+            "hooks {hooks:?}: A's id {:?}",
+            a.last_insert_id()
+        );
+    }
+}

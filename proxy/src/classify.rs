@@ -794,6 +794,36 @@ fn only_sets(sql: &[u8]) -> bool {
     true
 }
 
+/// Some statement of a multi-statement text is `SET TRANSACTION ...`
+/// (characteristics for the next transaction only).
+pub fn sets_transaction(sql: &[u8]) -> bool {
+    let mut lx = Lexer::new(sql);
+    let mut at_start = true;
+    let mut after_set = false;
+    let mut depth = 0i32;
+    while let Some(t) = lx.next() {
+        match t {
+            Tok::Word(w) if after_set && eq_ci(w, b"TRANSACTION") => return true,
+            Tok::Word(w) if at_start && eq_ci(w, b"SET") => {
+                at_start = false;
+                after_set = true;
+                continue;
+            }
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b';') if depth == 0 => {
+                at_start = true;
+                after_set = false;
+                continue;
+            }
+            _ => {}
+        }
+        at_start = false;
+        after_set = false;
+    }
+    false
+}
+
 /// The statement after `WITH` common table expressions: what the main
 /// verb at parenthesis depth 0 is (MySQL 8 allows WITH before UPDATE and
 /// DELETE).

@@ -189,7 +189,10 @@ pub async fn resume(f: &Fleet<'_>) -> R<String> {
 /// catch up to. A log written before `deposed` was recorded: the first
 /// fenced backend.
 fn deposed(topo: &Topology) -> Option<(String, String)> {
-    pick_deposed(topo, !concord_config::testhooks::on("resume-guesses-deposed"))
+    pick_deposed(
+        topo,
+        !concord_config::testhooks::on("resume-guesses-deposed"),
+    )
 }
 
 /// [`deposed`], `recorded` false: as before the record existed.

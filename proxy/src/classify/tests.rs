@@ -749,3 +749,16 @@ fn temporary_pins_only_after_create_or_drop() {
     }
     assert_eq!(classify(b"SELECT temporary FROM t").pin, None);
 }
+
+#[test]
+fn finds_set_transaction_in_a_multi_statement() {
+    assert!(sets_transaction(b"SET @a = 1; SET TRANSACTION READ ONLY"));
+    assert!(sets_transaction(
+        b"select 1;set transaction isolation level serializable"
+    ));
+    assert!(!sets_transaction(
+        b"SET SESSION TRANSACTION READ ONLY; SELECT 1"
+    ));
+    assert!(!sets_transaction(b"SELECT 'SET TRANSACTION'; SET @t = 1"));
+    assert!(!sets_transaction(b"SET @transaction = 1"));
+}

@@ -143,8 +143,11 @@ pub struct Session {
     insert_id: u64,
     insert_id_pending: Option<(u64, u64)>,
     /// Connection holding a one-statement variable (`SET insert_id`,
-    /// `rand_seed1`, ...) its next write consumes.
+    /// `rand_seed1`, ...): until an insert generates an id with it.
     oneshot_on: Option<u64>,
+    /// `oneshot_on` holds a RAND() state seeded by `SET rand_seed1/2`:
+    /// kept with the session for good.
+    rand_seeded: bool,
     /// In the registry and counted for its user until dropped.
     registered: Registered,
 }
@@ -249,6 +252,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         insert_id: 0,
         insert_id_pending: None,
         oneshot_on: None,
+        rand_seeded: false,
         registered,
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
@@ -626,6 +630,12 @@ impl Session {
     /// Server defaults again: session state, prepared statements, pins.
     fn forget_session_state(&mut self) {
         self.state.reset();
+        // The status a fresh session starts with, as at login: not the
+        // last answer's (autocommit off, sql_mode bits).
+        if !concord_config::testhooks::on("reset-keeps-status") {
+            self.status = status::AUTOCOMMIT;
+            self.status_stale = false;
+        }
         self.state.multi_statements = true;
         self.stmts.clear();
         self.set_pins(0);
@@ -647,6 +657,7 @@ impl Session {
         self.insert_id = 0;
         self.insert_id_pending = None;
         self.oneshot_on = None;
+        self.rand_seeded = false;
     }
 
     async fn reset_connection(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {

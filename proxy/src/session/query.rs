@@ -114,6 +114,9 @@ impl Session {
             }
             (c, _) => c,
         };
+        // `SET TRANSACTION` inside a multi-statement (a lone one is seen
+        // by its kind; see `after_statement`).
+        let sets_txn = class.has(flag::MULTI) && (!cmd.whole || classify::sets_transaction(sql));
         // Set for the statement only: the server reports their reverting
         // later (see `BackendConn::reverting`).
         let reverting = if class.has(flag::SET_STATEMENT) && cmd.whole {
@@ -198,6 +201,10 @@ impl Session {
             }
         }
         self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
+        if sets_txn && w == Which::Primary {
+            // (Even if a later statement failed: this one may have run.)
+            self.next_on_primary = true;
+        }
         if let (Some(c), false) = (pin_change, out.failed) {
             self.change_pins(c);
         }
@@ -302,7 +309,7 @@ impl Session {
         }
         let routing = self.shared.routing.load_full();
         let facts = {
-            let pinned = self.pins != 0 || std::mem::take(&mut self.next_on_primary);
+            let pinned = self.pins != 0 || self.next_on_primary;
             let cfg = &self.cfg;
             Facts {
                 pinned,

@@ -109,8 +109,15 @@ impl Session {
             self.pin(Pin::Untracked);
         }
         tracing::trace!(session = self.info.id, conn = out.conn_id, changes = ?out.changes, reverting = ?reverting, kind = ?class.kind, "tracked");
-        if self.oneshot_on == Some(out.conn_id) && class.kind != Kind::Read {
-            // Consumed by this statement (or replaced: see below).
+        if self.oneshot_on == Some(out.conn_id)
+            && class.kind != Kind::Read
+            && !self.rand_seeded
+            && (out.ok_counts.is_some_and(|(_, id)| id != 0)
+                || concord_config::testhooks::on("one-shot-vars-end-early"))
+        {
+            // SET insert_id: consumed once an insert generated an id with
+            // it (the server keeps it until then, past other statements).
+            // A seeded RAND() state stays on the connection for good.
             self.oneshot_on = None;
         }
         let before = self.state.version;
@@ -138,6 +145,7 @@ impl Session {
                     {
                         if value.as_slice() != b"0" {
                             self.oneshot_on = Some(out.conn_id);
+                            self.rand_seeded |= !name.eq_ignore_ascii_case(b"insert_id");
                         }
                         continue;
                     }
@@ -277,6 +285,18 @@ impl Session {
         }
         if class.kind == Kind::SetTransaction && !out.failed {
             self.next_on_primary = true;
+        } else if self.next_on_primary
+            && w == Which::Primary
+            && !out.failed
+            && out.status & status::IN_TRANS == 0
+            && (matches!(class.kind, Kind::Commit | Kind::Rollback)
+                || concord_config::testhooks::on("one-shot-characteristics-end-early"))
+        {
+            // The server keeps them until a transaction ends (or a
+            // statement commits on a transactional engine, which concord
+            // cannot tell from one on MyISAM): only then may the
+            // connection serve another session.
+            self.next_on_primary = false;
         }
         self.after_write_check(w, class, out.failed, out.tracking, own_gtid);
     }
