@@ -667,3 +667,64 @@ async fn a_statement_streamed_across_the_fence_never_runs_on_the_old_primary() {
         assert_eq!(!on_old.is_empty(), lands, "hooks {hooks:?}");
     }
 }
+
+/// A write sent to the primary and blocked there (a row lock held by a
+/// direct client) when its node is cut off from the fleet: the node's
+/// lease lapses, a failover elsewhere promotes a replica (the old primary
+/// unreachable from the leader, so not fenced by it), and then the lock
+/// is released. The node KILLs the statement on the server when its lease
+/// lapses, so it cannot commit on the old primary after the promotion
+/// (the app account bypasses `read_only`, as privileged accounts do).
+/// Test-only `fence-without-kill`: it commits there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_on_the_old_primary_is_killed_when_the_lease_lapses() {
+    for (hooks, lands) in [("", false), ("fence-without-kill", true)] {
+        let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+        rig.primary
+            .exec("CREATE TABLE test.k (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
+            .await;
+        rig.primary.exec("INSERT INTO test.k VALUES (1, 0)").await;
+        let mut lock = rig.primary.conn().await;
+        lock.query_drop("BEGIN").await.unwrap();
+        lock.query_drop("SELECT v FROM test.k WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+        let mut c = rig.fleet.nodes[2].conn().await;
+        let update = tokio::spawn(async move {
+            c.query_drop("UPDATE test.k SET v = 1 WHERE id = 1")
+                .await
+                .map_err(|e| e.to_string())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!update.is_finished(), "the UPDATE waits for the row lock");
+        rig.fleet.isolate(2);
+        rig.node_relays()[0].cut();
+        rig.node_relays()[1].cut();
+        harness::wait_for(
+            "a forced failover to run",
+            Duration::from_secs(20),
+            || async {
+                rig.fleet.nodes[0]
+                    .admin_query("FAILOVER")
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        rig.wait_new_primary("db1", Duration::from_secs(20)).await;
+        lock.query_drop("ROLLBACK").await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(30), update)
+            .await
+            .expect("the UPDATE is answered")
+            .unwrap();
+        let v: Vec<i64> = rig.primary.query("SELECT v FROM test.k WHERE id = 1").await;
+        println!("hooks {hooks:?}: UPDATE got {r:?}; v on the old primary {v:?}");
+        assert_eq!(
+            v == [1],
+            lands,
+            "hooks {hooks:?}: the UPDATE committed on the old primary after the promotion"
+        );
+        assert!(r.is_err(), "hooks {hooks:?}: never acknowledged");
+    }
+}

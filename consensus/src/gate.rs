@@ -37,6 +37,11 @@ pub struct WriteGate {
     /// someone waits, which is only during a fence.
     waiters: AtomicU64,
     drained: Notify,
+    /// Statements routed under an epoch below this must stop on their
+    /// server (see [`WriteGate::stop_older`]).
+    stop_below: AtomicU64,
+    /// Woken by [`WriteGate::stop_older`]: the proxy nudges its sessions.
+    pub stopping: Notify,
 }
 
 /// Held while one statement is in flight to the primary of `epoch`.
@@ -73,6 +78,26 @@ impl WriteGate {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         let guard = WriteGuard { gate: self.clone() };
         (self.epoch.load(Ordering::SeqCst) <= epoch).then_some(guard)
+    }
+
+    /// A fence confirmation waited half its time for statements routed
+    /// under older epochs: their sessions now KILL them on the server
+    /// (they would otherwise run on, possibly past the promotion, and
+    /// hold this node's confirmation). Their clients get an error, as for
+    /// any statement the fence interrupts.
+    pub fn stop_older(&self) {
+        self.stop_below.fetch_max(self.epoch(), Ordering::SeqCst);
+        self.stopping.notify_waiters();
+    }
+
+    /// Changes each time [`WriteGate::stop_older`] raises the bar.
+    pub fn stop_mark(&self) -> u64 {
+        self.stop_below.load(Ordering::SeqCst)
+    }
+
+    /// Whether a statement routed under `epoch` must stop.
+    pub fn must_stop(&self, epoch: u64) -> bool {
+        epoch < self.stop_below.load(Ordering::SeqCst)
     }
 
     /// Statements in flight to a primary right now.
@@ -140,5 +165,17 @@ mod tests {
         assert!(waiter.await.unwrap_or(false));
         assert!(gate.enter(4).is_some());
         assert_eq!(gate.inflight(), 0);
+    }
+
+    #[test]
+    fn stopping_names_only_older_epochs() {
+        let gate = WriteGate::new(3);
+        assert!(!gate.must_stop(2));
+        gate.raise(4);
+        let mark = gate.stop_mark();
+        gate.stop_older();
+        assert_ne!(gate.stop_mark(), mark);
+        assert!(gate.must_stop(3), "routed before the fence");
+        assert!(!gate.must_stop(4), "the current epoch runs on");
     }
 }

@@ -97,6 +97,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), NodeError> {
         tokio::spawn(crate::http::serve(shared.clone(), l));
     }
     tokio::spawn(upkeep(shared.clone()));
+    tokio::spawn(stop_watch(shared.clone()));
     tokio::spawn(reload_on_sighup(shared.clone(), path));
 
     wait_for_shutdown().await;
@@ -372,5 +373,33 @@ async fn wait_for_shutdown() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Wakes the sessions when statements sent to a primary must stop on
+/// their server: a fence confirmation asked for it
+/// (`WriteGate::stop_older`), or this node's lease lapsed with statements
+/// in flight (a failover elsewhere promotes once every lease that could
+/// name the old epoch has run out, plus `failover.lease_drift`: the kill
+/// has that long to land). Each session checks its own route
+/// (`relay::Stall`); the others go back to sleep.
+async fn stop_watch(shared: Arc<Shared>) {
+    let mut valid = shared.lease.valid();
+    let mut mark = shared.gate.stop_mark();
+    loop {
+        let stopping = shared.gate.stopping.notified();
+        tokio::select! {
+            _ = stopping => {}
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        let now = shared.lease.valid();
+        let lapsed = valid && !now;
+        valid = now;
+        let m = shared.gate.stop_mark();
+        let asked = m != mark;
+        mark = m;
+        if (lapsed || asked) && shared.gate.inflight() > 0 {
+            shared.sessions.nudge_all();
+        }
     }
 }

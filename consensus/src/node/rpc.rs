@@ -271,6 +271,12 @@ impl Inner {
         // under the old epoch has been answered (see `gate`).
         if self.applied.borrow().topology.primary.is_none() {
             let left = timeout.saturating_sub(started.elapsed());
+            // Half the time for them to end by themselves; then they are
+            // killed, and the other half for their answers.
+            if !self.gate.drained(left / 2).await {
+                self.gate.stop_older();
+            }
+            let left = timeout.saturating_sub(started.elapsed());
             if !self.gate.drained(left).await {
                 return Err(ConsensusError::Raft(format!(
                     "{} statements routed under an older epoch still in flight after {timeout:?}",

@@ -74,12 +74,15 @@ pub struct Running<'a> {
     pub user: &'a std::sync::Arc<crate::users::User>,
 }
 
+/// Why a statement is killed when its primary is fenced.
+const FENCED: &str = "fenced primary";
+
 impl Running<'_> {
     async fn kill(&self, why: &str) {
-        if concord_config::testhooks::on(if why == "timeout" {
-            "timeout-without-kill"
-        } else {
-            "disconnect-without-kill"
+        if concord_config::testhooks::on(match why {
+            "timeout" => "timeout-without-kill",
+            FENCED => "fence-without-kill",
+            _ => "disconnect-without-kill",
         }) {
             return;
         }
@@ -126,6 +129,7 @@ impl Stall<'_> {
         // Stamped at the first nudge (`u64::MAX` is never a count seen):
         // a statement answered before any nudge reads no clock here.
         let mut seen = (u64::MAX, None::<std::time::Instant>);
+        let mut stopped = false;
         loop {
             self.nudge.notified().await;
             let killed = self
@@ -138,6 +142,18 @@ impl Stall<'_> {
                 // put the wake-up back for the command loop and stop here.
                 self.nudge.notify_one();
                 return std::future::pending().await;
+            }
+            if let (Some((lease, epoch)), Some(r), false) = (self.lease, &self.running, stopped) {
+                // Sent to the primary of `epoch`, which a fence took away
+                // (this node's confirmation waits for it) or whose lease
+                // lapsed: stopped on the server, so it cannot run on past
+                // a promotion. Its answer (an error) is relayed only if
+                // the epoch is confirmed still current (`Late`).
+                if r.shared.gate.must_stop(epoch) || !lease.valid_for(epoch) {
+                    stopped = true;
+                    r.kill(FENCED).await;
+                    continue;
+                }
             }
             let now = std::time::Instant::now();
             let p = progress.load(std::sync::atomic::Ordering::Relaxed);
