@@ -710,3 +710,106 @@ async fn a_writable_replica_is_named_in_the_preflight() {
     .await;
     println!("SHOW BACKENDS preflight of db2: {found}");
 }
+
+/// A replica that heartbeats do not reach (a replication filter on
+/// concord's schema) is stale by an unknown amount: Seconds_Behind_Master
+/// reads 0 there whatever it misses. It serves no reads, and the preflight
+/// says why. Test-only `lag-from-seconds-behind`: it is readable, with
+/// 999 ms of lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_heartbeats_serves_no_reads() {
+    for (hooks, readable) in [("", "no"), ("lag-from-seconds-behind", "yes")] {
+        let topo = harness::Topology::start(1).await;
+        let r = &topo.replicas[0];
+        r.exec("STOP SLAVE").await;
+        r.exec("SET GLOBAL replicate_wild_ignore_table = 'concord.%'")
+            .await;
+        r.exec("START SLAVE").await;
+        let mut cfg = ConcordConfig::new(topo.backends());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let row = harness::wait_for("db2 probed", Duration::from_secs(15), || async {
+            let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
+            let db2 = rows
+                .into_iter()
+                .find(|r| r["name"].as_deref() == Some("db2"))?;
+            // After a few heartbeats and probes.
+            (db2["lag_ms"].is_some() || db2["preflight"].is_some()).then_some(db2)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rows = node.admin_query("SHOW BACKENDS").await.unwrap();
+        let db2 = rows
+            .into_iter()
+            .find(|r| r["name"].as_deref() == Some("db2"))
+            .unwrap();
+        println!("hooks {hooks:?}: db2 {row:?}, then {db2:?}");
+        assert_eq!(
+            db2["readable"].as_deref(),
+            Some(readable),
+            "hooks {hooks:?}"
+        );
+        if readable == "no" {
+            assert!(
+                db2["preflight"]
+                    .as_deref()
+                    .is_some_and(|p| p.contains("no heartbeat row")),
+                "{db2:?}"
+            );
+        }
+    }
+}
+
+/// SWITCHOVER TO a replica that is not replicating is refused before any
+/// write is held: the epoch does not move. Test-only
+/// `switchover-any-target`: the switchover freezes writes, waits out
+/// `failover.catchup_timeout` (2 s here) and aborts, under a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_to_a_replica_that_cannot_catch_up_is_refused_at_once() {
+    for (hooks, frozen) in [("", false), ("switchover-any-target", true)] {
+        let topo = harness::Topology::start(1).await;
+        let mut cfg = ConcordConfig::new(topo.backends());
+        cfg.test_hooks = hooks.into();
+        cfg.extra = "[failover]\ncatchup_timeout = \"2s\"\n".into();
+        let node = Concord::start(cfg).await;
+        let epoch = || async {
+            let rows = node.admin_query("SHOW BACKENDS").await.unwrap();
+            rows[0]["epoch"].clone().unwrap_or_default()
+        };
+        harness::wait_for("db2 readable", Duration::from_secs(15), || async {
+            let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
+            rows.iter()
+                .any(|r| {
+                    r["name"].as_deref() == Some("db2") && r["readable"].as_deref() == Some("yes")
+                })
+                .then_some(())
+        })
+        .await;
+        let before = epoch().await;
+        topo.replicas[0].exec("STOP SLAVE SQL_THREAD").await;
+        topo.primary
+            .exec("CREATE TABLE test.behind (id INT PRIMARY KEY)")
+            .await;
+        harness::wait_for("db2 seen stopped", Duration::from_secs(15), || async {
+            let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
+            rows.iter()
+                .any(|r| {
+                    r["name"].as_deref() == Some("db2") && r["readable"].as_deref() == Some("no")
+                })
+                .then_some(())
+        })
+        .await;
+        let out = node.admin_query("SWITCHOVER TO 'db2'").await;
+        println!("hooks {hooks:?}: {out:?}");
+        let err = format!("{:?}", out.expect_err("refused"));
+        let after = epoch().await;
+        assert_eq!(
+            after != before,
+            frozen,
+            "hooks {hooks:?}: epoch {before} -> {after}"
+        );
+        if !frozen {
+            assert!(err.contains("not replicating"), "{err}");
+        }
+    }
+}

@@ -109,6 +109,9 @@ pub struct HealthView {
 pub struct Health {
     pub view: ArcSwap<HealthView>,
     pub changed: Notify,
+    /// When this node's heartbeat writer last wrote its row on the
+    /// primary (wall-clock µs; 0: never).
+    pub last_beat_us: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -116,6 +119,7 @@ impl Health {
         Arc::new(Health {
             view: ArcSwap::from_pointee(HealthView::default()),
             changed: Notify::new(),
+            last_beat_us: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -166,6 +170,7 @@ pub async fn run(
     let hb_table = cfg.load().monitor.heartbeat_table.clone();
     tokio::spawn(heartbeat_writer(
         node_id,
+        health.clone(),
         cfg.clone(),
         applied.clone(),
         lease.clone(),
@@ -231,9 +236,24 @@ async fn probe_loop(
     loop {
         tick.tick().await;
         let c = cfg.load_full();
-        let p = prober.probe().await;
+        let mut p = prober.probe().await;
         let lag = if p.reachable && p.replica.is_some() {
-            replica_lag_ms(&mut prober, &p, &table, node_id).await
+            let beat = health
+                .last_beat_us
+                .load(std::sync::atomic::Ordering::Relaxed);
+            // Bounded like the probe: a hung read must not freeze this
+            // backend's last (good) health.
+            let read = replica_lag_ms(&mut prober, &p, &table, node_id, beat, &c);
+            match tokio::time::timeout(c.monitor.timeout.get(), read).await {
+                Ok((lag, finding)) => {
+                    p.preflight.extend(finding);
+                    lag
+                }
+                Err(_) => {
+                    prober.reset();
+                    None
+                }
+            }
         } else {
             None
         };
@@ -344,26 +364,56 @@ pub fn next_state(
     }
 }
 
-/// Reads this node's heartbeat row on a replica: now - ts, in ms.
-async fn replica_lag_ms(prober: &mut Prober, p: &Probe, table: &str, node_id: u64) -> Option<u64> {
+/// The replica's lag in ms from the heartbeat rows it has: `now - ts`
+/// of this node's own row while this node writes heartbeats (`beat_us`,
+/// its last write, is recent), else of the freshest row of any node (a
+/// node without the lease writes none; then the concord hosts' clock
+/// skew adds to the error). Seconds_Behind_Master (whole seconds, never
+/// NULL as 0) only before any heartbeat was written; afterwards a replica
+/// without rows is stale by an unknown amount: `None`, and a preflight
+/// finding (replication filters, or a replica of a replica that does not
+/// log its updates).
+async fn replica_lag_ms(
+    prober: &mut Prober,
+    p: &Probe,
+    table: &str,
+    node_id: u64,
+    beat_us: u64,
+    c: &Config,
+) -> (Option<u64>, Option<String>) {
     if !p.replicating() {
-        return None;
+        return (None, None);
     }
-    let conn = prober.conn().await.ok()?;
-    let ts: Option<u64> = conn
-        .exec_first(format!("SELECT ts FROM {table} WHERE node = ?"), (node_id,))
+    let Ok(conn) = prober.conn().await else {
+        return (None, None);
+    };
+    let rows: Vec<(u64, u64)> = conn
+        .query(format!("SELECT node, ts FROM {table}"))
         .await
-        .ok()
-        .flatten();
+        .unwrap_or_default();
+    let now = now_us();
+    let own_fresh = beat_us != 0
+        && now.saturating_sub(beat_us)
+            <= 2 * (c.monitor.heartbeat_interval.get() + c.monitor.timeout.get()).as_micros()
+                as u64;
+    let own = rows.iter().find(|r| r.0 == node_id).map(|r| r.1);
+    let freshest = rows.iter().map(|r| r.1).max();
+    let ts = if own_fresh { own } else { freshest };
     match ts {
-        Some(ts) => Some(now_us().saturating_sub(ts) / 1000),
-        // No heartbeat replicated yet: fall back to Seconds_Behind_Master
-        // (whole seconds, but never NULL-as-0).
-        None => p
-            .replica
-            .as_ref()
-            .and_then(|r| r.seconds_behind)
-            .map(|s| s * 1000 + 999),
+        Some(ts) => (Some(now.saturating_sub(ts) / 1000), None),
+        None if beat_us == 0 || concord_config::testhooks::on("lag-from-seconds-behind") => (
+            p.replica
+                .as_ref()
+                .and_then(|r| r.seconds_behind)
+                .map(|s| s * 1000 + 999),
+            None,
+        ),
+        None => (
+            None,
+            Some(format!(
+                "no heartbeat row of this node reaches it ({table}): its lag is unknown and it serves no reads (replication filters? a replica of a replica needs log_slave_updates)"
+            )),
+        ),
     }
 }
 
@@ -372,6 +422,7 @@ async fn replica_lag_ms(prober: &mut Prober, p: &Probe, table: &str, node_id: u6
 /// writes too, and are fenced like any other).
 async fn heartbeat_writer(
     node_id: u64,
+    health: Arc<Health>,
     cfg: Arc<ArcSwap<Config>>,
     applied: watch::Receiver<Arc<Applied>>,
     lease: Arc<Lease>,
@@ -475,8 +526,13 @@ async fn heartbeat_writer(
             Ok((true, armed))
         };
         match tokio::time::timeout(c.monitor.timeout.get(), res).await {
-            Ok(Ok((_, armed))) => {
+            Ok(Ok((written, armed))) => {
                 created = true;
+                if written {
+                    health
+                        .last_beat_us
+                        .store(now_us(), std::sync::atomic::Ordering::Relaxed);
+                }
                 if let Some(ok) = armed {
                     metrics::gauge!("concord_self_fence_armed", "backend" => p.name.clone())
                         .set(if ok { 1.0 } else { 0.0 });

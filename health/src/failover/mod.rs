@@ -184,6 +184,27 @@ pub async fn resume(f: &Fleet<'_>) -> R<String> {
     promote_phase(f, old, None, Instant::now(), Instant::now()).await
 }
 
+/// Why a switchover target cannot take over now, from its last probe.
+fn not_ready(h: &crate::monitor::BackendHealth, catchup: Duration) -> Option<String> {
+    if !h.reachable {
+        return Some("does not answer its health checks".into());
+    }
+    if !h.replicating {
+        return Some(format!(
+            "is not replicating (IO thread {}, SQL thread {})",
+            if h.io_running { "running" } else { "stopped" },
+            if h.sql_running { "running" } else { "stopped" }
+        ));
+    }
+    match h.lag_ms {
+        None => Some("has an unknown replication lag".into()),
+        Some(l) if u128::from(l) > catchup.as_millis() => Some(format!(
+            "lags {l} ms, more than failover.catchup_timeout ({catchup:?})"
+        )),
+        Some(_) => None,
+    }
+}
+
 /// The primary the interrupted workflow took away (fenced, or only frozen
 /// by a switchover), by name and address: the one to fence again and
 /// catch up to. A log written before `deposed` was recorded: the first
@@ -477,7 +498,18 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
             tgt.state.as_str()
         )));
     }
-    // Check the target before holding any write.
+    // Before holding any write: a target that cannot catch up would hold
+    // them for the whole catch-up timeout, then abort.
+    if let Some(why) = f
+        .health
+        .get(&tgt.name)
+        .and_then(|h| not_ready(&h, f.cfg.failover.catchup_timeout.get()))
+        .filter(|_| !concord_config::testhooks::on("switchover-any-target"))
+    {
+        return Err(FailoverError::Refused(format!(
+            "'{target}' {why}; writes were not held"
+        )));
+    }
     let mut tc = connect(f, &tgt.name, &tgt.addr).await?;
     let mut pc = connect(f, &old.name, &old.addr).await?;
     owner::claim(f, "switchover").await?;
