@@ -739,3 +739,47 @@ async fn a_forced_insert_id_stays_with_the_session_that_set_it() {
         );
     }
 }
+
+/// In a transaction, LAST_INSERT_ID() and ROW_COUNT() read together (by a
+/// SET: a lone SELECT gets ROW_COUNT() as a value) after an insert and an
+/// update answer as directly: the connection held the
+/// session's LAST_INSERT_ID() (the same value, 0, both fresh), so the
+/// insert's is the session's and nothing is read back, which would reset
+/// ROW_COUNT(). Test-only `insert-id-values-unknown`: ROW_COUNT() reads -1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_insert_id_and_row_count_read_together_in_a_transaction() {
+    let db = harness::MariaDb::start("primary", 1).await;
+    db.exec("CREATE TABLE test.o (id INT AUTO_INCREMENT PRIMARY KEY, c INT)")
+        .await;
+    db.exec("CREATE TABLE test.s (k INT PRIMARY KEY, n INT)")
+        .await;
+    db.exec("INSERT INTO test.s VALUES (1, 10), (2, 10), (3, 10)")
+        .await;
+    let mut answers = Vec::new();
+    for (hooks, direct) in [("", true), ("", false), ("insert-id-values-unknown", false)] {
+        let mut cfg = ConcordConfig::single(&db.addr());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let mut c = if direct {
+            db.conn().await
+        } else {
+            node.conn().await
+        };
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("INSERT INTO test.o (c) VALUES (7)")
+            .await
+            .unwrap();
+        c.query_drop("UPDATE test.s SET n = n - 1 WHERE k IN (1, 2)")
+            .await
+            .unwrap();
+        c.query_drop("SET @id = LAST_INSERT_ID(), @n = ROW_COUNT()")
+            .await
+            .unwrap();
+        let got: Option<(i64, i64)> = c.query_first("SELECT @id > 0, @n").await.unwrap();
+        c.query_drop("ROLLBACK").await.unwrap();
+        answers.push(got);
+    }
+    assert_eq!(answers[0], Some((1, 2)), "the server's own");
+    assert_eq!(answers[1], answers[0], "through concord");
+    assert_ne!(answers[2], answers[0], "reading the id back first");
+}

@@ -518,3 +518,50 @@ async fn a_pin_lasts_only_while_its_cause_exists() {
     let id: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
     assert_ne!(id, Some(1), "an unpinned read went to the primary");
 }
+
+/// COMMIT RELEASE, ROLLBACK RELEASE and `completion_type = RELEASE` end
+/// the connection after their OK: the client's next statement fails, as
+/// directly, and the closed backend connection serves nobody else.
+/// Test-only `release-ignored`: the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_release_ends_the_session_as_it_ends_the_connection() {
+    let db = harness::MariaDb::start("primary", 1).await;
+    let scripts: [&[&str]; 3] = [
+        &["BEGIN", "COMMIT RELEASE"],
+        &["BEGIN", "ROLLBACK WORK RELEASE"],
+        &["SET completion_type = 'RELEASE'", "BEGIN", "COMMIT"],
+    ];
+    for (hooks, direct, ends) in [
+        ("", true, true),
+        ("", false, true),
+        ("release-ignored", false, false),
+    ] {
+        let mut cfg = harness::ConcordConfig::single(&db.addr());
+        cfg.test_hooks = hooks.into();
+        let node = harness::Concord::start(cfg).await;
+        for script in scripts {
+            let mut c = if direct {
+                db.conn().await
+            } else {
+                node.conn().await
+            };
+            for sql in script {
+                c.query_drop(*sql).await.unwrap();
+            }
+            // (Ignored, the next statement may fail too, on the closed
+            // backend connection: the session then goes on.)
+            let first = c.query_drop("SELECT 1").await;
+            let next = c.query_drop("SELECT 1").await;
+            assert_eq!(
+                first.is_err() && next.is_err(),
+                ends,
+                "hooks {hooks:?}, direct {direct}, {script:?}: {first:?}, then {next:?}"
+            );
+        }
+        if !direct {
+            let mut other = node.conn().await;
+            let one: Option<u8> = other.query_first("SELECT 1").await.unwrap();
+            assert_eq!(one, Some(1), "a later session is served");
+        }
+    }
+}

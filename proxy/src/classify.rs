@@ -794,6 +794,24 @@ fn only_sets(sql: &[u8]) -> bool {
     true
 }
 
+/// `COMMIT`/`ROLLBACK` ending with `RELEASE` (`Some(true)`: the server
+/// closes the connection after its OK) or `NO RELEASE` (`Some(false)`,
+/// whatever `completion_type` says); `None` when neither is written.
+pub fn releases(sql: &[u8]) -> Option<bool> {
+    let mut lx = Lexer::new(sql);
+    let mut no = false;
+    while let Some(t) = lx.next() {
+        match t {
+            Tok::Word(w) if eq_ci(w, b"NO") => no = true,
+            Tok::Word(w) if eq_ci(w, b"RELEASE") => return Some(!no),
+            Tok::Word(w) if eq_ci(w, b"TO") || eq_ci(w, b"SAVEPOINT") => return None,
+            Tok::Punct(b';') => return None,
+            _ => no = false,
+        }
+    }
+    None
+}
+
 /// Some statement of a multi-statement text is `SET TRANSACTION ...`
 /// (characteristics for the next transaction only).
 pub fn sets_transaction(sql: &[u8]) -> bool {

@@ -42,6 +42,9 @@ pub struct Applied {
     /// Voters and learners: node id -> Raft address.
     pub members: BTreeMap<NodeId, String>,
     pub voters: Vec<NodeId>,
+    /// Nodes this node saw leave the membership, and when (the last
+    /// hour): a removed node may hold a lease for a while after.
+    pub removed: Vec<(NodeId, std::time::Instant)>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -56,6 +59,8 @@ pub struct StateMachine {
     current: Arc<Mutex<Option<StoredSnapshot>>>,
     publish: watch::Sender<Arc<Applied>>,
     gate: Arc<WriteGate>,
+    /// See [`Applied::removed`] (not part of the replicated state).
+    removed: Vec<(NodeId, std::time::Instant)>,
 }
 
 fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
@@ -83,7 +88,7 @@ impl StateMachine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (SmData::default(), None),
             Err(e) => return Err(e),
         };
-        let (tx, rx) = watch::channel(Arc::new(applied_view(&data)));
+        let (tx, rx) = watch::channel(Arc::new(applied_view(&data, &[])));
         let gate = Arc::new(WriteGate::new(data.topology.epoch));
         Ok((
             StateMachine {
@@ -92,6 +97,7 @@ impl StateMachine {
                 current: Arc::new(Mutex::new(current)),
                 publish: tx,
                 gate,
+                removed: Vec::new(),
             },
             rx,
         ))
@@ -108,17 +114,18 @@ impl StateMachine {
     fn publish(&self) {
         self.gate.raise(self.data.topology.epoch);
         self.publish
-            .send_replace(Arc::new(applied_view(&self.data)));
+            .send_replace(Arc::new(applied_view(&self.data, &self.removed)));
     }
 }
 
-fn applied_view(d: &SmData) -> Applied {
+fn applied_view(d: &SmData, removed: &[(NodeId, std::time::Instant)]) -> Applied {
     let m = d.membership.membership();
     Applied {
         index: d.last_applied.map_or(0, |l| l.index),
         topology: d.topology.clone(),
         members: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
         voters: m.voter_ids().collect(),
+        removed: removed.to_vec(),
     }
 }
 
@@ -238,7 +245,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
                 EntryPayload::Membership(m) => {
+                    let before: Vec<NodeId> = self
+                        .data
+                        .membership
+                        .membership()
+                        .nodes()
+                        .map(|(id, _)| *id)
+                        .collect();
                     self.data.membership = StoredMembership::new(Some(e.log_id), m);
+                    let now = std::time::Instant::now();
+                    let after = self.data.membership.membership();
+                    for id in before {
+                        if !after.nodes().any(|(n, _)| *n == id) {
+                            self.removed.push((id, now));
+                        }
+                    }
+                    self.removed
+                        .retain(|(_, t)| t.elapsed() < std::time::Duration::from_secs(3600));
                     out.push(Response {
                         ok: true,
                         message: "membership changed".into(),

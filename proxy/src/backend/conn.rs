@@ -89,6 +89,9 @@ pub struct BackendConn {
     pub diag: bool,
     /// Session whose LAST_INSERT_ID() this connection holds (0: none).
     pub insert_id_of: u64,
+    /// LAST_INSERT_ID() there, when known (fresh or reset: 0; read back
+    /// or set by concord), whichever session it came from.
+    pub insert_id_val: Option<u64>,
     /// Statements prepared on it, least recently used first: shared by
     /// every session that holds the connection (transaction mode: a
     /// session taking it finds the statements it needs there), bounded by
@@ -183,6 +186,7 @@ impl BackendConn {
             slot: None,
             diag: false,
             insert_id_of: 0,
+            insert_id_val: Some(0),
             prepared: Vec::new(),
         };
         tokio::time::timeout(timeout, conn.track())
@@ -380,6 +384,7 @@ impl BackendConn {
         self.dirty = false;
         self.diag = false;
         self.insert_id_of = 0;
+        self.insert_id_val = Some(0);
         self.prepared.clear();
         self.state.synced = None;
         self.state.held = None;

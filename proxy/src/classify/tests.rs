@@ -762,3 +762,12 @@ fn finds_set_transaction_in_a_multi_statement() {
     assert!(!sets_transaction(b"SELECT 'SET TRANSACTION'; SET @t = 1"));
     assert!(!sets_transaction(b"SET @transaction = 1"));
 }
+
+#[test]
+fn reads_release_after_commit_and_rollback() {
+    assert_eq!(releases(b"COMMIT RELEASE"), Some(true));
+    assert_eq!(releases(b"rollback work and no chain release"), Some(true));
+    assert_eq!(releases(b"COMMIT AND CHAIN NO RELEASE"), Some(false));
+    assert_eq!(releases(b"COMMIT"), None);
+    assert_eq!(releases(b"ROLLBACK TO SAVEPOINT release"), None);
+}

@@ -148,6 +148,9 @@ pub struct Session {
     /// `oneshot_on` holds a RAND() state seeded by `SET rand_seed1/2`:
     /// kept with the session for good.
     rand_seeded: bool,
+    /// The last statement was COMMIT/ROLLBACK RELEASE: the session ends
+    /// after its answer, as the server's connection did.
+    closing_after: bool,
     /// In the registry and counted for its user until dropped.
     registered: Registered,
 }
@@ -253,6 +256,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         insert_id_pending: None,
         oneshot_on: None,
         rand_seeded: false,
+        closing_after: false,
         registered,
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
@@ -517,7 +521,7 @@ impl Session {
                 ))
             }
         };
-        r.map(|_| true)
+        r.map(|_| !std::mem::take(&mut self.closing_after))
     }
 
     async fn discard(&mut self, cmd: CmdHead) -> Result<(), SessionError> {

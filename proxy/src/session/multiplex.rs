@@ -160,6 +160,7 @@ impl Session {
             .unwrap_or(0);
         let sid = self.state.session_id;
         if let Some(b) = self.conns.get_mut(w) {
+            b.conn.insert_id_val = Some(v);
             // The connection held this session's value before the
             // statement (then whatever it says now is the session's), or
             // the statement generated the id it reported.
@@ -193,6 +194,14 @@ impl Session {
                 None => self.insert_id_pending = None,
             }
         }
+        let value = self.insert_id;
+        let known = !concord_config::testhooks::on("insert-id-values-unknown");
+        if let Some(b) = self.conns.get_mut(w) {
+            if known && self.insert_id_pending.is_none() && b.conn.insert_id_val == Some(value) {
+                // It holds the same value already (from whichever session).
+                b.conn.insert_id_of = sid;
+            }
+        }
         if self.conns.get(w).is_none_or(|b| b.conn.insert_id_of == sid) {
             return Ok(());
         }
@@ -200,6 +209,7 @@ impl Session {
         self.value_on(w, &set).await?;
         if let Some(b) = self.conns.get_mut(w) {
             b.conn.insert_id_of = sid;
+            b.conn.insert_id_val = Some(self.insert_id);
         }
         Ok(())
     }

@@ -114,6 +114,13 @@ impl Session {
             }
             (c, _) => c,
         };
+        // COMMIT/ROLLBACK [NO] RELEASE, or `completion_type` RELEASE: the
+        // server closes the connection after its OK.
+        let releases = matches!(class.kind, Kind::Commit | Kind::Rollback)
+            && !class.has(flag::MULTI)
+            && cmd.whole
+            && classify::releases(sql).unwrap_or_else(|| self.state.completion_releases())
+            && !concord_config::testhooks::on("release-ignored");
         // `SET TRANSACTION` inside a multi-statement (a lone one is seen
         // by its kind; see `after_statement`).
         let sets_txn = class.has(flag::MULTI) && (!cmd.whole || classify::sets_transaction(sql));
@@ -201,6 +208,11 @@ impl Session {
             }
         }
         self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
+        if releases && !out.failed {
+            // The server closed it after the OK: so does the session.
+            self.drop_conn(w);
+            self.closing_after = true;
+        }
         if sets_txn && w == Which::Primary {
             // (Even if a later statement failed: this one may have run.)
             self.next_on_primary = true;

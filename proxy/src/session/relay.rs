@@ -125,11 +125,11 @@ impl Stall<'_> {
 
     /// `progress` counts the reads that brought data; it is compared
     /// between nudges, so the hot path reads no clock for this.
-    async fn wait(&self, progress: &std::sync::atomic::AtomicU64) -> ProtoError {
+    /// `stopped`: the statement was killed for its fenced primary already.
+    async fn wait(&self, progress: &std::sync::atomic::AtomicU64, stopped: bool) -> Stalled {
         // Stamped at the first nudge (`u64::MAX` is never a count seen):
         // a statement answered before any nudge reads no clock here.
         let mut seen = (u64::MAX, None::<std::time::Instant>);
-        let mut stopped = false;
         loop {
             self.nudge.notified().await;
             let killed = self
@@ -146,13 +146,11 @@ impl Stall<'_> {
             if let (Some((lease, epoch)), Some(r), false) = (self.lease, &self.running, stopped) {
                 // Sent to the primary of `epoch`, which a fence took away
                 // (this node's confirmation waits for it) or whose lease
-                // lapsed: stopped on the server, so it cannot run on past
-                // a promotion. Its answer (an error) is relayed only if
-                // the epoch is confirmed still current (`Late`).
+                // lapsed: to be stopped on the server, so it cannot run on
+                // past a promotion. Its answer (an error) is relayed only
+                // if the epoch is confirmed still current (`Late`).
                 if r.shared.gate.must_stop(epoch) || !lease.valid_for(epoch) {
-                    stopped = true;
-                    r.kill(FENCED).await;
-                    continue;
+                    return Stalled::Fenced;
                 }
             }
             let now = std::time::Instant::now();
@@ -166,16 +164,24 @@ impl Stall<'_> {
             };
             let quiet = now.duration_since(since);
             if self.pool.is_down() && quiet >= self.config.load().monitor.timeout.get() {
-                return ProtoError::Io(std::io::Error::new(
+                return Stalled::Down(ProtoError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!(
                         "the health checks declare it down and it sent nothing for {:.1}s",
                         quiet.as_secs_f64()
                     ),
-                ));
+                )));
             }
         }
     }
+}
+
+/// Why [`Stall::wait`] gave up waiting for an answer.
+enum Stalled {
+    /// The backend is declared down and sent nothing for a while.
+    Down(ProtoError),
+    /// The statement must stop on its server: its primary was fenced.
+    Fenced,
 }
 
 #[derive(Debug)]
@@ -465,6 +471,8 @@ where
         None => tokio::time::Instant::now() + t.limit,
     });
     let mut expired = false;
+    // Killed on its server for a fenced primary (once).
+    let mut stopped = false;
     // A client that sent COM_QUIT and closed is not waited on: its
     // statement runs to its end, as on a server.
     let mut watch_client = true;
@@ -736,13 +744,25 @@ where
         // client is read too: bytes it sends early stay buffered for the
         // command loop, and its going away kills the statement on the
         // server instead of leaving it to run to the end.
-        let wait = stall.wait(&progress);
+        let wait = stall.wait(&progress, stopped);
         tokio::pin!(wait);
         let filled = loop {
             tokio::select! {
                 biased;
                 r = backend.fill() => break r,
-                e = &mut wait => break Err(e),
+                e = &mut wait => match e {
+                    Stalled::Down(e) => break Err(e),
+                    Stalled::Fenced => {
+                        // Run to completion here, not inside the wait (a
+                        // KILL cut off mid-way could land on the
+                        // connection's next statement).
+                        stopped = true;
+                        if let Some(r) = &stall.running {
+                            r.kill(FENCED).await;
+                        }
+                        continue 'relay;
+                    }
+                },
                 _ = until(deadline), if deadline.is_some() && !expired => {
                     expired = true;
                     if stall.timeout.is_some_and(|t| t.txn.is_none()) {

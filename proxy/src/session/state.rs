@@ -329,6 +329,18 @@ impl SessionState {
         );
     }
 
+    /// `completion_type` is RELEASE (2): COMMIT and ROLLBACK close the
+    /// connection.
+    pub fn completion_releases(&self) -> bool {
+        match self.vars.get("completion_type").map(|v| &v.value) {
+            Some(Value::Literal(l)) => {
+                let l = l.trim_matches('\'');
+                l == "2" || l.eq_ignore_ascii_case("RELEASE")
+            }
+            _ => false,
+        }
+    }
+
     /// A user variable assigned on backend connection `conn` (call
     /// [`SessionState::bump`] first).
     pub fn record_user_on(&mut self, name: &str, conn: u64) {

@@ -278,8 +278,21 @@ impl Session {
             }
             // A statement that may have set LAST_INSERT_ID() there: read
             // back before the connection leaves (transaction mode).
+            // (An OK's id is not enough: an INSERT of an explicit value
+            // reports it without setting LAST_INSERT_ID().)
             let id = out.ok_counts.map_or(0, |(_, id)| id);
             if (id != 0 && !out.failed) || class.has(flag::INSERT_ID | flag::CALL) {
+                // It held the session's value before (its known value is
+                // the session's): what it holds now is the session's, so
+                // a statement reading it there needs no read back (which
+                // would reset ROW_COUNT() and FOUND_ROWS()).
+                if self.insert_id_pending.is_none()
+                    && b.conn.insert_id_val == Some(self.insert_id)
+                    && !concord_config::testhooks::on("insert-id-values-unknown")
+                {
+                    b.conn.insert_id_of = self.state.session_id;
+                }
+                b.conn.insert_id_val = None;
                 self.insert_id_pending = Some((b.conn.id, id));
             }
         }
