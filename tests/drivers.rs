@@ -3,8 +3,9 @@
 //! same lines (one per step: its result, or an error's code and SQLSTATE).
 //! Node.js mysql2 and mariadb (pipelined PREPARE + EXECUTE, batches), PHP
 //! mysqli and PDO (mysqlnd: long data, cursors, change user), MariaDB
-//! Connector/J (server-side statements, bulk batches, compression, query
-//! timeouts). `scripts/driver-deps.sh` installs them.
+//! Connector/J (server-side statements, batches, query timeouts; its
+//! compression and bulk settings fall back to the plain protocol, since
+//! concord offers neither). `scripts/driver-deps.sh` installs them.
 
 use harness::{Concord, ConcordConfig, MariaDb, PASSWORD};
 use std::path::Path;
@@ -24,6 +25,14 @@ async fn both(run: impl Fn(u16) -> String) -> (String, String) {
     }
     let proxied = run(node.cfg.port);
     (direct, proxied)
+}
+
+/// `program` under coreutils' `timeout`: a driver that hangs on a
+/// regression fails the test instead of hanging the suite.
+fn timed(program: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["300", program]);
+    c
 }
 
 fn output(cmd: &mut Command) -> String {
@@ -55,7 +64,7 @@ async fn node_mysql2_and_mariadb() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/node.js");
     let r = both(|port| {
         output(
-            Command::new("node")
+            timed("node")
                 .env("NODE_PATH", &modules)
                 .arg(&script)
                 .arg(port.to_string())
@@ -71,7 +80,7 @@ async fn php_mysqli_and_pdo() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/php.php");
     let r = both(|port| {
         output(
-            Command::new("php")
+            timed("php")
                 .arg(&script)
                 .arg(port.to_string())
                 .arg(PASSWORD),
@@ -87,7 +96,7 @@ async fn mariadb_connector_j() {
     let classes = root.join("target/drivers/java");
     std::fs::create_dir_all(&classes).unwrap();
     output(
-        Command::new("javac")
+        timed("javac")
             .arg("-d")
             .arg(&classes)
             .arg(root.join("tests/drivers/Drivers.java")),
@@ -98,7 +107,7 @@ async fn mariadb_connector_j() {
     );
     let r = both(|port| {
         output(
-            Command::new("java")
+            timed("java")
                 .arg("-cp")
                 .arg(&cp)
                 .arg("Drivers")

@@ -699,7 +699,8 @@ async fn next_transaction_characteristics_stay_with_the_session_that_set_them() 
 }
 
 /// `SET insert_id` forces the id of the session's next auto-increment
-/// insert, however many other statements run first: the connection stays
+/// insert, however many other statements run first (an insert of an
+/// explicit id included, whose OK reports that id): the connection stays
 /// with the session until then. One connection: B waits (2 s) and is
 /// refused; A's insert gets 1000, as directly. Test-only
 /// `one-shot-vars-end-early` (given back after the next write): B's
@@ -715,6 +716,10 @@ async fn a_forced_insert_id_stays_with_the_session_that_set_it() {
         let mut b = node.conn().await;
         a.query_drop("SET insert_id = 1000").await.unwrap();
         a.query_drop("UPDATE test.ai SET v = v + 1 WHERE id = 1")
+            .await
+            .unwrap();
+        // An explicit id: reported in the OK, the forced one still waits.
+        a.query_drop("INSERT INTO test.ai (id, v) VALUES (500, 1)")
             .await
             .unwrap();
         let got_b = b.exec_drop("INSERT INTO test.ai (v) VALUES (9)", ()).await;
@@ -782,4 +787,30 @@ async fn last_insert_id_and_row_count_read_together_in_a_transaction() {
     assert_eq!(answers[0], Some((1, 2)), "the server's own");
     assert_eq!(answers[1], answers[0], "through concord");
     assert_ne!(answers[2], answers[0], "reading the id back first");
+}
+
+/// LAST_INSERT_ID() that a multi-statement changed without reporting it
+/// (its last OK is an UPDATE's) is not taken for a value the connection
+/// still holds: the next session on that connection reads its own, as
+/// directly. One connection. Test-only `multi-statement-insert-id-unseen`:
+/// B reads A's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_statement_insert_id_stays_with_its_session() {
+    for (hooks, leaks) in [("", false), ("multi-statement-insert-id-unseen", true)] {
+        let (db, node) = one_connection_waiting(hooks, "4s").await;
+        db.exec("CREATE TABLE test.mi (id INT AUTO_INCREMENT PRIMARY KEY, c INT)")
+            .await;
+        let mut a = node.conn().await;
+        a.query_drop("INSERT INTO test.mi (c) VALUES (1); UPDATE test.mi SET c = 2 WHERE id = 1")
+            .await
+            .unwrap();
+        a.disconnect().await.unwrap();
+        let mut b = node.conn().await;
+        let theirs: Option<u64> = b.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+        assert_eq!(
+            theirs == Some(1),
+            leaks,
+            "hooks {hooks:?}: B read {theirs:?}"
+        );
+    }
 }

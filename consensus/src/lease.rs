@@ -109,6 +109,12 @@ impl Lease {
         }
     }
 
+    /// True while the lease of the epoch before the newest still runs
+    /// (statements routed under it may still be in flight).
+    pub fn prev_valid(&self) -> bool {
+        boot_nanos() < self.prev_deadline.load(Ordering::Acquire)
+    }
+
     /// Time left on the newest epoch's lease, if any.
     pub fn remaining(&self) -> Option<Duration> {
         let now = boot_nanos();

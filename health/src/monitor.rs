@@ -387,10 +387,12 @@ async fn replica_lag_ms(
     let Ok(conn) = prober.conn().await else {
         return (None, None);
     };
-    let rows: Vec<(u64, u64)> = conn
-        .query(format!("SELECT node, ts FROM {table}"))
-        .await
-        .unwrap_or_default();
+    let rows: Result<Vec<(u64, u64)>, _> =
+        conn.query(format!("SELECT node, ts FROM {table}")).await;
+    let (rows, unreadable) = match rows {
+        Ok(r) => (r, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     let now = now_us();
     let own_fresh = beat_us != 0
         && now.saturating_sub(beat_us)
@@ -398,7 +400,12 @@ async fn replica_lag_ms(
                 as u64;
     let own = rows.iter().find(|r| r.0 == node_id).map(|r| r.1);
     let freshest = rows.iter().map(|r| r.1).max();
-    let ts = if own_fresh { own } else { freshest };
+    // (Its own row may not have arrived yet right after it started.)
+    let ts = if own_fresh {
+        own.or(freshest)
+    } else {
+        freshest
+    };
     match ts {
         Some(ts) => (Some(now.saturating_sub(ts) / 1000), None),
         None if beat_us == 0 || concord_config::testhooks::on("lag-from-seconds-behind") => (
@@ -410,9 +417,12 @@ async fn replica_lag_ms(
         ),
         None => (
             None,
-            Some(format!(
-                "no heartbeat row of this node reaches it ({table}): its lag is unknown and it serves no reads (replication filters? a replica of a replica needs log_slave_updates)"
-            )),
+            Some(match unreadable {
+                Some(e) => format!("its heartbeat table {table} cannot be read ({e}): its lag is unknown and it serves no reads"),
+                None => format!(
+                    "no heartbeat row reaches it ({table}): its lag is unknown and it serves no reads (replication filters? a replica of a replica needs log_slave_updates)"
+                ),
+            }),
         ),
     }
 }

@@ -384,7 +384,11 @@ async fn wait_for_shutdown() {
 /// has that long to land). Each session checks its own route
 /// (`relay::Stall`); the others go back to sleep.
 async fn stop_watch(shared: Arc<Shared>) {
-    let mut valid = shared.lease.valid();
+    // Both the newest epoch's lease and the one before it: a fence moves
+    // the lease to the new epoch at once, and the old one's deadline
+    // then runs out with statements of that epoch perhaps still running.
+    let valid = |l: &concord_consensus::Lease| (l.valid(), l.prev_valid());
+    let mut was = valid(&shared.lease);
     let mut mark = shared.gate.stop_mark();
     loop {
         let stopping = shared.gate.stopping.notified();
@@ -392,9 +396,9 @@ async fn stop_watch(shared: Arc<Shared>) {
             _ = stopping => {}
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
-        let now = shared.lease.valid();
-        let lapsed = valid && !now;
-        valid = now;
+        let now = valid(&shared.lease);
+        let lapsed = (was.0 && !now.0) || (was.1 && !now.1);
+        was = now;
         let m = shared.gate.stop_mark();
         let asked = m != mark;
         mark = m;

@@ -324,7 +324,9 @@ impl Inner {
                 applied
                     .removed
                     .iter()
-                    .filter(|(_, at)| at.elapsed() < timeout)
+                    // Within a lease (and the wait) of now: the wait left
+                    // may be shorter than a lease already.
+                    .filter(|(_, at)| at.elapsed() < self.lease.timeout() * 2 + timeout)
                     .map(|(id, _)| *id),
             );
         }

@@ -218,15 +218,15 @@ fn deposed(topo: &Topology) -> Option<(String, String)> {
 
 /// [`deposed`], `recorded` false: as before the record existed.
 fn pick_deposed(topo: &Topology, recorded: bool) -> Option<(String, String)> {
-    let recorded = topo.deposed.as_ref().filter(|_| recorded);
-    recorded
-        .and_then(|d| topo.backends.get(d))
-        .or_else(|| {
-            topo.backends
-                .values()
-                .find(|b| b.state == BackendState::Fenced)
-        })
-        .map(|b| (b.name.clone(), b.addr.clone()))
+    match topo.deposed.as_ref().filter(|_| recorded) {
+        // (Removed since: nothing of it to fence or catch up to.)
+        Some(d) => topo.backends.get(d),
+        None => topo
+            .backends
+            .values()
+            .find(|b| b.state == BackendState::Fenced),
+    }
+    .map(|b| (b.name.clone(), b.addr.clone()))
 }
 
 /// After the fence: wait for every node's write gate, or for every lease

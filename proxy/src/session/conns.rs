@@ -707,6 +707,7 @@ impl Session {
                         lease: (w == Which::Primary).then_some((&*self.shared.lease, b.epoch)),
                         timeout,
                         running: Some(running),
+                        may_write: std::mem::replace(&mut self.may_write, true),
                     },
                 )
                 .await

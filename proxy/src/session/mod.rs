@@ -148,9 +148,14 @@ pub struct Session {
     /// `oneshot_on` holds a RAND() state seeded by `SET rand_seed1/2`:
     /// kept with the session for good.
     rand_seeded: bool,
+    /// The value `SET insert_id` forced (see `oneshot_on`).
+    forced_insert_id: Option<u64>,
     /// The last statement was COMMIT/ROLLBACK RELEASE: the session ends
     /// after its answer, as the server's connection did.
     closing_after: bool,
+    /// The statement about to be sent may write (see `relay::Stall`);
+    /// set per statement, true unless it is a plain read.
+    may_write: bool,
     /// In the registry and counted for its user until dropped.
     registered: Registered,
 }
@@ -256,7 +261,9 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         insert_id_pending: None,
         oneshot_on: None,
         rand_seeded: false,
+        forced_insert_id: None,
         closing_after: false,
+        may_write: true,
         registered,
     };
     tracing::debug!(session = id, %peer, user = %user_name, "client logged in");
@@ -662,6 +669,7 @@ impl Session {
         self.insert_id_pending = None;
         self.oneshot_on = None;
         self.rand_seeded = false;
+        self.forced_insert_id = None;
     }
 
     async fn reset_connection(&mut self, cmd: CmdHead) -> Result<(), (SessionError, u8)> {

@@ -123,7 +123,8 @@ impl Session {
             && !concord_config::testhooks::on("release-ignored");
         // `SET TRANSACTION` inside a multi-statement (a lone one is seen
         // by its kind; see `after_statement`).
-        let sets_txn = class.has(flag::MULTI) && (!cmd.whole || classify::sets_transaction(sql));
+        // (Of one over 64 KiB, its first 64 KiB.)
+        let sets_txn = class.has(flag::MULTI) && classify::sets_transaction(sql);
         // Set for the statement only: the server reports their reverting
         // later (see `BackendConn::reverting`).
         let reverting = if class.has(flag::SET_STATEMENT) && cmd.whole {
@@ -173,6 +174,7 @@ impl Session {
                 break;
             }
         }
+        self.may_write = !plain_read(&class);
         let retry = w != Which::Primary && cmd.whole;
         let mut res = self
             .forward_to(w, cmd, Expect::ResultSets, false, None, !retry)
@@ -472,4 +474,12 @@ impl Session {
         *self.info.db.lock().unwrap_or_else(|p| p.into_inner()) = db.clone();
         self.state.db = db;
     }
+}
+
+/// A read that neither locks nor assigns anything (whatever its hints):
+/// nothing of it can outlive a fence on the server.
+pub(super) fn plain_read(class: &Class) -> bool {
+    let mut c = *class;
+    c.hint_primary = false;
+    c.replica_ok()
 }

@@ -35,6 +35,9 @@ pub struct Stall<'a> {
     /// What a KILL QUERY of the statement needs (its timeout passed, or
     /// its client went away). `None` only in unit tests.
     pub running: Option<Running<'a>>,
+    /// The statement may write: killed if its primary is fenced (a read
+    /// there harms nothing and its answer is withheld anyway).
+    pub may_write: bool,
 }
 
 /// When a statement is cut off, and which setting says so.
@@ -143,7 +146,9 @@ impl Stall<'_> {
                 self.nudge.notify_one();
                 return std::future::pending().await;
             }
-            if let (Some((lease, epoch)), Some(r), false) = (self.lease, &self.running, stopped) {
+            if let (Some((lease, epoch)), Some(r), false, true) =
+                (self.lease, &self.running, stopped, self.may_write)
+            {
                 // Sent to the primary of `epoch`, which a fence took away
                 // (this node's confirmation waits for it) or whose lease
                 // lapsed: to be stopped on the server, so it cannot run on
@@ -906,6 +911,7 @@ pub mod harness {
             lease: None,
             timeout: None,
             running: None,
+            may_write: true,
         };
         let mut sc = Scanner::new(expect, backend_caps & cap::DEPRECATE_EOF != 0);
         let r = tokio::time::timeout(

@@ -618,6 +618,7 @@ impl Session {
             }
         };
         self.rewrite_id(bid);
+        self.may_write = !super::query::plain_read(&class);
         let out = self
             .forward_to(w, cmd, Expect::ResultSets, false, None, true)
             .await?;

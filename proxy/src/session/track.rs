@@ -112,7 +112,9 @@ impl Session {
         if self.oneshot_on == Some(out.conn_id)
             && class.kind != Kind::Read
             && !self.rand_seeded
-            && (out.ok_counts.is_some_and(|(_, id)| id != 0)
+            && (out
+                .ok_counts
+                .is_some_and(|(_, id)| id != 0 && Some(id) == self.forced_insert_id)
                 || concord_config::testhooks::on("one-shot-vars-end-early"))
         {
             // SET insert_id: consumed once an insert generated an id with
@@ -145,7 +147,12 @@ impl Session {
                     {
                         if value.as_slice() != b"0" {
                             self.oneshot_on = Some(out.conn_id);
-                            self.rand_seeded |= !name.eq_ignore_ascii_case(b"insert_id");
+                            if name.eq_ignore_ascii_case(b"insert_id") {
+                                self.forced_insert_id =
+                                    std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+                            } else {
+                                self.rand_seeded = true;
+                            }
                         }
                         continue;
                     }
@@ -281,7 +288,11 @@ impl Session {
             // (An OK's id is not enough: an INSERT of an explicit value
             // reports it without setting LAST_INSERT_ID().)
             let id = out.ok_counts.map_or(0, |(_, id)| id);
-            if (id != 0 && !out.failed) || class.has(flag::INSERT_ID | flag::CALL) {
+            let unseen = concord_config::testhooks::on("multi-statement-insert-id-unseen");
+            let may_change =
+                (class.kind != Kind::Read || class.has(flag::MULTI | flag::CALL)) && !unseen;
+            let multi = if unseen { 0 } else { flag::MULTI };
+            if (id != 0 && !out.failed) || class.has(flag::INSERT_ID | flag::CALL | multi) {
                 // It held the session's value before (its known value is
                 // the session's): what it holds now is the session's, so
                 // a statement reading it there needs no read back (which
@@ -294,6 +305,9 @@ impl Session {
                 }
                 b.conn.insert_id_val = None;
                 self.insert_id_pending = Some((b.conn.id, id));
+            } else if may_change {
+                // (A failed multi-row INSERT may have set it too.)
+                b.conn.insert_id_val = None;
             }
         }
         if class.kind == Kind::SetTransaction && !out.failed {
