@@ -289,8 +289,9 @@ impl Session {
             // reports it without setting LAST_INSERT_ID().)
             let id = out.ok_counts.map_or(0, |(_, id)| id);
             let unseen = concord_config::testhooks::on("multi-statement-insert-id-unseen");
-            let may_change =
-                (class.kind != Kind::Read || class.has(flag::MULTI | flag::CALL)) && !unseen;
+            let may_change = (matches!(class.kind, Kind::Write | Kind::SetSession)
+                || class.has(flag::MULTI | flag::CALL))
+                && !unseen;
             let multi = if unseen { 0 } else { flag::MULTI };
             if (id != 0 && !out.failed) || class.has(flag::INSERT_ID | flag::CALL | multi) {
                 // It held the session's value before (its known value is
