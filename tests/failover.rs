@@ -702,21 +702,7 @@ async fn a_write_blocked_on_the_old_primary_is_killed_when_the_lease_lapses() {
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!update.is_finished(), "the UPDATE waits for the row lock");
-        rig.fleet.isolate(2);
-        rig.node_relays()[0].cut();
-        rig.node_relays()[1].cut();
-        harness::wait_for(
-            "a forced failover to run",
-            Duration::from_secs(20),
-            || async {
-                rig.fleet.nodes[0]
-                    .admin_query("FAILOVER")
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
+        rig.force_failover_beside_node_3().await;
         rig.wait_new_primary("db1", Duration::from_secs(20)).await;
         lock.query_drop("ROLLBACK").await.unwrap();
         let r = tokio::time::timeout(Duration::from_secs(30), update)

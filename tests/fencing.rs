@@ -194,21 +194,7 @@ async fn forced_failover_beside_a_leased_node(hooks: &str) -> (usize, usize) {
     let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
     let load = Load::start(&rig.fleet, 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    rig.fleet.isolate(2);
-    rig.node_relays()[0].cut();
-    rig.node_relays()[1].cut();
-    harness::wait_for(
-        "a forced failover to run",
-        Duration::from_secs(20),
-        || async {
-            rig.fleet.nodes[0]
-                .admin_query("FAILOVER")
-                .await
-                .ok()
-                .map(|_| ())
-        },
-    )
-    .await;
+    rig.force_failover_beside_node_3().await;
     let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(20)).await;
     // Node 3's lease is long gone by now; nothing it still sends is
     // acknowledged.

@@ -776,29 +776,13 @@ async fn a_switchover_to_a_replica_that_cannot_catch_up_is_refused_at_once() {
             let rows = node.admin_query("SHOW BACKENDS").await.unwrap();
             rows[0]["epoch"].clone().unwrap_or_default()
         };
-        harness::wait_for("db2 readable", Duration::from_secs(15), || async {
-            let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
-            rows.iter()
-                .any(|r| {
-                    r["name"].as_deref() == Some("db2") && r["readable"].as_deref() == Some("yes")
-                })
-                .then_some(())
-        })
-        .await;
+        db2_readable(&node, "yes").await;
         let before = epoch().await;
         topo.replicas[0].exec("STOP SLAVE SQL_THREAD").await;
         topo.primary
             .exec("CREATE TABLE test.behind (id INT PRIMARY KEY)")
             .await;
-        harness::wait_for("db2 seen stopped", Duration::from_secs(15), || async {
-            let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
-            rows.iter()
-                .any(|r| {
-                    r["name"].as_deref() == Some("db2") && r["readable"].as_deref() == Some("no")
-                })
-                .then_some(())
-        })
-        .await;
+        db2_readable(&node, "no").await;
         let out = node.admin_query("SWITCHOVER TO 'db2'").await;
         println!("hooks {hooks:?}: {out:?}");
         let err = format!("{:?}", out.expect_err("refused"));
@@ -812,4 +796,15 @@ async fn a_switchover_to_a_replica_that_cannot_catch_up_is_refused_at_once() {
             assert!(err.contains("not replicating"), "{err}");
         }
     }
+}
+
+/// Waits until SHOW BACKENDS says db2's `readable` is `want`.
+async fn db2_readable(node: &Concord, want: &str) {
+    harness::wait_for("db2's readable column", Duration::from_secs(15), || async {
+        let rows = node.admin_query("SHOW BACKENDS").await.ok()?;
+        rows.iter()
+            .any(|r| r["name"].as_deref() == Some("db2") && r["readable"].as_deref() == Some(want))
+            .then_some(())
+    })
+    .await;
 }

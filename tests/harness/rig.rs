@@ -328,6 +328,27 @@ impl Rig {
     }
 
     /// Waits until the fleet agrees on a primary other than `old`.
+    /// Node 3 cut off from the fleet (it keeps the primary), nodes 1 and 2
+    /// cut off from the primary, and a failover forced on node 1 as soon
+    /// as it is accepted.
+    pub async fn force_failover_beside_node_3(&self) {
+        self.fleet.isolate(2);
+        self.node_relays()[0].cut();
+        self.node_relays()[1].cut();
+        crate::wait_for(
+            "a forced failover to run",
+            Duration::from_secs(20),
+            || async {
+                self.fleet.nodes[0]
+                    .admin_query("FAILOVER")
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
     pub async fn wait_new_primary(&self, old: &str, within: Duration) -> (String, u64, Duration) {
         let t = Instant::now();
         crate::wait_for("a new primary", within, || async {
