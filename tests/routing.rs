@@ -341,6 +341,65 @@ async fn read_your_writes_sees_every_write_on_a_delayed_replica() {
     );
 }
 
+/// Read-your-writes waits on the least lagged replica: with one replica
+/// 2 s behind (inside the 5 s bound) and a 1 s wait, a read after a write
+/// waits on the up-to-date one and never falls back to the primary. A
+/// random pick (`ryw-wait-any-replica`) waits out the delayed one about
+/// half the time and then reads from the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_waits_on_the_least_lagged_replica() {
+    for hooks in ["ryw-wait-any-replica", ""] {
+        let (topo, node) = setup_hooked(
+            (100, 100),
+            "[routing]\nmax_replica_lag = \"5s\"\nread_your_writes_wait = \"1s\"\n",
+            hooks,
+        )
+        .await;
+        topo.primary
+            .exec("CREATE TABLE test.ryw (id INT PRIMARY KEY, v VARCHAR(5))")
+            .await;
+        topo.wait_replicated().await;
+        let delayed = &topo.replicas[0];
+        delayed.exec("STOP SLAVE").await;
+        delayed.exec("CHANGE MASTER TO MASTER_DELAY = 2").await;
+        delayed.exec("START SLAVE").await;
+        // Both stay readable: the delayed one's lag is under the bound.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        wait_readable(&node, &["db2", "db3"]).await;
+        let primary_id: Option<u32> = topo
+            .primary
+            .conn()
+            .await
+            .query_first("SELECT @@server_id")
+            .await
+            .unwrap();
+        let mut c = node.conn().await;
+        let (mut on_primary, n) = (0, 16);
+        for i in 0..n {
+            c.exec_drop("INSERT INTO test.ryw VALUES (?, ?)", (i, "x"))
+                .await
+                .unwrap();
+            let got: Option<(u32, i32)> = c
+                .exec_first("SELECT @@server_id, id FROM test.ryw WHERE id = ?", (i,))
+                .await
+                .unwrap();
+            let (sid, _) = got.expect("read-your-writes must see the row");
+            if Some(sid) == primary_id {
+                on_primary += 1;
+            }
+        }
+        println!("hooks {hooks:?}: {on_primary}/{n} reads after a write fell back to the primary");
+        if hooks.is_empty() {
+            assert_eq!(on_primary, 0, "the up-to-date replica should serve them");
+        } else {
+            assert!(
+                on_primary > 0,
+                "a random pick should sometimes wait out the delayed replica"
+            );
+        }
+    }
+}
+
 async fn replica_reads(node: &Concord) -> u64 {
     let (_, m) = node.http_get("/metrics").await.unwrap();
     m.lines()

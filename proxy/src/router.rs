@@ -210,6 +210,18 @@ pub fn pick_replica(
     Some(last)
 }
 
+/// The replica within `max_lag` with the least lag (ties: the first): the
+/// one most likely to reach a position soon, for a bounded wait.
+pub fn least_lagged(routing: &Routing, max_lag: Duration) -> Option<usize> {
+    routing
+        .replicas
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.health.within(max_lag))
+        .min_by_key(|(_, r)| r.health.route_lag_ms)
+        .map(|(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +302,18 @@ mod tests {
             route(&classify(b"SELECT 1"), &f, &r, None),
             Route::Refuse(_)
         ));
+    }
+
+    #[test]
+    fn the_least_lagged_replica_inside_the_bound_is_waited_on() {
+        let r = routing(vec![
+            replica("a", Some(800), 100, ""),
+            replica("b", None, 100, ""),
+            replica("c", Some(30), 1, ""),
+            replica("d", Some(3000), 100, ""),
+        ]);
+        assert_eq!(least_lagged(&r, Duration::from_secs(1)), Some(2));
+        assert_eq!(least_lagged(&r, Duration::from_millis(10)), None);
     }
 
     #[test]

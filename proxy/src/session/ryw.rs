@@ -200,7 +200,11 @@ impl Session {
         if wait.is_zero() {
             return None;
         }
-        let i = crate::router::pick_replica(routing, max_lag, None)?;
+        let i = if concord_config::testhooks::on("ryw-wait-any-replica") {
+            crate::router::pick_replica(routing, max_lag, None)?
+        } else {
+            crate::router::least_lagged(routing, max_lag)?
+        };
         let pool = routing.replicas[i].pool.clone();
         let w = self.ensure_replica(&pool).await.ok()?;
         let b = self.conns.get_mut(w)?;
