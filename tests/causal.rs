@@ -21,12 +21,18 @@ async fn setup() -> (Topology, Fleet) {
 
 /// [`setup`] with extra `[routing]` keys.
 async fn setup_with(routing: &str) -> (Topology, Fleet) {
+    setup_hooked(routing, "").await
+}
+
+/// [`setup_with`] and test-only switches (`config/src/testhooks.rs`).
+async fn setup_hooked(routing: &str, hooks: &str) -> (Topology, Fleet) {
     let topo = Topology::start(1).await;
     topo.primary
         .exec("CREATE TABLE test.c (id INT PRIMARY KEY)")
         .await;
     topo.wait_replicated().await;
     let fleet = Fleet::start(2, topo.backends(), |_, c| {
+        c.test_hooks = hooks.to_string();
         c.extra.push_str(&format!(
             "[routing]\nmax_replica_lag = \"1h\"\n{routing}[failover]\nreplication_user = \"repl\"\nreplication_password = \"{PASSWORD}\"\n"
         ));
@@ -52,6 +58,49 @@ async fn count(c: &mut mysql_async::Conn, prefix: &str) -> i64 {
         .await
         .unwrap()
         .unwrap()
+}
+
+/// With `routing.fallback = "error"` no read falls to the primary: one
+/// that must see a causal token or the session's own write, and that no
+/// replica in bound has applied within the wait, is refused with an error
+/// that says so (`causal-reads-ignore-fallback`: read on the primary).
+/// Plain reads still go to the (stale) replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fallback_error_a_read_no_replica_has_caught_up_for_is_refused() {
+    for hooks in ["causal-reads-ignore-fallback", ""] {
+        let (topo, fleet) = setup_hooked("fallback = \"error\"\n", hooks).await;
+        topo.replicas[0].exec("STOP SLAVE SQL_THREAD").await;
+        let mut w = fleet.nodes[0].conn().await;
+        w.query_drop("INSERT INTO test.c VALUES (1)").await.unwrap();
+        let token = token_of(&mut w).await;
+        let own = w.query_first::<i64, _>("SELECT COUNT(*) FROM test.c").await;
+        let mut r = fleet.nodes[1].conn().await;
+        assert_eq!(
+            count(&mut r, "").await,
+            0,
+            "a plain read: the stale replica"
+        );
+        let causal = r
+            .query_first::<i64, _>(format!(
+                "/* concord:after={token} */ SELECT COUNT(*) FROM test.c"
+            ))
+            .await;
+        println!("hooks {hooks:?}: own read {own:?}, causal read {causal:?}");
+        if hooks.is_empty() {
+            for (what, res) in [("own write", own), ("causal token", causal)] {
+                let e = res.expect_err(what);
+                assert!(
+                    matches!(&e, mysql_async::Error::Server(s)
+                        if s.message.contains("routing.fallback") && s.message.contains("not run")),
+                    "{what}: {e:?}"
+                );
+            }
+        } else {
+            assert_eq!(own.unwrap(), Some(1), "read on the primary");
+            assert_eq!(causal.unwrap(), Some(1), "read on the primary");
+        }
+        topo.replicas[0].exec("START SLAVE SQL_THREAD").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

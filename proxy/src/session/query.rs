@@ -376,6 +376,14 @@ impl Session {
                 if token.is_some() {
                     crate::metrics::causal_read("waited");
                 }
+            } else if facts.fallback_error
+                && !concord_config::testhooks::on("causal-reads-ignore-fallback")
+            {
+                route = Route::Refuse(format!(
+                    "no replica within the lag bound of {:?} has applied {} (waited up to routing.read_your_writes_wait) and routing.fallback = \"error\"; the read was not run",
+                    facts.max_lag,
+                    if token.is_some() { "the causal token" } else { "this session's last write" }
+                ));
             }
         } else if token.is_some() && matches!(route, Route::Replica(..)) {
             crate::metrics::causal_read("replica");
