@@ -719,3 +719,47 @@ async fn a_write_blocked_on_the_old_primary_is_killed_when_the_lease_lapses() {
         assert!(r.is_err(), "hooks {hooks:?}: never acknowledged");
     }
 }
+
+/// An owner interrupted after promoting a replica and before committing
+/// the promotion (test-only `interrupt-after-promote`, once): the leader
+/// resumes the workflow and promotes the other replica, since the first
+/// no longer replicates and is no candidate. The first one, writable and
+/// replicating from nobody, is made read-only and fenced with the
+/// promotion; with `leave-strays-writable` it stays a writable second
+/// primary for anyone who reaches it directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_by_an_interrupted_attempt_is_fenced_when_another_takes_over() {
+    for (hooks, fenced) in [
+        ("interrupt-after-promote,leave-strays-writable", false),
+        ("interrupt-after-promote", true),
+    ] {
+        let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+        let first = rig.fleet.nodes[0].admin_query("FAILOVER").await;
+        assert!(
+            first.is_err(),
+            "{hooks}: the first attempt stops after promoting"
+        );
+        let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+        let stray = if new == "db2" { "db3" } else { "db2" };
+        let replicating: Vec<mysql_async::Row> = rig.server(stray).query("SHOW SLAVE STATUS").await;
+        assert!(
+            replicating.is_empty(),
+            "{hooks}: '{stray}' was promoted by the first attempt"
+        );
+        let ro: i64 = harness::rig::query_one(rig.server(stray), "SELECT @@read_only").await;
+        let state = rig.fleet.nodes[0]
+            .admin_query("SHOW BACKENDS")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r["name"].as_deref() == Some(stray))
+            .and_then(|r| r["state"].clone());
+        println!("hooks {hooks:?}: new primary {new}; {stray}: read_only={ro}, state {state:?}");
+        assert_eq!(ro == 1, fenced, "{hooks}: read_only of '{stray}'");
+        assert_eq!(
+            state.as_deref() == Some("fenced"),
+            fenced,
+            "{hooks}: state {state:?}"
+        );
+    }
+}

@@ -119,6 +119,12 @@ pub enum Op {
         /// it may hold writes the new primary never got).
         #[serde(default)]
         fence_deposed: bool,
+        /// Servers found writable and replicating from nobody, other than
+        /// the new primary: promoted by an earlier, interrupted owner of
+        /// the workflow. Fenced too: they may hold writes the new primary
+        /// lacks, and come back only through REJOIN's errant check.
+        #[serde(default)]
+        also_fenced: Vec<String>,
     },
     /// A fenced former primary becomes a replica again.
     Rejoin {
@@ -463,6 +469,7 @@ impl Topology {
                 primary,
                 from_pos,
                 fence_deposed,
+                also_fenced,
             } => {
                 if *epoch != self.epoch {
                     return no(format!(
@@ -491,6 +498,12 @@ impl Topology {
                 if let Some(d) = self.deposed.take().filter(|d| d != primary) {
                     if let Some(b) = self.backends.get_mut(&d).filter(|_| *fence_deposed) {
                         b.state = BackendState::Fenced;
+                    }
+                }
+                for n in also_fenced.iter().filter(|n| *n != primary) {
+                    if let Some(b) = self.backends.get_mut(n) {
+                        b.state = BackendState::Fenced;
+                        b.role = Role::Replica;
                     }
                 }
                 ok(format!("promoted '{primary}' under epoch {epoch}"))
@@ -648,6 +661,7 @@ mod tests {
                     primary: name.into(),
                     from_pos: String::new(),
                     fence_deposed: false,
+                    also_fenced: Vec::new(),
                 },
                 by,
                 "",
@@ -658,6 +672,32 @@ mod tests {
         assert_eq!(t.primary, None);
         assert!(t.apply(7, &promote("b", 2)).ok);
         assert_eq!(t.primary.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_promotion_fences_the_strays_it_names_but_never_its_primary() {
+        let mut t = seeded();
+        assert!(t.apply(3, &cmd(Op::Fence { expected_epoch: 1 })).ok);
+        let r = t.apply(
+            4,
+            &cmd(Op::Promote {
+                epoch: 2,
+                primary: "b".into(),
+                from_pos: String::new(),
+                fence_deposed: false,
+                also_fenced: vec!["c".into(), "b".into(), "gone".into()],
+            }),
+        );
+        assert!(r.ok, "{}", r.message);
+        assert_eq!(t.primary.as_deref(), Some("b"));
+        assert_eq!(t.backends["b"].state, BackendState::Active);
+        assert_eq!(t.backends["c"].state, BackendState::Fenced);
+        // A log entry written before the field existed reads as none.
+        let old: Op = serde_json::from_str(
+            r#"{"Promote":{"epoch":3,"primary":"c","from_pos":"","fence_deposed":false}}"#,
+        )
+        .unwrap();
+        assert!(matches!(old, Op::Promote { also_fenced, .. } if also_fenced.is_empty()));
     }
 
     #[test]
@@ -679,6 +719,7 @@ mod tests {
                     primary: "b".into(),
                     from_pos: String::new(),
                     fence_deposed: false,
+                    also_fenced: Vec::new(),
                 })
             )
             .ok
@@ -691,6 +732,7 @@ mod tests {
                     primary: "a".into(),
                     from_pos: String::new(),
                     fence_deposed: false,
+                    also_fenced: Vec::new(),
                 })
             )
             .ok,
@@ -704,6 +746,7 @@ mod tests {
                     primary: "b".into(),
                     from_pos: String::new(),
                     fence_deposed: false,
+                    also_fenced: Vec::new(),
                 })
             )
             .ok

@@ -15,6 +15,19 @@ pub(super) struct Candidate {
     pub active: bool,
 }
 
+/// One probe of a member, at its connect address, as the monitor account.
+pub(super) async fn probe(f: &Fleet<'_>, name: &str, addr: &str) -> crate::probe::Probe {
+    let addr = f.cfg.connect_addr(name, addr).to_string();
+    Prober::new(
+        &addr,
+        &f.cfg.monitor.user,
+        &f.cfg.monitor.password,
+        f.cfg.monitor.timeout.get(),
+    )
+    .probe()
+    .await
+}
+
 pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) -> Vec<Candidate> {
     let mut out = Vec::new();
     for b in topo.backends.values() {
@@ -23,14 +36,7 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
         if b.name == exclude || !matches!(b.state, BackendState::Active | BackendState::Draining) {
             continue;
         }
-        let addr = f.cfg.connect_addr(&b.name, &b.addr).to_string();
-        let mut p = Prober::new(
-            &addr,
-            &f.cfg.monitor.user,
-            &f.cfg.monitor.password,
-            f.cfg.monitor.timeout.get(),
-        );
-        let probe = p.probe().await;
+        let probe = probe(f, &b.name, &b.addr).await;
         let Some(r) = probe.replica.as_ref().filter(|_| probe.reachable) else {
             continue;
         };

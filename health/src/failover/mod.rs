@@ -424,6 +424,16 @@ async fn promote_phase(
     }
     dialect::promote_server(f, &mut c, &cand.name).await?;
     let _ = c.disconnect().await;
+    if concord_config::testhooks::on("interrupt-after-promote")
+        && !INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        // As if this owner died here: promoted, not committed.
+        return Err(step(
+            &cand.name,
+            "test switch interrupt-after-promote",
+            "stopped",
+        ));
+    }
     note(
         f,
         format!(
@@ -447,6 +457,7 @@ async fn promote_phase(
     if let Some((set, n)) = &lost {
         repointed.push(format!("{n} transactions not carried over: {set}"));
     }
+    let also_fenced = fence_strays(f, topo, &exclude, &cand.name, &cands).await;
     owner::owned(f).await?;
     let epoch = f.consensus.applied().borrow().topology.epoch;
     commit(
@@ -458,6 +469,7 @@ async fn promote_phase(
             // Resumed from a switchover's Freeze: the old primary was
             // never fenced, and may hold writes the candidate lacks.
             fence_deposed: true,
+            also_fenced,
         },
         repointed.join("; "),
     )
@@ -470,6 +482,49 @@ async fn promote_phase(
         lost.map(|(set, n)| format!("; {n} transactions not carried over: {set}"))
             .unwrap_or_default()
     ))
+}
+
+/// Test-only `interrupt-after-promote` fires once per process.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Members other than the new primary and the deposed one that are
+/// writable and replicate from nobody: an earlier owner of an interrupted
+/// workflow promoted them (or someone made them so by hand). Not one of
+/// the candidates, so nothing else here touches them; left writable, a
+/// client that reaches them directly writes to a second primary. Made
+/// read-only and returned, to be fenced with the promotion.
+async fn fence_strays(
+    f: &Fleet<'_>,
+    topo: &Topology,
+    exclude: &str,
+    new_primary: &str,
+    cands: &[candidates::Candidate],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if concord_config::testhooks::on("leave-strays-writable") {
+        return out;
+    }
+    for b in topo.backends.values().filter(|b| {
+        b.name != exclude
+            && b.name != new_primary
+            && matches!(b.state, BackendState::Active | BackendState::Draining)
+            && !cands.iter().any(|c| c.name == b.name)
+    }) {
+        if !candidates::probe(f, &b.name, &b.addr).await.looks_primary() {
+            continue;
+        }
+        let msg = dialect::fence_server(f, &b.name, &b.addr).await;
+        note(
+            f,
+            format!(
+                "'{}' is writable and replicates from nobody (promoted by an interrupted earlier attempt?): fenced with this promotion, REJOIN checks it; {msg}",
+                b.name
+            ),
+        )
+        .await;
+        out.push(b.name.clone());
+    }
+    out
 }
 
 /// Planned switchover: hold writes, make the old primary read-only, let
@@ -606,6 +661,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
             primary: tgt.name.clone(),
             from_pos: pos.clone(),
             fence_deposed: false,
+            also_fenced: Vec::new(),
         },
         notes.join("; "),
     )
@@ -657,6 +713,7 @@ async fn restore(f: &Fleet<'_>, name: &str, why: FailoverError) -> FailoverError
             primary: name.to_string(),
             from_pos: String::new(),
             fence_deposed: false,
+            also_fenced: Vec::new(),
         },
         format!("switchover aborted: {why}"),
     )
@@ -864,6 +921,7 @@ mod tests {
             primary: name.into(),
             from_pos: String::new(),
             fence_deposed: true,
+            also_fenced: Vec::new(),
         };
         assert!(t.apply(4, &cmd(promote("b", 2))).ok);
         assert_eq!(t.deposed, None);
