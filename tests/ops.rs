@@ -808,3 +808,45 @@ async fn db2_readable(node: &Concord, want: &str) {
     })
     .await;
 }
+
+/// A replica whose heartbeat table is locked (its SQL thread blocks on
+/// it, so it falls behind by an unknown amount): the lag read hangs, and
+/// is cut off at `monitor.timeout`, so the replica's lag becomes unknown
+/// and it stops serving reads. Test-only `lag-read-unbounded`: the read
+/// hangs the probe loop, the last good health stays, and the replica
+/// stays readable while it is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_lag_read_hangs_serves_no_reads() {
+    for (hooks, readable) in [("", "no"), ("lag-read-unbounded", "yes")] {
+        let topo = harness::Topology::start(1).await;
+        let mut cfg = ConcordConfig::new(topo.backends());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        db2_readable(&node, "yes").await;
+        let mut lock = topo.replicas[0].conn().await;
+        lock.query_drop("LOCK TABLES concord.heartbeat WRITE")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rows = node.admin_query("SHOW BACKENDS").await.unwrap();
+        let db2 = rows
+            .into_iter()
+            .find(|r| r["name"].as_deref() == Some("db2"))
+            .unwrap();
+        println!("hooks {hooks:?}: db2 after 3 s of a locked heartbeat table: {db2:?}");
+        lock.query_drop("UNLOCK TABLES").await.unwrap();
+        assert_eq!(
+            db2["readable"].as_deref(),
+            Some(readable),
+            "hooks {hooks:?}"
+        );
+        if readable == "no" {
+            assert!(
+                db2["preflight"]
+                    .as_deref()
+                    .is_some_and(|p| p.contains("monitor.timeout")),
+                "{db2:?}"
+            );
+        }
+    }
+}

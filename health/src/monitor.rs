@@ -244,13 +244,21 @@ async fn probe_loop(
             // Bounded like the probe: a hung read must not freeze this
             // backend's last (good) health.
             let read = replica_lag_ms(&mut prober, &p, &table, node_id, beat, &c);
-            match tokio::time::timeout(c.monitor.timeout.get(), read).await {
+            let bound = if concord_config::testhooks::on("lag-read-unbounded") {
+                Duration::from_secs(86_400)
+            } else {
+                c.monitor.timeout.get()
+            };
+            match tokio::time::timeout(bound, read).await {
                 Ok((lag, finding)) => {
                     p.preflight.extend(finding);
                     lag
                 }
                 Err(_) => {
                     prober.reset();
+                    p.preflight.push(format!(
+                        "reading its heartbeat table {table} took longer than monitor.timeout ({bound:?}; the table locked?): its lag is unknown and it serves no reads"
+                    ));
                     None
                 }
             }
