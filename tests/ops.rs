@@ -850,3 +850,40 @@ async fn a_replica_whose_lag_read_hangs_serves_no_reads() {
         }
     }
 }
+
+/// A node cut off from the fleet loses its lease and stops writing its
+/// heartbeat row, but keeps serving reads from replicas: it reads their
+/// lag from the freshest row of any node, not from its own, which stopped
+/// moving. Test-only `lag-own-row-only`: its own stale row makes the
+/// replica lag more and more on that node, and it stops reading from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_lease_reads_lag_from_the_freshest_heartbeat() {
+    for (hooks, readable) in [("", "yes"), ("lag-own-row-only", "no")] {
+        let topo = harness::Topology::start(1).await;
+        let fleet = harness::Fleet::start(3, topo.backends(), |_, c| {
+            c.test_hooks = hooks.into();
+        })
+        .await;
+        for n in &fleet.nodes {
+            n.wait_readable(&["db2"]).await;
+        }
+        // Long enough for its own row to fall past the 1 s bound.
+        fleet.isolate(0);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let rows = fleet.nodes[0].admin_query("SHOW BACKENDS").await.unwrap();
+        fleet.heal(0);
+        let db2 = rows
+            .into_iter()
+            .find(|r| r["name"].as_deref() == Some("db2"))
+            .unwrap();
+        println!(
+            "hooks {hooks:?}: node 1 cut off for 4 s; its db2: readable {:?}, lag_ms {:?}",
+            db2["readable"], db2["lag_ms"]
+        );
+        assert_eq!(
+            db2["readable"].as_deref(),
+            Some(readable),
+            "hooks {hooks:?}"
+        );
+    }
+}
