@@ -275,6 +275,43 @@ async fn connection_id_is_the_handshake_id() {
     }
 }
 
+/// CONNECTION_ID() answers with the server's column metadata (type,
+/// UNSIGNED flag, display width), text and prepared, alone and in
+/// arithmetic, as on the primary directly. Test-only
+/// `connection-id-bare-literal`: a signed literal as wide as its digits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_id_has_the_server_s_column_metadata() {
+    const SQL: &str = "SELECT CONNECTION_ID(), CONNECTION_ID() + 1, CONNECTION_ID() AS id";
+    async fn meta(c: &mut mysql_async::Conn) -> Vec<String> {
+        let text: Vec<mysql_async::Row> = c.query(SQL).await.unwrap();
+        let st = c.prep(SQL).await.unwrap();
+        let bin: Vec<mysql_async::Row> = c.exec(&st, ()).await.unwrap();
+        [text, bin]
+            .iter()
+            .flat_map(|rows| rows[0].columns_ref().to_vec())
+            .map(|col| {
+                format!(
+                    "{} {:?} {:?} len {}",
+                    col.name_str(),
+                    col.column_type(),
+                    col.flags(),
+                    col.column_length()
+                )
+            })
+            .collect()
+    }
+    for (hooks, same) in [("connection-id-bare-literal", false), ("", true)] {
+        let topo = Topology::start(0).await;
+        let mut cfg = ConcordConfig::new(topo.backends());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let direct = meta(&mut topo.primary.conn().await).await;
+        let through = meta(&mut node.conn().await).await;
+        println!("hooks {hooks:?}:\n direct  {direct:?}\n concord {through:?}");
+        assert_eq!(direct == through, same, "hooks {hooks:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_connection_ends_a_busy_session_and_its_backend_work() {
     let (topo, node) = setup().await;

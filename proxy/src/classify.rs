@@ -1578,6 +1578,18 @@ pub struct Known {
 /// [`rewrite_ids`], and every `ROW_COUNT()` / `FOUND_ROWS()` with a value
 /// in `known` replaced by that value, typed as the function is
 /// (`COALESCE(n, ROW_COUNT())`: a BIGINT of the same width, never NULL).
+/// The session id in place of `CONNECTION_ID()`, typed as the server
+/// types that call: INT UNSIGNED NOT NULL of display width 10 (a bare
+/// literal is signed, as wide as its digits, and BIGINT past 2^31), so
+/// column metadata, arithmetic (`CONNECTION_ID() - n` below zero is an
+/// out-of-range error) and drivers' value types stay the same.
+fn connection_id(id: u64) -> String {
+    if concord_config::testhooks::on("connection-id-bare-literal") {
+        return id.to_string();
+    }
+    format!("COALESCE(CAST({id} AS UNSIGNED), CAST(4294967295 AS UNSIGNED))")
+}
+
 pub fn rewrite_calls(sql: &[u8], id: u64, known: &Known) -> Vec<u8> {
     // Tokens with their byte ranges and parenthesis depth.
     let mut toks: Vec<(Tok<'_>, usize, usize, i32)> = Vec::new();
@@ -1602,7 +1614,7 @@ pub fn rewrite_calls(sql: &[u8], id: u64, known: &Known) -> Vec<u8> {
     let mut i = 0;
     while i < toks.len() {
         if word(i, b"CONNECTION_ID") && punct(i + 1, b'(') && punct(i + 2, b')') {
-            edits.push((i, i + 2, id.to_string()));
+            edits.push((i, i + 2, connection_id(id)));
             i += 3;
             continue;
         }

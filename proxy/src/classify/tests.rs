@@ -267,19 +267,23 @@ fn kill_statements() {
 #[test]
 fn connection_ids_are_rewritten_with_the_server_s_column_names() {
     let r = |s: &str| String::from_utf8(rewrite_ids(s.as_bytes(), 77)).unwrap();
+    let c = "COALESCE(CAST(77 AS UNSIGNED), CAST(4294967295 AS UNSIGNED))";
     assert_eq!(
         r("SELECT CONNECTION_ID()"),
-        "SELECT 77 AS `CONNECTION_ID()`"
+        format!("SELECT {c} AS `CONNECTION_ID()`")
     );
     assert_eq!(
         r("select connection_id() , 1"),
-        "select 77 AS `connection_id()` , 1"
+        format!("select {c} AS `connection_id()` , 1")
     );
-    assert_eq!(r("SELECT CONNECTION_ID() AS id"), "SELECT 77 AS id");
-    assert_eq!(r("SELECT CONNECTION_ID() id"), "SELECT 77 id");
+    assert_eq!(
+        r("SELECT CONNECTION_ID() AS id"),
+        format!("SELECT {c} AS id")
+    );
+    assert_eq!(r("SELECT CONNECTION_ID() id"), format!("SELECT {c} id"));
     assert_eq!(
         r("SELECT * FROM t WHERE c = CONNECTION_ID()"),
-        "SELECT * FROM t WHERE c = 77"
+        format!("SELECT * FROM t WHERE c = {c}")
     );
     assert_eq!(
         r("SELECT 'CONNECTION_ID()', `CONNECTION_ID`"),
@@ -287,15 +291,15 @@ fn connection_ids_are_rewritten_with_the_server_s_column_names() {
     );
     assert_eq!(
         r("SELECT CONNECTION_ID()+1 FROM t"),
-        "SELECT 77+1 AS `CONNECTION_ID()+1` FROM t"
+        format!("SELECT {c}+1 AS `CONNECTION_ID()+1` FROM t")
     );
     assert_eq!(
         r("SELECT IS_USED_LOCK('l') = CONNECTION_ID()"),
-        "SELECT IF(IS_USED_LOCK('l') = @@pseudo_thread_id, 77, IS_USED_LOCK('l')) = 77 AS `IS_USED_LOCK('l') = CONNECTION_ID()`"
+        format!("SELECT IF(IS_USED_LOCK('l') = @@pseudo_thread_id, 77, IS_USED_LOCK('l')) = {c} AS `IS_USED_LOCK('l') = CONNECTION_ID()`")
     );
     assert_eq!(
         r("INSERT INTO t VALUES (CONNECTION_ID())"),
-        "INSERT INTO t VALUES (77)"
+        format!("INSERT INTO t VALUES ({c})")
     );
     assert_eq!(r("SELECT 1"), "SELECT 1");
 }
