@@ -814,3 +814,41 @@ async fn a_multi_statement_insert_id_stays_with_its_session() {
         );
     }
 }
+
+/// ROW_COUNT() right after a failed statement is -1, as directly. After an
+/// error concord asks the connection for the session's status with a
+/// COM_PING, which sets ROW_COUNT() to 0 there, so it writes the value
+/// in. Test-only `ping-keeps-row-count`: 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_count_after_a_failed_statement_is_minus_one() {
+    let db = harness::MariaDb::start("primary", 1).await;
+    db.exec("CREATE TABLE test.r (v INT)").await;
+    db.exec("INSERT INTO test.r VALUES (1), (3), (4)").await;
+    let mut answers = Vec::new();
+    for (hooks, direct) in [("", true), ("", false), ("ping-keeps-row-count", false)] {
+        let mut cfg = ConcordConfig::single(&db.addr());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let mut c = if direct {
+            db.conn().await
+        } else {
+            node.conn().await
+        };
+        let mut got = Vec::new();
+        for failing in [
+            "SELECT * FROM test.nosuch",
+            "SELECT v FROM test.r WHERE v > 2 INTO @y",
+            "INSERT INTO test.r VALUES ('x')",
+            "UPDATE test.nosuch SET v = 1",
+        ] {
+            assert!(c.query_drop(failing).await.is_err(), "{failing}");
+            let n: Option<i64> = c.query_first("SELECT ROW_COUNT()").await.unwrap();
+            got.push(n);
+        }
+        answers.push(got);
+    }
+    println!("direct, concord, ping-keeps-row-count: {answers:?}");
+    assert_eq!(answers[0], vec![Some(-1); 4], "the server's own");
+    assert_eq!(answers[1], answers[0], "through concord");
+    assert_ne!(answers[2], answers[0], "the ping's 0");
+}

@@ -762,6 +762,7 @@ impl Session {
                     self.deadlocked |= sc.error == Some(codes::LOCK_DEADLOCK.0);
                 }
                 self.last = Some(w);
+                self.row_count_moved = false;
                 if diag {
                     self.last_diag = Some(w);
                 }

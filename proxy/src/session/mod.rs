@@ -136,6 +136,10 @@ pub struct Session {
     /// the pool); whether that SELECT asked SQL_CALC_FOUND_ROWS (then
     /// only its connection knows).
     row_count: i64,
+    /// concord sent a command of its own (a status COM_PING) on the
+    /// connection that answered last: its ROW_COUNT() is no longer the
+    /// session's (a ping sets it to 0), so `row_count` is written in.
+    row_count_moved: bool,
     found_rows: u64,
     calc_found_rows: bool,
     /// The session's LAST_INSERT_ID() (transaction mode: see `multiplex`),
@@ -255,6 +259,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         cmd_at: std::time::Instant::now(),
         cmd_no: 0,
         row_count: -1,
+        row_count_moved: false,
         found_rows: 0,
         calc_found_rows: false,
         insert_id: 0,
@@ -629,6 +634,8 @@ impl Session {
         let w = self.txn.or(self.last).unwrap_or(Which::Primary);
         if let Some(b) = self.conns.get_mut(w) {
             if b.conn.command(&[com::PING]).await.is_ok() {
+                self.row_count_moved =
+                    Some(w) == self.last && !concord_config::testhooks::on("ping-keeps-row-count");
                 self.status = b.conn.status;
                 self.txn = (self.status & status::IN_TRANS != 0).then_some(w);
                 self.status_stale = false;
@@ -663,6 +670,7 @@ impl Session {
         self.last_read = None;
         self.last_diag = None;
         self.row_count = -1;
+        self.row_count_moved = false;
         self.found_rows = 0;
         self.calc_found_rows = false;
         self.insert_id = 0;

@@ -465,7 +465,8 @@ impl Session {
         let gone = |w: Option<Which>| !in_txn && w.is_none_or(|w| self.conns.get(w).is_none());
         let moved_id = class.has(flag::INSERT_ID);
         let k = classify::Known {
-            row_count: (class.has(flag::ROW_COUNT) && (gone(self.last) || moved_id))
+            row_count: (class.has(flag::ROW_COUNT)
+                && (gone(self.last) || moved_id || self.row_count_moved))
                 .then_some(self.row_count),
             found_rows: (class.has(flag::FOUND_ROWS)
                 && gone(self.last_read)
