@@ -602,3 +602,102 @@ async fn commit_release_ends_the_session_as_it_ends_the_connection() {
         }
     }
 }
+
+/// A CALL whose procedure opens cursors of its own: MariaDB sets
+/// CURSOR_EXISTS on every result set it returns, which is no cursor of the
+/// client's. concord relays all of them, as directly, to the `mariadb`
+/// client (which reads column EOFs, where the flag shows) and to
+/// mysql_async, text and prepared. Test-only `cursor-flag-anywhere` (the
+/// flag ends any result set): the response is cut after the first column
+/// definitions and the `mariadb` client hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_procedure_uses_cursors_returns_all_its_results() {
+    async fn answers(c: &mut mysql_async::Conn) -> Result<Vec<Vec<(i64, i64)>>, String> {
+        let mut sets = Vec::new();
+        let mut r = c
+            .query_iter("CALL test.cursors()")
+            .await
+            .map_err(|e| e.to_string())?;
+        while !r.is_empty() {
+            let rows: Vec<(i64, i64)> = r.collect().await.map_err(|e| e.to_string())?;
+            sets.push(rows);
+        }
+        drop(r);
+        let st = c
+            .prep("CALL test.cursors()")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut r = c.exec_iter(&st, ()).await.map_err(|e| e.to_string())?;
+        while !r.is_empty() {
+            let rows: Vec<(i64, i64)> = r.collect().await.map_err(|e| e.to_string())?;
+            sets.push(rows);
+        }
+        Ok(sets)
+    }
+    /// The `mariadb` client's output, or why there is none within 10 s.
+    fn cli(port: u16, user: &str) -> String {
+        let out = std::process::Command::new("timeout")
+            .arg("10")
+            .arg(harness::bin::mariadb_client())
+            .args(["--no-defaults", "-h127.0.0.1", "--batch"])
+            .arg(format!("-P{port}"))
+            .arg(format!("-u{user}"))
+            .arg(format!("-p{PASSWORD}"))
+            .args(["-e", "CALL test.cursors(); SELECT 'after'"])
+            .output()
+            .expect("run the mariadb client");
+        if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            format!(
+                "failed: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+    }
+    let db = harness::MariaDb::start("primary", 1).await;
+    db.exec("CREATE TABLE test.c1 (v INT)").await;
+    db.exec("INSERT INTO test.c1 VALUES (7), (8)").await;
+    db.exec(
+        "CREATE PROCEDURE test.cursors() BEGIN \
+           DECLARE x INT; \
+           DECLARE c CURSOR FOR SELECT v FROM test.c1 ORDER BY v LIMIT 1; \
+           OPEN c; FETCH c INTO x; CLOSE c; \
+           SELECT 1, x; \
+           SELECT v, v + 1 FROM test.c1 ORDER BY v; \
+         END",
+    )
+    .await;
+    let direct = answers(&mut db.conn().await).await;
+    assert_eq!(
+        direct,
+        Ok(vec![
+            vec![(1, 7)],
+            vec![(7, 8), (8, 9)],
+            vec![(1, 7)],
+            vec![(7, 8), (8, 9)]
+        ])
+    );
+    let direct_cli = cli(db.port, "root");
+    assert!(direct_cli.contains("after"), "{direct_cli}");
+    for (hooks, same) in [("cursor-flag-anywhere", false), ("", true)] {
+        let mut cfg = ConcordConfig::single(&db.addr());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let through_cli = cli(node.cfg.port, "app");
+        let mut c = node.conn().await;
+        let got = tokio::time::timeout(Duration::from_secs(5), answers(&mut c))
+            .await
+            .unwrap_or_else(|_| Err("no answer within 5 s".into()));
+        println!("hooks {hooks:?}: mariadb client {through_cli:?}; mysql_async {got:?}");
+        assert_eq!(
+            through_cli == direct_cli,
+            same,
+            "hooks {hooks:?}: {through_cli}"
+        );
+        if same {
+            assert_eq!(got, direct);
+        }
+    }
+}

@@ -23,7 +23,8 @@ pub fn codec(data: &[u8]) {
         Expect::FieldList,
         Expect::Rows,
         Expect::Single,
-    ][usize::from(kind % 5)];
+        Expect::Cursor,
+    ][usize::from(kind % 6)];
     let mut sc = Scanner::new(expect, kind & 0x80 != 0);
     loop {
         match s.try_take_packet() {

@@ -21,6 +21,12 @@ pub enum Expect {
     /// COM_QUERY, COM_STMT_EXECUTE: OK, ERR, LOCAL INFILE or result sets,
     /// possibly several (MORE_RESULTS_EXISTS).
     ResultSets,
+    /// COM_STMT_EXECUTE that asked for a cursor: as `ResultSets`, except
+    /// that a column EOF with CURSOR_EXISTS ends the response (its rows
+    /// come through COM_STMT_FETCH). Anywhere else the flag means nothing:
+    /// MariaDB sets it on every result set of a CALL whose procedure
+    /// opened a cursor of its own.
+    Cursor,
     /// COM_STMT_PREPARE.
     Prepare,
     /// COM_FIELD_LIST: column definitions until EOF.
@@ -70,6 +76,8 @@ pub struct PrepareOk {
 #[derive(Clone, Debug)]
 pub struct Scanner {
     state: State,
+    /// A column EOF with CURSOR_EXISTS ends the response ([`Expect::Cursor`]).
+    cursor: bool,
     deprecate_eof: bool,
     /// The previous physical packet had MAX_PAYLOAD bytes: this one continues it.
     continuing: bool,
@@ -94,7 +102,7 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(expect: Expect, deprecate_eof: bool) -> Self {
         let state = match expect {
-            Expect::ResultSets => State::First,
+            Expect::ResultSets | Expect::Cursor => State::First,
             Expect::Prepare => State::PrepareFirst,
             Expect::FieldList => State::FieldList,
             Expect::Rows => State::Rows,
@@ -102,6 +110,7 @@ impl Scanner {
         };
         Scanner {
             state,
+            cursor: expect == Expect::Cursor,
             deprecate_eof,
             continuing: false,
             status: 0,
@@ -213,7 +222,7 @@ impl Scanner {
                 }
                 let s = terminator_status(payload, false).unwrap_or(0);
                 self.set_status(s);
-                if s & status::CURSOR_EXISTS != 0 {
+                if self.cursor && s & status::CURSOR_EXISTS != 0 {
                     // COM_STMT_EXECUTE opened a cursor: rows come via FETCH.
                     self.state = State::Done;
                     return Ok(Step::Done);

@@ -629,6 +629,13 @@ impl Session {
         prepare_id: Option<u32>,
         consume_now: bool,
     ) -> Result<Outcome, (SessionError, u8)> {
+        // Test-only: a CURSOR_EXISTS flag ends any result set, as before.
+        let expect = match expect {
+            Expect::ResultSets if concord_config::testhooks::on("cursor-flag-anywhere") => {
+                Expect::Cursor
+            }
+            e => e,
+        };
         if w == Which::Primary {
             // The last check before the first byte goes out: everything
             // since the route was chosen (a pool slot, a connect, the
@@ -766,7 +773,7 @@ impl Session {
                 if diag {
                     self.last_diag = Some(w);
                 }
-                if matches!(expect, Expect::ResultSets | Expect::Single) {
+                if matches!(expect, Expect::ResultSets | Expect::Cursor | Expect::Single) {
                     // What ROW_COUNT() now says on that connection.
                     self.row_count = match (sc.error, end.ok_counts) {
                         (None, Some((affected, _))) => affected as i64,

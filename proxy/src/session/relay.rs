@@ -992,7 +992,8 @@ pub mod harness {
         let Some((&sel, rest)) = data.split_first() else {
             return;
         };
-        let expect = match sel % 5 {
+        let expect = match sel % 6 {
+            5 => Expect::Cursor,
             0 => Expect::ResultSets,
             1 => Expect::Prepare,
             2 => Expect::FieldList,

@@ -620,7 +620,18 @@ impl Session {
         self.rewrite_id(bid);
         self.may_write = !super::query::plain_read(&class);
         let out = self
-            .forward_to(w, cmd, Expect::ResultSets, false, None, true)
+            .forward_to(
+                w,
+                cmd,
+                if cursor {
+                    Expect::Cursor
+                } else {
+                    Expect::ResultSets
+                },
+                false,
+                None,
+                true,
+            )
             .await?;
         self.note_outcome(w, &out);
         if let Some(s) = self.stmts.map.get_mut(&id) {
