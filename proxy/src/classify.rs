@@ -151,6 +151,9 @@ pub mod flag {
     pub const ROW_COUNT: u32 = 1 << 19;
     /// `SELECT SQL_CALC_FOUND_ROWS`: FOUND_ROWS() then needs the server.
     pub const CALC_FOUND_ROWS: u32 = 1 << 20;
+    /// Not a SELECT, but sets FOUND_ROWS() to what its own SELECT found
+    /// (see [`super::sets_found_rows`]).
+    pub const SETS_FOUND_ROWS: u32 = 1 << 21;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -759,6 +762,13 @@ fn classify_in(mut lx: Lexer<'_>) -> (Class, Lexer<'_>) {
     if lx.concord_var {
         flags |= flag::CONCORD_VAR;
     }
+    if kind != Kind::Read && flags & flag::MULTI == 0 {
+        if let Some(Tok::Word(w)) = first {
+            if sets_found_rows(w, sql) {
+                flags |= flag::SETS_FOUND_ROWS;
+            }
+        }
+    }
     let class = Class {
         kind,
         flags,
@@ -770,6 +780,53 @@ fn classify_in(mut lx: Lexer<'_>) -> (Class, Lexer<'_>) {
         rule_replica: false,
     };
     (class, lx)
+}
+
+/// Whether a statement that is not a SELECT sets FOUND_ROWS(), as the
+/// server does for a SELECT that feeds it: INSERT/REPLACE ... SELECT,
+/// CREATE TABLE ... SELECT, and a SET that runs a subquery. A subquery
+/// of VALUES, of ON DUPLICATE KEY UPDATE, of an UPDATE, DELETE, DO or a
+/// view's definition leaves it as it was. `first`: the first word.
+pub fn sets_found_rows(first: &[u8], sql: &[u8]) -> bool {
+    let set = eq_ci(first, b"SET");
+    let insert = eq_ci(first, b"INSERT") || eq_ci(first, b"REPLACE");
+    let create = eq_ci(first, b"CREATE");
+    if !(set || insert || create) {
+        return false;
+    }
+    let mut lx = Lexer::new(sql);
+    lx.next();
+    if set && matches!(lx.clone_next(), Some(Tok::Word(w)) if eq_ci(w, b"STATEMENT")) {
+        // SET STATEMENT ... FOR <statement>: left to the server's reading.
+        return false;
+    }
+    let mut depth = 0i32;
+    let mut table = !create;
+    while let Some(t) = lx.next() {
+        match t {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth -= 1,
+            Tok::Word(w) if eq_ci(w, b"SELECT") && (set || depth <= 1) => return table,
+            // CREATE [OR REPLACE] [TEMPORARY] TABLE: anything else (a
+            // view, a routine, a trigger) is only a definition.
+            Tok::Word(w) if create && !table => {
+                if eq_ci(w, b"TABLE") {
+                    table = true;
+                } else if !(eq_ci(w, b"OR") || eq_ci(w, b"REPLACE") || eq_ci(w, b"TEMPORARY")) {
+                    return false;
+                }
+            }
+            Tok::Word(w)
+                if insert
+                    && depth == 0
+                    && (eq_ci(w, b"VALUES") || eq_ci(w, b"VALUE") || eq_ci(w, b"SET")) =>
+            {
+                return false
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Every statement of a multi-statement text is a SET or USE.

@@ -775,3 +775,39 @@ fn reads_release_after_commit_and_rollback() {
     assert_eq!(releases(b"COMMIT"), None);
     assert_eq!(releases(b"ROLLBACK TO SAVEPOINT release"), None);
 }
+
+#[test]
+fn statements_that_set_found_rows_without_a_result() {
+    let sets = |q: &str| classify(q.as_bytes()).has(flag::SETS_FOUND_ROWS);
+    for q in [
+        "INSERT INTO t SELECT a FROM u",
+        "insert into t (a, b) select 1, 2",
+        "INSERT INTO t (SELECT a FROM u)",
+        "REPLACE INTO t SELECT * FROM u",
+        "INSERT INTO t SELECT a FROM u ON DUPLICATE KEY UPDATE a = (SELECT 1)",
+        "CREATE TABLE t AS SELECT 1",
+        "CREATE OR REPLACE TABLE t (a INT) SELECT a FROM u",
+        "CREATE TEMPORARY TABLE t SELECT a FROM u",
+        "SET @a = (SELECT COUNT(*) FROM t)",
+        "SET @a = 1, @b = (SELECT 2)",
+    ] {
+        assert!(sets(q), "{q}");
+    }
+    for q in [
+        "SELECT a FROM t",
+        "INSERT INTO t VALUES ((SELECT 7))",
+        "INSERT INTO t VALUES (1) ON DUPLICATE KEY UPDATE a = (SELECT 1)",
+        "INSERT INTO t SET a = (SELECT 1)",
+        "UPDATE t SET a = (SELECT 1)",
+        "DELETE FROM t WHERE a IN (SELECT 1)",
+        "DO (SELECT 1)",
+        "CREATE VIEW v AS SELECT 1",
+        "CREATE PROCEDURE p() SELECT 1",
+        "CREATE TABLE t (a INT)",
+        "SET @a = 1",
+        "SET STATEMENT max_statement_time = 1 FOR SELECT 1",
+        "INSERT INTO t SELECT 1; SELECT 2",
+    ] {
+        assert!(!sets(q), "{q}");
+    }
+}

@@ -142,6 +142,11 @@ pub struct Session {
     row_count_moved: bool,
     found_rows: u64,
     calc_found_rows: bool,
+    /// A statement that sets FOUND_ROWS() without a result of its own
+    /// (INSERT ... SELECT, CREATE TABLE ... SELECT, SET @v = (SELECT ...))
+    /// ran on `last_read`: its value is read there before the connection
+    /// goes back.
+    found_rows_unread: bool,
     /// The session's LAST_INSERT_ID() (transaction mode: see `multiplex`),
     /// and the connection a statement may have changed it on since.
     insert_id: u64,
@@ -262,6 +267,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         row_count_moved: false,
         found_rows: 0,
         calc_found_rows: false,
+        found_rows_unread: false,
         insert_id: 0,
         insert_id_pending: None,
         oneshot_on: None,
@@ -673,6 +679,7 @@ impl Session {
         self.row_count_moved = false;
         self.found_rows = 0;
         self.calc_found_rows = false;
+        self.found_rows_unread = false;
         self.insert_id = 0;
         self.insert_id_pending = None;
         self.oneshot_on = None;

@@ -105,6 +105,14 @@ impl Session {
         let Some(id) = self.conns.get(w).map(|b| b.conn.id) else {
             return;
         };
+        // FOUND_ROWS() an INSERT ... SELECT (and the like) left there, read
+        // first: the reads below are SELECTs that change it.
+        if self.found_rows_unread && self.last_read == Some(w) {
+            let n = self.value_on(w, "SELECT FOUND_ROWS()").await;
+            let Ok(n) = n else { return };
+            self.found_rows = n.and_then(|v| v.parse().ok()).unwrap_or(0);
+            self.found_rows_unread = false;
+        }
         // User variables assigned there are read back first (only from a
         // connection that leaves: a kept one keeps FOUND_ROWS() and the
         // rest of what the last statement left).

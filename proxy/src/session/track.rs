@@ -272,6 +272,13 @@ impl Session {
             self.last_read = Some(w);
             self.found_rows = out.rows;
             self.calc_found_rows = class.has(flag::CALC_FOUND_ROWS) && !out.failed;
+            self.found_rows_unread = false;
+        } else if class.has(flag::SETS_FOUND_ROWS)
+            && !concord_config::testhooks::on("found-rows-untracked")
+        {
+            self.last_read = Some(w);
+            self.calc_found_rows = false;
+            self.found_rows_unread = true;
         }
         if out.failed || out.warnings > 0 || class.has(flag::USES_TABLE) {
             self.last_diag = Some(w);
