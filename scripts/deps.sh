@@ -11,6 +11,8 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy
 # Network-namespace test hosts and packet-drop faults (tests/faults.rs).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
+# MariaDB's own test suite, run through concord differentially (tests/mtr.rs).
+[ -f /usr/share/mysql/mysql-test/mariadb-test-run.pl ] || need+=(mariadb-test)
 /usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
 /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 

@@ -854,10 +854,12 @@ async fn row_count_after_a_failed_statement_is_minus_one() {
 }
 
 /// FOUND_ROWS() after statements that set it without a result of their
-/// own (INSERT ... SELECT, CREATE TABLE ... SELECT, SET @v = (SELECT ...))
-/// and after ones that leave it (a subquery in VALUES, UPDATE, DO, a
-/// view), as directly; reads go wherever, connections move between
-/// statements. Found by MariaDB's `main.ctype_latin1` through concord.
+/// own (INSERT ... SELECT, CREATE TABLE ... SELECT, SET @v = (SELECT ...)),
+/// after a LIMIT with an offset (the skipped rows count), and after ones
+/// that leave it (a subquery in VALUES, UPDATE, DO, a view, SHOW CREATE,
+/// SHOW WARNINGS), as directly; reads go wherever, connections move between
+/// statements. Found by MariaDB's `main.ctype_latin1` and
+/// `main.select_found` through concord.
 /// Test-only `found-rows-untracked`: the previous SELECT's count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn found_rows_after_statements_that_select_into_something_else() {
@@ -874,6 +876,11 @@ async fn found_rows_after_statements_that_select_into_something_else() {
         "UPDATE test.f SET a = a WHERE a IN (SELECT 1)",
         "DO (SELECT 1)",
         "CREATE VIEW test.fv AS SELECT 1",
+        "SHOW CREATE TABLE test.f",
+        "SHOW WARNINGS",
+        "SELECT a FROM test.f ORDER BY a LIMIT 2, 1",
+        "SELECT a FROM test.f ORDER BY a LIMIT 1 OFFSET 1",
+        "SHOW TABLES FROM test",
     ];
     let mut answers = Vec::new();
     for (hooks, direct) in [("", true), ("", false), ("found-rows-untracked", false)] {
@@ -901,4 +908,32 @@ async fn found_rows_after_statements_that_select_into_something_else() {
     println!("direct, concord, found-rows-untracked: {answers:?}");
     assert_eq!(answers[1], answers[0], "through concord");
     assert_ne!(answers[2], answers[0], "the previous SELECT's count");
+}
+
+/// A session that starts after `SET GLOBAL` starts from the new value, as
+/// a new connection does directly: the SET renews the pool's connections.
+/// (From MariaDB's `main.alter_table`: SET GLOBAL max_allowed_packet, then
+/// a new connection inserts a value only the new limit allows.)
+/// Test-only `pool-ignores-set-global`: the pooled connection keeps the
+/// value it started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_after_set_global_starts_from_the_new_value() {
+    for (hooks, renewed) in [("pool-ignores-set-global", false), ("", true)] {
+        let (db, node) = one_connection_with(hooks).await;
+        let mut a = node.conn().await;
+        let before: Option<String> = a.query_first("SELECT @@session.sql_mode").await.unwrap();
+        a.query_drop("SET GLOBAL sql_mode = 'ANSI_QUOTES'")
+            .await
+            .unwrap();
+        drop(a);
+        let mut b = node.conn().await;
+        let got: Option<String> = b.query_first("SELECT @@session.sql_mode").await.unwrap();
+        db.exec("SET GLOBAL sql_mode = DEFAULT").await;
+        println!("hooks {hooks:?}: before {before:?}, a new session after SET GLOBAL: {got:?}");
+        assert_eq!(
+            got.as_deref() == Some("ANSI_QUOTES"),
+            renewed,
+            "hooks {hooks:?}"
+        );
+    }
 }

@@ -151,9 +151,14 @@ pub mod flag {
     pub const ROW_COUNT: u32 = 1 << 19;
     /// `SELECT SQL_CALC_FOUND_ROWS`: FOUND_ROWS() then needs the server.
     pub const CALC_FOUND_ROWS: u32 = 1 << 20;
-    /// Not a SELECT, but sets FOUND_ROWS() to what its own SELECT found
-    /// (see [`super::sets_found_rows`]).
+    /// Sets FOUND_ROWS() to what only the server knows: not a SELECT, but
+    /// runs one (see [`super::sets_found_rows`]), or a SELECT with a LIMIT
+    /// offset (the skipped rows count).
     pub const SETS_FOUND_ROWS: u32 = 1 << 21;
+    /// A SHOW (CREATE, WARNINGS, ERRORS, GRANTS, MASTER/SLAVE STATUS) or
+    /// HELP: unlike SELECTs and the SHOWs read from information_schema,
+    /// it leaves FOUND_ROWS() as it was.
+    pub const KEEPS_FOUND_ROWS: u32 = 1 << 22;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -520,6 +525,9 @@ enum Act {
     FoundRows,
     RowCount,
     CalcFoundRows,
+    /// `LIMIT offset, count` / `OFFSET`: FOUND_ROWS() counts the skipped rows.
+    Limit,
+    Offset,
 }
 
 /// The words the scan acts on, upper case. The filter below and the
@@ -547,6 +555,8 @@ const SCAN_WORDS: &[(&[u8], Act)] = &[
     (b"FOUND_ROWS", Act::FoundRows),
     (b"ROW_COUNT", Act::RowCount),
     (b"SQL_CALC_FOUND_ROWS", Act::CalcFoundRows),
+    (b"LIMIT", Act::Limit),
+    (b"OFFSET", Act::Offset),
 ];
 
 /// Per word length, the first letters of [`SCAN_WORDS`] (bit `c - 'A'`):
@@ -769,6 +779,9 @@ fn classify_in(mut lx: Lexer<'_>) -> (Class, Lexer<'_>) {
             }
         }
     }
+    if kind == Kind::Read && keeps_found_rows(sql) {
+        flags |= flag::KEEPS_FOUND_ROWS;
+    }
     let class = Class {
         kind,
         flags,
@@ -827,6 +840,71 @@ pub fn sets_found_rows(first: &[u8], sql: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// A SHOW or HELP that leaves FOUND_ROWS() alone (see
+/// [`flag::KEEPS_FOUND_ROWS`]).
+fn keeps_found_rows(sql: &[u8]) -> bool {
+    let mut lx = Lexer::new(sql);
+    fn word(t: Option<Tok<'_>>) -> Option<&[u8]> {
+        match t {
+            Some(Tok::Word(w)) => Some(w),
+            _ => None,
+        }
+    }
+    let Some(first) = word(lx.next()) else {
+        return false;
+    };
+    if eq_ci(first, b"HELP") {
+        return true;
+    }
+    if !eq_ci(first, b"SHOW") {
+        return false;
+    }
+    let Some(second) = word(lx.next()) else {
+        return false;
+    };
+    if [&b"CREATE"[..], b"WARNINGS", b"ERRORS", b"GRANTS"]
+        .iter()
+        .any(|w| eq_ci(second, w))
+    {
+        return true;
+    }
+    [&b"MASTER"[..], b"SLAVE", b"REPLICA", b"BINLOG"]
+        .iter()
+        .any(|w| eq_ci(second, w))
+        && word(lx.next()).is_some_and(|w| eq_ci(w, b"STATUS"))
+}
+
+/// A SET of a global variable (`SET GLOBAL x`, `SET @@global.x`, MySQL's
+/// PERSIST): connections opened after it start from the new value.
+pub fn sets_global(sql: &[u8]) -> bool {
+    let mut lx = Lexer::new(sql);
+    if !matches!(lx.next(), Some(Tok::Word(w)) if eq_ci(w, b"SET")) {
+        return false;
+    }
+    // Only what an assignment sets (after SET or a comma at depth 0),
+    // not a global read on the right (`SET @v = @@global.x`).
+    let (mut depth, mut target) = (0i32, true);
+    loop {
+        lx.skip_space_and_comments();
+        let start = lx.i;
+        let Some(t) = lx.next() else { return false };
+        match t {
+            Tok::Word(w) if target && (eq_ci(w, b"GLOBAL") || eq_ci(w, b"PERSIST")) => return true,
+            Tok::Var { system: true } if target => {
+                let name = sql.get(start + 2..lx.i).unwrap_or_default();
+                let scope = name.split(|c| *c == b'.').next().unwrap_or_default();
+                if name.contains(&b'.') && (eq_ci(scope, b"GLOBAL") || eq_ci(scope, b"PERSIST")) {
+                    return true;
+                }
+            }
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth -= 1,
+            _ => {}
+        }
+        target = depth == 0 && t == Tok::Punct(b',');
+    }
 }
 
 /// Every statement of a multi-statement text is a SET or USE.
@@ -1318,6 +1396,14 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set:
                 Some(Act::FoundRows) => *flags |= flag::STMT_INFO | flag::FOUND_ROWS,
                 Some(Act::RowCount) => *flags |= flag::STMT_INFO | flag::ROW_COUNT,
                 Some(Act::CalcFoundRows) => *flags |= flag::CALC_FOUND_ROWS,
+                Some(Act::Offset) => *flags |= flag::SETS_FOUND_ROWS,
+                Some(Act::Limit) => {
+                    let mut ahead = Lexer::new(lx.s.get(lx.i..).unwrap_or_default());
+                    ahead.next();
+                    if ahead.next() == Some(Tok::Punct(b',')) {
+                        *flags |= flag::SETS_FOUND_ROWS;
+                    }
+                }
                 Some(Act::Update | Act::Share | Act::For) => {}
             },
             Tok::Punct(b'=') if prev == Some(Tok::Punct(b':')) => *flags |= flag::USER_VAR_WRITE,

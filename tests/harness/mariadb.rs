@@ -12,13 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const TEMPLATE_VERSION: &str = "v3";
+const TEMPLATE_VERSION: &str = "v4";
 
 fn bootstrap_sql() -> String {
     format!(
         "FLUSH PRIVILEGES;
 CREATE OR REPLACE USER 'root'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';
 GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('{PASSWORD}');
 CREATE OR REPLACE USER 'root'@'10.%' IDENTIFIED BY '{PASSWORD}';
 GRANT ALL ON *.* TO 'root'@'10.%' WITH GRANT OPTION;
 CREATE OR REPLACE USER 'app'@'%' IDENTIFIED BY '{PASSWORD}';

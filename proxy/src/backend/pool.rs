@@ -161,6 +161,11 @@ pub struct BackendPool {
     /// Bumped when this backend is fenced: older connections are closed
     /// instead of reused.
     generation: AtomicU64,
+    /// Connections opened before `born` + this many ns (0: none) are not
+    /// reused: a SET GLOBAL changed what new ones start from. Not the
+    /// fencing `generation`, which also ends sessions' use of their own.
+    retired_ns: AtomicU64,
+    born: Instant,
     /// Set while the health checks consider this backend down; sessions
     /// stuck waiting on it check it when nudged (see `relay::Stall`).
     down: std::sync::atomic::AtomicBool,
@@ -217,6 +222,8 @@ impl BackendPool {
             idle: Mutex::new(Idle::default()),
             counter: Arc::default(),
             generation: AtomicU64::new(0),
+            retired_ns: AtomicU64::new(0),
+            born: Instant::now(),
             down: std::sync::atomic::AtomicBool::new(false),
             settings,
             outstanding: AtomicU32::new(0),
@@ -355,10 +362,27 @@ impl BackendPool {
         }
     }
 
-    /// Past `max_lifetime` at `now`: closed rather than handed out.
+    /// Past `max_lifetime` at `now`, or opened before [`Self::retire`]:
+    /// closed rather than handed out.
     fn aged(&self, conn: &BackendConn, now: Instant) -> bool {
-        !self.settings.max_lifetime.is_zero()
-            && now.saturating_duration_since(conn.created) > self.settings.max_lifetime
+        let retired = self.retired_ns.load(Ordering::Relaxed);
+        (!self.settings.max_lifetime.is_zero()
+            && now.saturating_duration_since(conn.created) > self.settings.max_lifetime)
+            || (retired != 0
+                && conn.created.saturating_duration_since(self.born).as_nanos()
+                    <= u128::from(retired))
+    }
+
+    /// Connections open now are closed instead of reused (idle ones at
+    /// once, in-use ones when given back); sessions keep the ones they
+    /// hold meanwhile. Returns how many idle ones were closed.
+    pub fn retire(&self) -> usize {
+        let now = self.born.elapsed().as_nanos();
+        self.retired_ns.store(
+            u64::try_from(now).unwrap_or(u64::MAX).max(1),
+            Ordering::Relaxed,
+        );
+        self.close_idle()
     }
 
     /// An idle connection for `key`, and the time it was taken (the

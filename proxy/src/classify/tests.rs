@@ -688,6 +688,8 @@ fn every_scan_word_passes_the_filter_and_takes_effect() {
             Act::Temporary => "CREATE TEMPORARY TABLE t (a INT)".to_string(),
             Act::For => "SELECT NEXT VALUE FOR s".to_string(),
             Act::CalcFoundRows => "SELECT SQL_CALC_FOUND_ROWS a FROM t".to_string(),
+            Act::Limit => "SELECT a FROM t LIMIT 2, 1".to_string(),
+            Act::Offset => "SELECT a FROM t LIMIT 1 OFFSET 2".to_string(),
             _ => format!("SELECT {word}(1)"),
         };
         assert_eq!(scan_act(w), Some(act));
@@ -809,5 +811,63 @@ fn statements_that_set_found_rows_without_a_result() {
         "INSERT INTO t SELECT 1; SELECT 2",
     ] {
         assert!(!sets(q), "{q}");
+    }
+}
+
+#[test]
+fn sets_of_global_variables() {
+    for q in [
+        "SET GLOBAL max_allowed_packet = 17825792",
+        "set global sql_mode = ''",
+        "SET @@global.sql_mode = ''",
+        "SET @@GLOBAL.wait_timeout = 10, @x = 1",
+        "SET PERSIST max_connections = 10",
+        "SET sql_mode = '', GLOBAL wait_timeout = 5",
+    ] {
+        assert!(sets_global(q.as_bytes()), "{q}");
+    }
+    for q in [
+        "SET sql_mode = ''",
+        "SET @@session.sql_mode = 'global'",
+        "SET @global = 1",
+        "SET @@sql_mode = ''",
+        "SELECT @@global.sql_mode",
+        "SET @save = @@global.max_allowed_packet",
+        "SET @a = GREATEST(1, @@global.wait_timeout), sql_mode = ''",
+    ] {
+        assert!(!sets_global(q.as_bytes()), "{q}");
+    }
+}
+
+#[test]
+fn what_leaves_found_rows_and_what_only_the_server_knows() {
+    let has = |q: &str, f: u32| classify(q.as_bytes()).has(f);
+    for q in [
+        "SHOW CREATE TABLE t",
+        "show warnings",
+        "SHOW ERRORS",
+        "SHOW GRANTS",
+        "SHOW SLAVE STATUS",
+        "HELP 'x'",
+    ] {
+        assert!(has(q, flag::KEEPS_FOUND_ROWS), "{q}");
+    }
+    for q in [
+        "SHOW TABLES",
+        "SHOW VARIABLES LIKE 'x'",
+        "SELECT 1",
+        "SHOW MASTER LOGS",
+    ] {
+        assert!(!has(q, flag::KEEPS_FOUND_ROWS), "{q}");
+    }
+    for q in [
+        "SELECT a FROM t LIMIT 2, 1",
+        "SELECT a FROM t LIMIT 1 OFFSET 3",
+        "SELECT a FROM t LIMIT ?, ?",
+    ] {
+        assert!(has(q, flag::SETS_FOUND_ROWS), "{q}");
+    }
+    for q in ["SELECT a FROM t LIMIT 1", "SELECT a FROM t"] {
+        assert!(!has(q, flag::SETS_FOUND_ROWS), "{q}");
     }
 }

@@ -125,6 +125,13 @@ impl Session {
         // by its kind; see `after_statement`).
         // (Of one over 64 KiB, its first 64 KiB.)
         let sets_txn = class.has(flag::MULTI) && classify::sets_transaction(sql);
+        // A global's new value reaches connections opened from now on: the
+        // pool opens new ones for the sessions to come (as directly a new
+        // connection starts from it).
+        let sets_global = matches!(class.kind, Kind::SetSession | Kind::Write)
+            && !class.has(flag::MULTI)
+            && classify::sets_global(sql)
+            && !concord_config::testhooks::on("pool-ignores-set-global");
         // Set for the statement only: the server reports their reverting
         // later (see `BackendConn::reverting`).
         let reverting = if class.has(flag::SET_STATEMENT) && cmd.whole {
@@ -210,6 +217,12 @@ impl Session {
             }
         }
         self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
+        if sets_global && !out.failed {
+            if let Some(b) = self.conns.get(w) {
+                let closed = b.pool.retire();
+                tracing::info!(session = self.info.id, backend = %b.pool.name, closed, "SET GLOBAL: the pool's connections are renewed");
+            }
+        }
         if releases && !out.failed {
             // The server closed it after the OK: so does the session.
             self.drop_conn(w);

@@ -268,7 +268,10 @@ impl Session {
             self.state.autocommit = out.status & status::AUTOCOMMIT != 0;
         }
         // (GET DIAGNOSTICS answers with an OK: FOUND_ROWS() stays.)
-        if class.kind == Kind::Read && !(class.has(flag::DIAG) && out.ok_counts.is_some()) {
+        let leaves = (class.has(flag::DIAG) && out.ok_counts.is_some())
+            || (class.has(flag::KEEPS_FOUND_ROWS)
+                && !concord_config::testhooks::on("found-rows-untracked"));
+        if class.kind == Kind::Read && !leaves && !class.has(flag::SETS_FOUND_ROWS) {
             self.last_read = Some(w);
             self.found_rows = out.rows;
             self.calc_found_rows = class.has(flag::CALC_FOUND_ROWS) && !out.failed;
