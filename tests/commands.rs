@@ -132,7 +132,7 @@ async fn cursors_long_data_reset_close() {
         prep.extend_from_slice(b"SELECT seq FROM seq_1_to_10");
         let id = prepare_id(&c.command(&prep, Expect::Prepare).await);
         // CURSOR_TYPE_READ_ONLY: metadata now, rows by COM_STMT_FETCH.
-        let r = c.command(&execute(id, 1, &[]), Expect::ResultSets).await;
+        let r = c.command(&execute(id, 1, &[]), Expect::Cursor).await;
         let last = r.last().unwrap();
         let st = terminator_status(&last.payload, deprecate != 0).unwrap();
         assert!(st & status::CURSOR_EXISTS != 0, "cursor not opened");
@@ -226,7 +226,7 @@ async fn a_statement_with_an_open_cursor_is_not_evicted() {
             &c.command(&prepare("SELECT seq FROM seq_1_to_10"), Expect::Prepare)
                 .await,
         );
-        let r = c.command(&execute(s1, 1, &[]), Expect::ResultSets).await;
+        let r = c.command(&execute(s1, 1, &[]), Expect::Cursor).await;
         assert!(r.iter().all(|p| p.first() != Some(0xff)));
         let r = c.command(&fetch(s1), Expect::Rows).await;
         assert_eq!(r.len(), 5, "4 rows and the terminator");

@@ -159,6 +159,8 @@ pub mod flag {
     /// HELP: unlike SELECTs and the SHOWs read from information_schema,
     /// it leaves FOUND_ROWS() as it was.
     pub const KEEPS_FOUND_ROWS: u32 = 1 << 22;
+    /// `LIMIT offset, count` or the word OFFSET somewhere.
+    pub const LIMIT_OFFSET: u32 = 1 << 23;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -779,8 +781,13 @@ fn classify_in(mut lx: Lexer<'_>) -> (Class, Lexer<'_>) {
             }
         }
     }
+    // A SELECT's LIMIT offset (or a column named `offset`: one round trip
+    // more) makes FOUND_ROWS() the server's; in a write it means nothing.
+    if kind == Kind::Read && flags & flag::LIMIT_OFFSET != 0 {
+        flags |= flag::SETS_FOUND_ROWS;
+    }
     if kind == Kind::Read && keeps_found_rows(sql) {
-        flags |= flag::KEEPS_FOUND_ROWS;
+        flags = (flags | flag::KEEPS_FOUND_ROWS) & !flag::SETS_FOUND_ROWS;
     }
     let class = Class {
         kind,
@@ -1396,12 +1403,12 @@ fn scan_rest(lx: &mut Lexer<'_>, flags: &mut u32, pin: &mut Option<Pin>, in_set:
                 Some(Act::FoundRows) => *flags |= flag::STMT_INFO | flag::FOUND_ROWS,
                 Some(Act::RowCount) => *flags |= flag::STMT_INFO | flag::ROW_COUNT,
                 Some(Act::CalcFoundRows) => *flags |= flag::CALC_FOUND_ROWS,
-                Some(Act::Offset) => *flags |= flag::SETS_FOUND_ROWS,
+                Some(Act::Offset) => *flags |= flag::LIMIT_OFFSET,
                 Some(Act::Limit) => {
                     let mut ahead = Lexer::new(lx.s.get(lx.i..).unwrap_or_default());
                     ahead.next();
                     if ahead.next() == Some(Tok::Punct(b',')) {
-                        *flags |= flag::SETS_FOUND_ROWS;
+                        *flags |= flag::LIMIT_OFFSET;
                     }
                 }
                 Some(Act::Update | Act::Share | Act::For) => {}

@@ -137,7 +137,13 @@ impl Runner {
                         p.extend_from_slice(&v.to_le_bytes());
                     }
                 }
-                self.command(&p, Expect::ResultSets).await
+                // With a cursor opened, no rows follow the column EOF.
+                let expect = if *cursor {
+                    Expect::Cursor
+                } else {
+                    Expect::ResultSets
+                };
+                self.command(&p, expect).await
             }
             Step::Fetch(slot, rows) => {
                 let Some(&id) = self.stmts.get(slot) else {

@@ -159,6 +159,8 @@ impl MariaDb {
 
     fn spawn(&mut self) {
         let data = self.data_dir();
+        let tmp = self.dir.path().join("tmp");
+        let _ = std::fs::create_dir_all(&tmp);
         let mut cmd = match &self.host {
             Some(h) => h.command(bin::mariadbd()),
             None => Command::new(bin::mariadbd()),
@@ -175,6 +177,9 @@ impl MariaDb {
                 "--pid-file={}",
                 self.dir.path().join("pid").display()
             ))
+            // Its own: a server's temporary-table files in a shared /tmp
+            // can go with another server's cleanup.
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!(
                 "--log-error={}",
                 self.dir.path().join("error.log").display()

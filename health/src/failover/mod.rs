@@ -509,6 +509,9 @@ async fn fence_strays(
             && b.name != new_primary
             && matches!(b.state, BackendState::Active | BackendState::Draining)
             && !cands.iter().any(|c| c.name == b.name)
+            // One the health checks last saw unreachable is not waited on
+            // here (a connect timeout each); it serves nothing meanwhile.
+            && f.health.get(&b.name).is_none_or(|h| h.reachable)
     }) {
         if !candidates::probe(f, &b.name, &b.addr).await.looks_primary() {
             continue;

@@ -378,7 +378,8 @@ impl BackendPool {
     /// hold meanwhile. Returns how many idle ones were closed.
     pub fn retire(&self) -> usize {
         let now = self.born.elapsed().as_nanos();
-        self.retired_ns.store(
+        // (The later of two SET GLOBALs wins, whichever stores last.)
+        self.retired_ns.fetch_max(
             u64::try_from(now).unwrap_or(u64::MAX).max(1),
             Ordering::Relaxed,
         );
@@ -610,9 +611,7 @@ impl BackendPool {
             for conns in idle.by_key.values_mut() {
                 let mut i = 0;
                 while i < conns.len() {
-                    let aged = !self.settings.max_lifetime.is_zero()
-                        && now.duration_since(conns[i].created) > self.settings.max_lifetime;
-                    if aged
+                    if self.aged(&conns[i], now)
                         || (now.duration_since(conns[i].idle_since) > max_idle
                             && conns.len() > self.settings.min_idle as usize)
                     {

@@ -867,7 +867,14 @@ fn what_leaves_found_rows_and_what_only_the_server_knows() {
     ] {
         assert!(has(q, flag::SETS_FOUND_ROWS), "{q}");
     }
-    for q in ["SELECT a FROM t LIMIT 1", "SELECT a FROM t"] {
+    for q in [
+        "SELECT a FROM t LIMIT 1",
+        "SELECT a FROM t",
+        "UPDATE t SET offset = 0 WHERE id = 1",
+        "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM u LIMIT 1, 2) x)",
+        "SHOW WARNINGS LIMIT 0, 10",
+    ] {
         assert!(!has(q, flag::SETS_FOUND_ROWS), "{q}");
     }
+    assert!(has("SHOW WARNINGS LIMIT 0, 10", flag::KEEPS_FOUND_ROWS));
 }

@@ -540,6 +540,8 @@ impl Session {
     ) -> Result<(), (SessionError, u8)> {
         let payload = cmd.visible(&self.client.rbuf);
         let id = self.stmts.id_in(payload);
+        // (A CALL opens no cursor of the client's; its procedure's own
+        // cursors set CURSOR_EXISTS on its result sets all the same.)
         let cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
         let Some(stmt) = self.stmts.map.get(&id) else {
             self.discard(cmd).await.map_err(|e| (e, 1))?;
@@ -623,7 +625,7 @@ impl Session {
             .forward_to(
                 w,
                 cmd,
-                if cursor {
+                if cursor && !class.has(classify::flag::CALL) {
                     Expect::Cursor
                 } else {
                     Expect::ResultSets
