@@ -105,7 +105,10 @@ async fn with_fallback_error_a_read_no_replica_has_caught_up_for_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_one_node_makes_a_read_through_another_see_the_write() {
-    let (topo, fleet) = setup().await;
+    // A stopped SQL thread is unbounded lag from the next probe on: probes
+    // 5 s apart leave the reads below on the stale replica (at the default
+    // 500 ms the test raced the monitor and failed 2 runs in 3).
+    let (topo, fleet) = setup_with("[monitor]\ninterval = \"5s\"\nrecover_after = 1\n").await;
     topo.replicas[0].exec("STOP SLAVE SQL_THREAD").await;
     let mut w = fleet.nodes[0].conn().await;
     let none: Option<Option<String>> = w.query_first("SELECT @@concord_token").await.unwrap();
