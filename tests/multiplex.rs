@@ -762,14 +762,7 @@ async fn last_insert_id_and_row_count_read_together_in_a_transaction() {
         .await;
     let mut answers = Vec::new();
     for (hooks, direct) in [("", true), ("", false), ("insert-id-values-unknown", false)] {
-        let mut cfg = ConcordConfig::single(&db.addr());
-        cfg.test_hooks = hooks.into();
-        let node = Concord::start(cfg).await;
-        let mut c = if direct {
-            db.conn().await
-        } else {
-            node.conn().await
-        };
+        let (_node, mut c) = direct_or_through(&db, hooks, direct).await;
         c.query_drop("BEGIN").await.unwrap();
         c.query_drop("INSERT INTO test.o (c) VALUES (7)")
             .await
@@ -826,14 +819,7 @@ async fn row_count_after_a_failed_statement_is_minus_one() {
     db.exec("INSERT INTO test.r VALUES (1), (3), (4)").await;
     let mut answers = Vec::new();
     for (hooks, direct) in [("", true), ("", false), ("ping-keeps-row-count", false)] {
-        let mut cfg = ConcordConfig::single(&db.addr());
-        cfg.test_hooks = hooks.into();
-        let node = Concord::start(cfg).await;
-        let mut c = if direct {
-            db.conn().await
-        } else {
-            node.conn().await
-        };
+        let (_node, mut c) = direct_or_through(&db, hooks, direct).await;
         let mut got = Vec::new();
         for failing in [
             "SELECT * FROM test.nosuch",
@@ -888,14 +874,7 @@ async fn found_rows_after_statements_that_select_into_something_else() {
         db.exec("DROP VIEW IF EXISTS test.fv").await;
         db.exec("DELETE FROM test.f").await;
         db.exec("INSERT INTO test.f VALUES (1), (2), (3)").await;
-        let mut cfg = ConcordConfig::single(&db.addr());
-        cfg.test_hooks = hooks.into();
-        let node = Concord::start(cfg).await;
-        let mut c = if direct {
-            db.conn().await
-        } else {
-            node.conn().await
-        };
+        let (_node, mut c) = direct_or_through(&db, hooks, direct).await;
         let mut got = Vec::new();
         for step in steps {
             let _: Vec<(i64,)> = c.query("SELECT 1 UNION SELECT 2").await.unwrap();
@@ -936,4 +915,22 @@ async fn a_session_after_set_global_starts_from_the_new_value() {
             "hooks {hooks:?}"
         );
     }
+}
+
+/// A concord in front of `db` with test-only `hooks`, and a session
+/// directly on `db` (`direct`) or through that concord (kept alive with it).
+async fn direct_or_through(
+    db: &harness::MariaDb,
+    hooks: &str,
+    direct: bool,
+) -> (Concord, mysql_async::Conn) {
+    let mut cfg = ConcordConfig::single(&db.addr());
+    cfg.test_hooks = hooks.into();
+    let node = Concord::start(cfg).await;
+    let c = if direct {
+        db.conn().await
+    } else {
+        node.conn().await
+    };
+    (node, c)
 }
