@@ -738,25 +738,9 @@ async fn a_replica_without_heartbeats_serves_no_reads() {
         })
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let rows = node.admin_query("SHOW BACKENDS").await.unwrap();
-        let db2 = rows
-            .into_iter()
-            .find(|r| r["name"].as_deref() == Some("db2"))
-            .unwrap();
+        let db2 = db2_row(&node).await;
         println!("hooks {hooks:?}: db2 {row:?}, then {db2:?}");
-        assert_eq!(
-            db2["readable"].as_deref(),
-            Some(readable),
-            "hooks {hooks:?}"
-        );
-        if readable == "no" {
-            assert!(
-                db2["preflight"]
-                    .as_deref()
-                    .is_some_and(|p| p.contains("heartbeat")),
-                "{db2:?}"
-            );
-        }
+        readable_as(&db2, readable, "heartbeat", hooks);
     }
 }
 
@@ -828,26 +812,10 @@ async fn a_replica_whose_lag_read_hangs_serves_no_reads() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let rows = node.admin_query("SHOW BACKENDS").await.unwrap();
-        let db2 = rows
-            .into_iter()
-            .find(|r| r["name"].as_deref() == Some("db2"))
-            .unwrap();
+        let db2 = db2_row(&node).await;
         println!("hooks {hooks:?}: db2 after 3 s of a locked heartbeat table: {db2:?}");
         lock.query_drop("UNLOCK TABLES").await.unwrap();
-        assert_eq!(
-            db2["readable"].as_deref(),
-            Some(readable),
-            "hooks {hooks:?}"
-        );
-        if readable == "no" {
-            assert!(
-                db2["preflight"]
-                    .as_deref()
-                    .is_some_and(|p| p.contains("monitor.timeout")),
-                "{db2:?}"
-            );
-        }
+        readable_as(&db2, readable, "monitor.timeout", hooks);
     }
 }
 
@@ -884,6 +852,36 @@ async fn a_node_without_the_lease_reads_lag_from_the_freshest_heartbeat() {
             db2["readable"].as_deref(),
             Some(readable),
             "hooks {hooks:?}"
+        );
+    }
+}
+
+/// db2's row of SHOW BACKENDS.
+async fn db2_row(node: &Concord) -> std::collections::BTreeMap<String, Option<String>> {
+    node.admin_query("SHOW BACKENDS")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r["name"].as_deref() == Some("db2"))
+        .unwrap()
+}
+
+/// db2 is `readable` ("yes"/"no"); when not, its preflight says `why`.
+fn readable_as(
+    db2: &std::collections::BTreeMap<String, Option<String>>,
+    readable: &str,
+    why: &str,
+    hooks: &str,
+) {
+    assert_eq!(
+        db2["readable"].as_deref(),
+        Some(readable),
+        "hooks {hooks:?}"
+    );
+    if readable == "no" {
+        assert!(
+            db2["preflight"].as_deref().is_some_and(|p| p.contains(why)),
+            "{db2:?}"
         );
     }
 }
