@@ -299,14 +299,7 @@ async fn read_your_writes_sees_every_write_on_a_delayed_replica() {
         "[routing]\nmax_replica_lag = \"5s\"\nread_your_writes_wait = \"200ms\"\nread_your_writes = \"off\"\n",
     )
     .await;
-    topo.primary
-        .exec("CREATE TABLE test.ryw (id INT PRIMARY KEY, v VARCHAR(5))")
-        .await;
-    topo.wait_replicated().await;
-    let delayed = &topo.replicas[0];
-    delayed.exec("STOP SLAVE").await;
-    delayed.exec("CHANGE MASTER TO MASTER_DELAY = 1").await;
-    delayed.exec("START SLAVE").await;
+    ryw_table_and_delayed_db2(&topo, 1).await;
 
     // Without read-your-writes some reads miss (proves the setup bites).
     let mut c = node.conn().await;
@@ -355,14 +348,7 @@ async fn read_your_writes_waits_on_the_least_lagged_replica() {
             hooks,
         )
         .await;
-        topo.primary
-            .exec("CREATE TABLE test.ryw (id INT PRIMARY KEY, v VARCHAR(5))")
-            .await;
-        topo.wait_replicated().await;
-        let delayed = &topo.replicas[0];
-        delayed.exec("STOP SLAVE").await;
-        delayed.exec("CHANGE MASTER TO MASTER_DELAY = 2").await;
-        delayed.exec("START SLAVE").await;
+        ryw_table_and_delayed_db2(&topo, 2).await;
         // Both stay readable: the delayed one's lag is under the bound.
         tokio::time::sleep(Duration::from_secs(3)).await;
         wait_readable(&node, &["db2", "db3"]).await;
@@ -721,4 +707,18 @@ async fn prepared_and_conns(db: &harness::MariaDb) -> (u64, u64) {
         .query("SELECT USER FROM information_schema.PROCESSLIST WHERE USER = 'app'")
         .await;
     (rows.first().map(|r| r.1).unwrap_or(0), app.len() as u64)
+}
+
+/// `test.ryw`, replicated, then db2 applying events `secs` behind.
+async fn ryw_table_and_delayed_db2(topo: &Topology, secs: u32) {
+    topo.primary
+        .exec("CREATE TABLE test.ryw (id INT PRIMARY KEY, v VARCHAR(5))")
+        .await;
+    topo.wait_replicated().await;
+    let delayed = &topo.replicas[0];
+    delayed.exec("STOP SLAVE").await;
+    delayed
+        .exec(&format!("CHANGE MASTER TO MASTER_DELAY = {secs}"))
+        .await;
+    delayed.exec("START SLAVE").await;
 }
