@@ -722,30 +722,85 @@ async fn a_write_blocked_on_the_old_primary_is_killed_when_the_lease_lapses() {
 
 /// An owner interrupted after promoting a replica and before committing
 /// the promotion (test-only `interrupt-after-promote`, once): the leader
-/// resumes the workflow and promotes the other replica, since the first
-/// no longer replicates and is no candidate. The first one, writable and
-/// replicating from nobody, is made read-only and fenced with the
-/// promotion; with `leave-strays-writable` it stays a writable second
-/// primary for anyone who reaches it directly.
+/// resumes the workflow and adopts that replica, which has a write the
+/// other lacks; with `resume-ignores-promoted` it promotes the other one
+/// and the write is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_promoted_by_an_interrupted_attempt_is_fenced_when_another_takes_over() {
-    for (hooks, fenced) in [
-        ("interrupt-after-promote,leave-strays-writable", false),
+async fn a_resumed_failover_adopts_the_replica_an_interrupted_attempt_promoted() {
+    // db2 stops receiving before the last write, so only db3 has it: the
+    // first attempt promotes db3 and stops there. Promoting db2 on resume
+    // (as before adoption) would drop that write and fence db3.
+    for (hooks, adopted) in [
+        ("interrupt-after-promote,resume-ignores-promoted", false),
         ("interrupt-after-promote", true),
     ] {
         let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+        let db1 = rig.server("db1");
+        db1.exec("CREATE TABLE test.adopt (id INT PRIMARY KEY)")
+            .await;
+        db1.exec("INSERT INTO test.adopt VALUES (1)").await;
+        has_row(rig.server("db2"), 1).await;
+        rig.server("db2").exec("STOP SLAVE IO_THREAD").await;
+        db1.exec("INSERT INTO test.adopt VALUES (2)").await;
+        has_row(rig.server("db3"), 2).await;
         let first = rig.fleet.nodes[0].admin_query("FAILOVER").await;
         assert!(
             first.is_err(),
             "{hooks}: the first attempt stops after promoting"
         );
+        let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(40)).await;
+        let n: i64 =
+            harness::rig::query_one(rig.server(&new), "SELECT COUNT(*) FROM test.adopt").await;
+        let db3_ro: i64 = harness::rig::query_one(rig.server("db3"), "SELECT @@read_only").await;
+        println!("hooks {hooks:?}: new primary {new}, {n} rows; db3 read_only={db3_ro}");
+        if adopted {
+            assert_eq!(new, "db3", "{hooks}: the promoted replica is kept");
+            assert_eq!((n, db3_ro), (2, 0), "{hooks}: rows, read_only");
+            // db2 is repointed at it and receives the write it lacked.
+            has_row(rig.server("db2"), 2).await;
+        } else {
+            assert_eq!(new, "db2", "{hooks}");
+            assert_eq!(
+                (n, db3_ro),
+                (1, 1),
+                "{hooks}: the write only db3 had is gone"
+            );
+        }
+    }
+}
+
+/// Waits until `db` has row `id` of `test.adopt`.
+async fn has_row(db: &harness::MariaDb, id: i64) {
+    harness::wait_for("a replicated row", Duration::from_secs(20), || async {
+        let n: Vec<i64> = db
+            .query(&format!("SELECT id FROM test.adopt WHERE id = {id}"))
+            .await;
+        (!n.is_empty()).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writable_member_that_replicates_from_nobody_is_fenced_when_another_takes_over() {
+    // Made writable by hand, and behind: not adopted, and never left as a
+    // second writable server beside the new primary.
+    for (hooks, fenced) in [("leave-strays-writable", false), ("", true)] {
+        let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+        let stray = "db3";
+        for sql in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
+            rig.server(stray).exec(sql).await;
+        }
+        rig.server("db1")
+            .exec("CREATE TABLE test.adopt (id INT PRIMARY KEY)")
+            .await;
+        rig.server("db1")
+            .exec("INSERT INTO test.adopt VALUES (1)")
+            .await;
+        has_row(rig.server("db2"), 1).await;
+        let r = rig.fleet.nodes[0].admin_query("FAILOVER").await;
+        assert!(r.is_ok(), "{hooks}: {r:?}");
         let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
-        let stray = if new == "db2" { "db3" } else { "db2" };
-        let replicating: Vec<mysql_async::Row> = rig.server(stray).query("SHOW SLAVE STATUS").await;
-        assert!(
-            replicating.is_empty(),
-            "{hooks}: '{stray}' was promoted by the first attempt"
-        );
+        assert_eq!(new, "db2", "{hooks}: the replica that has everything");
         let ro: i64 = harness::rig::query_one(rig.server(stray), "SELECT @@read_only").await;
         let state = rig.fleet.nodes[0]
             .admin_query("SHOW BACKENDS")

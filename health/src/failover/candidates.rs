@@ -1,5 +1,8 @@
 //! Which replica to promote: the one whose received position includes
 //! every other one's (never one that is behind), then the highest weight.
+//! A member an interrupted earlier attempt already promoted (writable,
+//! replicating from nobody) is adopted when it has everything the
+//! replicas have: promoting another would drop what only it holds.
 
 use super::{FailoverError, Fleet, R};
 use crate::gtid;
@@ -13,6 +16,9 @@ pub(super) struct Candidate {
     pub weight: u32,
     pub io_pos: String,
     pub active: bool,
+    /// Writable and replicating from nobody: promoted by an interrupted
+    /// earlier attempt (or by hand). `io_pos` is what it executed.
+    pub promoted: bool,
 }
 
 /// One probe of a member, at its connect address, as the monitor account.
@@ -37,13 +43,20 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
             continue;
         }
         let probe = probe(f, &b.name, &b.addr).await;
-        let Some(r) = probe.replica.as_ref().filter(|_| probe.reachable) else {
+        if !probe.reachable {
             continue;
-        };
-        let io_pos = if r.gtid_io_pos.is_empty() {
-            probe.gtid_executed.clone()
-        } else {
-            r.gtid_io_pos.clone()
+        }
+        let (io_pos, promoted) = match probe.replica.as_ref() {
+            Some(r) if r.gtid_io_pos.is_empty() => (probe.gtid_executed.clone(), false),
+            Some(r) => (r.gtid_io_pos.clone(), false),
+            // Test-only `resume-ignores-promoted`: as before adoption
+            // existed, such a member is no candidate (and is fenced).
+            None if probe.looks_primary()
+                && !concord_config::testhooks::on("resume-ignores-promoted") =>
+            {
+                (probe.gtid_executed.clone(), true)
+            }
+            None => continue,
         };
         out.push(Candidate {
             name: b.name.clone(),
@@ -51,9 +64,33 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
             weight: b.weight,
             io_pos,
             active: b.state == BackendState::Active,
+            promoted,
         });
     }
     out
+}
+
+/// The candidate to promote and the candidates the promotion keeps: every
+/// replica, and the chosen one. A promoted member is adopted only when it
+/// has everything every other candidate has (preferred among equals: no
+/// promotion is undone); otherwise the choice is among the replicas, and a
+/// promoted member left out is fenced with the promotion (diverged or
+/// behind, it is nobody's replica to repoint).
+pub(super) fn choose(mut cands: Vec<Candidate>) -> R<(Candidate, Vec<Candidate>)> {
+    let best = match most_advanced(&cands) {
+        Ok(i) => i,
+        Err(e) if cands.iter().any(|c| c.promoted) => {
+            cands.retain(|c| !c.promoted);
+            if cands.is_empty() {
+                return Err(e);
+            }
+            most_advanced(&cands)?
+        }
+        Err(e) => return Err(e),
+    };
+    let chosen = cands.swap_remove(best);
+    cands.retain(|c| !c.promoted);
+    Ok((chosen, cands))
 }
 
 /// The candidate whose received position includes every other one's.
@@ -75,10 +112,11 @@ pub(super) fn most_advanced(cands: &[Candidate]) -> R<usize> {
             all.join(", ")
         )));
     }
-    // Among equals, an active one, then the highest weight.
+    // Among equals, one already promoted, an active one, then the
+    // highest weight.
     covering
         .into_iter()
-        .max_by_key(|&i| (cands[i].active, cands[i].weight))
+        .max_by_key(|&i| (cands[i].promoted, cands[i].active, cands[i].weight))
         .ok_or_else(|| FailoverError::Refused("no candidate".into()))
 }
 
@@ -93,7 +131,54 @@ mod tests {
             weight,
             io_pos: io_pos.into(),
             active: true,
+            promoted: false,
         }
+    }
+
+    fn promoted(name: &str, io_pos: &str) -> Candidate {
+        Candidate {
+            promoted: true,
+            ..cand(name, 1, io_pos)
+        }
+    }
+
+    fn names(r: R<(Candidate, Vec<Candidate>)>) -> (String, Vec<String>) {
+        match r {
+            Ok((c, kept)) => (c.name, kept.into_iter().map(|k| k.name).collect()),
+            Err(e) => (e.to_string(), Vec::new()),
+        }
+    }
+
+    #[test]
+    fn adopts_a_promoted_member_only_when_it_has_everything_the_replicas_have() {
+        // Ahead (its own writes after the interrupted promotion): adopted
+        // whatever the weights say; the replica is kept to be repointed.
+        let c = vec![cand("db2", 500, "0-1-10"), promoted("db3", "0-3-14")];
+        assert_eq!(names(choose(c)), ("db3".into(), vec!["db2".into()]));
+        // Equal: the promoted one, no promotion undone.
+        let c = vec![cand("db2", 500, "0-1-12"), promoted("db3", "0-1-12")];
+        assert_eq!(names(choose(c)), ("db3".into(), vec!["db2".into()]));
+        // The only member left: adopted (a single-replica fleet resumed).
+        let c = vec![promoted("db2", "0-1-12")];
+        assert_eq!(names(choose(c)), ("db2".into(), vec![]));
+        // Behind a replica: the replica, and the promoted one is left out
+        // (fenced, not repointed).
+        let c = vec![cand("db2", 1, "0-1-12"), promoted("db3", "0-1-9")];
+        assert_eq!(names(choose(c)), ("db2".into(), vec![]));
+        // Diverged (a domain the replica lacks, behind in another): not
+        // adopted, and its divergence does not block the promotion.
+        let c = vec![
+            cand("db2", 1, "0-1-12"),
+            cand("db4", 1, "0-1-11"),
+            promoted("db3", "0-1-9,7-3-2"),
+        ];
+        assert_eq!(names(choose(c)), ("db2".into(), vec!["db4".into()]));
+        // Two promoted, one ahead of the other: the one ahead.
+        let c = vec![promoted("db2", "0-1-12"), promoted("db3", "0-1-13")];
+        assert_eq!(names(choose(c)), ("db3".into(), vec![]));
+        // Replicas diverged among themselves: still refused.
+        let c = vec![cand("db2", 1, "0-1-12,1-2-3"), cand("db3", 1, "0-1-13")];
+        assert!(names(choose(c)).0.contains("refusing"));
     }
 
     #[test]

@@ -339,23 +339,27 @@ async fn promote_phase(
             let _ = c.disconnect().await;
         }
     }
-    let cands = candidates::candidates(f, topo, &exclude).await;
-    if cands.is_empty() {
+    let found = candidates::candidates(f, topo, &exclude).await;
+    if found.is_empty() {
         return Err(FailoverError::Refused(
             "no reachable replica to promote".into(),
         ));
     }
-    let best = candidates::most_advanced(&cands)?;
-    let cand = &cands[best];
+    let (chosen, cands) = candidates::choose(found)?;
+    let cand = &chosen;
     note(
         f,
         format!(
-            "candidate '{}' (received {}); others: {}",
+            "candidate '{}' ({} {}); others: {}",
             cand.name,
+            if cand.promoted {
+                "already writable and replicating from nobody, promoted by an interrupted earlier attempt: adopted; executed"
+            } else {
+                "received"
+            },
             cand.io_pos,
             cands
                 .iter()
-                .filter(|c| c.name != cand.name)
                 .map(|c| format!("{}={}", c.name, c.io_pos))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -371,10 +375,14 @@ async fn promote_phase(
         .await;
     }
     let mut c = connect(f, &cand.name, &cand.addr).await?;
-    let waited: Option<i64> = c
-        .query_first(dialect::gtid_wait_sql(&c, &cand.io_pos, secs))
-        .await
-        .map_err(|e| step(&cand.name, "apply relay log", e))?;
+    // An adopted one has no relay log: what it has is executed.
+    let waited: Option<i64> = if cand.promoted {
+        Some(0)
+    } else {
+        c.query_first(dialect::gtid_wait_sql(&c, &cand.io_pos, secs))
+            .await
+            .map_err(|e| step(&cand.name, "apply relay log", e))?
+    };
     if waited != Some(0) {
         return Err(step(
             &cand.name,
@@ -443,7 +451,7 @@ async fn promote_phase(
     )
     .await;
     let mut repointed = Vec::new();
-    for other in cands.iter().filter(|o| o.name != cand.name) {
+    for other in &cands {
         let res = async {
             let mut oc = connect(f, &other.name, &other.addr).await?;
             dialect::repoint(f, &mut oc, &other.name, &cand.addr, None, "slave_pos").await
@@ -488,11 +496,12 @@ async fn promote_phase(
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Members other than the new primary and the deposed one that are
-/// writable and replicate from nobody: an earlier owner of an interrupted
-/// workflow promoted them (or someone made them so by hand). Not one of
-/// the candidates, so nothing else here touches them; left writable, a
-/// client that reaches them directly writes to a second primary. Made
-/// read-only and returned, to be fenced with the promotion.
+/// writable and replicate from nobody, and were not adopted (see
+/// [`candidates::choose`]): behind or diverged, promoted by an earlier
+/// owner of an interrupted workflow or made so by hand. Nothing else here
+/// touches them; left writable, a client that reaches them directly
+/// writes to a second primary. Made read-only and returned, to be fenced
+/// with the promotion.
 async fn fence_strays(
     f: &Fleet<'_>,
     topo: &Topology,
