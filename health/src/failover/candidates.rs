@@ -73,10 +73,35 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
 /// The candidate to promote and the candidates the promotion keeps: every
 /// replica, and the chosen one. A promoted member is adopted only when it
 /// has everything every other candidate has (preferred among equals: no
-/// promotion is undone); otherwise the choice is among the replicas, and a
-/// promoted member left out is fenced with the promotion (diverged or
-/// behind, it is nobody's replica to repoint).
-pub(super) fn choose(mut cands: Vec<Candidate>) -> R<(Candidate, Vec<Candidate>)> {
+/// promotion is undone) and no replication domain (MySQL: source UUID)
+/// that neither a replica nor the old primary's last known position
+/// `known` has: a standalone server with writes of its own is not taken
+/// for an interrupted promotion. Otherwise the choice is among the
+/// replicas, and a promoted member left out is fenced with the promotion
+/// (diverged or behind, it is nobody's replica to repoint).
+pub(super) fn choose(mut cands: Vec<Candidate>, known: &str) -> R<(Candidate, Vec<Candidate>)> {
+    let seen: Vec<String> = cands
+        .iter()
+        .filter(|c| !c.promoted)
+        .flat_map(|c| gtid::sources(&c.io_pos))
+        .chain(gtid::sources(known))
+        .collect();
+    if !seen.is_empty() {
+        let own = |c: &Candidate| {
+            c.promoted && gtid::sources(&c.io_pos).iter().any(|s| !seen.contains(s))
+        };
+        if cands.iter().all(own) {
+            return Err(FailoverError::Refused(format!(
+                "no replica to promote: {} writable with transactions of replication domains the old primary never had",
+                cands
+                    .iter()
+                    .map(|c| format!("'{}' ({}) is", c.name, c.io_pos))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        cands.retain(|c| !own(c));
+    }
     let best = match most_advanced(&cands) {
         Ok(i) => i,
         Err(e) if cands.iter().any(|c| c.promoted) => {
@@ -154,17 +179,17 @@ mod tests {
         // Ahead (its own writes after the interrupted promotion): adopted
         // whatever the weights say; the replica is kept to be repointed.
         let c = vec![cand("db2", 500, "0-1-10"), promoted("db3", "0-3-14")];
-        assert_eq!(names(choose(c)), ("db3".into(), vec!["db2".into()]));
+        assert_eq!(names(choose(c, "")), ("db3".into(), vec!["db2".into()]));
         // Equal: the promoted one, no promotion undone.
         let c = vec![cand("db2", 500, "0-1-12"), promoted("db3", "0-1-12")];
-        assert_eq!(names(choose(c)), ("db3".into(), vec!["db2".into()]));
+        assert_eq!(names(choose(c, "")), ("db3".into(), vec!["db2".into()]));
         // The only member left: adopted (a single-replica fleet resumed).
         let c = vec![promoted("db2", "0-1-12")];
-        assert_eq!(names(choose(c)), ("db2".into(), vec![]));
+        assert_eq!(names(choose(c, "")), ("db2".into(), vec![]));
         // Behind a replica: the replica, and the promoted one is left out
         // (fenced, not repointed).
         let c = vec![cand("db2", 1, "0-1-12"), promoted("db3", "0-1-9")];
-        assert_eq!(names(choose(c)), ("db2".into(), vec![]));
+        assert_eq!(names(choose(c, "")), ("db2".into(), vec![]));
         // Diverged (a domain the replica lacks, behind in another): not
         // adopted, and its divergence does not block the promotion.
         let c = vec![
@@ -172,13 +197,28 @@ mod tests {
             cand("db4", 1, "0-1-11"),
             promoted("db3", "0-1-9,7-3-2"),
         ];
-        assert_eq!(names(choose(c)), ("db2".into(), vec!["db4".into()]));
+        assert_eq!(names(choose(c, "")), ("db2".into(), vec!["db4".into()]));
+        // Writes in a domain no replica and not the old primary had: a
+        // standalone server, not an interrupted promotion; left out even
+        // though it is ahead. Known from the old primary: adopted.
+        let c = vec![cand("db2", 1, "0-1-12"), promoted("db3", "0-1-12,9-3-4")];
+        assert_eq!(names(choose(c, "0-1-12")), ("db2".into(), vec![]));
+        let c = vec![cand("db2", 1, "0-1-12"), promoted("db3", "0-1-12,9-3-4")];
+        assert_eq!(
+            names(choose(c, "0-1-12,9-1-2")),
+            ("db3".into(), vec!["db2".into()])
+        );
+        // Only such a one: refused, naming it.
+        let c = vec![promoted("db3", "0-1-12,9-3-4")];
+        assert!(names(choose(c, "0-1-12"))
+            .0
+            .contains("'db3' (0-1-12,9-3-4)"));
         // Two promoted, one ahead of the other: the one ahead.
         let c = vec![promoted("db2", "0-1-12"), promoted("db3", "0-1-13")];
-        assert_eq!(names(choose(c)), ("db3".into(), vec![]));
+        assert_eq!(names(choose(c, "")), ("db3".into(), vec![]));
         // Replicas diverged among themselves: still refused.
         let c = vec![cand("db2", 1, "0-1-12,1-2-3"), cand("db3", 1, "0-1-13")];
-        assert!(names(choose(c)).0.contains("refusing"));
+        assert!(names(choose(c, "")).0.contains("refusing"));
     }
 
     #[test]

@@ -345,7 +345,19 @@ async fn promote_phase(
             "no reachable replica to promote".into(),
         ));
     }
-    let (chosen, cands) = candidates::choose(found)?;
+    // What the old primary had (that the new one must not lack): its final
+    // position when reachable, else the last one a probe saw.
+    let (last_known, source) = match &old_final {
+        Some(p) => (p.clone(), "its final position"),
+        None => (
+            old.as_ref()
+                .and_then(|(n, _)| f.health.get(n))
+                .map(|h| h.gtid.clone())
+                .unwrap_or_default(),
+            "the last position a probe saw",
+        ),
+    };
+    let (chosen, cands) = candidates::choose(found, &last_known)?;
     let cand = &chosen;
     note(
         f,
@@ -401,18 +413,6 @@ async fn promote_phase(
         ),
     )
     .await;
-    // What the old primary had that the new one does not: its final
-    // position when reachable, else the last one a probe saw.
-    let (last_known, source) = match &old_final {
-        Some(p) => (p.clone(), "its final position"),
-        None => (
-            old.as_ref()
-                .and_then(|(n, _)| f.health.get(n))
-                .map(|h| h.gtid.clone())
-                .unwrap_or_default(),
-            "the last position a probe saw",
-        ),
-    };
     let lost = if last_known.is_empty() {
         None
     } else {
