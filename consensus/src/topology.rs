@@ -126,6 +126,15 @@ pub enum Op {
         #[serde(default)]
         also_fenced: Vec<String>,
     },
+    /// The workflow's owner is about to make `backend` writable, under
+    /// `epoch` with no primary: recorded first, so an owner that resumes
+    /// an interrupted workflow knows which server replicating from nobody
+    /// is its own promotion (adopted) and not a server made writable by
+    /// hand (fenced). Cleared by the Promote.
+    Promoting {
+        epoch: u64,
+        backend: String,
+    },
     /// A fenced former primary becomes a replica again.
     Rejoin {
         name: String,
@@ -242,6 +251,10 @@ pub struct Topology {
     /// to (other fenced backends may be older).
     #[serde(default)]
     pub deposed: Option<String>,
+    /// The server an owner last started to promote under this epoch
+    /// (`Op::Promoting`), until a Promote.
+    #[serde(default)]
+    pub promoting: Option<String>,
 }
 
 impl Topology {
@@ -251,7 +264,7 @@ impl Topology {
             // Only the node that owns the workflows promotes: a leader
             // deposed mid-switchover whose "give the old primary back"
             // reaches the new leader must not undo the new owner's work.
-            (Op::Promote { .. }, Some(o))
+            (Op::Promote { .. } | Op::Promoting { .. }, Some(o))
                 if o.node != cmd.by && !concord_config::testhooks::on("no-workflow-owner") =>
             {
                 Response {
@@ -390,6 +403,9 @@ impl Topology {
                 if self.primary.as_deref() == Some(name) {
                     return no(format!("'{name}' is the primary; switch over first"));
                 }
+                if self.promoting.as_deref() == Some(name) {
+                    self.promoting = None;
+                }
                 match self.backends.remove(name) {
                     Some(_) => ok(format!("removed backend '{name}'")),
                     None => no(format!("unknown backend '{name}'")),
@@ -494,6 +510,7 @@ impl Topology {
                     }
                 }
                 self.primary = Some(primary.clone());
+                self.promoting = None;
                 self.promoted_from = (!from_pos.is_empty()).then(|| from_pos.clone());
                 if let Some(d) = self.deposed.take().filter(|d| d != primary) {
                     if let Some(b) = self.backends.get_mut(&d).filter(|_| *fence_deposed) {
@@ -507,6 +524,25 @@ impl Topology {
                     }
                 }
                 ok(format!("promoted '{primary}' under epoch {epoch}"))
+            }
+            Op::Promoting { epoch, backend } => {
+                if *epoch != self.epoch {
+                    return no(format!(
+                        "stale promotion for epoch {epoch}, current is {}",
+                        self.epoch
+                    ));
+                }
+                if let Some(p) = &self.primary {
+                    return no(format!("'{p}' is already the primary of epoch {epoch}"));
+                }
+                match self.backends.get(backend) {
+                    Some(b) if b.state != BackendState::Fenced => {
+                        self.promoting = Some(backend.clone());
+                        ok(format!("promoting '{backend}' under epoch {epoch}"))
+                    }
+                    Some(_) => no(format!("'{backend}' is fenced")),
+                    None => no(format!("unknown backend '{backend}'")),
+                }
             }
             Op::Rejoin { name } => match self.backends.get_mut(name) {
                 Some(b) if b.state == BackendState::Fenced => {
@@ -575,6 +611,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Fence { .. } => "fence",
         Op::Freeze { .. } => "freeze",
         Op::Promote { .. } => "promote",
+        Op::Promoting { .. } => "promoting",
         Op::Rejoin { .. } => "rejoin",
         Op::Note => "note",
         Op::Claim { .. } => "claim",
@@ -672,6 +709,51 @@ mod tests {
         assert_eq!(t.primary, None);
         assert!(t.apply(7, &promote("b", 2)).ok);
         assert_eq!(t.primary.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn the_server_being_promoted_is_recorded_until_the_promotion() {
+        let mut t = seeded();
+        let promoting = |epoch, name: &str| {
+            cmd(Op::Promoting {
+                epoch,
+                backend: name.into(),
+            })
+        };
+        // With a primary, or under another epoch: refused.
+        assert!(!t.apply(3, &promoting(1, "b")).ok);
+        assert!(t.apply(4, &cmd(Op::Fence { expected_epoch: 1 })).ok);
+        assert!(!t.apply(5, &promoting(1, "b")).ok);
+        assert!(!t.apply(6, &promoting(2, "gone")).ok);
+        assert_eq!(t.promoting, None);
+        assert!(t.apply(7, &promoting(2, "b")).ok);
+        assert_eq!(t.promoting.as_deref(), Some("b"));
+        // Another owner's record is refused like its Promote.
+        let claim = Command::new(
+            Op::Claim {
+                node: 2,
+                term: 2,
+                kind: "resume".into(),
+            },
+            2,
+            "",
+        );
+        assert!(t.apply(8, &claim).ok);
+        assert!(!t.apply(9, &promoting(2, "c")).ok);
+        assert_eq!(t.promoting.as_deref(), Some("b"));
+        let promote = Command::new(
+            Op::Promote {
+                epoch: 2,
+                primary: "b".into(),
+                from_pos: String::new(),
+                fence_deposed: false,
+                also_fenced: Vec::new(),
+            },
+            2,
+            "",
+        );
+        assert!(t.apply(10, &promote).ok);
+        assert_eq!(t.promoting, None);
     }
 
     #[test]

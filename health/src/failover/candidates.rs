@@ -1,8 +1,9 @@
 //! Which replica to promote: the one whose received position includes
 //! every other one's (never one that is behind), then the highest weight.
-//! A member an interrupted earlier attempt already promoted (writable,
-//! replicating from nobody) is adopted when it has everything the
-//! replicas have: promoting another would drop what only it holds.
+//! The member an interrupted earlier attempt already started to promote
+//! (recorded by `Op::Promoting`, replicating from nobody now) is adopted
+//! when it has everything the replicas have: promoting another would drop
+//! what only it received.
 
 use super::{FailoverError, Fleet, R};
 use crate::gtid;
@@ -16,8 +17,8 @@ pub(super) struct Candidate {
     pub weight: u32,
     pub io_pos: String,
     pub active: bool,
-    /// Writable and replicating from nobody: promoted by an interrupted
-    /// earlier attempt (or by hand). `io_pos` is what it executed.
+    /// Replicating from nobody, and the server the topology records an
+    /// interrupted earlier attempt promoting. `io_pos` is what it executed.
     pub promoted: bool,
 }
 
@@ -49,9 +50,11 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
         let (io_pos, promoted) = match probe.replica.as_ref() {
             Some(r) if r.gtid_io_pos.is_empty() => (probe.gtid_executed.clone(), false),
             Some(r) => (r.gtid_io_pos.clone(), false),
+            // Writable or not (the earlier owner may have stopped before
+            // read_only=0, or a self-fence event made it read-only since).
             // Test-only `resume-ignores-promoted`: as before adoption
-            // existed, such a member is no candidate (and is fenced).
-            None if probe.looks_primary()
+            // existed, no candidate (and fenced).
+            None if topo.promoting.as_deref() == Some(b.name.as_str())
                 && !concord_config::testhooks::on("resume-ignores-promoted") =>
             {
                 (probe.gtid_executed.clone(), true)
@@ -71,37 +74,12 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
 }
 
 /// The candidate to promote and the candidates the promotion keeps: every
-/// replica, and the chosen one. A promoted member is adopted only when it
-/// has everything every other candidate has (preferred among equals: no
-/// promotion is undone) and no replication domain (MySQL: source UUID)
-/// that neither a replica nor the old primary's last known position
-/// `known` has: a standalone server with writes of its own is not taken
-/// for an interrupted promotion. Otherwise the choice is among the
-/// replicas, and a promoted member left out is fenced with the promotion
-/// (diverged or behind, it is nobody's replica to repoint).
-pub(super) fn choose(mut cands: Vec<Candidate>, known: &str) -> R<(Candidate, Vec<Candidate>)> {
-    let seen: Vec<String> = cands
-        .iter()
-        .filter(|c| !c.promoted)
-        .flat_map(|c| gtid::sources(&c.io_pos))
-        .chain(gtid::sources(known))
-        .collect();
-    if !seen.is_empty() {
-        let own = |c: &Candidate| {
-            c.promoted && gtid::sources(&c.io_pos).iter().any(|s| !seen.contains(s))
-        };
-        if cands.iter().all(own) {
-            return Err(FailoverError::Refused(format!(
-                "no replica to promote: {} writable with transactions of replication domains the old primary never had",
-                cands
-                    .iter()
-                    .map(|c| format!("'{}' ({}) is", c.name, c.io_pos))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        cands.retain(|c| !own(c));
-    }
+/// replica, and the chosen one. The promoted member is adopted only when
+/// it has everything every other candidate has (preferred among equals:
+/// no promotion is undone); otherwise the choice is among the replicas,
+/// and it is fenced with the promotion (behind or diverged, it is nobody's
+/// replica to repoint).
+pub(super) fn choose(mut cands: Vec<Candidate>) -> R<(Candidate, Vec<Candidate>)> {
     let best = match most_advanced(&cands) {
         Ok(i) => i,
         Err(e) if cands.iter().any(|c| c.promoted) => {
@@ -175,21 +153,21 @@ mod tests {
     }
 
     #[test]
-    fn adopts_a_promoted_member_only_when_it_has_everything_the_replicas_have() {
+    fn adopts_the_member_being_promoted_only_when_it_has_everything_the_replicas_have() {
         // Ahead (its own writes after the interrupted promotion): adopted
         // whatever the weights say; the replica is kept to be repointed.
         let c = vec![cand("db2", 500, "0-1-10"), promoted("db3", "0-3-14")];
-        assert_eq!(names(choose(c, "")), ("db3".into(), vec!["db2".into()]));
+        assert_eq!(names(choose(c)), ("db3".into(), vec!["db2".into()]));
         // Equal: the promoted one, no promotion undone.
         let c = vec![cand("db2", 500, "0-1-12"), promoted("db3", "0-1-12")];
-        assert_eq!(names(choose(c, "")), ("db3".into(), vec!["db2".into()]));
+        assert_eq!(names(choose(c)), ("db3".into(), vec!["db2".into()]));
         // The only member left: adopted (a single-replica fleet resumed).
         let c = vec![promoted("db2", "0-1-12")];
-        assert_eq!(names(choose(c, "")), ("db2".into(), vec![]));
+        assert_eq!(names(choose(c)), ("db2".into(), vec![]));
         // Behind a replica: the replica, and the promoted one is left out
         // (fenced, not repointed).
         let c = vec![cand("db2", 1, "0-1-12"), promoted("db3", "0-1-9")];
-        assert_eq!(names(choose(c, "")), ("db2".into(), vec![]));
+        assert_eq!(names(choose(c)), ("db2".into(), vec![]));
         // Diverged (a domain the replica lacks, behind in another): not
         // adopted, and its divergence does not block the promotion.
         let c = vec![
@@ -197,28 +175,10 @@ mod tests {
             cand("db4", 1, "0-1-11"),
             promoted("db3", "0-1-9,7-3-2"),
         ];
-        assert_eq!(names(choose(c, "")), ("db2".into(), vec!["db4".into()]));
-        // Writes in a domain no replica and not the old primary had: a
-        // standalone server, not an interrupted promotion; left out even
-        // though it is ahead. Known from the old primary: adopted.
-        let c = vec![cand("db2", 1, "0-1-12"), promoted("db3", "0-1-12,9-3-4")];
-        assert_eq!(names(choose(c, "0-1-12")), ("db2".into(), vec![]));
-        let c = vec![cand("db2", 1, "0-1-12"), promoted("db3", "0-1-12,9-3-4")];
-        assert_eq!(
-            names(choose(c, "0-1-12,9-1-2")),
-            ("db3".into(), vec!["db2".into()])
-        );
-        // Only such a one: refused, naming it.
-        let c = vec![promoted("db3", "0-1-12,9-3-4")];
-        assert!(names(choose(c, "0-1-12"))
-            .0
-            .contains("'db3' (0-1-12,9-3-4)"));
-        // Two promoted, one ahead of the other: the one ahead.
-        let c = vec![promoted("db2", "0-1-12"), promoted("db3", "0-1-13")];
-        assert_eq!(names(choose(c, "")), ("db3".into(), vec![]));
+        assert_eq!(names(choose(c)), ("db2".into(), vec!["db4".into()]));
         // Replicas diverged among themselves: still refused.
         let c = vec![cand("db2", 1, "0-1-12,1-2-3"), cand("db3", 1, "0-1-13")];
-        assert!(names(choose(c, "")).0.contains("refusing"));
+        assert!(names(choose(c)).0.contains("refusing"));
     }
 
     #[test]

@@ -345,7 +345,7 @@ async fn promote_phase(
             "no reachable replica to promote".into(),
         ));
     }
-    // What the old primary had (that the new one must not lack): its final
+    // What the old primary had that the new one does not: its final
     // position when reachable, else the last one a probe saw.
     let (last_known, source) = match &old_final {
         Some(p) => (p.clone(), "its final position"),
@@ -357,7 +357,7 @@ async fn promote_phase(
             "the last position a probe saw",
         ),
     };
-    let (chosen, cands) = candidates::choose(found, &last_known)?;
+    let (chosen, cands) = candidates::choose(found)?;
     let cand = &chosen;
     note(
         f,
@@ -365,7 +365,7 @@ async fn promote_phase(
             "candidate '{}' ({} {}); others: {}",
             cand.name,
             if cand.promoted {
-                "already writable and replicating from nobody, promoted by an interrupted earlier attempt: adopted; executed"
+                "replicating from nobody, promoted by an interrupted earlier attempt: adopted; executed"
             } else {
                 "received"
             },
@@ -430,7 +430,7 @@ async fn promote_phase(
         )
         .await;
     }
-    dialect::promote_server(f, &mut c, &cand.name).await?;
+    promote(f, &mut c, &cand.name).await?;
     let _ = c.disconnect().await;
     if concord_config::testhooks::on("interrupt-after-promote")
         && !INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst)
@@ -492,16 +492,32 @@ async fn promote_phase(
     ))
 }
 
+/// Records in the topology which server this owner promotes, then makes
+/// it writable: an owner that resumes after an interruption between the
+/// two adopts it rather than fencing it as a stray.
+async fn promote(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
+    let epoch = f.consensus.applied().borrow().topology.epoch;
+    commit(
+        f,
+        Op::Promoting {
+            epoch,
+            backend: name.to_string(),
+        },
+        String::new(),
+    )
+    .await?;
+    dialect::promote_server(f, c, name).await
+}
+
 /// Test-only `interrupt-after-promote` fires once per process.
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Members other than the new primary and the deposed one that are
-/// writable and replicate from nobody, and were not adopted (see
-/// [`candidates::choose`]): behind or diverged, promoted by an earlier
-/// owner of an interrupted workflow or made so by hand. Nothing else here
-/// touches them; left writable, a client that reaches them directly
-/// writes to a second primary. Made read-only and returned, to be fenced
-/// with the promotion.
+/// writable and replicate from nobody (made so by hand), and the one an
+/// interrupted earlier attempt started to promote when it was not adopted
+/// (see [`candidates::choose`]). Nothing else here touches them; left
+/// writable, a client that reaches them directly writes to a second
+/// primary. Made read-only and returned, to be fenced with the promotion.
 async fn fence_strays(
     f: &Fleet<'_>,
     topo: &Topology,
@@ -522,7 +538,11 @@ async fn fence_strays(
             // here (a connect timeout each); it serves nothing meanwhile.
             && f.health.get(&b.name).is_none_or(|h| h.reachable)
     }) {
-        if !candidates::probe(f, &b.name, &b.addr).await.looks_primary() {
+        // The one an earlier attempt started to promote and that was not
+        // adopted: fenced even if read-only (it may hold writes).
+        if topo.promoting.as_deref() != Some(b.name.as_str())
+            && !candidates::probe(f, &b.name, &b.addr).await.looks_primary()
+        {
             continue;
         }
         let msg = dialect::fence_server(f, &b.name, &b.addr).await;
@@ -625,7 +645,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
             return Err(undo_and_restore(f, &mut pc, &old.name, why).await);
         }
     }
-    if let Err(e) = dialect::promote_server(f, &mut tc, &tgt.name).await {
+    if let Err(e) = promote(f, &mut tc, &tgt.name).await {
         return Err(undo_and_restore(f, &mut pc, &old.name, e).await);
     }
     let mut notes = Vec::new();
