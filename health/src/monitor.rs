@@ -42,6 +42,7 @@ pub struct BackendHealth {
     /// Replicating and reachable, with hysteresis applied; the lag bound
     /// is applied on top by [`BackendHealth::within`].
     pub readable: bool,
+    /// Executed position at the last probe that reached it.
     pub gtid: String,
     pub replicating: bool,
     pub io_running: bool,
@@ -344,7 +345,13 @@ pub fn next_state(
         recent_lags,
         good_streak,
         readable,
-        gtid: p.gtid_executed.clone(),
+        // The last one seen stays while it is unreachable: what a failover
+        // reports as not carried over from a primary that went away.
+        gtid: if p.reachable {
+            p.gtid_executed.clone()
+        } else {
+            prev.gtid
+        },
         replicating,
         io_running: r.is_some_and(|r| r.io_running),
         sql_running: r.is_some_and(|r| r.sql_running),
@@ -620,5 +627,25 @@ mod tests {
         h = next_state(h, &stopped, Some(5), &cfg);
         assert!(!h.within(Duration::from_secs(3600)));
         assert_eq!(h.lag_ms, None);
+    }
+
+    #[test]
+    fn an_unreachable_server_keeps_the_last_position_seen() {
+        let cfg: Config = Config::from_toml(
+            "[listener]\naddr = \"127.0.0.1:3306\"\n[[users]]\nname = \"a\"\npassword = \"b\"\n[[backends]]\nname = \"db1\"\naddr = \"127.0.0.1:3307\"\n",
+        )
+        .expect("config");
+        let seen = Probe {
+            reachable: true,
+            gtid_executed: "0-1-42".into(),
+            ..Default::default()
+        };
+        let h = next_state(BackendHealth::default(), &seen, None, &cfg);
+        let h = next_state(h, &Probe::default(), None, &cfg);
+        assert!(!h.reachable);
+        assert_eq!(
+            h.gtid, "0-1-42",
+            "what a failover reports as not carried over"
+        );
     }
 }
