@@ -167,10 +167,10 @@ async fn backend_dies_mid_query() {
     let (r, mut victim) = q.await.unwrap();
     match r {
         Err(mysql_async::Error::Server(e)) => {
-            assert_eq!(e.code, 2013, "{e:?}");
+            assert_eq!((e.code, e.state.as_str()), (1158, "08S01"), "{e:?}");
             assert!(e.message.contains("Lost connection to backend"), "{e:?}");
         }
-        other => panic!("expected a 2013 error packet, got {other:?}"),
+        other => panic!("expected a 1158 error packet, got {other:?}"),
     }
     // Same session, next statement: a fresh backend connection.
     let v: Option<i64> = victim.query_first("SELECT 5").await.unwrap();
@@ -194,7 +194,7 @@ async fn backend_dies_mid_query() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, mysql_async::Error::Server(ref s) if s.code == 2013),
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1158),
         "{e:?}"
     );
     let e = victim.query_drop("SELECT 1").await.unwrap_err();
@@ -219,7 +219,7 @@ async fn backend_dies_mid_query() {
     db.kill();
     let e = victim.query_drop("SELECT 1").await.unwrap_err();
     assert!(
-        matches!(e, mysql_async::Error::Server(ref s) if s.code == 2013 || s.code == 2003 || s.code == 1290),
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1158 || s.code == 1429 || s.code == 1290),
         "{e:?}"
     );
     db.restart().await;
@@ -295,7 +295,7 @@ async fn one_gib_result_through_a_slow_client_keeps_memory_bounded() {
 
 /// A session pinned to its primary connection (here by a temporary table
 /// that shadows a real one) whose connection dies does not run its next
-/// statement on a fresh connection without the pin: it gets 2013 and
+/// statement on a fresh connection without the pin: it gets 1158 and
 /// the real table keeps its rows, as a direct client whose connection
 /// died would. Test-only `run-on-without-lost-state`: the DELETE runs on
 /// the real table.
@@ -318,7 +318,7 @@ async fn a_pinned_session_that_lost_its_connection_runs_nothing_without_it() {
         let rows: Vec<i64> = db.query("SELECT id FROM test.t").await;
         if want_error {
             assert!(
-                matches!(r, Err(mysql_async::Error::Server(ref s)) if s.code == 2013),
+                matches!(r, Err(mysql_async::Error::Server(ref s)) if s.code == 1158),
                 "{r:?}"
             );
             assert_eq!(rows, [1, 2], "the real table lost rows");
@@ -326,5 +326,44 @@ async fn a_pinned_session_that_lost_its_connection_runs_nothing_without_it() {
             assert!(r.is_ok(), "{r:?}");
             assert!(rows.is_empty(), "{rows:?}");
         }
+    }
+}
+
+/// The errors concord makes up itself carry server-range codes: a client
+/// on Connector/C (the `mariadb` CLI here; also PHP's mysqli on libmariadb,
+/// Python's mysqlclient, Perl, Ruby) rejects a 2xxx code from a server as
+/// a malformed packet and loses the message. Here the server ends an idle
+/// transaction (`idle_transaction_timeout`, from MariaDB's
+/// `main.transaction_timeout`); the CLI must see why. Test-only
+/// `client-range-error-codes`: the 2013 sent before, "Received malformed
+/// packet".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_libmariadb_client_reads_the_errors_concord_makes_up() {
+    for (hooks, intact) in [("client-range-error-codes", false), ("", true)] {
+        let db = MariaDb::start("primary", 1).await;
+        let mut cfg = ConcordConfig::single(&db.addr());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let port = node.cfg.port;
+        let out = tokio::task::spawn_blocking(move || {
+            harness::cli::mariadb(
+                port,
+                "app",
+                PASSWORD,
+                &[],
+                "SET autocommit = 0; SET idle_transaction_timeout = 1; BEGIN; SELECT 1; system sleep 2; SELECT 2",
+            )
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        println!("hooks {hooks:?}: {err}");
+        assert!(!out.status.success(), "{hooks}: the statement fails");
+        assert_eq!(
+            err.contains("ERROR 1158 (08007)") && err.contains("Issue ROLLBACK"),
+            intact,
+            "{hooks}: {err}"
+        );
+        assert_eq!(err.contains("malformed packet"), !intact, "{hooks}: {err}");
     }
 }

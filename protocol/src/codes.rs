@@ -36,10 +36,12 @@ pub const SECURE_TRANSPORT_REQUIRED: Code = Code(3159, b"HY000");
 pub const HOST_IS_BLOCKED: Code = Code(1129, b"HY000");
 pub const USER_LIMIT_REACHED: Code = Code(1226, b"42000");
 pub const UNKNOWN_ERROR: Code = Code(1105, b"HY000");
-/// Client-side code for "Lost connection to MySQL server during query";
-/// concord sends it when a backend dies mid-command.
-pub const CR_SERVER_LOST: Code = Code(2013, b"HY000");
-/// "MySQL server has gone away": no backend could be reached.
-pub const CR_SERVER_GONE: Code = Code(2006, b"HY000");
-/// Cannot connect to a backend.
-pub const CR_CONN_HOST_ERROR: Code = Code(2003, b"HY000");
+/// ER_NET_READ_ERROR, "Got an error reading communication packets":
+/// concord sends it when a backend dies mid-command or with the session's
+/// transaction or state. Never a client-side code (2013 "Lost
+/// connection"): a server that sends one of those is rejected by
+/// Connector/C (CONC-648) as a malformed packet, and the message is lost.
+pub const BACKEND_LOST: Code = Code(1158, b"08S01");
+/// ER_CONNECT_TO_FOREIGN_DATA_SOURCE: concord cannot connect to a
+/// backend (a server-range code, for the reason above; not 2003).
+pub const BACKEND_UNREACHABLE: Code = Code(1429, b"HY000");

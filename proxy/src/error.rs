@@ -125,7 +125,7 @@ pub fn backend_packet(backend: &str, e: &BackendError) -> ErrPacket {
             message: format!("concord could not log in to backend '{backend}': {}", p.message),
         },
                 BackendError::Connect { .. } | BackendError::ConnectTimeout { .. } | BackendError::Handshake(_) => ErrPacket::new(
-            codes::CR_CONN_HOST_ERROR,
+            codes::BACKEND_UNREACHABLE,
             format!("concord cannot reach backend '{backend}': {e}; safe to retry"),
         ),
         BackendError::PoolExhausted(_) => ErrPacket::new(
@@ -137,7 +137,7 @@ pub fn backend_packet(backend: &str, e: &BackendError) -> ErrPacket {
             format!("concord: backend '{backend}': {e}"),
         ),
         BackendError::Protocol(_) => ErrPacket::new(
-            codes::CR_SERVER_LOST,
+            codes::BACKEND_LOST,
             format!("Lost connection to backend '{backend}' during query ({e}); the statement may or may not have been applied"),
         ),
     }

@@ -32,7 +32,7 @@ pub fn closes_session(err_payload: &[u8]) -> bool {
     let code = err_payload
         .get(1..3)
         .map(|c| u16::from_le_bytes([c[0], c[1]]));
-    matches!(code, Some(1927) | Some(2013) | Some(1053))
+    matches!(code, Some(1927) | Some(1158) | Some(1053))
 }
 
 /// A killed session's next statement, reduced to "it is gone".

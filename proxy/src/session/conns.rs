@@ -328,7 +328,7 @@ impl Session {
                         self.txn = None;
                         self.status &= !status::IN_TRANS;
                         return Err(SessionError::Reply(ErrPacket {
-                            code: codes::CR_SERVER_LOST.0,
+                            code: codes::BACKEND_LOST.0,
                             state: *b"08007",
                             message: "The primary was fenced or lost during this transaction; the transaction is lost. Issue ROLLBACK and retry".into(),
                         }));

@@ -453,7 +453,7 @@ impl Session {
             && self.lost.is_none();
         if let Some(why) = self.lost.take() {
             // The error that lost the state ends the session with it.
-            let p = lost_state(&why);
+            let p = as_sent(lost_state(&why));
             crate::metrics::client_error(p.code);
             let mut s = seq;
             write_err(&mut self.client.wbuf, &mut s, &p);
@@ -483,7 +483,7 @@ impl Session {
             }
             SessionError::Reply(_) => {}
         }
-        if let Some(p) = e.to_packet() {
+        if let Some(p) = e.to_packet().map(as_sent) {
             crate::metrics::client_error(p.code);
             let mut s = seq;
             write_err(&mut self.client.wbuf, &mut s, &p);
@@ -795,7 +795,7 @@ impl Session {
             return self.while_txn_timed_out(kind, limit).await;
         }
         let lost = |msg: &str| ErrPacket {
-            code: codes::CR_SERVER_LOST.0,
+            code: codes::BACKEND_LOST.0,
             state: *b"08007",
             message: msg.into(),
         };
@@ -815,6 +815,19 @@ impl Session {
     }
 }
 
+/// Test-only `client-range-error-codes`: the client-side codes concord
+/// sent before (2013, 2003), which Connector/C rejects from a server.
+fn as_sent(mut p: ErrPacket) -> ErrPacket {
+    if concord_config::testhooks::on("client-range-error-codes") {
+        if p.code == codes::BACKEND_LOST.0 {
+            p.code = 2013;
+        } else if p.code == codes::BACKEND_UNREACHABLE.0 {
+            p.code = 2003;
+        }
+    }
+    p
+}
+
 /// The status flags that describe the session (transaction, autocommit,
 /// sql_mode bits), without those that described one statement's answer
 /// (index use, state changed, cursor, more results): what a server puts
@@ -831,7 +844,7 @@ pub fn lasting_status(s: u16) -> u16 {
 /// as it would be had its server connection died.
 pub(super) fn lost_state(why: &str) -> ErrPacket {
     ErrPacket {
-        code: codes::CR_SERVER_LOST.0,
+        code: codes::BACKEND_LOST.0,
         state: *b"08S01",
         message: format!(
             "Lost connection: {why}; this session's server-side state (user variables, temporary tables, locks) is gone with it. Reconnect"
