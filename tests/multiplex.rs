@@ -917,6 +917,40 @@ async fn a_session_after_set_global_starts_from_the_new_value() {
     }
 }
 
+/// The same through another node of the fleet: a SET GLOBAL through node
+/// 1, then a new session through node 2, whose pool to the primary was
+/// warm. Test-only `retire-this-node-only`: node 2's pooled connection
+/// keeps the old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_through_another_node_after_set_global_starts_from_the_new_value() {
+    // In a transaction: on the primary, where SET GLOBAL ran.
+    async fn mode(c: &mut mysql_async::Conn) -> Option<String> {
+        c.query_drop("BEGIN").await.unwrap();
+        let m: Option<String> = c.query_first("SELECT @@session.sql_mode").await.unwrap();
+        c.query_drop("COMMIT").await.unwrap();
+        m
+    }
+    for (hooks, renewed) in [("retire-this-node-only", false), ("", true)] {
+        let rig = harness::rig::Rig::start_full("", "", &[], &[], hooks).await;
+        let mut warm = rig.fleet.nodes[1].conn().await;
+        let before = mode(&mut warm).await;
+        drop(warm);
+        let mut a = rig.fleet.nodes[0].conn().await;
+        a.query_drop("SET GLOBAL sql_mode = 'ANSI_QUOTES'")
+            .await
+            .unwrap();
+        let mut b = rig.fleet.nodes[1].conn().await;
+        let got = mode(&mut b).await;
+        println!("hooks {hooks:?}: before {before:?}, a new session on node 2 after SET GLOBAL on node 1: {got:?}");
+        assert_ne!(before.as_deref(), Some("ANSI_QUOTES"));
+        assert_eq!(
+            got.as_deref() == Some("ANSI_QUOTES"),
+            renewed,
+            "hooks {hooks:?}"
+        );
+    }
+}
+
 /// A concord in front of `db` with test-only `hooks`, and a session
 /// directly on `db` (`direct`) or through that concord (kept alive with it).
 async fn direct_or_through(

@@ -128,19 +128,6 @@ fn mariadb_parse_full(s: &str) -> Vec<(u32, u64, u64)> {
         .collect()
 }
 
-/// The replication domains (MariaDB) or source UUIDs (MySQL) a position
-/// has transactions of.
-pub fn sources(pos: &str) -> Vec<String> {
-    if is_mysql(pos) {
-        mysql_parse(pos).into_iter().map(|(u, _)| u).collect()
-    } else {
-        mariadb_parse(pos)
-            .into_iter()
-            .map(|(d, _)| d.to_string())
-            .collect()
-    }
-}
-
 fn is_mysql(s: &str) -> bool {
     s.contains(':')
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod reload;
+pub mod retire;
 pub mod router;
 pub mod routing;
 pub mod rules;

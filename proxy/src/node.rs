@@ -183,8 +183,8 @@ fn follow_topology(shared: Arc<Shared>) {
     });
 }
 
-/// Answers other nodes' requests: a KILL of a session held here, or this
-/// node's digests for the fleet view.
+/// Answers other nodes' requests: a KILL of a session held here, this
+/// node's digests for the fleet view, or renewing a pool after SET GLOBAL.
 fn register_app_requests(shared: &Arc<Shared>) {
     let rt = tokio::runtime::Handle::current();
     let s = shared.clone();
@@ -198,6 +198,8 @@ fn register_app_requests(shared: &Arc<Shared>) {
                     .spawn(async move {
                         if v.get("digests").is_some() {
                             crate::admin::fleet_digests::answer(&s, &v)
+                        } else if v.get("retire").is_some() {
+                            crate::retire::answer(&s, &v)
                         } else {
                             crate::session::kill::answer_remote(&s, v).await
                         }

@@ -137,6 +137,10 @@ impl BackendConn {
         creds: &Credentials<'_>,
         timeout: Duration,
     ) -> Result<BackendConn, BackendError> {
+        // Counted from before the connect: the server may have started
+        // the session (and read its globals) before the login ends, so a
+        // SET GLOBAL meanwhile must retire it (see `BackendPool::retire`).
+        let started = Instant::now();
         let fut = async {
             let tcp = TcpStream::connect(addr)
                 .await
@@ -176,7 +180,7 @@ impl BackendConn {
             poisoned: false,
             reverting: Vec::new(),
             mid_command: false,
-            created: now,
+            created: started,
             idle_since: now,
             flavor: Flavor::of_version(&info.server_version),
             server_version: info.server_version,

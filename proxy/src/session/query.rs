@@ -218,9 +218,8 @@ impl Session {
         }
         self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
         if sets_global && !out.failed {
-            if let Some(b) = self.conns.get(w) {
-                let closed = b.pool.retire();
-                tracing::info!(session = self.info.id, backend = %b.pool.name, closed, "SET GLOBAL: the pool's connections are renewed");
+            if let Some(name) = self.conns.get(w).map(|b| b.pool.name.clone()) {
+                crate::retire::fleet(&self.shared, &name).await;
             }
         }
         if releases && !out.failed {

@@ -1,0 +1,67 @@
+//! SET GLOBAL through concord: every node's pooled connections to that
+//! backend are renewed, so a session that starts afterwards, on whichever
+//! node, begins from the new global value as it would on the server.
+
+use crate::shared::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the session that ran SET GLOBAL waits for the other nodes.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Retires `backend`'s pooled connections here and on every other member
+/// (test-only `retire-this-node-only`: here only). A node that does not
+/// answer within [`TIMEOUT`] is logged; its connections are renewed by
+/// `max_lifetime`.
+pub async fn fleet(shared: &Arc<Shared>, backend: &str) {
+    local(shared, backend);
+    if concord_config::testhooks::on("retire-this-node-only") {
+        return;
+    }
+    let me = shared.node_id;
+    let peers: Vec<u64> = shared
+        .consensus
+        .status()
+        .members
+        .keys()
+        .copied()
+        .filter(|id| *id != me)
+        .collect();
+    let req = serde_json::json!({ "retire": backend });
+    let calls = peers.iter().map(|&id| {
+        let req = req.clone();
+        async move { (id, shared.consensus.call_app(id, req, TIMEOUT).await) }
+    });
+    for (id, r) in futures::future::join_all(calls).await {
+        if let Err(e) = r {
+            tracing::warn!(
+                node = id,
+                backend,
+                "SET GLOBAL: node {id} did not renew its connections: {e}"
+            );
+        }
+    }
+}
+
+/// Retires this node's pool for `backend`.
+fn local(shared: &Shared, backend: &str) {
+    if let Some(p) = shared.routing.load().pool(backend) {
+        let closed = p.retire();
+        tracing::info!(
+            backend,
+            closed,
+            "SET GLOBAL: the pool's connections are renewed"
+        );
+    }
+}
+
+/// Another node's request.
+pub fn answer(shared: &Shared, v: &serde_json::Value) -> serde_json::Value {
+    match v["retire"].as_str() {
+        Some(b) => {
+            local(shared, b);
+            serde_json::json!({ "ok": true })
+        }
+        None => serde_json::json!({ "ok": false, "message": "malformed request" }),
+    }
+}
