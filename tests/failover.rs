@@ -778,12 +778,58 @@ async fn a_resumed_failover_adopts_the_replica_an_interrupted_attempt_promoted()
     }
 }
 
+/// A switchover interrupted right after promoting its target (test-only
+/// `interrupt-after-promote`): the leader's resume keeps the target, as
+/// planned, and writes go on through it. With `resume-ignores-promoted`
+/// it promotes the other replica and fences the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_switchover_is_resumed_onto_its_target() {
+    for (hooks, adopted) in [
+        ("interrupt-after-promote,resume-ignores-promoted", false),
+        ("interrupt-after-promote", true),
+    ] {
+        let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+        rig.wait_replicas_readable().await;
+        let first = rig.fleet.nodes[0].admin_query("SWITCHOVER TO 'db2'").await;
+        assert!(
+            format!("{first:?}").contains("interrupt-after-promote"),
+            "{hooks}: the switchover stops after promoting: {first:?}"
+        );
+        let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(40)).await;
+        let db2_ro: i64 = harness::rig::query_one(rig.server("db2"), "SELECT @@read_only").await;
+        println!("hooks {hooks:?}: new primary {new}; db2 read_only={db2_ro}");
+        assert_eq!(new == "db2", adopted, "{hooks}: new primary {new}");
+        assert_eq!(db2_ro == 0, adopted, "{hooks}: read_only of db2");
+        // Writes go on through the fleet, on the new primary.
+        harness::wait_for(
+            "a write through node 2",
+            Duration::from_secs(20),
+            || async {
+                let mut c = rig.fleet.nodes[1].conn().await;
+                c.query_drop("CREATE TABLE IF NOT EXISTS test.after (id INT)")
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        let n: Vec<String> = rig
+            .server(&new)
+            .query("SHOW TABLES FROM test LIKE 'after'")
+            .await;
+        assert_eq!(n.len(), 1, "{hooks}: the write reached '{new}'");
+    }
+}
+
 /// Waits until `db` has row `id` of `test.adopt`.
 async fn has_row(db: &harness::MariaDb, id: i64) {
     harness::wait_for("a replicated row", Duration::from_secs(20), || async {
-        let n: Vec<i64> = db
-            .query(&format!("SELECT id FROM test.adopt WHERE id = {id}"))
-            .await;
+        // (The table itself may not have arrived yet.)
+        let mut c = db.try_conn().await?;
+        let n: Vec<i64> = c
+            .query(format!("SELECT id FROM test.adopt WHERE id = {id}"))
+            .await
+            .ok()?;
+        let _ = c.disconnect().await;
         (!n.is_empty()).then_some(())
     })
     .await

@@ -939,6 +939,9 @@ async fn a_session_through_another_node_after_set_global_starts_from_the_new_val
         a.query_drop("SET GLOBAL sql_mode = 'ANSI_QUOTES'")
             .await
             .unwrap();
+        // The other nodes renew after the OK, before the session's next
+        // statement is read: once that is answered, they have.
+        a.query_drop("DO 1").await.unwrap();
         let mut b = rig.fleet.nodes[1].conn().await;
         let got = mode(&mut b).await;
         println!("hooks {hooks:?}: before {before:?}, a new session on node 2 after SET GLOBAL on node 1: {got:?}");

@@ -1,6 +1,8 @@
 //! SET GLOBAL through concord: every node's pooled connections to that
 //! backend are renewed, so a session that starts afterwards, on whichever
-//! node, begins from the new global value as it would on the server.
+//! node, begins from the new global value as it would on the server. The
+//! client has its OK by then: the other nodes renew within one peer round
+//! trip after it, before the session's next statement is read.
 
 use crate::shared::Shared;
 use std::sync::Arc;
@@ -33,13 +35,17 @@ pub async fn fleet(shared: &Arc<Shared>, backend: &str) {
         async move { (id, shared.consensus.call_app(id, req, TIMEOUT).await) }
     });
     for (id, r) in futures::future::join_all(calls).await {
-        if let Err(e) = r {
-            tracing::warn!(
-                node = id,
-                backend,
-                "SET GLOBAL: node {id} did not renew its connections: {e}"
-            );
-        }
+        let why = match r {
+            Ok(v) if v["ok"].as_bool() == Some(true) => continue,
+            // (A node of an older version answers as to a malformed KILL.)
+            Ok(v) => v["message"].as_str().unwrap_or("refused").to_string(),
+            Err(e) => e,
+        };
+        tracing::warn!(
+            node = id,
+            backend,
+            "SET GLOBAL: node {id} did not renew its connections: {why}"
+        );
     }
 }
 

@@ -424,24 +424,16 @@ async fn promote_phase(
         note(
             f,
             format!(
-                "'{}' lacks {n} transactions '{exclude}' had ({source}): {set}; they are not on the new primary",
-                cand.name
+                "'{}' lacks {}{n} transactions '{exclude}' had ({source}): {set}; they are not on the new primary",
+                cand.name,
+                if old_final.is_none() { "at least " } else { "" }
             ),
         )
         .await;
     }
     promote(f, &mut c, &cand.name).await?;
     let _ = c.disconnect().await;
-    if concord_config::testhooks::on("interrupt-after-promote")
-        && !INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst)
-    {
-        // As if this owner died here: promoted, not committed.
-        return Err(step(
-            &cand.name,
-            "test switch interrupt-after-promote",
-            "stopped",
-        ));
-    }
+    interrupt_here(&cand.name)?;
     note(
         f,
         format!(
@@ -509,7 +501,17 @@ async fn promote(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
     dialect::promote_server(f, c, name).await
 }
 
-/// Test-only `interrupt-after-promote` fires once per process.
+/// Test-only `interrupt-after-promote`, once per process: as if this
+/// owner died right after promoting, before committing.
+fn interrupt_here(name: &str) -> R<()> {
+    if concord_config::testhooks::on("interrupt-after-promote")
+        && !INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(step(name, "test switch interrupt-after-promote", "stopped"));
+    }
+    Ok(())
+}
+
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Members other than the new primary and the deposed one that are
@@ -528,6 +530,23 @@ async fn fence_strays(
     let mut out = Vec::new();
     if concord_config::testhooks::on("leave-strays-writable") {
         return out;
+    }
+    // The one an interrupted attempt promoted and this one did not adopt:
+    // fenced in the topology even where it cannot be reached or is in
+    // maintenance (the Promote clears the record of it).
+    if let Some(p) = topo
+        .promoting
+        .as_ref()
+        .filter(|p| *p != exclude && *p != new_primary && !cands.iter().any(|c| &c.name == *p))
+    {
+        if !f.health.get(p).is_some_and(|h| h.reachable) {
+            note(
+                f,
+                format!("'{p}' was being promoted by an interrupted attempt and is not reachable now: fenced with this promotion, REJOIN checks it"),
+            )
+            .await;
+            out.push(p.clone());
+        }
     }
     for b in topo.backends.values().filter(|b| {
         b.name != exclude
@@ -549,8 +568,13 @@ async fn fence_strays(
         note(
             f,
             format!(
-                "'{}' is writable and replicates from nobody (promoted by an interrupted earlier attempt?): fenced with this promotion, REJOIN checks it; {msg}",
-                b.name
+                "'{}' replicates from nobody and {}: fenced with this promotion, REJOIN checks it; {msg}",
+                b.name,
+                if topo.promoting.as_deref() == Some(b.name.as_str()) {
+                    "an interrupted attempt promoted it, but it lacks what the new primary has"
+                } else {
+                    "is writable (made so by hand?)"
+                }
             ),
         )
         .await;
@@ -646,8 +670,12 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
         }
     }
     if let Err(e) = promote(f, &mut tc, &tgt.name).await {
+        // read_only=0 may have taken effect with its answer lost: never
+        // two writable servers once the old one has its writes back.
+        let _ = tc.query_drop("SET GLOBAL read_only = 1").await;
         return Err(undo_and_restore(f, &mut pc, &old.name, e).await);
     }
+    interrupt_here(&tgt.name)?;
     let mut notes = Vec::new();
     for b in topo.backends.values() {
         if b.name == tgt.name || b.name == old.name || b.state != BackendState::Active {

@@ -132,7 +132,13 @@ pub async fn kill(
         Ok(v) if v["ok"].as_bool() == Some(true) => Ok(()),
         Ok(v) => Err(ErrPacket::new(
             concord_protocol::codes::Code(
-                v["code"].as_u64().and_then(|c| u16::try_from(c).ok()).unwrap_or(1094),
+                // Server-range codes only (a client-range one reads as a
+                // malformed packet to Connector/C).
+                v["code"]
+                    .as_u64()
+                    .and_then(|c| u16::try_from(c).ok())
+                    .filter(|c| (1000..2000).contains(c) || (3000..5000).contains(c))
+                    .unwrap_or(1094),
                 b"HY000",
             ),
             v["message"]
