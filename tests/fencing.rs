@@ -312,13 +312,18 @@ async fn a_deposed_leader_stops_its_failover_at_the_next_step() {
         "the routed primary is the one writable server"
     );
     // Without the ownership checks (each step's, the state machine's
-    // owner rule for Promote, and a resumed failover's stop when a primary
-    // is named) the old leader, awake again, finds the promoted server no
-    // longer a replica: it promotes another one and makes the routed
-    // primary a read-only replica of it.
+    // owner rule, and a resumed failover's stop when a primary is named)
+    // the record of the server being promoted still stops it: that commit
+    // is refused under a newer epoch with a primary named.
     let (w, routed) = old_leader_wakes_up("no-workflow-owner").await;
     println!("without the ownership check, writable servers: {w:?}, routed primary '{routed}'");
-    assert_ne!(w, vec![routed], "the scenario no longer needs the check");
+    assert_eq!(w, vec![routed], "the promotion record alone stops it");
+    // Without both, the old leader, awake again, finds the promoted server
+    // no longer a replica: it promotes another one and makes the routed
+    // primary a read-only replica of it.
+    let (w, routed) = old_leader_wakes_up("no-workflow-owner,promote-unrecorded").await;
+    println!("without the ownership check or the record, writable servers: {w:?}, routed primary '{routed}'");
+    assert_ne!(w, vec![routed], "the scenario no longer needs the checks");
 }
 
 /// Three nodes in front of a primary and a replica, every node reaching

@@ -898,22 +898,28 @@ async fn found_rows_after_statements_that_select_into_something_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_after_set_global_starts_from_the_new_value() {
     for (hooks, renewed) in [("pool-ignores-set-global", false), ("", true)] {
-        let (db, node) = one_connection_with(hooks).await;
-        let mut a = node.conn().await;
-        let before: Option<String> = a.query_first("SELECT @@session.sql_mode").await.unwrap();
-        a.query_drop("SET GLOBAL sql_mode = 'ANSI_QUOTES'")
-            .await
-            .unwrap();
-        drop(a);
-        let mut b = node.conn().await;
-        let got: Option<String> = b.query_first("SELECT @@session.sql_mode").await.unwrap();
-        db.exec("SET GLOBAL sql_mode = DEFAULT").await;
-        println!("hooks {hooks:?}: before {before:?}, a new session after SET GLOBAL: {got:?}");
-        assert_eq!(
-            got.as_deref() == Some("ANSI_QUOTES"),
-            renewed,
-            "hooks {hooks:?}"
-        );
+        // Alone, and as the second statement of a multi-statement text.
+        for set in [
+            "SET GLOBAL sql_mode = 'ANSI_QUOTES'",
+            "DO 1; SET GLOBAL sql_mode = 'ANSI_QUOTES'",
+        ] {
+            let (db, node) = one_connection_with(hooks).await;
+            let mut a = node.conn().await;
+            let before: Option<String> = a.query_first("SELECT @@session.sql_mode").await.unwrap();
+            a.query_drop(set).await.unwrap();
+            drop(a);
+            let mut b = node.conn().await;
+            let got: Option<String> = b.query_first("SELECT @@session.sql_mode").await.unwrap();
+            db.exec("SET GLOBAL sql_mode = DEFAULT").await;
+            println!(
+                "hooks {hooks:?}, {set:?}: before {before:?}, a new session after it: {got:?}"
+            );
+            assert_eq!(
+                got.as_deref() == Some("ANSI_QUOTES"),
+                renewed,
+                "hooks {hooks:?}, {set:?}"
+            );
+        }
     }
 }
 

@@ -202,6 +202,52 @@ async fn kill_query_by_the_handshake_id_interrupts_that_session() {
     assert_eq!(r, Err(1317));
 }
 
+/// `KILL <expression>` as the server takes it: a user variable holding a
+/// session id (set by an earlier statement, so in transaction mode on
+/// another pooled connection), and an expression that evaluates to 0
+/// (MariaDB's `main.sp-bugs`: "Unknown thread id: 0"). More after it is
+/// refused and never run. Test-only `kill-expression-refused`: 1235, as
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_takes_an_expression_as_the_server_does() {
+    for (hooks, evaluated) in [("kill-expression-refused", false), ("", true)] {
+        let topo = Topology::start(1).await;
+        topo.primary.exec("CREATE TABLE test.keep (id INT)").await;
+        let mut cfg = ConcordConfig::new(topo.backends());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let a = node.conn().await;
+        let a_id = a.id();
+        let task = sleeper(a, 4);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut b = node.conn().await;
+        b.query_drop(format!("SET @victim = {a_id}")).await.unwrap();
+        let code = |r: Result<(), mysql_async::Error>| match r {
+            Ok(()) => 0,
+            Err(mysql_async::Error::Server(e)) => e.code,
+            Err(e) => panic!("{e}"),
+        };
+        let by_var = code(b.query_drop("KILL QUERY @victim").await);
+        let zero = code(b.query_drop("KILL  (('x' IN ( SELECT 1)) MOD 44)").await);
+        let more = code(b.query_drop("KILL @victim; DROP TABLE test.keep").await);
+        let (took, r) = task.await.unwrap();
+        println!("hooks {hooks:?}: KILL QUERY @victim {by_var}, KILL <0> {zero}, with more {more}; A {r:?} after {took:?}");
+        if evaluated {
+            assert_eq!((by_var, zero), (0, 1094), "{hooks}");
+            assert_eq!(r, Err(1317), "{hooks}: A's query was killed");
+        } else {
+            assert_eq!((by_var, zero), (1235, 1235), "{hooks}");
+            assert_eq!(r, Ok(Some(0)), "{hooks}: A slept on");
+        }
+        assert_eq!(more, 1235, "{hooks}");
+        let kept: Vec<String> = topo
+            .primary
+            .query("SHOW TABLES FROM test LIKE 'keep'")
+            .await;
+        assert_eq!(kept.len(), 1, "{hooks}: nothing after the KILL ran");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_of_foreign_or_unknown_ids_is_refused_and_touches_nobody() {
     let other =

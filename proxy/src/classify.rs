@@ -883,20 +883,27 @@ fn keeps_found_rows(sql: &[u8]) -> bool {
         && word(lx.next()).is_some_and(|w| eq_ci(w, b"STATUS"))
 }
 
-/// A SET of a global variable (`SET GLOBAL x`, `SET @@global.x`, MySQL's
-/// PERSIST): connections opened after it start from the new value.
-pub fn sets_global(sql: &[u8]) -> bool {
+/// Whether a SET in `sql` assigns a global (`SET GLOBAL x`, `@@global.x`,
+/// PERSIST): in every statement of a multi-statement text (`multi`), else
+/// in the first only (anything but a SET is answered at its first word).
+pub fn sets_global(sql: &[u8], multi: bool) -> bool {
     let mut lx = Lexer::new(sql);
-    if !matches!(lx.next(), Some(Tok::Word(w)) if eq_ci(w, b"SET")) {
-        return false;
-    }
-    // Only what an assignment sets (after SET or a comma at depth 0),
-    // not a global read on the right (`SET @v = @@global.x`).
-    let (mut depth, mut target) = (0i32, true);
+    // Only what an assignment sets (after SET or a comma at depth 0), not
+    // a global read on the right (`SET @v = @@global.x`).
+    let (mut depth, mut at_start, mut in_set, mut target) = (0i32, true, false, false);
     loop {
         lx.skip_space_and_comments();
         let start = lx.i;
         let Some(t) = lx.next() else { return false };
+        if at_start {
+            at_start = false;
+            in_set = matches!(t, Tok::Word(w) if eq_ci(w, b"SET"));
+            if !in_set && !multi {
+                return false;
+            }
+            target = in_set;
+            continue;
+        }
         match t {
             Tok::Word(w) if target && (eq_ci(w, b"GLOBAL") || eq_ci(w, b"PERSIST")) => return true,
             Tok::Var { system: true } if target => {
@@ -908,9 +915,16 @@ pub fn sets_global(sql: &[u8]) -> bool {
             }
             Tok::Punct(b'(') => depth += 1,
             Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b';') if depth == 0 => {
+                if !multi {
+                    return false;
+                }
+                at_start = true;
+                continue;
+            }
             _ => {}
         }
-        target = depth == 0 && t == Tok::Punct(b',');
+        target = in_set && depth == 0 && t == Tok::Punct(b',');
     }
 }
 
@@ -1609,31 +1623,41 @@ fn user_var_name(tok: &[u8]) -> String {
 }
 
 /// What `KILL ...` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KillTarget {
     /// A connection id, or the session itself (`KILL CONNECTION_ID()`).
     Id(u64),
     Myself,
+    /// An expression the server evaluates to the id (`KILL @id`), as text:
+    /// one balanced expression, its trailing `;` left out.
+    Expr(String),
     /// A form concord does not carry out (`KILL USER u`, `KILL QUERY ID
-    /// q`, an expression), with what to say.
+    /// q`, more statements after it), with what to say.
     Unsupported(&'static str),
 }
 
 /// `KILL [HARD | SOFT] [CONNECTION | QUERY] target`: (query only?, target).
 pub fn kill_target(sql: &[u8]) -> (bool, KillTarget) {
-    const NOT_AN_ID: &str = "KILL takes a connection id (a number) through concord";
+    const NOT_AN_ID: &str =
+        "KILL takes one connection id (a number or an expression) through concord";
+    // Each token with where its text starts (an expression's is kept).
+    fn next_at<'a>(lx: &mut Lexer<'a>) -> (usize, Option<Tok<'a>>) {
+        lx.skip_space_and_comments();
+        let at = lx.i;
+        (at, lx.next())
+    }
     let mut lx = Lexer::new(sql);
     if !is_word(lx.next(), b"KILL") {
         return (false, KillTarget::Unsupported("not a KILL statement"));
     }
     let mut query = false;
-    let mut t = lx.next();
+    let (mut at, mut t) = next_at(&mut lx);
     if is_word(t, b"HARD") || is_word(t, b"SOFT") {
-        t = lx.next();
+        (at, t) = next_at(&mut lx);
     }
     if is_word(t, b"QUERY") {
         query = true;
-        t = lx.next();
+        (at, t) = next_at(&mut lx);
         if is_word(t, b"ID") {
             return (
                 query,
@@ -1643,7 +1667,7 @@ pub fn kill_target(sql: &[u8]) -> (bool, KillTarget) {
             );
         }
     } else if is_word(t, b"CONNECTION") {
-        t = lx.next();
+        (at, t) = next_at(&mut lx);
     }
     if is_word(t, b"USER") {
         return (
@@ -1662,16 +1686,12 @@ pub fn kill_target(sql: &[u8]) -> (bool, KillTarget) {
         Some(Tok::Number) => {
             // The lexer stopped right after the number: take its text back.
             let end = lx.i;
-            let start = sql[..end]
-                .iter()
-                .rposition(|c| !(c.is_ascii_alphanumeric() || *c == b'.'))
-                .map_or(0, |p| p + 1);
-            let n = std::str::from_utf8(&sql[start..end])
+            let n = std::str::from_utf8(&sql[at..end])
                 .ok()
                 .and_then(|d| d.parse::<u64>().ok());
             match n {
                 Some(n) if end_of_statement(&mut lx) => KillTarget::Id(n),
-                _ => KillTarget::Unsupported(NOT_AN_ID),
+                _ => kill_expr(sql, at),
             }
         }
         Some(Tok::Word(w)) if eq_ci(w, b"CONNECTION_ID") => {
@@ -1681,12 +1701,41 @@ pub fn kill_target(sql: &[u8]) -> (bool, KillTarget) {
             if ok {
                 KillTarget::Myself
             } else {
-                KillTarget::Unsupported(NOT_AN_ID)
+                kill_expr(sql, at)
             }
         }
-        _ => KillTarget::Unsupported(NOT_AN_ID),
+        None | Some(Tok::Punct(b';')) => KillTarget::Unsupported(NOT_AN_ID),
+        Some(_) => kill_expr(sql, at),
     };
     (query, target)
+}
+
+/// The KILL target from `at` on, as one expression: parentheses balanced
+/// and nothing after a `;` (a second statement is refused, never run).
+fn kill_expr(sql: &[u8], at: usize) -> KillTarget {
+    const MORE: &str = "KILL takes one connection id; nothing may follow it through concord";
+    let mut lx = Lexer::new(sql);
+    lx.i = at;
+    let (mut depth, mut end) = (0i32, sql.len());
+    while let Some(t) = lx.next() {
+        match t {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') if depth == 0 => return KillTarget::Unsupported(MORE),
+            Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b';') if depth == 0 => {
+                end = lx.i - 1;
+                if lx.next().is_some() {
+                    return KillTarget::Unsupported(MORE);
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    match std::str::from_utf8(&sql[at..end]) {
+        Ok(e) if depth == 0 && !e.trim().is_empty() => KillTarget::Expr(e.to_string()),
+        _ => KillTarget::Unsupported(MORE),
+    }
 }
 
 /// Words that end a select list at depth 0.

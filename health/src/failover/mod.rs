@@ -487,7 +487,15 @@ async fn promote_phase(
 /// Records in the topology which server this owner promotes, then makes
 /// it writable: an owner that resumes after an interruption between the
 /// two adopts it rather than fencing it as a stray.
+///
+/// The record is also the last check before the server changes: refused
+/// unless this node still owns the workflows, under the epoch it fenced,
+/// with no primary named meanwhile, so a stale workflow makes nothing
+/// writable. Test-only `promote-unrecorded`: no record.
 async fn promote(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
+    if concord_config::testhooks::on("promote-unrecorded") {
+        return dialect::promote_server(f, c, name).await;
+    }
     let epoch = f.consensus.applied().borrow().topology.epoch;
     commit(
         f,

@@ -250,18 +250,39 @@ fn kill_statements() {
         kill_target(b"KILL USER app").1,
         KillTarget::Unsupported(_)
     ));
-    assert!(matches!(
-        kill_target(b"KILL 7; DROP TABLE t").1,
-        KillTarget::Unsupported(_)
-    ));
-    assert!(matches!(
-        kill_target(b"KILL 1+1").1,
-        KillTarget::Unsupported(_)
-    ));
-    assert!(matches!(
-        kill_target(b"KILL 99999999999999999999999").1,
-        KillTarget::Unsupported(_)
-    ));
+    // A second statement is refused, never evaluated.
+    for q in [
+        "KILL 7; DROP TABLE t",
+        "KILL @x; DROP TABLE t",
+        "KILL 1); DROP TABLE t; SELECT (1",
+        "KILL (1",
+        "KILL",
+        "KILL QUERY ;",
+    ] {
+        assert!(
+            matches!(kill_target(q.as_bytes()).1, KillTarget::Unsupported(_)),
+            "{q}"
+        );
+    }
+    // Anything else is an expression the server evaluates.
+    for (q, e) in [
+        ("KILL 1+1", "1+1"),
+        ("KILL 99999999999999999999999", "99999999999999999999999"),
+        ("KILL @id;", "@id"),
+        ("KILL QUERY @id -- why", "@id -- why"),
+        (
+            "KILL  (('x' IN ( SELECT 1)) MOD 44)",
+            "(('x' IN ( SELECT 1)) MOD 44)",
+        ),
+        ("KILL CONNECTION_ID() + 1", "CONNECTION_ID() + 1"),
+        ("KILL ';' ", "';' "),
+    ] {
+        assert_eq!(
+            kill_target(q.as_bytes()).1,
+            KillTarget::Expr(e.into()),
+            "{q}"
+        );
+    }
 }
 
 #[test]
@@ -824,7 +845,7 @@ fn sets_of_global_variables() {
         "SET PERSIST max_connections = 10",
         "SET sql_mode = '', GLOBAL wait_timeout = 5",
     ] {
-        assert!(sets_global(q.as_bytes()), "{q}");
+        assert!(sets_global(q.as_bytes(), false), "{q}");
     }
     for q in [
         "SET sql_mode = ''",
@@ -835,7 +856,23 @@ fn sets_of_global_variables() {
         "SET @save = @@global.max_allowed_packet",
         "SET @a = GREATEST(1, @@global.wait_timeout), sql_mode = ''",
     ] {
-        assert!(!sets_global(q.as_bytes()), "{q}");
+        assert!(!sets_global(q.as_bytes(), false), "{q}");
+    }
+    // In any statement of a multi-statement text.
+    for q in [
+        "SELECT 1; SET GLOBAL wait_timeout = 5",
+        "SET @a = (SELECT 1); SET @@global.sql_mode = ''",
+        "USE test; set persist max_connections = 9;",
+    ] {
+        assert!(sets_global(q.as_bytes(), true), "{q}");
+        assert!(!sets_global(q.as_bytes(), false), "{q}: the first only");
+    }
+    for q in [
+        "SELECT ';'; SET @g = @@global.wait_timeout",
+        "INSERT INTO t VALUES ('SET GLOBAL x = 1'); SELECT 1",
+        "SET @a = 1; SELECT GLOBAL",
+    ] {
+        assert!(!sets_global(q.as_bytes(), true), "{q}");
     }
 }
 

@@ -35,6 +35,7 @@ impl Session {
             }
             KillTarget::Myself => self.info.id,
             KillTarget::Id(id) => id,
+            KillTarget::Expr(e) => self.kill_id_of(&e).await.map_err(|e| (e, 1))?,
         };
         if id == self.info.id {
             // What a server answers a session that kills itself: the KILL
@@ -66,6 +67,31 @@ impl Session {
                 Err((SessionError::Reply(e), 1))
             }
         }
+    }
+
+    /// The id `KILL <expression>` names (`KILL @id`, `KILL (SELECT ...)`):
+    /// the expression evaluated on the session's primary connection, with
+    /// its state, as an integer the way the server takes it (NULL is 0, a
+    /// negative number wraps). Test-only `kill-expression-refused`: refused
+    /// with 1235, as before.
+    async fn kill_id_of(&mut self, expr: &str) -> Result<u64, SessionError> {
+        if concord_config::testhooks::on("kill-expression-refused") {
+            return Err(SessionError::reply(
+                codes::NOT_SUPPORTED_YET,
+                "KILL takes a connection id (a number) through concord",
+            ));
+        }
+        self.ensure_primary(0).await?;
+        // The session's own CONNECTION_ID(), not the backend thread's. (On
+        // lines of its own: a trailing `-- comment` ends with its line.)
+        let expr = crate::classify::rewrite_ids(expr.as_bytes(), self.info.id);
+        let sql = format!(
+            "SELECT CAST((\n{}\n) AS SIGNED)",
+            String::from_utf8_lossy(&expr)
+        );
+        let v = self.value_on(super::conns::Which::Primary, &sql).await?;
+        Ok(v.and_then(|v| v.parse::<i64>().ok())
+            .map_or(0, |n| u64::from_ne_bytes(n.to_ne_bytes())))
     }
 
     /// COM_PROCESS_KILL: the old command form of `KILL CONNECTION id`.

@@ -128,9 +128,9 @@ impl Session {
         // A global's new value reaches connections opened from now on: the
         // pool opens new ones for the sessions to come (as directly a new
         // connection starts from it).
-        let sets_global = matches!(class.kind, Kind::SetSession | Kind::Write)
-            && !class.has(flag::MULTI)
-            && classify::sets_global(sql)
+        let multi = class.has(flag::MULTI);
+        let sets_global = (multi || matches!(class.kind, Kind::SetSession | Kind::Write))
+            && classify::sets_global(sql, multi)
             && !concord_config::testhooks::on("pool-ignores-set-global");
         // Set for the statement only: the server reports their reverting
         // later (see `BackendConn::reverting`).
