@@ -63,6 +63,7 @@ const TESTS: &[&str] = &[
     "select_pkeycache",
     "signal",
     "sp",
+    "sp-bugs",
     "sp-cursor",
     "sp-dynamic",
     "sp-row",
