@@ -230,6 +230,13 @@ async fn kill_takes_an_expression_as_the_server_does() {
         let by_var = code(b.query_drop("KILL QUERY @victim").await);
         let zero = code(b.query_drop("KILL  (('x' IN ( SELECT 1)) MOD 44)").await);
         let more = code(b.query_drop("KILL @victim; DROP TABLE test.keep").await);
+        // What the server refuses in a KILL too, or that would leave state
+        // on the connection: refused, never evaluated.
+        for q in ["KILL (SELECT id FROM test.keep)", "KILL @a := 5"] {
+            assert_eq!(code(b.query_drop(q).await), 1235, "{hooks}: {q}");
+        }
+        let a_var: Option<Option<i64>> = b.query_first("SELECT @a").await.unwrap();
+        assert_eq!(a_var, Some(None), "{hooks}: @a was never assigned");
         let (took, r) = task.await.unwrap();
         println!("hooks {hooks:?}: KILL QUERY @victim {by_var}, KILL <0> {zero}, with more {more}; A {r:?} after {took:?}");
         if evaluated {

@@ -431,7 +431,8 @@ async fn promote_phase(
         )
         .await;
     }
-    promote(f, &mut c, &cand.name).await?;
+    record_promoting(f, &cand.name).await?;
+    dialect::promote_server(f, &mut c, &cand.name).await?;
     let _ = c.disconnect().await;
     interrupt_here(&cand.name)?;
     note(
@@ -484,17 +485,16 @@ async fn promote_phase(
     ))
 }
 
-/// Records in the topology which server this owner promotes, then makes
-/// it writable: an owner that resumes after an interruption between the
-/// two adopts it rather than fencing it as a stray.
-///
-/// The record is also the last check before the server changes: refused
-/// unless this node still owns the workflows, under the epoch it fenced,
-/// with no primary named meanwhile, so a stale workflow makes nothing
-/// writable. Test-only `promote-unrecorded`: no record.
-async fn promote(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
+/// Records in the topology which server this owner is about to promote:
+/// an owner that resumes after an interruption between this and the
+/// Promote adopts it rather than fencing it as a stray. The record is
+/// also the last check before the server changes: refused unless this
+/// node still owns the workflows and no primary was named since the
+/// fence, so a stale workflow makes nothing writable. Test-only
+/// `promote-unrecorded`: no record.
+async fn record_promoting(f: &Fleet<'_>, name: &str) -> R<()> {
     if concord_config::testhooks::on("promote-unrecorded") {
-        return dialect::promote_server(f, c, name).await;
+        return Ok(());
     }
     let epoch = f.consensus.applied().borrow().topology.epoch;
     commit(
@@ -505,8 +505,8 @@ async fn promote(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
         },
         String::new(),
     )
-    .await?;
-    dialect::promote_server(f, c, name).await
+    .await
+    .map(|_| ())
 }
 
 /// Test-only `interrupt-after-promote`, once per process: as if this
@@ -677,10 +677,13 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
             return Err(undo_and_restore(f, &mut pc, &old.name, why).await);
         }
     }
-    if let Err(e) = promote(f, &mut tc, &tgt.name).await {
+    if let Err(e) = record_promoting(f, &tgt.name).await {
+        return Err(undo_and_restore(f, &mut pc, &old.name, e).await);
+    }
+    if let Err(e) = dialect::promote_server(f, &mut tc, &tgt.name).await {
         // read_only=0 may have taken effect with its answer lost: never
         // two writable servers once the old one has its writes back.
-        let _ = tc.query_drop("SET GLOBAL read_only = 1").await;
+        let _ = dialect::exec(f, &mut tc, &tgt.name, "set read_only=1", ro).await;
         return Err(undo_and_restore(f, &mut pc, &old.name, e).await);
     }
     interrupt_here(&tgt.name)?;

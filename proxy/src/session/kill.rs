@@ -81,6 +81,12 @@ impl Session {
                 "KILL takes a connection id (a number) through concord",
             ));
         }
+        if let Some(why) = not_evaluable(expr) {
+            return Err(SessionError::reply(
+                codes::NOT_SUPPORTED_YET,
+                format!("KILL through concord takes a number or a plain expression: {why}"),
+            ));
+        }
         self.ensure_primary(0).await?;
         // The session's own CONNECTION_ID(), not the backend thread's. (On
         // lines of its own: a trailing `-- comment` ends with its line.)
@@ -115,6 +121,43 @@ impl Session {
             )),
         }
     }
+}
+
+/// Why `expr` is not evaluated for a KILL, if it is not. It runs on the
+/// session's connection, which takes multi-statements: what could end the
+/// wrapping SELECT early where concord's lexer does not see it (a
+/// backslash, whose meaning depends on `NO_BACKSLASH_ESCAPES`; a byte of
+/// a multi-byte client character set; an executable comment) is refused,
+/// and so is what would leave state on the connection or read a table,
+/// which the server refuses in a KILL too.
+fn not_evaluable(expr: &str) -> Option<&'static str> {
+    use crate::classify::{classify, flag, Kind};
+    let upper = expr.to_ascii_uppercase();
+    if expr.bytes().any(|b| b == b'\\' || !b.is_ascii()) {
+        return Some("backslashes and non-ASCII text are not taken");
+    }
+    if upper.contains("/*!") || upper.contains("/*M!") {
+        return Some("executable comments are not taken");
+    }
+    let class = classify(format!("SELECT {expr}").as_bytes());
+    let stateful = flag::CONN_FUNC
+        | flag::INTO
+        | flag::USER_VAR_WRITE
+        | flag::TEMP_TABLE
+        | flag::MULTI
+        | flag::PINS
+        | flag::TRUNCATED
+        | flag::STMT_INFO
+        | flag::USES_TABLE
+        | flag::CALL
+        | flag::CONCORD_VAR
+        | flag::INSERT_ID
+        | flag::ROW_COUNT
+        | flag::FOUND_ROWS;
+    if class.kind != Kind::Read || class.has(stateful) {
+        return Some("tables, assignments and connection functions are not taken");
+    }
+    None
 }
 
 /// Who asks for a kill.
@@ -289,5 +332,42 @@ pub async fn kill_running(
     let still = || info.running.load(std::sync::atomic::Ordering::Relaxed) == h.conn_id;
     if let Err(e) = kill_backend_query(shared, h, &info.kill_gate, still).await {
         tracing::warn!(session = info.id, backend = %h.pool.name, "{why}: KILL QUERY on backend thread {} failed: {e}", h.thread_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_evaluable;
+
+    #[test]
+    fn only_plain_expressions_are_evaluated_for_a_kill() {
+        for e in [
+            "@id",
+            "(('x' IN ( SELECT 1)) MOD 44)",
+            "CONNECTION_ID() + 1",
+            "@id -- why",
+            "1+1",
+            "NULL",
+        ] {
+            assert_eq!(not_evaluable(e), None, "{e}");
+        }
+        for e in [
+            // What could end the wrapping SELECT where the lexer does not
+            // see it.
+            "'\\' ) AS SIGNED); BEGIN; -- '",
+            "'中'",
+            "5 /*!; DROP TABLE t */",
+            "5 /*m!100000 ; DROP TABLE t */",
+            // State left on the connection, or a table read.
+            "@a := 5",
+            "(SELECT id FROM t)",
+            "GET_LOCK('x', 0)",
+            "LAST_INSERT_ID(7)",
+            "NEXTVAL(s)",
+            "FOUND_ROWS()",
+            "ROW_COUNT()",
+        ] {
+            assert!(not_evaluable(e).is_some(), "{e}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 use super::conns::{retryable, Which};
 use super::relay::CmdHead;
 use super::{local, Session};
-use crate::classify::{self, flag, Class, Kind};
+use crate::classify::{self, flag, Class, KillTarget, Kind};
 use crate::error::SessionError;
 use crate::router::{self, Facts, Reason, Route};
 use concord_protocol::codes;
@@ -73,8 +73,19 @@ impl Session {
                 return local::concord_status(self).await;
             }
             _ if super::causal::is_concord_var(&class) => return self.concord_var(cmd).await,
-            Kind::Kill if cmd.whole => {
-                let (query_only, target) = classify::kill_target(sql);
+            Kind::Kill => {
+                // (One over 64 KiB is never sent on: a backend would take
+                // its session id for a thread id.)
+                let (query_only, target) = if cmd.whole {
+                    classify::kill_target(sql)
+                } else {
+                    (
+                        false,
+                        KillTarget::Unsupported(
+                            "a KILL statement over 64 KiB is not supported through concord",
+                        ),
+                    )
+                };
                 self.discard(cmd).await.map_err(|e| (e, 1))?;
                 return self.kill_statement(query_only, target).await;
             }
