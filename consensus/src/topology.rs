@@ -487,21 +487,12 @@ impl Topology {
                 fence_deposed,
                 also_fenced,
             } => {
-                if *epoch != self.epoch {
-                    return no(format!(
-                        "stale promotion for epoch {epoch}, current is {}",
-                        self.epoch
-                    ));
-                }
-                if let Some(p) = &self.primary {
-                    return no(format!("'{p}' is already the primary of epoch {epoch}"));
+                if let Err(why) = self.promotable(*epoch, primary) {
+                    return no(why);
                 }
                 let Some(b) = self.backends.get_mut(primary) else {
                     return no(format!("unknown backend '{primary}'"));
                 };
-                if b.state == BackendState::Fenced {
-                    return no(format!("'{primary}' is fenced"));
-                }
                 b.role = Role::Primary;
                 b.state = BackendState::Active;
                 for (n, other) in self.backends.iter_mut() {
@@ -525,25 +516,13 @@ impl Topology {
                 }
                 ok(format!("promoted '{primary}' under epoch {epoch}"))
             }
-            Op::Promoting { epoch, backend } => {
-                if *epoch != self.epoch {
-                    return no(format!(
-                        "stale promotion for epoch {epoch}, current is {}",
-                        self.epoch
-                    ));
+            Op::Promoting { epoch, backend } => match self.promotable(*epoch, backend) {
+                Ok(()) => {
+                    self.promoting = Some(backend.clone());
+                    ok(format!("promoting '{backend}' under epoch {epoch}"))
                 }
-                if let Some(p) = &self.primary {
-                    return no(format!("'{p}' is already the primary of epoch {epoch}"));
-                }
-                match self.backends.get(backend) {
-                    Some(b) if b.state != BackendState::Fenced => {
-                        self.promoting = Some(backend.clone());
-                        ok(format!("promoting '{backend}' under epoch {epoch}"))
-                    }
-                    Some(_) => no(format!("'{backend}' is fenced")),
-                    None => no(format!("unknown backend '{backend}'")),
-                }
-            }
+                Err(why) => no(why),
+            },
             Op::Rejoin { name } => match self.backends.get_mut(name) {
                 Some(b) if b.state == BackendState::Fenced => {
                     b.state = BackendState::Active;
@@ -593,6 +572,25 @@ impl Topology {
     /// the longest older one that may still run (0 if never set).
     pub fn longest_lease_ms(&self) -> u64 {
         self.lease_ms.max(self.prev_lease_ms)
+    }
+
+    /// Why `name` cannot be promoted under `epoch` now, if it cannot (the
+    /// rule a Promote and its Promoting record share).
+    fn promotable(&self, epoch: u64, name: &str) -> Result<(), String> {
+        if epoch != self.epoch {
+            return Err(format!(
+                "stale promotion for epoch {epoch}, current is {}",
+                self.epoch
+            ));
+        }
+        if let Some(p) = &self.primary {
+            return Err(format!("'{p}' is already the primary of epoch {epoch}"));
+        }
+        match self.backends.get(name) {
+            Some(b) if b.state == BackendState::Fenced => Err(format!("'{name}' is fenced")),
+            Some(_) => Ok(()),
+            None => Err(format!("unknown backend '{name}'")),
+        }
     }
 
     pub fn primary_backend(&self) -> Option<&Backend> {

@@ -20,21 +20,8 @@ pub async fn fleet(shared: &Arc<Shared>, backend: &str) {
     if concord_config::testhooks::on("retire-this-node-only") {
         return;
     }
-    let me = shared.node_id;
-    let peers: Vec<u64> = shared
-        .consensus
-        .status()
-        .members
-        .keys()
-        .copied()
-        .filter(|id| *id != me)
-        .collect();
     let req = serde_json::json!({ "retire": backend });
-    let calls = peers.iter().map(|&id| {
-        let req = req.clone();
-        async move { (id, shared.consensus.call_app(id, req, TIMEOUT).await) }
-    });
-    for (id, r) in futures::future::join_all(calls).await {
+    for (id, r) in shared.ask_peers(&req, TIMEOUT).await {
         let why = match r {
             Ok(v) if v["ok"].as_bool() == Some(true) => continue,
             // (A node of an older version answers as to a malformed KILL.)

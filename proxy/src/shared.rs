@@ -62,6 +62,28 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Sends `req` to the proxy of every other fleet member at once;
+    /// each member's answer (or why there is none), within `timeout`.
+    pub async fn ask_peers(
+        &self,
+        req: &serde_json::Value,
+        timeout: std::time::Duration,
+    ) -> Vec<(u64, Result<serde_json::Value, String>)> {
+        let me = self.node_id;
+        let peers: Vec<u64> = self
+            .consensus
+            .status()
+            .members
+            .keys()
+            .copied()
+            .filter(|id| *id != me)
+            .collect();
+        let calls = peers.iter().map(|&id| async move {
+            (id, self.consensus.call_app(id, req.clone(), timeout).await)
+        });
+        futures::future::join_all(calls).await
+    }
+
     pub fn new(
         config: Config,
         users: UserDb,

@@ -31,21 +31,8 @@ pub async fn merged(
     limit: usize,
 ) -> Result<Vec<Merged>, String> {
     let key = super::views::digest_key(order);
-    let me = shared.node_id;
-    let peers: Vec<u64> = shared
-        .consensus
-        .status()
-        .members
-        .keys()
-        .copied()
-        .filter(|id| *id != me)
-        .collect();
     let req = serde_json::json!({ "digests": PER_NODE, "order": order, "desc": desc });
-    let calls = peers.iter().map(|&id| {
-        let req = req.clone();
-        async move { (id, shared.consensus.call_app(id, req, TIMEOUT).await) }
-    });
-    let answers = futures::future::join_all(calls).await;
+    let answers = shared.ask_peers(&req, TIMEOUT).await;
     let mut all: Vec<Vec<Row>> = vec![shared.digests.top(PER_NODE, desc, key)];
     let mut failed = Vec::new();
     for (id, a) in answers {
