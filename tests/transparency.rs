@@ -255,6 +255,52 @@ async fn kill_takes_an_expression_as_the_server_does() {
     }
 }
 
+/// What a KILL must not run: an assignment in its expression (it would
+/// leave @a on a pooled connection), and a KILL over 64 KiB sent on to the
+/// backend, which takes the number for one of its own thread ids. Test-only
+/// `kill-expression-unchecked` and `kill-over-64k-forwarded`: @a is 5, and
+/// another session's query is killed through its backend thread id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_kill_must_not_run_is_refused() {
+    for (hooks, refused) in [
+        ("kill-expression-unchecked,kill-over-64k-forwarded", false),
+        ("", true),
+    ] {
+        let topo = Topology::start(1).await;
+        let mut cfg = ConcordConfig::new(topo.backends());
+        cfg.test_hooks = hooks.into();
+        let node = Concord::start(cfg).await;
+        let task = sleeper(node.conn().await, 3);
+        let thread: u64 = harness::wait_for("the sleep to start", Duration::from_secs(10), || async {
+            let t: Vec<u64> = topo
+                .primary
+                .query("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'")
+                .await;
+            t.first().copied()
+        })
+        .await;
+        let mut b = node.conn().await;
+        let code = |r: Result<(), mysql_async::Error>| match r {
+            Ok(()) => 0,
+            Err(mysql_async::Error::Server(e)) => e.code,
+            Err(e) => panic!("{e}"),
+        };
+        let assign = code(b.query_drop("KILL @a := 5").await);
+        let a_var: Option<Option<i64>> = b.query_first("SELECT @a").await.unwrap();
+        let long = format!("KILL QUERY {thread} /* {} */", "x".repeat(70_000));
+        let big = code(b.query_drop(long).await);
+        let (_, r) = task.await.unwrap();
+        println!("hooks {hooks:?}: KILL @a := 5 {assign}, @a {a_var:?}; long KILL of thread {thread}: {big}, the sleeper {r:?}");
+        if refused {
+            assert_eq!((assign, a_var), (1235, Some(None)), "{hooks}");
+            assert_eq!((big, r), (1235, Ok(Some(0))), "{hooks}");
+        } else {
+            assert_eq!(a_var, Some(Some(5)), "{hooks}");
+            assert_eq!(r, Err(1317), "{hooks}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_of_foreign_or_unknown_ids_is_refused_and_touches_nobody() {
     let other =

@@ -73,9 +73,12 @@ impl Session {
                 return local::concord_status(self).await;
             }
             _ if super::causal::is_concord_var(&class) => return self.concord_var(cmd).await,
-            Kind::Kill => {
+            Kind::Kill
+                if cmd.whole || !concord_config::testhooks::on("kill-over-64k-forwarded") =>
+            {
                 // (One over 64 KiB is never sent on: a backend would take
-                // its session id for a thread id.)
+                // its session id for a thread id. Test-only
+                // `kill-over-64k-forwarded`: it is.)
                 let (query_only, target) = if cmd.whole {
                     classify::kill_target(sql)
                 } else {
