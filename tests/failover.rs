@@ -873,3 +873,58 @@ async fn a_writable_member_that_replicates_from_nobody_is_fenced_when_another_ta
         );
     }
 }
+
+/// A client connected to the primary directly holds `LOCK TABLES ...
+/// WRITE` during a switchover. The old primary's read_only waits for that
+/// lock (up to `lock_wait_timeout`, a day by default) while every write
+/// through concord is frozen. Returns how long SWITCHOVER took to answer
+/// (`None`: not within 30 s), and its answer.
+async fn switchover_past_a_lock(hooks: &str) -> (Option<Duration>, String) {
+    let extra = format!("{FAST}[failover]\ncatchup_timeout = \"2s\"\n");
+    let rig = Rig::start_full(&extra, FAST_CLUSTER, &[], &[], hooks).await;
+    rig.wait_replicas_readable().await;
+    rig.server("db1")
+        .exec("CREATE TABLE test.locked (id INT PRIMARY KEY)")
+        .await;
+    let mut holder = rig.server("db1").conn().await;
+    holder
+        .query_drop("LOCK TABLES test.locked WRITE")
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        rig.fleet.nodes[0].admin_query("SWITCHOVER TO 'db2'"),
+    )
+    .await;
+    let took = answer.is_ok().then(|| t.elapsed());
+    let answer = format!("{answer:?}");
+    println!("hooks {hooks:?}: SWITCHOVER answered after {took:?}: {answer}");
+    if took.is_some() {
+        // Undone: db1 is the primary again, writable, and takes writes
+        // through concord; the lock holder keeps its session.
+        let (p, _) = rig.primary_of(&rig.fleet.nodes[0]).await.unwrap();
+        assert_eq!(p, "db1", "{hooks}");
+        let ro: i64 = query_one(rig.server("db1"), "SELECT @@read_only").await;
+        assert_eq!(ro, 0, "{hooks}: db1 read-only after the undo");
+        let mut c = rig.fleet.nodes[1].conn().await;
+        c.query_drop("CREATE TABLE test.after_undo (id INT)")
+            .await
+            .unwrap();
+        holder.query_drop("UNLOCK TABLES").await.unwrap();
+    }
+    (took, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_a_lock_would_block_is_undone_within_the_catchup_timeout() {
+    let (took, _) = switchover_past_a_lock("fence-waits-for-locks").await;
+    assert_eq!(
+        took, None,
+        "with the lock wait unbounded the switchover waits"
+    );
+    let (took, answer) = switchover_past_a_lock("").await;
+    let took = took.expect("an answer");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(answer.contains("Lock wait timeout"), "{answer}");
+}

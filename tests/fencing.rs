@@ -410,8 +410,10 @@ async fn self_fence_armed(db: &MariaDb) {
 /// every concord node, under `failover.self_fence` (5 s: longer than this
 /// rig takes to promote, so only the failover's wait orders the two). Returns the direct
 /// writes the old primary committed at or after the promotion, and
-/// whether it ended read-only.
-async fn bypassing_writer(hooks: &str) -> (i64, bool) {
+/// whether it ended read-only. With `lock`, the client holds
+/// `LOCK TABLES ... WRITE` while it writes (a batch job), which
+/// `SET GLOBAL read_only = 1` waits for.
+async fn bypassing_writer(hooks: &str, lock: bool) -> (i64, bool) {
     let extra = format!(
         "{FAST}[failover]\ncooldown = \"0s\"\nself_fence = true\nself_fence_after = \"5s\"\n"
     );
@@ -420,7 +422,7 @@ async fn bypassing_writer(hooks: &str) -> (i64, bool) {
     self_fence_armed(&rig.primary).await;
     rig.primary
         .exec(&format!(
-            "CREATE USER 'direct'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT SELECT, INSERT ON test.* TO 'direct'@'%'"
+            "CREATE USER 'direct'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT SELECT, INSERT, LOCK TABLES ON test.* TO 'direct'@'%'"
         ))
         .await;
     let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
@@ -434,6 +436,9 @@ async fn bypassing_writer(hooks: &str) -> (i64, bool) {
     let s = stop.clone();
     let writer = tokio::spawn(async move {
         let mut c = mysql_async::Conn::new(opts).await.unwrap();
+        if lock {
+            c.query_drop("LOCK TABLES test.w WRITE").await.unwrap();
+        }
         let mut seq = 0u32;
         let mut refused = 0u32;
         while !s.load(std::sync::atomic::Ordering::Relaxed) {
@@ -447,6 +452,8 @@ async fn bypassing_writer(hooks: &str) -> (i64, bool) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        // (The lock, if the connection still holds it, ends here.)
+        let _ = c.disconnect().await;
         refused
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -475,7 +482,7 @@ async fn bypassing_writer(hooks: &str) -> (i64, bool) {
         .await;
     let ro: Vec<i64> = rig.primary.query("SELECT @@global.read_only").await;
     println!(
-        "hooks '{hooks}': '{new}' promoted {took:?} after the cut; direct writes committed on db1 at or after the promotion: {:?}; refused: {refused}; db1 read_only: {:?}",
+        "hooks '{hooks}', lock {lock}: '{new}' promoted {took:?} after the cut; direct writes committed on db1 at or after the promotion: {:?}; refused: {refused}; db1 read_only: {:?}",
         late.first(),
         ro.first()
     );
@@ -489,17 +496,37 @@ async fn bypassing_writer(hooks: &str) -> (i64, bool) {
 /// and the bypassing client's writes land on the old primary after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_fencing_primary_is_read_only_before_the_promotion() {
-    let (late, read_only) = bypassing_writer("").await;
+    let (late, read_only) = bypassing_writer("", false).await;
     assert_eq!(
         late, 0,
         "direct writes committed on the old primary after the promotion"
     );
     assert!(read_only, "the old primary did not fence itself");
-    let (late, _) = bypassing_writer("no-self-fence-wait").await;
+    let (late, _) = bypassing_writer("no-self-fence-wait", false).await;
     assert!(
         late > 0,
         "without the wait the promotion should precede the self-fence"
     );
+}
+
+/// The same with the bypassing client holding a write lock: the event
+/// kills it once read_only has waited a second for it. Without that
+/// (test-only `fence-waits-for-locks`), read_only waits for the lock and
+/// the client writes on after the promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_fencing_primary_kills_a_direct_client_holding_a_write_lock() {
+    // (Its read_only takes effect when the client lets go at the end.)
+    let (late, _) = bypassing_writer("fence-waits-for-locks", true).await;
+    assert!(
+        late > 0,
+        "with the lock wait unbounded the lock holder writes on after the promotion"
+    );
+    let (late, read_only) = bypassing_writer("", true).await;
+    assert_eq!(
+        late, 0,
+        "direct writes committed on the old primary after the promotion"
+    );
+    assert!(read_only, "the old primary did not fence itself");
 }
 
 /// Every concord node frozen longer than `self_fence_after`: the primary
@@ -603,4 +630,139 @@ async fn a_node_removed_just_before_a_failover_is_waited_out() {
         println!("hooks {hooks:?}: {text:#?}");
         assert_eq!(missed, waited, "hooks {hooks:?}");
     }
+}
+
+/// A client connected to the primary directly (a batch job, a DBA's
+/// session) holds `LOCK TABLES ... WRITE` when a failover fences it.
+/// `SET GLOBAL read_only = 1` waits for that lock up to
+/// `lock_wait_timeout`, a day by default: the failover, and every write
+/// it holds, would wait as long. Returns whether a new primary was
+/// promoted within 30 s, and whether the old one is read-only then with
+/// the lock holder's connection gone.
+async fn failover_past_a_lock(hooks: &str) -> (bool, bool) {
+    let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+    rig.server("db1")
+        .exec("CREATE TABLE test.locked (id INT PRIMARY KEY)")
+        .await;
+    let mut holder = rig.server("db1").conn().await;
+    holder
+        .query_drop("LOCK TABLES test.locked WRITE")
+        .await
+        .unwrap();
+    let admin = &rig.fleet.nodes[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let answer = tokio::time::timeout(Duration::from_secs(30), admin.admin_query("FAILOVER")).await;
+    println!("hooks {hooks:?}: FAILOVER answered {answer:?}");
+    let mut promoted = false;
+    while std::time::Instant::now() < deadline && !promoted {
+        promoted = rig.primary_of(admin).await.is_some_and(|(p, _)| p != "db1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ro: Vec<i64> = rig.server("db1").query("SELECT @@global.read_only").await;
+    let holder_gone = holder.query_drop("SELECT 1").await.is_err();
+    println!(
+        "hooks {hooks:?}: promoted within 30 s: {promoted}; db1 read_only {ro:?}; lock holder disconnected: {holder_gone}"
+    );
+    (promoted, ro == [1] && holder_gone)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_on_the_old_primary_does_not_hold_the_failover() {
+    assert_eq!(
+        failover_past_a_lock("fence-waits-for-locks").await,
+        (false, false),
+        "with the lock wait unbounded the fence waits on the lock"
+    );
+    assert_eq!(failover_past_a_lock("").await, (true, true));
+}
+
+/// A fenced former primary is made writable again by hand while it
+/// refuses new connections (max_connections taken, as under a client's
+/// reconnect storm): the leader's first attempt to fence it again fails.
+/// Returns whether it is read-only again within 15 s of the connections
+/// being freed.
+async fn refenced_after_a_failed_try(hooks: &str) -> bool {
+    let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+    let admin = &rig.fleet.nodes[0];
+    let r = admin.admin_query("FAILOVER").await;
+    assert!(r.is_ok(), "{hooks}: {r:?}");
+    rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    let db1 = rig.server("db1");
+    harness::wait_for("db1 read-only", Duration::from_secs(20), || async {
+        let ro: Vec<i64> = db1.query("SELECT @@global.read_only").await;
+        (ro == [1]).then_some(())
+    })
+    .await;
+    // The fence killed every connection, the probes' too: each node's
+    // probe must be connected again before the slots are taken, or the
+    // leader sees db1 unreachable and does not try at all.
+    harness::wait_for(
+        "the probes connected to db1 again",
+        Duration::from_secs(20),
+        || async {
+            let n: Vec<i64> = db1
+                .query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'monitor'")
+                .await;
+            (n.first().copied().unwrap_or(0) >= 3).then_some(())
+        },
+    )
+    .await;
+    let mut dba = db1.conn().await;
+    dba.query_drop("SET GLOBAL max_connections = 10")
+        .await
+        .unwrap();
+    // Every slot, the one MariaDB keeps for SUPER accounts included.
+    let mut fillers = Vec::new();
+    while fillers.len() < 200 {
+        match mysql_async::Conn::new(db1.opts()).await {
+            Ok(c) => fillers.push(c),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        db1.try_conn().await.is_none(),
+        "{hooks}: db1 still takes connections"
+    );
+    let noted = |what: &'static str| async move {
+        admin
+            .admin_query("SHOW EVENTS LIMIT 50")
+            .await
+            .ok()?
+            .iter()
+            .any(|e| e["detail"].as_deref().is_some_and(|d| d.contains(what)))
+            .then_some(())
+    };
+    dba.query_drop("SET GLOBAL read_only = 0").await.unwrap();
+    harness::wait_for(
+        "the failed attempt to fence db1 again",
+        Duration::from_secs(20),
+        || noted("fenced 'db1' came back writable"),
+    )
+    .await;
+    dba.query_drop("SET GLOBAL max_connections = 151")
+        .await
+        .unwrap();
+    for c in fillers {
+        let _ = c.disconnect().await;
+    }
+    let _ = dba.disconnect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ro: Vec<i64> = db1.query("SELECT @@global.read_only").await;
+        if ro == [1] {
+            println!("hooks {hooks:?}: db1 read-only again");
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            println!("hooks {hooks:?}: db1 still writable 15 s after the connections were freed");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_server_made_writable_is_fenced_again_after_a_failed_try() {
+    assert!(!refenced_after_a_failed_try("refence-once").await);
+    assert!(refenced_after_a_failed_try("").await);
 }

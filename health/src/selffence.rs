@@ -40,11 +40,16 @@ const EVENT_PERIOD: Duration = Duration::from_secs(1);
 /// when it could not fence the old primary itself: a heartbeat let
 /// through the gate just before may still reach the server up to
 /// `monitor.timeout` later (its future is dropped, not its packets), then
-/// the threshold, two event periods, and the lease drift margin for the
-/// scheduler running late.
+/// the threshold, two event periods, two lock waits (a direct client
+/// holding a write lock, killed after the first), and the lease drift
+/// margin for the scheduler running late.
 pub fn wait_after_fleet(after: Duration, drift: Duration, in_flight: Duration) -> Duration {
-    in_flight + after + EVENT_PERIOD * 2 + drift
+    in_flight + after + EVENT_PERIOD * 2 + LOCK_WAIT * 2 + drift
 }
+
+/// How long the event's read_only waits for a lock before it kills the
+/// other sessions and sets it again (at most as long once more).
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// `schema.self_fence`, next to the heartbeat table.
 fn table(heartbeat_table: &str) -> String {
@@ -95,16 +100,51 @@ async fn install_on(
     };
     // `at` moves whenever the heartbeat rows changed since the last run
     // (assignments apply left to right: `at` compares the old `seen`);
-    // `fired` is written before the server turns read-only.
+    // `fired` is written before the server turns read-only. read_only
+    // waits for every write lock and running write (up to
+    // `lock_wait_timeout`, a day by default): held by a direct client, it
+    // would keep the server writable. So the wait is bounded to
+    // LOCK_WAIT, then every other session is killed (not replication's,
+    // not the server's own threads) and read_only set again.
+    let wait = LOCK_WAIT.as_secs();
+    let unblock = if concord_config::testhooks::on("fence-waits-for-locks") {
+        format!("{fence};")
+    } else {
+        format!(
+            "BEGIN \
+               DECLARE CONTINUE HANDLER FOR 1205 SET blocked = 1; \
+               SET SESSION lock_wait_timeout = {wait}; \
+               {fence}; \
+             END; \
+             IF blocked = 1 THEN \
+               OPEN others; \
+               kill_all: LOOP \
+                 FETCH others INTO victim; \
+                 IF done = 1 THEN LEAVE kill_all; END IF; \
+                 BEGIN \
+                   DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END; \
+                   KILL victim; \
+                 END; \
+               END LOOP; \
+               CLOSE others; \
+               {fence}; \
+             END IF;"
+        )
+    };
     let body = format!(
         "BEGIN \
          DECLARE m BIGINT UNSIGNED DEFAULT 0; \
+         DECLARE blocked INT DEFAULT 0; \
+         DECLARE done INT DEFAULT 0; \
+         DECLARE victim BIGINT UNSIGNED DEFAULT 0; \
+         DECLARE others CURSOR FOR SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER NOT IN ('system user', 'event_scheduler') AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon'); \
+         DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1; \
          SET SESSION sql_log_bin = 0; \
          SELECT COALESCE(BIT_XOR(ts), 0) INTO m FROM {heartbeat_table}; \
          UPDATE {t} SET at = IF(seen = m, at, UTC_TIMESTAMP(6)), seen = m WHERE id = 1; \
          IF @@global.read_only = 0 AND (SELECT at FROM {t} WHERE id = 1) < UTC_TIMESTAMP(6) - INTERVAL {us} MICROSECOND THEN \
            UPDATE {t} SET fired = UTC_TIMESTAMP(6) WHERE id = 1; \
-           {fence}; \
+           {unblock} \
          END IF; \
          END"
     );
@@ -164,14 +204,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_wait_covers_in_flight_heartbeats_the_threshold_two_event_periods_and_the_drift() {
+    fn the_wait_covers_in_flight_heartbeats_the_threshold_two_event_periods_two_lock_waits_and_the_drift(
+    ) {
         assert_eq!(
             wait_after_fleet(
                 Duration::from_secs(2),
                 Duration::from_millis(200),
                 Duration::from_secs(1)
             ),
-            Duration::from_millis(5200)
+            Duration::from_millis(7200)
         );
         assert_eq!(table("concord.heartbeat"), "concord.self_fence");
         assert_eq!(table("ops.hb"), "ops.self_fence");

@@ -170,42 +170,117 @@ pub(super) async fn repoint(
     }
 }
 
+/// The statement that makes a server read-only for everyone concord's
+/// accounts could be (MySQL's SUPER users ignore plain `read_only`).
+pub(super) fn read_only_sql(c: &Conn) -> &'static str {
+    if is_mariadb(c) {
+        "SET GLOBAL read_only = 1"
+    } else {
+        "SET GLOBAL super_read_only = 1"
+    }
+}
+
+/// `SET GLOBAL read_only = 1`, waiting at most `wait` (whole seconds, at
+/// least one) for the locks it needs. It waits for every session holding
+/// `LOCK TABLES ... WRITE` and every write still running, each for up to
+/// `lock_wait_timeout`: a day on MariaDB, a year on MySQL. A direct
+/// client's long UPDATE would otherwise hold a failover, or a switchover's
+/// frozen writes, that long.
+pub(super) async fn set_read_only(
+    f: &Fleet<'_>,
+    c: &mut Conn,
+    name: &str,
+    wait: std::time::Duration,
+) -> R<()> {
+    if !concord_config::testhooks::on("fence-waits-for-locks") {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        exec(
+            f,
+            c,
+            name,
+            "bound the lock wait",
+            &format!("SET SESSION lock_wait_timeout = {secs}"),
+        )
+        .await?;
+    }
+    exec(f, c, name, "set read_only=1", read_only_sql(c)).await
+}
+
+/// What fencing a server did.
+pub(super) struct Fenced {
+    /// For the event log.
+    pub msg: String,
+    /// read_only is set (as of the answer).
+    pub done: bool,
+    /// The server's final binlog position (`None` when unreachable: one
+    /// connect timeout, not two, on a black-holed server).
+    pub pos: Option<String>,
+}
+
 /// On a demoted primary: read-only, and every connection but replication
 /// and this one killed, concord's own monitor connections included (a
 /// heartbeat in flight from a node that has not applied the fence yet
 /// must fail rather than commit later: the monitor account may bypass
-/// `read_only`). Best effort; the result says what happened.
-pub(super) async fn fence_server(f: &Fleet<'_>, name: &str, addr: &str) -> String {
-    fence_server_at(f, name, addr).await.0
-}
-
-/// [`fence_server`], also reading the server's final binlog position on
-/// the same connection (`None` when unreachable: one connect timeout, not
-/// two, on a black-holed server).
-pub(super) async fn fence_server_at(
-    f: &Fleet<'_>,
-    name: &str,
-    addr: &str,
-) -> (String, Option<String>) {
+/// `read_only`). A session whose lock or running write keeps read_only
+/// from taking effect within `monitor.timeout` is killed with the rest,
+/// and read_only set again: on a fenced server nothing may go on writing.
+/// Best effort; the result says what happened.
+pub(super) async fn fence_server(f: &Fleet<'_>, name: &str, addr: &str) -> Fenced {
+    let failed = |msg: String| Fenced {
+        msg,
+        done: false,
+        pos: None,
+    };
     let mut c = match super::connect(f, name, addr).await {
         Ok(c) => c,
         Err(e) => {
-            return (
-                format!(
-                    "'{name}' unreachable for read_only ({e}); it stays fenced in the topology"
-                ),
-                None,
-            )
+            return failed(format!(
+                "'{name}' unreachable for read_only ({e}); it stays fenced in the topology"
+            ))
         }
     };
-    let ro = if is_mariadb(&c) {
-        "SET GLOBAL read_only = 1"
-    } else {
-        "SET GLOBAL super_read_only = 1"
+    let wait = f.cfg.monitor.timeout.get();
+    let mut set = set_read_only(f, &mut c, name, wait).await;
+    let blocked = match &set {
+        Ok(()) => None,
+        Err(e) => {
+            // A lost leader touches nothing more; the test-only switch
+            // gives up here as concord did before.
+            if owner::owned(f).await.is_err()
+                || concord_config::testhooks::on("fence-waits-for-locks")
+            {
+                return failed(format!("'{name}': setting read_only failed: {e}"));
+            }
+            Some(e.to_string())
+        }
     };
-    if let Err(e) = exec(f, &mut c, name, "set read_only=1", ro).await {
-        return (format!("'{name}': setting read_only failed: {e}"), None);
+    let mut killed = kill_others(f, &mut c).await;
+    if let Some(why) = &blocked {
+        set = set_read_only(f, &mut c, name, wait).await;
+        if let Err(e) = &set {
+            return failed(format!(
+                "'{name}': setting read_only failed ({why}), and again after {killed} connections were killed: {e}"
+            ));
+        }
+        // Whoever connected between the kill and read_only.
+        killed += kill_others(f, &mut c).await;
     }
+    let pos = binlog_pos(&mut c, name).await.ok();
+    let _ = c.disconnect().await;
+    let how = match blocked {
+        Some(why) => format!(" (it waited on a lock: {why}; set after the kill)"),
+        None => String::new(),
+    };
+    Fenced {
+        msg: format!("'{name}' set read_only and {killed} connections killed{how}"),
+        done: true,
+        pos,
+    }
+}
+
+/// Kills every connection on the server but this one, replication's and
+/// the server's own threads, while this node owns the workflow.
+async fn kill_others(f: &Fleet<'_>, c: &mut Conn) -> usize {
     let ids: Vec<u64> = c
         .query(
             "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER NOT IN ('system user', 'event_scheduler') AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon')",
@@ -220,10 +295,5 @@ pub(super) async fn fence_server_at(
             }
         }
     }
-    let pos = binlog_pos(&mut c, name).await.ok();
-    let _ = c.disconnect().await;
-    (
-        format!("'{name}' set read_only and {killed} connections killed"),
-        pos,
-    )
+    killed
 }

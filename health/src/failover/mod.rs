@@ -158,8 +158,8 @@ pub async fn failover(f: &Fleet<'_>, why: String) -> R<String> {
     tracing::warn!(epoch = r.epoch, "fenced primary '{}'", old.name);
     // At once where it is reachable: what is running there fails rather
     // than commits later, and non-privileged writes stop.
-    let msg = dialect::fence_server(f, &old.name, &old.addr).await;
-    note(f, msg).await;
+    let fenced = dialect::fence_server(f, &old.name, &old.addr).await;
+    note(f, fenced.msg).await;
     promote_phase(
         f,
         Some((old.name.clone(), old.addr.clone())),
@@ -294,9 +294,9 @@ async fn promote_phase(
     // its final position, which the promoted server must have.
     let mut old_final: Option<String> = None;
     if let Some((name, addr)) = &old {
-        let (msg, pos) = dialect::fence_server_at(f, name, addr).await;
-        note(f, msg).await;
-        old_final = pos;
+        let fenced = dialect::fence_server(f, name, addr).await;
+        note(f, fenced.msg).await;
+        old_final = fenced.pos;
         if old_final.is_none() && f.cfg.failover.self_fence {
             wait_for_self_fence(f, name, fleet_done).await;
             owner::owned(f).await?;
@@ -572,7 +572,7 @@ async fn fence_strays(
         {
             continue;
         }
-        let msg = dialect::fence_server(f, &b.name, &b.addr).await;
+        let msg = dialect::fence_server(f, &b.name, &b.addr).await.msg;
         note(
             f,
             format!(
@@ -648,12 +648,19 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
         // lease has run out.
         tokio::time::sleep(lease.saturating_sub(frozen_at.elapsed())).await;
     }
-    let ro = if dialect::is_mariadb(&pc) {
-        "SET GLOBAL read_only = 1"
-    } else {
-        "SET GLOBAL super_read_only = 1"
-    };
-    if let Err(e) = dialect::exec(f, &mut pc, &old.name, "set read_only=1", ro).await {
+    // Bounded like the catch-up: a session holding a write lock there
+    // must not hold every frozen write for a day.
+    let wait = f.cfg.failover.catchup_timeout.get();
+    if let Err(e) = dialect::set_read_only(f, &mut pc, &old.name, wait).await {
+        let e = match &e {
+            FailoverError::Step { error, .. } if error.contains("1205") => {
+                FailoverError::Refused(format!(
+                    "{e} (a session on '{}' holds a write lock, or a write runs there, longer than failover.catchup_timeout ({wait:?}); see its SHOW PROCESSLIST); the switchover is undone and writes go on",
+                    old.name
+                ))
+            }
+            _ => e,
+        };
         return Err(restore(f, &old.name, e).await);
     }
     let pos = match dialect::binlog_pos(&mut pc, &old.name).await {
@@ -683,6 +690,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
     if let Err(e) = dialect::promote_server(f, &mut tc, &tgt.name).await {
         // read_only=0 may have taken effect with its answer lost: never
         // two writable servers once the old one has its writes back.
+        let ro = dialect::read_only_sql(&tc);
         let _ = dialect::exec(f, &mut tc, &tgt.name, "set read_only=1", ro).await;
         return Err(undo_and_restore(f, &mut pc, &old.name, e).await);
     }
@@ -862,15 +870,32 @@ pub async fn rejoin(f: &Fleet<'_>, name: &str) -> R<String> {
 /// What the leader remembers about fenced servers between upkeep rounds.
 #[derive(Default)]
 pub struct FencedWatch {
-    /// Seen writable again (and fenced again): said once per return.
-    writable: std::collections::BTreeSet<String>,
+    /// Seen writable again: when read_only was last set there, and
+    /// whether the last attempt worked (said once per change).
+    writable: BTreeMap<String, Refence>,
     /// Per server: when its divergence was last checked, and the count
     /// last reported.
     diverged: BTreeMap<String, (Instant, u64)>,
 }
 
+/// A fenced server seen writable again.
+#[derive(Default)]
+struct Refence {
+    /// When read_only was last set there.
+    at: Option<Instant>,
+    /// The outcome of the last attempt, once said.
+    said: Option<bool>,
+}
+
+/// Probes may show a server writable for a few rounds after read_only
+/// was set; still writable after this, it is fenced again (someone set
+/// read_only=0 again, or the answer was lost).
+const REFENCE_AFTER: Duration = Duration::from_secs(3);
+
 /// Leader upkeep: a fenced server that comes back writable is made
-/// read-only again (it is never routed to either way); one that is
+/// read-only again (it is never routed to either way), every round until
+/// that works: an attempt can fail with the leadership lost for a moment,
+/// a connection cut, or a lock; one that is
 /// reachable again is compared with the primary every few seconds, and
 /// what it holds that the primary lacks is reported whenever that grows
 /// (the exact loss of its promotion, and any statement that was in flight
@@ -887,10 +912,36 @@ pub async fn keep_fenced_read_only(f: &Fleet<'_>, watch: &mut FencedWatch) {
             continue;
         };
         if h.reachable && !h.read_only {
-            if !watch.writable.contains(&b.name) {
-                let msg = dialect::fence_server(f, &b.name, &b.addr).await;
-                note(f, format!("fenced '{}' came back writable: {msg}", b.name)).await;
-                watch.writable.insert(b.name.clone());
+            let w = watch.writable.entry(b.name.clone()).or_default();
+            // Test-only `refence-once`: one attempt per return, as concord
+            // did before.
+            let due = match w.at {
+                Some(at) => {
+                    at.elapsed() >= REFENCE_AFTER && !concord_config::testhooks::on("refence-once")
+                }
+                None => w.said.is_none() || !concord_config::testhooks::on("refence-once"),
+            };
+            if due {
+                let fenced = dialect::fence_server(f, &b.name, &b.addr).await;
+                if fenced.done {
+                    w.at = Some(Instant::now());
+                }
+                if w.said != Some(fenced.done) {
+                    w.said = Some(fenced.done);
+                    let again = if fenced.done {
+                        ""
+                    } else {
+                        "; tried again every round"
+                    };
+                    note(
+                        f,
+                        format!(
+                            "fenced '{}' came back writable: {}{again}",
+                            b.name, fenced.msg
+                        ),
+                    )
+                    .await;
+                }
             }
         } else {
             watch.writable.remove(&b.name);
