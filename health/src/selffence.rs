@@ -110,8 +110,11 @@ async fn install_on(
     let unblock = if concord_config::testhooks::on("fence-waits-for-locks") {
         format!("{fence};")
     } else {
+        // One run at a time kills (runs start every second and may
+        // overlap); the others leave it to that one.
         format!(
-            "BEGIN \
+            "IF GET_LOCK('concord_self_fence', 0) = 1 THEN \
+             BEGIN \
                DECLARE CONTINUE HANDLER FOR 1205 SET blocked = 1; \
                SET SESSION lock_wait_timeout = {wait}; \
                {fence}; \
@@ -128,6 +131,8 @@ async fn install_on(
                END LOOP; \
                CLOSE others; \
                {fence}; \
+             END IF; \
+             DO RELEASE_LOCK('concord_self_fence'); \
              END IF;"
         )
     };

@@ -4,7 +4,7 @@
 //! `owner.rs`): a leader that lost its place stops before it touches a
 //! server again.
 
-use super::{owner, step, Fleet, R};
+use super::{owner, step, FailoverError, Fleet, R};
 use crate::gtid;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -77,32 +77,34 @@ pub(super) async fn stop_receiving(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R
 
 /// Makes a server writable and not a replica any more.
 pub(super) async fn promote_server(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
-    if is_mariadb(c) {
-        exec(f, c, name, "stop replication", "STOP SLAVE").await?;
-        exec(f, c, name, "reset replication", "RESET SLAVE ALL").await?;
-        rearm_self_fence(f, c).await;
-        exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
+    let (stop, reset) = if is_mariadb(c) {
+        ("STOP SLAVE", "RESET SLAVE ALL")
     } else {
-        exec(f, c, name, "stop replication", "STOP REPLICA").await?;
-        exec(f, c, name, "reset replication", "RESET REPLICA ALL").await?;
-        exec(
-            f,
-            c,
-            name,
-            "set super_read_only=0",
-            "SET GLOBAL super_read_only = 0",
-        )
-        .await?;
-        // Writable for the monitor account now, still read-only for others.
-        rearm_self_fence(f, c).await;
-        exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
+        ("STOP REPLICA", "RESET REPLICA ALL")
+    };
+    exec(f, c, name, "stop replication", stop).await?;
+    exec(f, c, name, "reset replication", reset).await?;
+    make_writable(f, c, name).await
+}
+
+/// read_only off, with the self-fence clock restarted just before (on
+/// MySQL once `super_read_only` is off: writable for the monitor account,
+/// still read-only for others).
+pub(super) async fn make_writable(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
+    if !is_mariadb(c) {
+        let sql = "SET GLOBAL super_read_only = 0";
+        exec(f, c, name, "set super_read_only=0", sql).await?;
     }
+    rearm_self_fence(f, c).await;
+    exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
 }
 
 /// A server that was primary before may hold an enabled self-fence event
-/// whose clock is old: restart it before the server becomes writable.
-async fn rearm_self_fence(f: &Fleet<'_>, c: &mut Conn) {
-    if f.cfg.failover.self_fence {
+/// whose clock is old: restart it before the server becomes writable
+/// (or, in a switchover, before read_only waits on a lock). Only while
+/// this node owns the workflow: a late restart delays the switch.
+pub(super) async fn rearm_self_fence(f: &Fleet<'_>, c: &mut Conn) {
+    if f.cfg.failover.self_fence && owner::owned(f).await.is_ok() {
         crate::selffence::rearm(c, &f.cfg.monitor.heartbeat_table).await;
     }
 }
@@ -181,29 +183,33 @@ pub(super) fn read_only_sql(c: &Conn) -> &'static str {
 }
 
 /// `SET GLOBAL read_only = 1`, waiting at most `wait` (whole seconds, at
-/// least one) for the locks it needs. It waits for every session holding
-/// `LOCK TABLES ... WRITE` and every write still running, each for up to
-/// `lock_wait_timeout`: a day on MariaDB, a year on MySQL. A direct
-/// client's long UPDATE would otherwise hold a failover, or a switchover's
-/// frozen writes, that long.
+/// least one) for the locks it needs: [`FailoverError::LockWait`] after
+/// that. It waits for every session holding `LOCK TABLES ... WRITE` and
+/// every write still running, each for up to `lock_wait_timeout`: a day
+/// on MariaDB, a year on MySQL. A direct client's long UPDATE would
+/// otherwise hold a failover, or a switchover's frozen writes, that long.
 pub(super) async fn set_read_only(
     f: &Fleet<'_>,
     c: &mut Conn,
     name: &str,
     wait: std::time::Duration,
 ) -> R<()> {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
     if !concord_config::testhooks::on("fence-waits-for-locks") {
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        exec(
-            f,
-            c,
-            name,
-            "bound the lock wait",
-            &format!("SET SESSION lock_wait_timeout = {secs}"),
-        )
-        .await?;
+        let sql = format!("SET SESSION lock_wait_timeout = {secs}");
+        exec(f, c, name, "bound the lock wait", &sql).await?;
     }
-    exec(f, c, name, "set read_only=1", read_only_sql(c)).await
+    let sql = read_only_sql(c);
+    owner::owned(f).await?;
+    match c.query_drop(sql).await {
+        Ok(()) => Ok(()),
+        // ER_LOCK_WAIT_TIMEOUT, in both dialects.
+        Err(mysql_async::Error::Server(e)) if e.code == 1205 => Err(FailoverError::LockWait {
+            backend: name.to_string(),
+            waited: std::time::Duration::from_secs(secs),
+        }),
+        Err(e) => Err(step(name, "set read_only=1", e)),
+    }
 }
 
 /// What fencing a server did.
@@ -243,16 +249,14 @@ pub(super) async fn fence_server(f: &Fleet<'_>, name: &str, addr: &str) -> Fence
     let mut set = set_read_only(f, &mut c, name, wait).await;
     let blocked = match &set {
         Ok(()) => None,
-        Err(e) => {
-            // A lost leader touches nothing more; the test-only switch
-            // gives up here as concord did before.
-            if owner::owned(f).await.is_err()
-                || concord_config::testhooks::on("fence-waits-for-locks")
-            {
-                return failed(format!("'{name}': setting read_only failed: {e}"));
-            }
+        // Only a lock wait is cured by the kill. (The test-only switch
+        // gives up here, as concord did before.)
+        Err(e @ FailoverError::LockWait { .. })
+            if !concord_config::testhooks::on("fence-waits-for-locks") =>
+        {
             Some(e.to_string())
         }
+        Err(e) => return failed(format!("'{name}': setting read_only failed: {e}")),
     };
     let mut killed = kill_others(f, &mut c).await;
     if let Some(why) = &blocked {

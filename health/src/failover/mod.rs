@@ -31,6 +31,8 @@ pub enum FailoverError {
     Refused(String),
     #[error("consensus: {0}")]
     Consensus(#[from] concord_consensus::ConsensusError),
+    #[error("{backend}: read_only waited {waited:?} for a lock another session holds (LOCK TABLES ... WRITE, or a write still running: see SHOW PROCESSLIST there)")]
+    LockWait { backend: String, waited: Duration },
     #[error("{backend}: {step} failed: {error}")]
     Step {
         backend: String,
@@ -648,18 +650,28 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
         // lease has run out.
         tokio::time::sleep(lease.saturating_sub(frozen_at.elapsed())).await;
     }
-    // Bounded like the catch-up: a session holding a write lock there
-    // must not hold every frozen write for a day.
-    let wait = f.cfg.failover.catchup_timeout.get();
+    // Writes are frozen meanwhile: a session holding a write lock there
+    // gets `monitor.timeout`, not a day, then the switchover is undone.
+    // The self-fence clock restarts first, and the wait ends before it
+    // could fire (heartbeats stopped with the freeze, and the pending
+    // read_only holds up the event's own bookkeeping).
+    let mut wait = f.cfg.monitor.timeout.get();
+    if f.cfg.failover.self_fence {
+        dialect::rearm_self_fence(f, &mut pc).await;
+        let budget = f
+            .cfg
+            .failover
+            .self_fence_after
+            .get()
+            .saturating_sub(Duration::from_secs(2));
+        wait = wait.min(budget);
+    }
     if let Err(e) = dialect::set_read_only(f, &mut pc, &old.name, wait).await {
-        let e = match &e {
-            FailoverError::Step { error, .. } if error.contains("1205") => {
-                FailoverError::Refused(format!(
-                    "{e} (a session on '{}' holds a write lock, or a write runs there, longer than failover.catchup_timeout ({wait:?}); see its SHOW PROCESSLIST); the switchover is undone and writes go on",
-                    old.name
-                ))
-            }
-            _ => e,
+        let e = match e {
+            FailoverError::LockWait { .. } => FailoverError::Refused(format!(
+                "{e}; the switchover is undone: try it again when that session is done"
+            )),
+            e => e,
         };
         return Err(restore(f, &old.name, e).await);
     }
@@ -757,7 +769,7 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
 /// An aborted switchover makes the old primary writable again, only
 /// while this node still owns the workflow (a new owner resumes it).
 async fn undo_read_only(f: &Fleet<'_>, pc: &mut Conn, name: &str) -> R<()> {
-    dialect::exec(f, pc, name, "undo read_only", "SET GLOBAL read_only = 0").await
+    dialect::make_writable(f, pc, name).await
 }
 
 /// [`restore`] after undoing `read_only`; if that fails (no longer the
@@ -870,8 +882,7 @@ pub async fn rejoin(f: &Fleet<'_>, name: &str) -> R<String> {
 /// What the leader remembers about fenced servers between upkeep rounds.
 #[derive(Default)]
 pub struct FencedWatch {
-    /// Seen writable again: when read_only was last set there, and
-    /// whether the last attempt worked (said once per change).
+    /// Seen writable again, until seen read-only.
     writable: BTreeMap<String, Refence>,
     /// Per server: when its divergence was last checked, and the count
     /// last reported.
@@ -881,21 +892,44 @@ pub struct FencedWatch {
 /// A fenced server seen writable again.
 #[derive(Default)]
 struct Refence {
-    /// When read_only was last set there.
-    at: Option<Instant>,
-    /// The outcome of the last attempt, once said.
-    said: Option<bool>,
+    /// When it was last tried, and whether that worked (said once per
+    /// change).
+    last: Option<(Instant, bool)>,
+    /// Failed tries in a row.
+    failures: u32,
 }
 
-/// Probes may show a server writable for a few rounds after read_only
-/// was set; still writable after this, it is fenced again (someone set
-/// read_only=0 again, or the answer was lost).
+impl Refence {
+    /// Tried again 3 s after a success if probes still show it writable
+    /// (they may lag a few rounds; or someone set read_only=0 again), and
+    /// after 1, 2, 4 ... 30 s while tries fail: a try costs the leader's
+    /// upkeep a connect and two lock waits, and failure detection runs
+    /// after it. Test-only `refence-once`: one try per return, as concord
+    /// did before.
+    fn due(&self) -> bool {
+        let Some((at, ok)) = self.last else {
+            return true;
+        };
+        if concord_config::testhooks::on("refence-once") {
+            return false;
+        }
+        let after = if ok {
+            REFENCE_AFTER
+        } else {
+            Duration::from_secs(1 << self.failures.saturating_sub(1).min(5)).min(REFENCE_MAX)
+        };
+        at.elapsed() >= after
+    }
+}
+
+/// See [`Refence::due`].
 const REFENCE_AFTER: Duration = Duration::from_secs(3);
+const REFENCE_MAX: Duration = Duration::from_secs(30);
 
 /// Leader upkeep: a fenced server that comes back writable is made
-/// read-only again (it is never routed to either way), every round until
-/// that works: an attempt can fail with the leadership lost for a moment,
-/// a connection cut, or a lock; one that is
+/// read-only again (it is never routed to either way), and tried again
+/// until that works: a try can fail with the leadership lost for a
+/// moment, its connection slots taken, a lock; one that is
 /// reachable again is compared with the primary every few seconds, and
 /// what it holds that the primary lacks is reported whenever that grows
 /// (the exact loss of its promotion, and any statement that was in flight
@@ -913,37 +947,27 @@ pub async fn keep_fenced_read_only(f: &Fleet<'_>, watch: &mut FencedWatch) {
         };
         if h.reachable && !h.read_only {
             let w = watch.writable.entry(b.name.clone()).or_default();
-            // Test-only `refence-once`: one attempt per return, as concord
-            // did before.
-            let due = match w.at {
-                Some(at) => {
-                    at.elapsed() >= REFENCE_AFTER && !concord_config::testhooks::on("refence-once")
-                }
-                None => w.said.is_none() || !concord_config::testhooks::on("refence-once"),
-            };
-            if due {
+            if w.due() {
                 let fenced = dialect::fence_server(f, &b.name, &b.addr).await;
-                if fenced.done {
-                    w.at = Some(Instant::now());
-                }
-                if w.said != Some(fenced.done) {
-                    w.said = Some(fenced.done);
+                let said = w.last.map(|(_, ok)| ok);
+                w.last = Some((Instant::now(), fenced.done));
+                w.failures = if fenced.done { 0 } else { w.failures + 1 };
+                if said != Some(fenced.done) {
                     let again = if fenced.done {
                         ""
                     } else {
-                        "; tried again every round"
+                        "; tried again, less often while it fails"
                     };
-                    note(
-                        f,
-                        format!(
-                            "fenced '{}' came back writable: {}{again}",
-                            b.name, fenced.msg
-                        ),
-                    )
-                    .await;
+                    let msg = format!(
+                        "fenced '{}' came back writable: {}{again}",
+                        b.name, fenced.msg
+                    );
+                    note(f, msg).await;
                 }
             }
-        } else {
+        } else if h.reachable {
+            // Read-only again. (Unreachable, it is remembered: the fence
+            // kills the probes' connections too.)
             watch.writable.remove(&b.name);
         }
         let due = watch
@@ -1013,6 +1037,25 @@ pub fn since_last_fence(topo: &Topology) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed re-fence is tried again after 1, 2, 4 ... 30 s; a
+    /// successful one 3 s later if probes still show the server writable.
+    #[test]
+    fn a_failing_refence_backs_off() {
+        let ago = |ms| Instant::now().checked_sub(Duration::from_millis(ms));
+        let r = |ms, ok, failures| Refence {
+            last: ago(ms).map(|at| (at, ok)),
+            failures,
+        };
+        assert!(Refence::default().due());
+        assert!(r(1_100, false, 1).due());
+        assert!(!r(1_100, false, 2).due());
+        assert!(r(2_100, false, 2).due());
+        assert!(!r(20_000, false, 9).due());
+        assert!(r(30_100, false, 9).due());
+        assert!(!r(2_900, true, 0).due());
+        assert!(r(3_100, true, 0).due());
+    }
     use concord_consensus::SeedBackend;
 
     /// A resumed workflow fences and catches up to the primary the
