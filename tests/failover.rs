@@ -930,3 +930,52 @@ async fn a_switchover_a_lock_would_block_is_undone_after_a_bounded_wait() {
         "{answer}"
     );
 }
+
+/// A node of an older build cannot decode the promotion record
+/// (`Op::Promoting`) and would stop applying the log at it, refusing
+/// writes until upgraded. Simulated by node 3 reporting no log version
+/// (test-only `older-log-on-node-3`): the failover promotes without the
+/// record and says why. With `promoting-ignores-versions` the record is
+/// written anyway. Returns whether the log holds a Promoting entry, and
+/// the new primary.
+async fn failover_beside_an_older_node(hooks: &str) -> (bool, String) {
+    let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+    rig.wait_replicas_readable().await;
+    // Every node has reported to the leader.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = rig.fleet.nodes[0].admin_query("FAILOVER").await;
+    assert!(r.is_ok(), "{hooks}: {r:?}");
+    let (new, _, _) = rig.wait_new_primary("db1", Duration::from_secs(30)).await;
+    let events = rig.fleet.nodes[0]
+        .admin_query("SHOW EVENTS LIMIT 100")
+        .await
+        .unwrap();
+    let recorded = events
+        .iter()
+        .any(|e| e["event"].as_deref() == Some("promoting"));
+    let said = events.iter().any(|e| {
+        e["detail"]
+            .as_deref()
+            .is_some_and(|d| d.contains("nodes [3] run an older build"))
+    });
+    println!(
+        "hooks {hooks:?}: new primary {new}; Promoting recorded: {recorded}; reason noted: {said}"
+    );
+    assert_eq!(said, !recorded, "{hooks}");
+    (recorded, new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_beside_a_node_of_an_older_build_writes_nothing_it_cannot_read() {
+    let (recorded, _) =
+        failover_beside_an_older_node("older-log-on-node-3,promoting-ignores-versions").await;
+    assert!(recorded, "the switch writes the record anyway");
+    let (recorded, _) = failover_beside_an_older_node("older-log-on-node-3").await;
+    assert!(
+        !recorded,
+        "a Promoting entry beside a node that cannot read it"
+    );
+    // And with every node current, the record is written.
+    let (recorded, _) = failover_beside_an_older_node("").await;
+    assert!(recorded);
+}

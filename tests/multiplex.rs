@@ -898,15 +898,21 @@ async fn found_rows_after_statements_that_select_into_something_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_after_set_global_starts_from_the_new_value() {
     for (hooks, renewed) in [("pool-ignores-set-global", false), ("", true)] {
-        // Alone, and as the second statement of a multi-statement text.
+        // Alone, as the second statement of a multi-statement text, and
+        // prepared (COM_STMT_EXECUTE with the value as a parameter).
         for set in [
             "SET GLOBAL sql_mode = 'ANSI_QUOTES'",
             "DO 1; SET GLOBAL sql_mode = 'ANSI_QUOTES'",
+            "SET GLOBAL sql_mode = ?",
         ] {
             let (db, node) = one_connection_with(hooks).await;
             let mut a = node.conn().await;
             let before: Option<String> = a.query_first("SELECT @@session.sql_mode").await.unwrap();
-            a.query_drop(set).await.unwrap();
+            if set.ends_with('?') {
+                a.exec_drop(set, ("ANSI_QUOTES",)).await.unwrap();
+            } else {
+                a.query_drop(set).await.unwrap();
+            }
             drop(a);
             let mut b = node.conn().await;
             let got: Option<String> = b.query_first("SELECT @@session.sql_mode").await.unwrap();

@@ -25,3 +25,10 @@ pub use topology::{
     Backend, BackendState, Command, Event, Op, Owner, Response, Role, SeedBackend, Topology,
 };
 pub use types::NodeId;
+
+/// The newest log entry format this build's state machine decodes, sent
+/// with every node's report: 2 added [`Op::Promoting`]. A node of an older
+/// build (its reports carry no version: 1) stops applying the log at an
+/// entry it cannot decode, so the leader writes such entries only when
+/// no member is known to be older.
+pub const LOG_VERSION: u64 = 2;

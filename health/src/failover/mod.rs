@@ -498,6 +498,20 @@ async fn record_promoting(f: &Fleet<'_>, name: &str) -> R<()> {
     if concord_config::testhooks::on("promote-unrecorded") {
         return Ok(());
     }
+    let older = older_members(f);
+    if !older.is_empty() {
+        // A member that cannot decode the record would stop applying the
+        // log at it, and refuse writes until upgraded: promoted without
+        // it (a resume then fences, rather than adopts, this server).
+        note(
+            f,
+            format!(
+                "; nodes {older:?} run an older build that cannot read the promotion record: '{name}' is promoted without it (upgrade every node)"
+            ),
+        )
+        .await;
+        return Ok(());
+    }
     let epoch = f.consensus.applied().borrow().topology.epoch;
     commit(
         f,
@@ -509,6 +523,30 @@ async fn record_promoting(f: &Fleet<'_>, name: &str) -> R<()> {
     )
     .await
     .map(|_| ())
+}
+
+/// Members whose last report (of any age: a node down now may come back
+/// with the same build) says their state machine cannot decode every
+/// entry this one writes. A member that never reported to this leader is
+/// not counted: the leader cannot know, and assumes its own build.
+/// Test-only `promoting-ignores-versions`: none.
+fn older_members(f: &Fleet<'_>) -> Vec<u64> {
+    if concord_config::testhooks::on("promoting-ignores-versions") {
+        return Vec::new();
+    }
+    let members = f.consensus.status().members;
+    let mut older: Vec<u64> = f
+        .consensus
+        .reports(Duration::MAX)
+        .into_iter()
+        .filter(|(id, v)| {
+            members.contains_key(id)
+                && v["log_version"].as_u64().unwrap_or(1) < concord_consensus::LOG_VERSION
+        })
+        .map(|(id, _)| id)
+        .collect();
+    older.sort_unstable();
+    older
 }
 
 /// Test-only `interrupt-after-promote`, once per process: as if this

@@ -45,7 +45,17 @@ pub fn report(node_id: u64, applied: &Applied, health: &Health) -> Value {
         "primary": applied.topology.primary,
         "lease_ms": applied.topology.lease_ms,
         "backends": backends,
+        "log_version": log_version(node_id),
     })
+}
+
+/// [`concord_consensus::LOG_VERSION`]; test-only `older-log-on-node-3`:
+/// node 3 reports none, as a node of an older build does.
+fn log_version(node_id: u64) -> Option<u64> {
+    if node_id == 3 && concord_config::testhooks::on("older-log-on-node-3") {
+        return None;
+    }
+    Some(concord_consensus::LOG_VERSION)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -144,8 +144,7 @@ impl Session {
         // connection starts from it).
         let multi = class.has(flag::MULTI);
         let sets_global = (multi || matches!(class.kind, Kind::SetSession | Kind::Write))
-            && classify::sets_global(sql, multi)
-            && !concord_config::testhooks::on("pool-ignores-set-global");
+            && classify::sets_global(sql, multi);
         // Set for the statement only: the server reports their reverting
         // later (see `BackendConn::reverting`).
         let reverting = if class.has(flag::SET_STATEMENT) && cmd.whole {
@@ -232,9 +231,7 @@ impl Session {
         }
         self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
         if sets_global && !out.failed {
-            if let Some(name) = self.conns.get(w).map(|b| b.pool.name.clone()) {
-                crate::retire::fleet(&self.shared, &name).await;
-            }
+            self.renew_pools(w).await;
         }
         if releases && !out.failed {
             // The server closed it after the OK: so does the session.
@@ -287,6 +284,19 @@ impl Session {
 
     /// Decides where a statement runs and makes sure the session holds a
     /// connection there. The routing snapshot is read once, here.
+    /// A SET GLOBAL ran on `w` (a text statement or a prepared one): that
+    /// backend's pooled connections are renewed on every node, so sessions
+    /// to come start from the new value (test-only
+    /// `pool-ignores-set-global`: they are not).
+    pub(super) async fn renew_pools(&mut self, w: Which) {
+        if concord_config::testhooks::on("pool-ignores-set-global") {
+            return;
+        }
+        if let Some(name) = self.conns.get(w).map(|b| b.pool.name.clone()) {
+            crate::retire::fleet(&self.shared, &name).await;
+        }
+    }
+
     pub(super) async fn place(
         &mut self,
         class: &Class,

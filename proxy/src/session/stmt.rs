@@ -32,6 +32,9 @@ pub struct ClientStmt {
     pub class: Class,
     /// User variables its executions assign (`SET @a = ?`, `... INTO @b`).
     pub assigned: Vec<String>,
+    /// It sets a global: each execution renews the fleet's pools, as a
+    /// text SET GLOBAL does.
+    pub sets_global: bool,
     pub params: u16,
     /// (backend connection id, that backend's statement id)
     pub on: Vec<(u64, u32)>,
@@ -459,6 +462,10 @@ impl Session {
                 } else {
                     Vec::new()
                 };
+            let sets_global = matches!(
+                class.kind,
+                crate::classify::Kind::SetSession | crate::classify::Kind::Write
+            ) && classify::sets_global(&sql, false);
             let digest = classify::fingerprint(&sql, &mut self.digest_buf);
             let kept = self.digest_buf.len().min(self.shared.digests.max_text());
             let digest = (digest, self.digest_buf[..kept].into());
@@ -470,6 +477,7 @@ impl Session {
                     sql,
                     class,
                     assigned,
+                    sets_global,
                     params: p.params,
                     on: Vec::new(),
                     types: None,
@@ -551,6 +559,7 @@ impl Session {
         let params = stmt.params;
         let long_data = stmt.long_data;
         let assigned = stmt.assigned.clone();
+        let sets_global = stmt.sets_global;
         // What it changes about pins, from its text as for COM_QUERY (a
         // statement's table names are never parameters).
         let pin_change = if self.pins != 0 || class.pin.is_some() {
@@ -644,6 +653,9 @@ impl Session {
             }
         }
         self.after_statement(w, &class, &assigned, &out, pin_change.as_ref());
+        if sets_global && !out.failed {
+            self.renew_pools(w).await;
+        }
         if let (Some(c), false) = (pin_change, out.failed) {
             self.change_pins(c);
         }
