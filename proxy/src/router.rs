@@ -232,6 +232,21 @@ pub fn least_lagged(routing: &Routing, max_lag: Duration) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// The replica a read-your-writes read waits on: among those within
+/// `max_lag` whose lag is at most twice the least (and 50 ms more than
+/// it, as probes measure lag in steps), picked like a read
+/// ([`pick_replica`]). The least lagged alone would take every session's
+/// wait while two replicas differ by a millisecond.
+pub fn soonest(routing: &Routing, max_lag: Duration) -> Option<usize> {
+    let first = least_lagged(routing, max_lag)?;
+    let least = routing.replicas[first].health.route_lag_ms.unwrap_or(0);
+    let near = Duration::from_millis(least.saturating_add(least.max(SOONEST_SLACK_MS)));
+    pick_replica(routing, near.min(max_lag), None).or(Some(first))
+}
+
+/// See [`soonest`].
+const SOONEST_SLACK_MS: u64 = 50;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +339,28 @@ mod tests {
         ]);
         assert_eq!(least_lagged(&r, Duration::from_secs(1)), Some(2));
         assert_eq!(least_lagged(&r, Duration::from_millis(10)), None);
+    }
+
+    /// Waits spread over the replicas about as current as the least
+    /// lagged one, never onto one far behind.
+    #[test]
+    fn read_your_writes_waits_spread_over_replicas_nearly_as_current() {
+        let r = routing(vec![
+            replica("a", Some(12), 100, ""),
+            replica("b", Some(10), 100, ""),
+            replica("c", Some(2000), 100, ""),
+            replica("d", Some(55), 100, ""),
+        ]);
+        let mut n = [0; 4];
+        for _ in 0..3000 {
+            n[soonest(&r, Duration::from_secs(5)).unwrap()] += 1;
+        }
+        assert!(n[0] > 600 && n[1] > 600 && n[3] > 600, "{n:?}");
+        assert_eq!(n[2], 0, "{n:?}");
+        // As it was: every wait on the one least lagged.
+        assert_eq!(least_lagged(&r, Duration::from_secs(5)), Some(1));
+        // Inside a tighter bound only.
+        assert_eq!(soonest(&r, Duration::from_millis(11)), Some(1));
     }
 
     #[test]

@@ -172,7 +172,8 @@ impl Session {
     }
 
     /// No replica's probed position covers the write yet: try a covered
-    /// one, else wait (bounded) on the least lagged one. Returns the
+    /// one, else wait (bounded) on one about as current as the least
+    /// lagged ([`crate::router::soonest`]). Returns the
     /// replica index in `routing` to use.
     pub(super) async fn ryw_wait(
         &mut self,
@@ -203,7 +204,7 @@ impl Session {
         let i = if concord_config::testhooks::on("ryw-wait-any-replica") {
             crate::router::pick_replica(routing, max_lag, None)?
         } else {
-            crate::router::least_lagged(routing, max_lag)?
+            crate::router::soonest(routing, max_lag)?
         };
         let pool = routing.replicas[i].pool.clone();
         let w = self.ensure_replica(&pool).await.ok()?;
