@@ -956,7 +956,7 @@ async fn failover_beside_an_older_node(hooks: &str) -> (bool, String) {
     let said = events.iter().any(|e| {
         e["detail"]
             .as_deref()
-            .is_some_and(|d| d.contains("nodes [3] run an older build"))
+            .is_some_and(|d| d.contains("nodes [3] have not reported"))
     });
     println!(
         "hooks {hooks:?}: new primary {new}; Promoting recorded: {recorded}; reason noted: {said}"

@@ -576,7 +576,7 @@ impl Topology {
 
     /// Why `name` cannot be promoted under `epoch` now, if it cannot (the
     /// rule a Promote and its Promoting record share).
-    fn promotable(&self, epoch: u64, name: &str) -> Result<(), String> {
+    pub fn promotable(&self, epoch: u64, name: &str) -> Result<(), String> {
         if epoch != self.epoch {
             return Err(format!(
                 "stale promotion for epoch {epoch}, current is {}",

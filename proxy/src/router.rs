@@ -233,14 +233,17 @@ pub fn least_lagged(routing: &Routing, max_lag: Duration) -> Option<usize> {
 }
 
 /// The replica a read-your-writes read waits on: among those within
-/// `max_lag` whose lag is at most twice the least (and 50 ms more than
-/// it, as probes measure lag in steps), picked like a read
-/// ([`pick_replica`]). The least lagged alone would take every session's
-/// wait while two replicas differ by a millisecond.
-pub fn soonest(routing: &Routing, max_lag: Duration) -> Option<usize> {
+/// `max_lag` whose lag is at most the least plus the larger of itself and
+/// 50 ms (probes measure lag in steps), but no more than half the `wait`
+/// more (one further behind would rarely catch up within it), picked like
+/// a read ([`pick_replica`]). The least lagged alone would take every
+/// session's wait while two replicas differ by a millisecond.
+pub fn soonest(routing: &Routing, max_lag: Duration, wait: Duration) -> Option<usize> {
     let first = least_lagged(routing, max_lag)?;
     let least = routing.replicas[first].health.route_lag_ms.unwrap_or(0);
-    let near = Duration::from_millis(least.saturating_add(least.max(SOONEST_SLACK_MS)));
+    let half = u64::try_from((wait / 2).as_millis()).unwrap_or(u64::MAX);
+    let slack = least.max(SOONEST_SLACK_MS).min(half);
+    let near = Duration::from_millis(least.saturating_add(slack));
     pick_replica(routing, near.min(max_lag), None).or(Some(first))
 }
 
@@ -351,16 +354,24 @@ mod tests {
             replica("c", Some(2000), 100, ""),
             replica("d", Some(55), 100, ""),
         ]);
-        let mut n = [0; 4];
-        for _ in 0..3000 {
-            n[soonest(&r, Duration::from_secs(5)).unwrap()] += 1;
-        }
+        let count = |wait| {
+            let mut n = [0; 4];
+            for _ in 0..3000 {
+                n[soonest(&r, Duration::from_secs(5), wait).unwrap()] += 1;
+            }
+            n
+        };
+        let n = count(Duration::from_secs(1));
         assert!(n[0] > 600 && n[1] > 600 && n[3] > 600, "{n:?}");
         assert_eq!(n[2], 0, "{n:?}");
+        // A 50 ms wait: only those within 25 ms of the least.
+        let n = count(Duration::from_millis(50));
+        assert!(n[0] > 1000 && n[1] > 1000 && n[3] == 0, "{n:?}");
         // As it was: every wait on the one least lagged.
         assert_eq!(least_lagged(&r, Duration::from_secs(5)), Some(1));
         // Inside a tighter bound only.
-        assert_eq!(soonest(&r, Duration::from_millis(11)), Some(1));
+        let one = Duration::from_secs(1);
+        assert_eq!(soonest(&r, Duration::from_millis(11), one), Some(1));
     }
 
     #[test]

@@ -95,18 +95,22 @@ pub(super) async fn make_writable(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<
         let sql = "SET GLOBAL super_read_only = 0";
         exec(f, c, name, "set super_read_only=0", sql).await?;
     }
-    rearm_self_fence(f, c).await;
+    rearm_self_fence(f, c).await?;
     exec(f, c, name, "set read_only=0", "SET GLOBAL read_only = 0").await
 }
 
 /// A server that was primary before may hold an enabled self-fence event
 /// whose clock is old: restart it before the server becomes writable
 /// (or, in a switchover, before read_only waits on a lock). Only while
-/// this node owns the workflow: a late restart delays the switch.
-pub(super) async fn rearm_self_fence(f: &Fleet<'_>, c: &mut Conn) {
-    if f.cfg.failover.self_fence && owner::owned(f).await.is_ok() {
+/// this node owns the workflow (a late restart delays the switch): not
+/// owning it stops the workflow here, before the server becomes writable
+/// with an old clock.
+pub(super) async fn rearm_self_fence(f: &Fleet<'_>, c: &mut Conn) -> R<()> {
+    if f.cfg.failover.self_fence {
+        owner::owned(f).await?;
         crate::selffence::rearm(c, &f.cfg.monitor.heartbeat_table).await;
     }
+    Ok(())
 }
 
 /// Points a replica at a new source with GTID auto-positioning.

@@ -86,11 +86,24 @@ async fn commit(f: &Fleet<'_>, op: Op, why: String) -> R<concord_consensus::Resp
 async fn connect(f: &Fleet<'_>, name: &str, addr: &str) -> R<Conn> {
     let target = f.cfg.connect_addr(name, addr).to_string();
     let opts = monitor_opts(&target, &f.cfg.monitor.user, &f.cfg.monitor.password);
-    match tokio::time::timeout(f.cfg.monitor.timeout.get(), Conn::new(opts)).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(step(name, "connect", e)),
-        Err(_) => Err(step(name, "connect", "timed out")),
+    let mut c = match tokio::time::timeout(f.cfg.monitor.timeout.get(), Conn::new(opts)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(step(name, "connect", e)),
+        Err(_) => return Err(step(name, "connect", "timed out")),
+    };
+    // No step waits a day for a lock (`lock_wait_timeout`'s default): a
+    // backup's FLUSH TABLES WITH READ LOCK on a candidate, say, fails the
+    // step after `failover.catchup_timeout` instead (read_only is bounded
+    // tighter, see `dialect::set_read_only`).
+    // (Test-only `fence-waits-for-locks`: not bounded, as before.)
+    if !concord_config::testhooks::on("fence-waits-for-locks") {
+        let secs = f.cfg.failover.catchup_timeout.get().as_secs().max(1);
+        let sql = format!("SET SESSION lock_wait_timeout = {secs}");
+        c.query_drop(sql)
+            .await
+            .map_err(|e| step(name, "bound the lock wait", e))?;
     }
+    Ok(c)
 }
 
 fn step(backend: &str, step: &'static str, e: impl std::fmt::Display) -> FailoverError {
@@ -498,15 +511,32 @@ async fn record_promoting(f: &Fleet<'_>, name: &str) -> R<()> {
     if concord_config::testhooks::on("promote-unrecorded") {
         return Ok(());
     }
-    let older = older_members(f);
-    if !older.is_empty() {
+    // A member that has not reported since this leader took over gets
+    // two report intervals to do so (a node that is down, all of them).
+    let mut unsure = members_unsure(f);
+    let until = Instant::now() + f.cfg.monitor.interval.get() * 2;
+    while !unsure.is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        unsure = members_unsure(f);
+    }
+    if !unsure.is_empty() {
         // A member that cannot decode the record would stop applying the
         // log at it, and refuse writes until upgraded: promoted without
-        // it (a resume then fences, rather than adopts, this server).
+        // it. The checks it would have made are made here instead (the
+        // Promote makes them again). A resume of this workflow then does
+        // not adopt this server: it is fenced if writable, else left out.
+        owner::owned(f).await?;
+        let epoch = f.consensus.applied().borrow().topology.epoch;
+        f.consensus
+            .applied()
+            .borrow()
+            .topology
+            .promotable(epoch, name)
+            .map_err(FailoverError::Refused)?;
         note(
             f,
             format!(
-                "; nodes {older:?} run an older build that cannot read the promotion record: '{name}' is promoted without it (upgrade every node)"
+                "; nodes {unsure:?} have not reported that they can read the promotion record (an older build, or no report to this leader yet): '{name}' is promoted without it"
             ),
         )
         .await;
@@ -525,28 +555,28 @@ async fn record_promoting(f: &Fleet<'_>, name: &str) -> R<()> {
     .map(|_| ())
 }
 
-/// Members whose last report (of any age: a node down now may come back
-/// with the same build) says their state machine cannot decode every
-/// entry this one writes. A member that never reported to this leader is
-/// not counted: the leader cannot know, and assumes its own build.
-/// Test-only `promoting-ignores-versions`: none.
-fn older_members(f: &Fleet<'_>) -> Vec<u64> {
+/// Members that have not reported to this leader that their state
+/// machine decodes every entry this one writes: an older build (its
+/// reports carry no version), or no report yet (a node down, a leader
+/// new since). A report of any age counts: a build does not change while
+/// a node runs. Test-only `promoting-ignores-versions`: none.
+fn members_unsure(f: &Fleet<'_>) -> Vec<u64> {
     if concord_config::testhooks::on("promoting-ignores-versions") {
         return Vec::new();
     }
-    let members = f.consensus.status().members;
-    let mut older: Vec<u64> = f
-        .consensus
-        .reports(Duration::MAX)
-        .into_iter()
-        .filter(|(id, v)| {
-            members.contains_key(id)
-                && v["log_version"].as_u64().unwrap_or(1) < concord_consensus::LOG_VERSION
+    let reports = f.consensus.reports(Duration::MAX);
+    let status = f.consensus.status();
+    status
+        .members
+        .keys()
+        .copied()
+        .filter(|id| {
+            *id != status.id
+                && reports.get(id).is_none_or(|v| {
+                    v["log_version"].as_u64().unwrap_or(1) < concord_consensus::LOG_VERSION
+                })
         })
-        .map(|(id, _)| id)
-        .collect();
-    older.sort_unstable();
-    older
+        .collect()
 }
 
 /// Test-only `interrupt-after-promote`, once per process: as if this
@@ -695,14 +725,18 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
     // read_only holds up the event's own bookkeeping).
     let mut wait = f.cfg.monitor.timeout.get();
     if f.cfg.failover.self_fence {
-        dialect::rearm_self_fence(f, &mut pc).await;
+        if let Err(e) = dialect::rearm_self_fence(f, &mut pc).await {
+            return Err(restore(f, &old.name, e).await);
+        }
+        // (Whole seconds, rounded down: the wait is set in seconds.)
         let budget = f
             .cfg
             .failover
             .self_fence_after
             .get()
-            .saturating_sub(Duration::from_secs(2));
-        wait = wait.min(budget);
+            .saturating_sub(Duration::from_secs(2))
+            .as_secs();
+        wait = wait.min(Duration::from_secs(budget.max(1)));
     }
     if let Err(e) = dialect::set_read_only(f, &mut pc, &old.name, wait).await {
         let e = match e {
@@ -967,13 +1001,21 @@ const REFENCE_MAX: Duration = Duration::from_secs(30);
 /// Leader upkeep: a fenced server that comes back writable is made
 /// read-only again (it is never routed to either way), and tried again
 /// until that works: a try can fail with the leadership lost for a
-/// moment, its connection slots taken, a lock; one that is
+/// moment, the monitor account unable to log in, a lock; one that is
 /// reachable again is compared with the primary every few seconds, and
 /// what it holds that the primary lacks is reported whenever that grows
 /// (the exact loss of its promotion, and any statement that was in flight
 /// to it and committed late).
 pub async fn keep_fenced_read_only(f: &Fleet<'_>, watch: &mut FencedWatch) {
     let applied = f.consensus.applied().borrow().clone();
+    let fenced = |n: &String| {
+        applied
+            .topology
+            .backends
+            .get(n)
+            .is_some_and(|b| b.state == BackendState::Fenced)
+    };
+    watch.writable.retain(|n, _| fenced(n));
     for b in applied
         .topology
         .backends

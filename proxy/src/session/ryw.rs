@@ -204,7 +204,7 @@ impl Session {
         let i = if concord_config::testhooks::on("ryw-wait-any-replica") {
             crate::router::pick_replica(routing, max_lag, None)?
         } else {
-            crate::router::soonest(routing, max_lag)?
+            crate::router::soonest(routing, max_lag, wait)?
         };
         let pool = routing.replicas[i].pool.clone();
         let w = self.ensure_replica(&pool).await.ok()?;
