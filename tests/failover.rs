@@ -882,14 +882,7 @@ async fn a_writable_member_that_replicates_from_nobody_is_fenced_when_another_ta
 async fn switchover_past_a_lock(hooks: &str) -> (Option<Duration>, String) {
     let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
     rig.wait_replicas_readable().await;
-    rig.server("db1")
-        .exec("CREATE TABLE test.locked (id INT PRIMARY KEY)")
-        .await;
-    let mut holder = rig.server("db1").conn().await;
-    holder
-        .query_drop("LOCK TABLES test.locked WRITE")
-        .await
-        .unwrap();
+    let mut holder = harness::rig::hold_write_lock(rig.server("db1")).await;
     let t = Instant::now();
     let answer = tokio::time::timeout(
         Duration::from_secs(30),

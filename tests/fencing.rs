@@ -649,9 +649,6 @@ const DOCUMENTED_MONITOR_GRANTS: &str = "REVOKE ALL PRIVILEGES, GRANT OPTION FRO
 /// the lock holder's connection gone.
 async fn failover_past_a_lock(hooks: &str) -> (bool, bool) {
     let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
-    rig.server("db1")
-        .exec("CREATE TABLE test.locked (id INT PRIMARY KEY)")
-        .await;
     // The monitor account with exactly the privileges the README lists
     // (new connections get them: the fence's, the promotion's).
     rig.server("db1").exec(DOCUMENTED_MONITOR_GRANTS).await;
@@ -663,11 +660,7 @@ async fn failover_past_a_lock(hooks: &str) -> (bool, bool) {
         })
         .await;
     }
-    let mut holder = rig.server("db1").conn().await;
-    holder
-        .query_drop("LOCK TABLES test.locked WRITE")
-        .await
-        .unwrap();
+    let mut holder = harness::rig::hold_write_lock(rig.server("db1")).await;
     let admin = &rig.fleet.nodes[0];
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let answer = tokio::time::timeout(Duration::from_secs(30), admin.admin_query("FAILOVER")).await;

@@ -582,6 +582,20 @@ pub fn timeline(samples: &[Sample], from: Instant, len: Duration) -> Vec<(u32, u
     b
 }
 
+/// A client connected to `db` directly (a batch job, a DBA's session)
+/// that creates `test.locked` and holds `LOCK TABLES test.locked WRITE`
+/// until its connection ends.
+pub async fn hold_write_lock(db: &MariaDb) -> mysql_async::Conn {
+    db.exec("CREATE TABLE IF NOT EXISTS test.locked (id INT PRIMARY KEY)")
+        .await;
+    let mut holder = db.conn().await;
+    holder
+        .query_drop("LOCK TABLES test.locked WRITE")
+        .await
+        .unwrap();
+    holder
+}
+
 pub async fn query_one<T: FromValue + Send + 'static>(db: &MariaDb, sql: &str) -> T {
     let mut c = db.conn().await;
     c.query_first(sql).await.unwrap().unwrap()
