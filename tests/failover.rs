@@ -972,3 +972,112 @@ async fn a_failover_beside_a_node_of_an_older_build_writes_nothing_it_cannot_rea
     let (recorded, _) = failover_beside_an_older_node("").await;
     assert!(recorded);
 }
+
+/// A backup on a replica holds FLUSH TABLES WITH READ LOCK there, and
+/// the replica's SQL thread waits behind it. A promotion's STOP SLAVE on
+/// that replica waits as long, with writes held meanwhile, and a failover
+/// that picks it (received as much as db2) waits for its relay log: `cmd`
+/// must not wait for either. Returns how long `cmd` took to answer and
+/// the answer (`None`: not within 30 s); when it promoted db2, checks
+/// that writes go on and that db3 follows db2 once the backup ends.
+async fn promotion_beside_a_backup_lock(hooks: &str, cmd: &str) -> (Option<Duration>, String) {
+    let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+    rig.wait_replicas_readable().await;
+    let mut backup = rig.server("db3").conn().await;
+    backup
+        .query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .unwrap();
+    let mut c = rig.fleet.nodes[1].conn().await;
+    c.query_drop("CREATE TABLE test.during_backup (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    // db3's SQL thread now waits for the backup's lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: Option<i64> = rig
+            .server("db3")
+            .conn()
+            .await
+            .query_first("SELECT COUNT(*) FROM information_schema.processlist WHERE command = 'Slave_SQL' AND state LIKE '%backup lock%'")
+            .await
+            .unwrap();
+        if waiting == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "db3's SQL thread never waited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = Instant::now();
+    let answer =
+        tokio::time::timeout(Duration::from_secs(30), rig.fleet.nodes[0].admin_query(cmd)).await;
+    let took = answer.is_ok().then(|| t.elapsed());
+    println!("hooks {hooks:?}: {cmd} answered after {took:?}: {answer:?}");
+    if !matches!(answer, Ok(Ok(_))) {
+        backup.query_drop("UNLOCK TABLES").await.unwrap();
+        return (took, format!("{answer:?}"));
+    }
+    // Writes go on, to db2, while the backup still holds its lock.
+    c.query_drop("INSERT INTO test.during_backup VALUES (1)")
+        .await
+        .unwrap();
+    let on_db2: i64 = query_one(rig.server("db2"), "SELECT COUNT(*) FROM test.during_backup").await;
+    assert_eq!(on_db2, 1);
+    // The backup ends: db3's repoint finishes on its own, and db3
+    // replicates from db2.
+    backup.query_drop("UNLOCK TABLES").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let db2_port = rig.server("db2").port;
+    loop {
+        let mut c3 = rig.server("db3").conn().await;
+        let st: Option<mysql_async::Row> = c3.query_first("SHOW SLAVE STATUS").await.unwrap();
+        let port: Option<u16> = st.as_ref().and_then(|r| r.get("Master_Port"));
+        let rows: Option<i64> = c3
+            .query_first("SELECT COUNT(*) FROM test.during_backup")
+            .await
+            .unwrap_or(None);
+        if port == Some(db2_port) && rows == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "db3 replicates from port {port:?}, has {rows:?} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = rig.fleet.nodes[0]
+        .admin_query("SHOW EVENTS LIMIT 100")
+        .await
+        .unwrap();
+    let said = |what: &str| {
+        events
+            .iter()
+            .any(|e| e["detail"].as_deref().is_some_and(|d| d.contains(what)))
+    };
+    assert!(said("'db3' is still being repointed"), "{events:?}");
+    assert!(said("'db3' now replicates from 'db2' ("), "{events:?}");
+    (took, "promoted".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_lock_on_a_replica_does_not_hold_a_switchover() {
+    let sw = "SWITCHOVER TO 'db2'";
+    let (took, _) = promotion_beside_a_backup_lock("repoint-waits-for-locks", sw).await;
+    assert_eq!(took, None, "with the wait unbounded the switchover waits");
+    let (took, answer) = promotion_beside_a_backup_lock("", sw).await;
+    assert_eq!(answer, "promoted");
+    let took = took.expect("an answer");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_lock_on_a_replica_does_not_hold_a_failover() {
+    // Chosen among equals by weight alone, db3 (last) is picked and its
+    // relay log waits for the backup.
+    let (_, answer) = promotion_beside_a_backup_lock("candidate-ignores-applied", "FAILOVER").await;
+    assert!(answer.contains("did not apply"), "{answer}");
+    let (took, answer) = promotion_beside_a_backup_lock("", "FAILOVER").await;
+    assert_eq!(answer, "promoted");
+    let took = took.expect("an answer");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

@@ -744,12 +744,14 @@ async fn a_replica_without_heartbeats_serves_no_reads() {
     }
 }
 
-/// SWITCHOVER TO a replica that is not replicating is refused before any
+/// SWITCHOVER TO a replica that cannot catch up is refused before any
 /// write is held: the epoch does not move. Test-only
 /// `switchover-any-target`: the switchover freezes writes, waits out
 /// `failover.catchup_timeout` (2 s here) and aborts, under a new epoch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_switchover_to_a_replica_that_cannot_catch_up_is_refused_at_once() {
+/// `backup`: db2's applier waits behind a backup's FLUSH TABLES WITH READ
+/// LOCK (it still replicates, lag small at first); else its SQL thread
+/// is stopped.
+async fn switchover_to_a_replica_that_cannot_catch_up(backup: bool) {
     for (hooks, frozen) in [("", false), ("switchover-any-target", true)] {
         let topo = harness::Topology::start(1).await;
         let mut cfg = ConcordConfig::new(topo.backends());
@@ -762,13 +764,37 @@ async fn a_switchover_to_a_replica_that_cannot_catch_up_is_refused_at_once() {
         };
         db2_readable(&node, "yes").await;
         let before = epoch().await;
-        topo.replicas[0].exec("STOP SLAVE SQL_THREAD").await;
+        let mut lock = topo.replicas[0].conn().await;
+        if backup {
+            lock.query_drop("FLUSH TABLES WITH READ LOCK")
+                .await
+                .unwrap();
+        } else {
+            lock.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
+        }
         topo.primary
             .exec("CREATE TABLE test.behind (id INT PRIMARY KEY)")
             .await;
-        db2_readable(&node, "no").await;
+        if backup {
+            harness::wait_for("db2's applier waiting", Duration::from_secs(10), || async {
+                let n: Option<i64> = topo.replicas[0]
+                    .conn()
+                    .await
+                    .query_first("SELECT COUNT(*) FROM information_schema.processlist WHERE state = 'Waiting for backup lock'")
+                    .await
+                    .ok()?;
+                (n == Some(1)).then_some(())
+            })
+            .await;
+        } else {
+            db2_readable(&node, "no").await;
+        }
+        let t = std::time::Instant::now();
         let out = node.admin_query("SWITCHOVER TO 'db2'").await;
-        println!("hooks {hooks:?}: {out:?}");
+        println!(
+            "hooks {hooks:?}, backup {backup}: {out:?} after {:?}",
+            t.elapsed()
+        );
         let err = format!("{:?}", out.expect_err("refused"));
         let after = epoch().await;
         assert_eq!(
@@ -777,9 +803,25 @@ async fn a_switchover_to_a_replica_that_cannot_catch_up_is_refused_at_once() {
             "hooks {hooks:?}: epoch {before} -> {after}"
         );
         if !frozen {
-            assert!(err.contains("not replicating"), "{err}");
+            let why = if backup {
+                "state 'Waiting for backup lock'"
+            } else {
+                "not replicating"
+            };
+            assert!(err.contains(why), "{err}");
         }
+        let _ = lock.query_drop("UNLOCK TABLES").await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_to_a_replica_that_cannot_catch_up_is_refused_at_once() {
+    switchover_to_a_replica_that_cannot_catch_up(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_to_a_replica_a_backup_holds_is_refused_at_once() {
+    switchover_to_a_replica_that_cannot_catch_up(true).await;
 }
 
 /// Waits until SHOW BACKENDS says db2's `readable` is `want`.

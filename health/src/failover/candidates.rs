@@ -17,6 +17,9 @@ pub(super) struct Candidate {
     pub weight: u32,
     pub io_pos: String,
     pub active: bool,
+    /// Has applied everything it received: no relay log left to wait for
+    /// (a replica whose SQL thread waits for a backup's lock has some).
+    pub applied: bool,
     /// Replicating from nobody, and the server the topology records an
     /// interrupted earlier attempt promoting. `io_pos` is what it executed.
     pub promoted: bool,
@@ -65,6 +68,7 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
             name: b.name.clone(),
             addr: b.addr.clone(),
             weight: b.weight,
+            applied: gtid::covers(&probe.gtid_executed, &io_pos),
             io_pos,
             active: b.state == BackendState::Active,
             promoted,
@@ -115,11 +119,21 @@ pub(super) fn most_advanced(cands: &[Candidate]) -> R<usize> {
             all.join(", ")
         )));
     }
-    // Among equals, one already promoted, an active one, then the
-    // highest weight.
+    // Among equals, one already promoted, an active one, one with nothing
+    // left to apply (test-only `candidate-ignores-applied`: not looked at),
+    // then the highest weight.
+    let applied =
+        |i: usize| cands[i].applied && !concord_config::testhooks::on("candidate-ignores-applied");
     covering
         .into_iter()
-        .max_by_key(|&i| (cands[i].promoted, cands[i].active, cands[i].weight))
+        .max_by_key(|&i| {
+            (
+                cands[i].promoted,
+                cands[i].active,
+                applied(i),
+                cands[i].weight,
+            )
+        })
         .ok_or_else(|| FailoverError::Refused("no candidate".into()))
 }
 
@@ -134,6 +148,7 @@ mod tests {
             weight,
             io_pos: io_pos.into(),
             active: true,
+            applied: true,
             promoted: false,
         }
     }
@@ -194,6 +209,19 @@ mod tests {
         assert_eq!(
             most_advanced(&c).ok().map(|i| c[i].name.as_str()),
             Some("db3")
+        );
+        // Equal positions, the heavier one still applying what it received
+        // (its SQL thread waits for a backup's lock, say): the other.
+        let c = [
+            cand("db2", 1, "0-1-12"),
+            Candidate {
+                applied: false,
+                ..cand("db3", 9, "0-1-12")
+            },
+        ];
+        assert_eq!(
+            most_advanced(&c).ok().map(|i| c[i].name.as_str()),
+            Some("db2")
         );
         // Diverged (each has a domain the other lacks): refuse, naming both.
         let c = [cand("db2", 1, "0-1-12,1-2-3"), cand("db3", 1, "0-1-13")];

@@ -75,6 +75,21 @@ pub(super) async fn stop_receiving(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R
     exec(f, c, name, "stop receiving", sql).await
 }
 
+/// What a replica's replication applier waits for, when that is a lock
+/// a backup takes for its whole run (FLUSH TABLES WITH READ LOCK, BACKUP
+/// STAGE): the thread's state. Seen only with the `PROCESS` grant; `None`
+/// without it, or when the query fails.
+pub(super) async fn applier_held_by_backup(c: &mut Conn) -> Option<String> {
+    c.query_first(
+        "SELECT state FROM information_schema.processlist \
+         WHERE (command LIKE 'Slave%' OR user = 'system user') \
+         AND state IN ('Waiting for backup lock', 'Waiting for global read lock') LIMIT 1",
+    )
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Makes a server writable and not a replica any more.
 pub(super) async fn promote_server(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
     let (stop, reset) = if is_mariadb(c) {

@@ -10,6 +10,7 @@
 mod candidates;
 mod dialect;
 mod owner;
+mod repoint;
 mod verdict;
 
 pub use verdict::{report, Detector, Verdict};
@@ -47,18 +48,22 @@ pub(crate) type R<T> = Result<T, FailoverError>;
 pub struct Fleet<'a> {
     pub consensus: &'a Consensus,
     pub cfg: Arc<Config>,
-    pub health: &'a Health,
+    pub health: &'a Arc<Health>,
     /// The claim this workflow committed (see `owner.rs`).
     claim: OnceLock<Owner>,
+    /// Set for a step that outlives its workflow (`repoint.rs`): the
+    /// epoch and the primary it was for, which must still hold.
+    outlives: OnceLock<(u64, String)>,
 }
 
 impl<'a> Fleet<'a> {
-    pub fn new(consensus: &'a Consensus, cfg: Arc<Config>, health: &'a Health) -> Self {
+    pub fn new(consensus: &'a Consensus, cfg: Arc<Config>, health: &'a Arc<Health>) -> Self {
         Fleet {
             consensus,
             cfg,
             health,
             claim: OnceLock::new(),
+            outlives: OnceLock::new(),
         }
     }
 }
@@ -458,18 +463,11 @@ async fn promote_phase(
         ),
     )
     .await;
-    let mut repointed = Vec::new();
-    for other in &cands {
-        let res = async {
-            let mut oc = connect(f, &other.name, &other.addr).await?;
-            dialect::repoint(f, &mut oc, &other.name, &cand.addr, None, "slave_pos").await
-        }
-        .await;
-        repointed.push(match res {
-            Ok(()) => format!("'{}' now replicates from '{}'", other.name, cand.name),
-            Err(e) => format!("'{}' could not be repointed: {e}", other.name),
-        });
-    }
+    let others: Vec<_> = cands
+        .iter()
+        .map(|c| (c.name.clone(), c.addr.clone()))
+        .collect();
+    let mut repointed = repoint::replicas(f, &others, &cand.name, &cand.addr).await;
     if let Some((set, n)) = &lost {
         repointed.push(format!("{n} transactions not carried over: {set}"));
     }
@@ -700,6 +698,17 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
         )));
     }
     let mut tc = connect(f, &tgt.name, &tgt.addr).await?;
+    // A backup's lock there holds its applier: the catch-up below would
+    // hold every write for failover.catchup_timeout, then undo.
+    // (Test-only `switchover-any-target`: not looked at.)
+    if let Some(state) = dialect::applier_held_by_backup(&mut tc)
+        .await
+        .filter(|_| !concord_config::testhooks::on("switchover-any-target"))
+    {
+        return Err(FailoverError::Refused(format!(
+            "'{target}' cannot catch up: its replication applier is in state '{state}' (a backup's FLUSH TABLES WITH READ LOCK or BACKUP STAGE there?); writes were not held: try again when it is done"
+        )));
+    }
     let mut pc = connect(f, &old.name, &old.addr).await?;
     owner::claim(f, "switchover").await?;
     let r = commit(
@@ -779,21 +788,13 @@ pub async fn switchover(f: &Fleet<'_>, target: &str) -> R<String> {
         return Err(undo_and_restore(f, &mut pc, &old.name, e).await);
     }
     interrupt_here(&tgt.name)?;
-    let mut notes = Vec::new();
-    for b in topo.backends.values() {
-        if b.name == tgt.name || b.name == old.name || b.state != BackendState::Active {
-            continue;
-        }
-        let res = async {
-            let mut c = connect(f, &b.name, &b.addr).await?;
-            dialect::repoint(f, &mut c, &b.name, &tgt.addr, None, "slave_pos").await
-        }
-        .await;
-        notes.push(match res {
-            Ok(()) => format!("'{}' now replicates from '{}'", b.name, tgt.name),
-            Err(e) => format!("'{}' could not be repointed: {e}", b.name),
-        });
-    }
+    let others: Vec<_> = topo
+        .backends
+        .values()
+        .filter(|b| b.name != tgt.name && b.name != old.name && b.state == BackendState::Active)
+        .map(|b| (b.name.clone(), b.addr.clone()))
+        .collect();
+    let mut notes = repoint::replicas(f, &others, &tgt.name, &tgt.addr).await;
     let fc = &f.cfg.failover;
     let old_note = if fc.replication_user.is_empty() {
         format!(

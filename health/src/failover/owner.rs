@@ -49,10 +49,25 @@ pub(super) async fn owned(f: &Fleet<'_>) -> R<()> {
             "this node is no longer the leader ({e}); the workflow stops here: run it again once the fleet has a leader"
         ))
     })?;
+    let (now, epoch, primary) = {
+        let rx = f.consensus.applied();
+        let applied = rx.borrow();
+        let t = &applied.topology;
+        (t.owner.clone(), t.epoch, t.primary.clone())
+    };
+    if let Some((e, p)) = f.outlives.get() {
+        // A step that outlived its workflow: only for the promotion it
+        // was part of (none since, and not undone).
+        if epoch != *e || primary.as_ref().is_some_and(|now| now != p) {
+            return Err(FailoverError::Refused(format!(
+                "the topology moved on (epoch {epoch}, primary {}) since the promotion of '{p}' under epoch {e}; this step stops here",
+                primary.as_deref().unwrap_or("none")
+            )));
+        }
+    }
     let Some(mine) = f.claim.get() else {
         return Ok(());
     };
-    let now = f.consensus.applied().borrow().topology.owner.clone();
     if now.as_ref() != Some(mine) {
         return Err(FailoverError::Refused(format!(
             "the workflow was taken over ({}); this one stops here",
