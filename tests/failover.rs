@@ -1074,7 +1074,8 @@ async fn a_backup_lock_on_a_replica_does_not_hold_a_switchover() {
 async fn a_backup_lock_on_a_replica_does_not_hold_a_failover() {
     // Chosen among equals by weight alone, db3 (last) is picked and its
     // relay log waits for the backup.
-    let (_, answer) = promotion_beside_a_backup_lock("candidate-ignores-applied", "FAILOVER").await;
+    let (_, answer) =
+        promotion_beside_a_backup_lock("candidate-ignores-backup-lock", "FAILOVER").await;
     assert!(answer.contains("did not apply"), "{answer}");
     let (took, answer) = promotion_beside_a_backup_lock("", "FAILOVER").await;
     assert_eq!(answer, "promoted");

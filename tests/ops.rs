@@ -747,8 +747,8 @@ async fn a_replica_without_heartbeats_serves_no_reads() {
 /// SWITCHOVER TO a replica that cannot catch up is refused before any
 /// write is held: the epoch does not move. Test-only
 /// `switchover-any-target`: the switchover freezes writes, waits out
-/// `failover.catchup_timeout` (2 s here) and aborts, under a new epoch.
-/// `backup`: db2's applier waits behind a backup's FLUSH TABLES WITH READ
+/// `failover.catchup_timeout` (2 s here, 5 s with `backup`) and aborts,
+/// under a new epoch. `backup`: db2's applier waits behind a backup's FLUSH TABLES WITH READ
 /// LOCK (it still replicates, lag small at first); else its SQL thread
 /// is stopped.
 async fn switchover_to_a_replica_that_cannot_catch_up(backup: bool) {
@@ -756,7 +756,9 @@ async fn switchover_to_a_replica_that_cannot_catch_up(backup: bool) {
         let topo = harness::Topology::start(1).await;
         let mut cfg = ConcordConfig::new(topo.backends());
         cfg.test_hooks = hooks.into();
-        cfg.extra = "[failover]\ncatchup_timeout = \"2s\"\n".into();
+        // (Backup: long enough that db2's growing lag is not refused first.)
+        let catchup = if backup { "5s" } else { "2s" };
+        cfg.extra = format!("[failover]\ncatchup_timeout = \"{catchup}\"\n");
         let node = Concord::start(cfg).await;
         let epoch = || async {
             let rows = node.admin_query("SHOW BACKENDS").await.unwrap();

@@ -17,9 +17,9 @@ pub(super) struct Candidate {
     pub weight: u32,
     pub io_pos: String,
     pub active: bool,
-    /// Has applied everything it received: no relay log left to wait for
-    /// (a replica whose SQL thread waits for a backup's lock has some).
-    pub applied: bool,
+    /// Its replication applier does not wait for a backup's lock (see
+    /// [`mark_held`]): its relay log can be applied now.
+    pub free: bool,
     /// Replicating from nobody, and the server the topology records an
     /// interrupted earlier attempt promoting. `io_pos` is what it executed.
     pub promoted: bool,
@@ -68,13 +68,32 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
             name: b.name.clone(),
             addr: b.addr.clone(),
             weight: b.weight,
-            applied: gtid::covers(&probe.gtid_executed, &io_pos),
+            free: true,
             io_pos,
             active: b.state == BackendState::Active,
             promoted,
         });
     }
     out
+}
+
+/// Marks the candidates whose replication applier waits for a backup's
+/// lock (`dialect::applier_held_by_backup`; seen with `PROCESS`): among
+/// equals another is promoted, instead of waiting
+/// `failover.catchup_timeout` for that relay log and failing. Asked only
+/// when there is a choice.
+pub(super) async fn mark_held(f: &Fleet<'_>, cands: &mut [Candidate]) {
+    if cands.len() < 2 {
+        return;
+    }
+    for c in cands.iter_mut() {
+        if let Ok(mut conn) = super::connect(f, &c.name, &c.addr).await {
+            c.free = super::dialect::applier_held_by_backup(&mut conn)
+                .await
+                .is_none();
+            let _ = conn.disconnect().await;
+        }
+    }
 }
 
 /// The candidate to promote and the candidates the promotion keeps: every
@@ -119,21 +138,14 @@ pub(super) fn most_advanced(cands: &[Candidate]) -> R<usize> {
             all.join(", ")
         )));
     }
-    // Among equals, one already promoted, an active one, one with nothing
-    // left to apply (test-only `candidate-ignores-applied`: not looked at),
-    // then the highest weight.
-    let applied =
-        |i: usize| cands[i].applied && !concord_config::testhooks::on("candidate-ignores-applied");
+    // Among equals, one already promoted, an active one, one whose
+    // applier no backup holds (test-only `candidate-ignores-backup-lock`:
+    // not looked at), then the highest weight.
+    let free =
+        |i: usize| cands[i].free || concord_config::testhooks::on("candidate-ignores-backup-lock");
     covering
         .into_iter()
-        .max_by_key(|&i| {
-            (
-                cands[i].promoted,
-                cands[i].active,
-                applied(i),
-                cands[i].weight,
-            )
-        })
+        .max_by_key(|&i| (cands[i].promoted, cands[i].active, free(i), cands[i].weight))
         .ok_or_else(|| FailoverError::Refused("no candidate".into()))
 }
 
@@ -148,7 +160,7 @@ mod tests {
             weight,
             io_pos: io_pos.into(),
             active: true,
-            applied: true,
+            free: true,
             promoted: false,
         }
     }
@@ -210,12 +222,12 @@ mod tests {
             most_advanced(&c).ok().map(|i| c[i].name.as_str()),
             Some("db3")
         );
-        // Equal positions, the heavier one still applying what it received
-        // (its SQL thread waits for a backup's lock, say): the other.
+        // Equal positions, the heavier one's applier waiting for a backup's
+        // lock: the other.
         let c = [
             cand("db2", 1, "0-1-12"),
             Candidate {
-                applied: false,
+                free: false,
                 ..cand("db3", 9, "0-1-12")
             },
         ];

@@ -77,13 +77,15 @@ pub(super) async fn stop_receiving(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R
 
 /// What a replica's replication applier waits for, when that is a lock
 /// a backup takes for its whole run (FLUSH TABLES WITH READ LOCK, BACKUP
-/// STAGE): the thread's state. Seen only with the `PROCESS` grant; `None`
+/// STAGE; MySQL and older MariaDB show the commit lock): the thread's
+/// state. A snapshot: a backup that starts after it is not seen. Seen only with the `PROCESS` grant; `None`
 /// without it, or when the query fails.
 pub(super) async fn applier_held_by_backup(c: &mut Conn) -> Option<String> {
     c.query_first(
         "SELECT state FROM information_schema.processlist \
          WHERE (command LIKE 'Slave%' OR user = 'system user') \
-         AND state IN ('Waiting for backup lock', 'Waiting for global read lock') LIMIT 1",
+         AND state IN ('Waiting for backup lock', 'Waiting for global read lock', \
+         'Waiting for commit lock') LIMIT 1",
     )
     .await
     .ok()

@@ -359,7 +359,8 @@ async fn promote_phase(
             let _ = c.disconnect().await;
         }
     }
-    let found = candidates::candidates(f, topo, &exclude).await;
+    let mut found = candidates::candidates(f, topo, &exclude).await;
+    candidates::mark_held(f, &mut found).await;
     if found.is_empty() {
         return Err(FailoverError::Refused(
             "no reachable replica to promote".into(),

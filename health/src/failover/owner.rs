@@ -49,16 +49,26 @@ pub(super) async fn owned(f: &Fleet<'_>) -> R<()> {
             "this node is no longer the leader ({e}); the workflow stops here: run it again once the fleet has a leader"
         ))
     })?;
-    let (now, epoch, primary) = {
+    let (now, epoch, primary, promoting) = {
         let rx = f.consensus.applied();
         let applied = rx.borrow();
         let t = &applied.topology;
-        (t.owner.clone(), t.epoch, t.primary.clone())
+        (
+            t.owner.clone(),
+            t.epoch,
+            t.primary.clone(),
+            t.promoting.clone(),
+        )
     };
     if let Some((e, p)) = f.outlives.get() {
         // A step that outlived its workflow: only for the promotion it
-        // was part of (none since, and not undone).
-        if epoch != *e || primary.as_ref().is_some_and(|now| now != p) {
+        // was part of (none since, not undone, and not a resume by this
+        // same claim that records another server).
+        let other = match &primary {
+            Some(now) => now != p,
+            None => promoting.as_ref().is_some_and(|q| q != p),
+        };
+        if epoch != *e || other {
             return Err(FailoverError::Refused(format!(
                 "the topology moved on (epoch {epoch}, primary {}) since the promotion of '{p}' under epoch {e}; this step stops here",
                 primary.as_deref().unwrap_or("none")

@@ -6,9 +6,12 @@
 //! thread, and that thread waits like any writer for a backup's FLUSH
 //! TABLES WITH READ LOCK (or BACKUP STAGE), for hours on a large backup.
 //! So every repoint runs at once in its own task; the workflow waits for
-//! them at most `monitor.timeout`, and one not done by then finishes on
-//! its own, says so in the event log, and stops if the fleet has moved on
-//! (see `owner::owned`).
+//! them at most twice `monitor.timeout`, and one not done by then
+//! finishes on its own, says so in the event log, and stops if the fleet
+//! has moved on (see `owner::owned`). Not covered: a leader change or
+//! restart before it ends leaves that replica stopped, pointing at the old
+//! primary (it serves no reads: its lag is unknown) until a DBA repoints
+//! it.
 
 use super::{connect, dialect, note, Fleet, R};
 use std::time::Instant;
@@ -22,7 +25,9 @@ pub(super) async fn replicas(
     to: &str,
     to_addr: &str,
 ) -> Vec<String> {
-    let wait = f.cfg.monitor.timeout.get();
+    // A connect alone may take `monitor.timeout`; the repoint's four
+    // statements come after.
+    let wait = f.cfg.monitor.timeout.get() * 2;
     let epoch = f.consensus.applied().borrow().topology.epoch;
     let pending: Vec<_> = others
         .iter()
@@ -63,7 +68,7 @@ pub(super) async fn replicas(
         out.push(match done {
             Some(r) => outcome(name, to, r),
             None => format!(
-                "'{name}' is still being repointed after {wait:?} (monitor.timeout): its STOP SLAVE waits for the replication SQL thread, which waits for a lock held there (a backup's FLUSH TABLES WITH READ LOCK or BACKUP STAGE?); it finishes on its own and the event log says when"
+                "'{name}' is still being repointed after {wait:?} (twice monitor.timeout; its STOP SLAVE may wait for the replication applier, which waits for any lock held there: a backup's FLUSH TABLES WITH READ LOCK or BACKUP STAGE?); it finishes on its own while this node leads, and notes it in the event log"
             ),
         });
     }
