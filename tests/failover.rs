@@ -1074,11 +1074,144 @@ async fn a_backup_lock_on_a_replica_does_not_hold_a_switchover() {
 async fn a_backup_lock_on_a_replica_does_not_hold_a_failover() {
     // Chosen among equals by weight alone, db3 (last) is picked and its
     // relay log waits for the backup.
-    let (_, answer) =
-        promotion_beside_a_backup_lock("candidate-ignores-backup-lock", "FAILOVER").await;
+    let (_, answer) = promotion_beside_a_backup_lock("candidate-ignores-applier", "FAILOVER").await;
     assert!(answer.contains("did not apply"), "{answer}");
     let (took, answer) = promotion_beside_a_backup_lock("", "FAILOVER").await;
     assert_eq!(answer, "promoted");
     let took = took.expect("an answer");
     assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// db3 is a delayed replica (`MASTER_DELAY = 60`, kept for recovery): it
+/// receives every write at once and applies it a minute later. With
+/// `db2_behind`, db2's IO thread is stopped before the last write, so
+/// only db3 has it. Then FAILOVER. Returns the answer (`Ok` or the error
+/// text) and the primary after it.
+async fn failover_beside_a_delayed_replica(
+    hooks: &str,
+    db2_behind: bool,
+) -> (Result<(), String>, String) {
+    let rig = Rig::start_full(FAST, FAST_CLUSTER, &[], &[], hooks).await;
+    rig.wait_replicas_readable().await;
+    for sql in [
+        "STOP SLAVE",
+        "CHANGE MASTER TO MASTER_DELAY = 60",
+        "START SLAVE",
+    ] {
+        rig.server("db3").exec(sql).await;
+    }
+    if db2_behind {
+        rig.server("db2").exec("STOP SLAVE IO_THREAD").await;
+    }
+    let mut c = rig.fleet.nodes[1].conn().await;
+    c.query_drop("CREATE TABLE test.delayed (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO test.delayed VALUES (1)")
+        .await
+        .unwrap();
+    // db3 (and db2 unless behind) received it; db3 has not applied it.
+    let pos: String = query_one(rig.server("db1"), "SELECT @@gtid_binlog_pos").await;
+    let received = |db: &'static str| {
+        let rig = &rig;
+        let pos = pos.clone();
+        async move {
+            harness::wait_for(
+                "the last write received",
+                Duration::from_secs(10),
+                || async {
+                    let mut c = rig.server(db).conn().await;
+                    let st: Option<mysql_async::Row> =
+                        c.query_first("SHOW SLAVE STATUS").await.ok()?;
+                    let io: String = st?.get("Gtid_IO_Pos")?;
+                    covers(&io, &pos).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    received("db3").await;
+    if !db2_behind {
+        received("db2").await;
+    }
+    let answer = rig.fleet.nodes[0].admin_query("FAILOVER").await;
+    let answer = answer.map(|_| ()).map_err(|e| format!("{e:?}"));
+    let primary = rig
+        .primary_of(&rig.fleet.nodes[0])
+        .await
+        .map(|(p, _)| p)
+        .unwrap_or_default();
+    println!("hooks {hooks:?}, db2 behind {db2_behind}: {answer:?}; primary {primary:?}");
+    if hooks.contains("delay-removal-purges-relay-log") {
+        // What only db3 received is gone with its relay log: the resumed
+        // failover promotes db2, without the last write.
+        let (p, _, _) = rig.wait_new_primary("db1", Duration::from_secs(60)).await;
+        // (db2 stopped receiving before the table was created.)
+        let mut c = rig.server(&p).conn().await;
+        let n: i64 = c
+            .query_first("SELECT COUNT(*) FROM test.delayed")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        println!("hooks {hooks:?}: resumed, primary {p} with {n} rows");
+        return (
+            answer.and(if n == 1 {
+                Ok(())
+            } else {
+                Err(format!("lost on {p}"))
+            }),
+            p,
+        );
+    }
+    if answer.is_ok() {
+        // The new primary has the last write: nothing was lost.
+        let n: i64 = query_one(rig.server(&primary), "SELECT COUNT(*) FROM test.delayed").await;
+        assert_eq!(n, 1, "{hooks}: on {primary}");
+    }
+    (answer, primary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_promotes_no_delayed_replica_among_equals() {
+    // Chosen by weight and name alone, db3 (last) is the one.
+    let (answer, primary) =
+        failover_beside_a_delayed_replica("candidate-ignores-applier", false).await;
+    assert_eq!((answer, primary.as_str()), (Ok(()), "db3"));
+    let (answer, primary) = failover_beside_a_delayed_replica("", false).await;
+    assert_eq!((answer, primary.as_str()), (Ok(()), "db2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_replica_that_alone_has_the_last_writes_is_promoted_without_its_delay() {
+    let (answer, _) = failover_beside_a_delayed_replica("keep-candidate-delay", true).await;
+    let err = answer.expect_err("the catch-up waits out the delay");
+    assert!(err.contains("did not apply"), "{err}");
+    // MariaDB's CHANGE MASTER without a relay log position deletes the
+    // relay log: the write only db3 received is lost.
+    let (answer, _) =
+        failover_beside_a_delayed_replica("delay-removal-purges-relay-log", true).await;
+    let err = answer.expect_err("the relay log was deleted");
+    assert!(
+        err.contains("lost on") || err.contains("did not apply"),
+        "{err}"
+    );
+    let (answer, primary) = failover_beside_a_delayed_replica("", true).await;
+    assert_eq!((answer, primary.as_str()), (Ok(()), "db3"));
+}
+
+/// Whether GTID set `a` (MariaDB `d-s-n,...`) has every domain of `b` at
+/// least as far.
+fn covers(a: &str, b: &str) -> bool {
+    let seq = |g: &str| -> Option<(String, u64)> {
+        let mut p = g.trim().split('-');
+        let d = p.next()?.to_string();
+        let _server = p.next()?;
+        Some((d, p.next()?.parse().ok()?))
+    };
+    b.split(',').filter_map(seq).all(|(d, n)| {
+        a.split(',')
+            .filter_map(seq)
+            .any(|(d2, n2)| d2 == d && n2 >= n)
+    })
 }

@@ -773,3 +773,32 @@ async fn a_fenced_server_made_writable_is_fenced_again_after_a_failed_try() {
     assert!(!refenced_after_a_failed_try("refence-once").await);
     assert!(refenced_after_a_failed_try("").await);
 }
+
+/// A backup holds FLUSH TABLES WITH READ LOCK on the primary for three
+/// times `self_fence_after` while every concord node reaches it: the
+/// heartbeats arrive but wait for the lock, and so does the event
+/// scheduler (MariaDB's waits for the backup lock too), so the event
+/// does not run; at the unlock the heartbeats commit first. The primary
+/// must not fence itself, the backup's session must survive, and no
+/// failover may start: a backup is no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_lock_on_the_primary_does_not_make_it_fence_itself() {
+    let extra = format!("{FAST}[failover]\nself_fence = true\nself_fence_after = \"2s\"\n");
+    let rig = Rig::start_full(&extra, FAST_CLUSTER, &[], &[], "").await;
+    self_fence_armed(&rig.primary).await;
+    let mut backup = rig.primary.conn().await;
+    backup
+        .query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let survived = backup.query_drop("UNLOCK TABLES").await;
+    // Past the unlock, where the event's next run and the heartbeats race.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ro: Vec<i64> = rig.primary.query("SELECT @@global.read_only").await;
+    let (primary, _) = rig.primary_of(&rig.fleet.nodes[0]).await.unwrap();
+    println!("read_only {ro:?}, unlock {survived:?}, primary {primary}");
+    assert!(survived.is_ok(), "the backup's session was killed");
+    assert_eq!(ro, vec![0], "the primary fenced itself");
+    assert_eq!(primary, "db1", "a backup is no failure");
+}

@@ -45,6 +45,10 @@ pub struct ReplicaStatus {
     pub received_heartbeats: Option<u64>,
     /// `Slave_heartbeat_period` in seconds (MariaDB).
     pub heartbeat_period: Option<f64>,
+    /// `SQL_Delay`: seconds the applier holds each event back
+    /// (`MASTER_DELAY`, a delayed replica kept for recovery).
+    #[serde(default)]
+    pub sql_delay: u64,
 }
 
 /// The result of one probe.
@@ -311,6 +315,9 @@ fn replica_status(r: &Row, flavor: Flavor) -> ReplicaStatus {
         gtid_io_pos: normalize_gtids(&col(r, &[gtid]).unwrap_or_default()),
         received_heartbeats: col(r, &["Slave_received_heartbeats"]).and_then(|v| v.parse().ok()),
         heartbeat_period: col(r, &["Slave_heartbeat_period"]).and_then(|v| v.parse().ok()),
+        sql_delay: col(r, &["SQL_Delay"])
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     }
 }
 

@@ -17,9 +17,12 @@ pub(super) struct Candidate {
     pub weight: u32,
     pub io_pos: String,
     pub active: bool,
-    /// Its replication applier does not wait for a backup's lock (see
-    /// [`mark_held`]): its relay log can be applied now.
+    /// Its replication applier neither waits for a backup's lock (see
+    /// [`mark_held`]) nor holds events back (`delay`): its relay log can
+    /// be applied now.
     pub free: bool,
+    /// `MASTER_DELAY` in seconds: a delayed replica kept for recovery.
+    pub delay: u64,
     /// Replicating from nobody, and the server the topology records an
     /// interrupted earlier attempt promoting. `io_pos` is what it executed.
     pub promoted: bool,
@@ -50,6 +53,7 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
         if !probe.reachable {
             continue;
         }
+        let delay = probe.replica.as_ref().map_or(0, |r| r.sql_delay);
         let (io_pos, promoted) = match probe.replica.as_ref() {
             Some(r) if r.gtid_io_pos.is_empty() => (probe.gtid_executed.clone(), false),
             Some(r) => (r.gtid_io_pos.clone(), false),
@@ -68,7 +72,8 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
             name: b.name.clone(),
             addr: b.addr.clone(),
             weight: b.weight,
-            free: true,
+            free: delay == 0,
+            delay,
             io_pos,
             active: b.state == BackendState::Active,
             promoted,
@@ -88,7 +93,7 @@ pub(super) async fn mark_held(f: &Fleet<'_>, cands: &mut [Candidate]) {
     }
     for c in cands.iter_mut() {
         if let Ok(mut conn) = super::connect(f, &c.name, &c.addr).await {
-            c.free = super::dialect::applier_held_by_backup(&mut conn)
+            c.free &= super::dialect::applier_held_by_backup(&mut conn)
                 .await
                 .is_none();
             let _ = conn.disconnect().await;
@@ -139,10 +144,10 @@ pub(super) fn most_advanced(cands: &[Candidate]) -> R<usize> {
         )));
     }
     // Among equals, one already promoted, an active one, one whose
-    // applier no backup holds (test-only `candidate-ignores-backup-lock`:
-    // not looked at), then the highest weight.
+    // applier can apply now (no backup's lock, no MASTER_DELAY; test-only
+    // `candidate-ignores-applier`: not looked at), then the highest weight.
     let free =
-        |i: usize| cands[i].free || concord_config::testhooks::on("candidate-ignores-backup-lock");
+        |i: usize| cands[i].free || concord_config::testhooks::on("candidate-ignores-applier");
     covering
         .into_iter()
         .max_by_key(|&i| (cands[i].promoted, cands[i].active, free(i), cands[i].weight))
@@ -161,6 +166,7 @@ mod tests {
             io_pos: io_pos.into(),
             active: true,
             free: true,
+            delay: 0,
             promoted: false,
         }
     }

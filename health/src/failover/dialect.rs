@@ -92,6 +92,59 @@ pub(super) async fn applier_held_by_backup(c: &mut Conn) -> Option<String> {
     .flatten()
 }
 
+/// A delayed replica (`MASTER_DELAY`) about to be promoted applies its
+/// relay log now: with the delay kept, the catch-up waits the delay out
+/// and fails after `failover.catchup_timeout`, on every retry. MariaDB's
+/// CHANGE MASTER deletes the relay logs (what only this replica received)
+/// unless it is given a relay log position: it gets the applier's own.
+/// MySQL keeps them when only the applier is stopped and only its options
+/// change.
+pub(super) async fn remove_delay(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
+    if !is_mariadb(c) {
+        exec(
+            f,
+            c,
+            name,
+            "stop the delayed applier",
+            "STOP REPLICA SQL_THREAD",
+        )
+        .await?;
+        let sql = "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = 0";
+        exec(f, c, name, "remove the replication delay", sql).await?;
+        return exec(f, c, name, "start the applier", "START REPLICA SQL_THREAD").await;
+    }
+    exec(
+        f,
+        c,
+        name,
+        "stop the delayed applier",
+        "STOP SLAVE SQL_THREAD",
+    )
+    .await?;
+    let st: Option<mysql_async::Row> = c
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(|e| step(name, "read the applier's relay log position", e))?;
+    let at = st.and_then(|r| {
+        let file: String = r.get("Relay_Log_File")?;
+        let pos: u64 = r.get::<String, _>("Relay_Log_Pos")?.parse().ok()?;
+        Some((file, pos))
+    });
+    let Some((file, pos)) = at.filter(|(file, _)| !file.is_empty() && !file.contains('\'')) else {
+        let _ = c.query_drop("START SLAVE SQL_THREAD").await;
+        return Err(step(name, "read the applier's relay log position", "none"));
+    };
+    let sql = if concord_config::testhooks::on("delay-removal-purges-relay-log") {
+        "CHANGE MASTER TO MASTER_DELAY = 0".to_string()
+    } else {
+        format!(
+            "CHANGE MASTER TO MASTER_DELAY = 0, RELAY_LOG_FILE = '{file}', RELAY_LOG_POS = {pos}"
+        )
+    };
+    exec(f, c, name, "remove the replication delay", &sql).await?;
+    exec(f, c, name, "start the applier", "START SLAVE SQL_THREAD").await
+}
+
 /// Makes a server writable and not a replica any more.
 pub(super) async fn promote_server(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
     let (stop, reset) = if is_mariadb(c) {

@@ -339,11 +339,22 @@ async fn promote_phase(
     let exclude = old.as_ref().map(|o| o.0.clone()).unwrap_or_default();
     let secs = f.cfg.failover.catchup_timeout.get().as_secs_f64();
     if let Some(pos) = &old_final {
-        // Reachable: let the replicas receive everything it has.
+        // Reachable: let the replicas receive everything it has. Once one
+        // has, the others get up to `monitor.timeout` more: a choice among
+        // equals (weight, no delay, no backup's lock) is not lost to one
+        // that got the last heartbeat a millisecond earlier.
         let deadline = Instant::now() + f.cfg.failover.catchup_timeout.get();
+        let mut first: Option<Instant> = None;
         loop {
             let cands = candidates::candidates(f, topo, &exclude).await;
-            if cands.iter().any(|c| gtid::covers(&c.io_pos, pos)) || Instant::now() >= deadline {
+            let has = |c: &candidates::Candidate| gtid::covers(&c.io_pos, pos);
+            if cands.iter().any(has) {
+                first.get_or_insert_with(Instant::now);
+            }
+            if cands.iter().all(has)
+                || first.is_some_and(|t| t.elapsed() >= f.cfg.monitor.timeout.get())
+                || Instant::now() >= deadline
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -408,6 +419,20 @@ async fn promote_phase(
         .await;
     }
     let mut c = connect(f, &cand.name, &cand.addr).await?;
+    // A delayed replica chosen (it alone received the most, or only
+    // delayed ones are left) applies its relay log now. (Test-only
+    // `keep-candidate-delay`: kept.)
+    if cand.delay > 0 && !cand.promoted && !concord_config::testhooks::on("keep-candidate-delay") {
+        dialect::remove_delay(f, &mut c, &cand.name).await?;
+        note(
+            f,
+            format!(
+                "'{}' had MASTER_DELAY = {}: set to 0 so it applies its relay log before its promotion",
+                cand.name, cand.delay
+            ),
+        )
+        .await;
+    }
     // An adopted one has no relay log: what it has is executed.
     let waited: Option<i64> = if cand.promoted {
         Some(0)

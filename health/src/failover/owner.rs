@@ -61,14 +61,7 @@ pub(super) async fn owned(f: &Fleet<'_>) -> R<()> {
         )
     };
     if let Some((e, p)) = f.outlives.get() {
-        // A step that outlived its workflow: only for the promotion it
-        // was part of (none since, not undone, and not a resume by this
-        // same claim that records another server).
-        let other = match &primary {
-            Some(now) => now != p,
-            None => promoting.as_ref().is_some_and(|q| q != p),
-        };
-        if epoch != *e || other {
+        if moved_on((*e, p), epoch, primary.as_deref(), promoting.as_deref()) {
             return Err(FailoverError::Refused(format!(
                 "the topology moved on (epoch {epoch}, primary {}) since the promotion of '{p}' under epoch {e}; this step stops here",
                 primary.as_deref().unwrap_or("none")
@@ -86,4 +79,43 @@ pub(super) async fn owned(f: &Fleet<'_>) -> R<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether a step that outlived its workflow (the promotion of `target`
+/// under `epoch`) must stop: another epoch began (a fence, a freeze), the
+/// promotion was undone or another server promoted, or, before any
+/// Promote, a resume by this same claim recorded another server as the
+/// one being promoted.
+fn moved_on(
+    (epoch, target): (u64, &str),
+    now_epoch: u64,
+    primary: Option<&str>,
+    promoting: Option<&str>,
+) -> bool {
+    now_epoch != epoch
+        || match primary {
+            Some(p) => p != target,
+            None => promoting.is_some_and(|q| q != target),
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::moved_on;
+
+    #[test]
+    fn a_step_that_outlived_its_promotion_stops_once_the_fleet_moved_on() {
+        let was = (5, "db2");
+        // Still the promotion it was part of: before the Promote (recorded
+        // or not, for a node of an older build), and after it.
+        assert!(!moved_on(was, 5, None, None));
+        assert!(!moved_on(was, 5, None, Some("db2")));
+        assert!(!moved_on(was, 5, Some("db2"), None));
+        // A later fence or switchover's freeze, whatever it promotes.
+        assert!(moved_on(was, 6, None, None));
+        assert!(moved_on(was, 6, Some("db2"), None));
+        // Undone (the old primary back), or a resume promoting another.
+        assert!(moved_on(was, 5, Some("db1"), None));
+        assert!(moved_on(was, 5, None, Some("db3")));
+    }
 }
