@@ -1156,11 +1156,7 @@ async fn failover_beside_a_delayed_replica(
             .unwrap_or(0);
         println!("hooks {hooks:?}: resumed, primary {p} with {n} rows");
         return (
-            answer.and(if n == 1 {
-                Ok(())
-            } else {
-                Err(format!("lost on {p}"))
-            }),
+            Err(format!("first: {answer:?}; resumed: {p} with {n} rows")),
             p,
         );
     }
@@ -1192,10 +1188,7 @@ async fn a_delayed_replica_that_alone_has_the_last_writes_is_promoted_without_it
     let (answer, _) =
         failover_beside_a_delayed_replica("delay-removal-purges-relay-log", true).await;
     let err = answer.expect_err("the relay log was deleted");
-    assert!(
-        err.contains("lost on") || err.contains("did not apply"),
-        "{err}"
-    );
+    assert!(err.ends_with("resumed: db2 with 0 rows"), "{err}");
     let (answer, primary) = failover_beside_a_delayed_replica("", true).await;
     assert_eq!((answer, primary.as_str()), (Ok(()), "db3"));
 }
@@ -1209,9 +1202,11 @@ fn covers(a: &str, b: &str) -> bool {
         let _server = p.next()?;
         Some((d, p.next()?.parse().ok()?))
     };
-    b.split(',').filter_map(seq).all(|(d, n)| {
-        a.split(',')
-            .filter_map(seq)
-            .any(|(d2, n2)| d2 == d && n2 >= n)
-    })
+    let want: Vec<_> = b.split(',').filter_map(seq).collect();
+    !want.is_empty()
+        && want.into_iter().all(|(d, n)| {
+            a.split(',')
+                .filter_map(seq)
+                .any(|(d2, n2)| d2 == d && n2 >= n)
+        })
 }

@@ -17,12 +17,16 @@ pub(super) struct Candidate {
     pub weight: u32,
     pub io_pos: String,
     pub active: bool,
-    /// Its replication applier neither waits for a backup's lock (see
-    /// [`mark_held`]) nor holds events back (`delay`): its relay log can
-    /// be applied now.
+    /// Its replication applier runs, neither waits for a backup's lock
+    /// (see [`mark_held`]) nor holds events back (`delay`): its relay log
+    /// is applied now.
     pub free: bool,
     /// `MASTER_DELAY` in seconds: a delayed replica kept for recovery.
     pub delay: u64,
+    /// Its applier (SQL thread) runs.
+    pub applying: bool,
+    /// Its receiver (IO thread) runs.
+    pub receiving: bool,
     /// Replicating from nobody, and the server the topology records an
     /// interrupted earlier attempt promoting. `io_pos` is what it executed.
     pub promoted: bool,
@@ -54,6 +58,8 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
             continue;
         }
         let delay = probe.replica.as_ref().map_or(0, |r| r.sql_delay);
+        let applying = probe.replica.as_ref().is_some_and(|r| r.sql_running);
+        let receiving = probe.replica.as_ref().is_some_and(|r| r.io_running);
         let (io_pos, promoted) = match probe.replica.as_ref() {
             Some(r) if r.gtid_io_pos.is_empty() => (probe.gtid_executed.clone(), false),
             Some(r) => (r.gtid_io_pos.clone(), false),
@@ -72,8 +78,10 @@ pub(super) async fn candidates(f: &Fleet<'_>, topo: &Topology, exclude: &str) ->
             name: b.name.clone(),
             addr: b.addr.clone(),
             weight: b.weight,
-            free: delay == 0,
+            free: delay == 0 && applying,
             delay,
+            applying,
+            receiving,
             io_pos,
             active: b.state == BackendState::Active,
             promoted,
@@ -167,6 +175,8 @@ mod tests {
             active: true,
             free: true,
             delay: 0,
+            applying: true,
+            receiving: true,
             promoted: false,
         }
     }

@@ -92,47 +92,61 @@ pub(super) async fn applier_held_by_backup(c: &mut Conn) -> Option<String> {
     .flatten()
 }
 
-/// A delayed replica (`MASTER_DELAY`) about to be promoted applies its
-/// relay log now: with the delay kept, the catch-up waits the delay out
-/// and fails after `failover.catchup_timeout`, on every retry. MariaDB's
-/// CHANGE MASTER deletes the relay logs (what only this replica received)
-/// unless it is given a relay log position: it gets the applier's own.
-/// MySQL keeps them when only the applier is stopped and only its options
-/// change.
-pub(super) async fn remove_delay(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
-    if !is_mariadb(c) {
-        exec(
-            f,
-            c,
-            name,
-            "stop the delayed applier",
-            "STOP REPLICA SQL_THREAD",
-        )
-        .await?;
-        let sql = "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = 0";
-        exec(f, c, name, "remove the replication delay", sql).await?;
-        return exec(f, c, name, "start the applier", "START REPLICA SQL_THREAD").await;
+/// A candidate whose applier holds its relay log back (`MASTER_DELAY`)
+/// or is stopped (an earlier attempt stopped here half-way) applies it
+/// now: otherwise the catch-up waits the delay out and fails after
+/// `failover.catchup_timeout`, on every retry. MariaDB only, one GTID
+/// domain only (`None` otherwise: the caller keeps the old behaviour).
+///
+/// The applier restarts from its own relay log position, named in the
+/// CHANGE MASTER: that also turns `Using_Gtid` off, and it must, because
+/// in GTID mode a CHANGE MASTER, or an applier started while the receiver
+/// is stopped (the failover stopped it), deletes the relay log and with it
+/// what only this replica received. With one domain that position is
+/// exact even under parallel replication (STOP waits for the workers);
+/// with several it may lag a domain that ran ahead, so those are left
+/// alone. The promotion resets replication anyway; a replica not promoted
+/// after all keeps `Using_Gtid=No` and no delay until it is repointed.
+pub(super) async fn apply_relay_log_now(
+    f: &Fleet<'_>,
+    c: &mut Conn,
+    name: &str,
+    io_pos: &str,
+) -> Option<R<()>> {
+    if !is_mariadb(c) || io_pos.contains(',') {
+        return None;
     }
-    exec(
-        f,
-        c,
-        name,
-        "stop the delayed applier",
-        "STOP SLAVE SQL_THREAD",
-    )
-    .await?;
+    Some(restart_applier_undelayed(f, c, name).await)
+}
+
+async fn restart_applier_undelayed(f: &Fleet<'_>, c: &mut Conn, name: &str) -> R<()> {
+    let what = "stop the applier";
+    exec(f, c, name, what, "STOP SLAVE SQL_THREAD").await?;
     let st: Option<mysql_async::Row> = c
         .query_first("SHOW SLAVE STATUS")
         .await
         .map_err(|e| step(name, "read the applier's relay log position", e))?;
+    let text = |r: &mysql_async::Row, col: &str| -> Option<String> {
+        r.get_opt::<Option<String>, _>(col)?.ok().flatten()
+    };
     let at = st.and_then(|r| {
-        let file: String = r.get("Relay_Log_File")?;
-        let pos: u64 = r.get::<String, _>("Relay_Log_Pos")?.parse().ok()?;
+        let file = text(&r, "Relay_Log_File")?;
+        let pos: u64 = text(&r, "Relay_Log_Pos")?.parse().ok()?;
         Some((file, pos))
     });
-    let Some((file, pos)) = at.filter(|(file, _)| !file.is_empty() && !file.contains('\'')) else {
-        let _ = c.query_drop("START SLAVE SQL_THREAD").await;
-        return Err(step(name, "read the applier's relay log position", "none"));
+    // Left stopped when unknown: started in GTID mode it would delete the
+    // relay log. The next attempt tries again.
+    let Some((file, pos)) = at.filter(|(file, _)| {
+        !file.is_empty()
+            && file
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+    }) else {
+        return Err(step(
+            name,
+            "read the applier's relay log position",
+            "none; the applier is left stopped",
+        ));
     };
     let sql = if concord_config::testhooks::on("delay-removal-purges-relay-log") {
         "CHANGE MASTER TO MASTER_DELAY = 0".to_string()

@@ -351,7 +351,9 @@ async fn promote_phase(
             if cands.iter().any(has) {
                 first.get_or_insert_with(Instant::now);
             }
-            if cands.iter().all(has)
+            // (One not receiving, or adopted, gets nothing more: not waited for.)
+            let may_get = |c: &&candidates::Candidate| c.receiving && !c.promoted;
+            if cands.iter().filter(may_get).all(has)
                 || first.is_some_and(|t| t.elapsed() >= f.cfg.monitor.timeout.get())
                 || Instant::now() >= deadline
             {
@@ -420,18 +422,41 @@ async fn promote_phase(
     }
     let mut c = connect(f, &cand.name, &cand.addr).await?;
     // A delayed replica chosen (it alone received the most, or only
-    // delayed ones are left) applies its relay log now. (Test-only
-    // `keep-candidate-delay`: kept.)
-    if cand.delay > 0 && !cand.promoted && !concord_config::testhooks::on("keep-candidate-delay") {
-        dialect::remove_delay(f, &mut c, &cand.name).await?;
-        note(
-            f,
-            format!(
-                "'{}' had MASTER_DELAY = {}: set to 0 so it applies its relay log before its promotion",
-                cand.name, cand.delay
-            ),
-        )
-        .await;
+    // delayed ones are left), or one whose applier an earlier attempt left
+    // stopped, applies its relay log now. (Test-only `keep-candidate-delay`:
+    // kept.)
+    if (cand.delay > 0 || !cand.applying)
+        && !cand.promoted
+        && !concord_config::testhooks::on("keep-candidate-delay")
+    {
+        let why = if cand.delay > 0 {
+            format!("had MASTER_DELAY = {}", cand.delay)
+        } else {
+            "had its applier stopped".to_string()
+        };
+        match dialect::apply_relay_log_now(f, &mut c, &cand.name, &cand.io_pos).await {
+            Some(r) => {
+                r?;
+                note(
+                    f,
+                    format!(
+                        "'{}' {why}: restarted from its relay log position with no delay, so it applies its relay log before its promotion",
+                        cand.name
+                    ),
+                )
+                .await;
+            }
+            None => {
+                note(
+                    f,
+                    format!(
+                        "'{}' {why}: left so (MySQL, or several GTID domains); the catch-up waits for it",
+                        cand.name
+                    ),
+                )
+                .await;
+            }
+        }
     }
     // An adopted one has no relay log: what it has is executed.
     let waited: Option<i64> = if cand.promoted {
