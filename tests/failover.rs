@@ -993,21 +993,7 @@ async fn promotion_beside_a_backup_lock(hooks: &str, cmd: &str) -> (Option<Durat
         .await
         .unwrap();
     // db3's SQL thread now waits for the backup's lock.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: Option<i64> = rig
-            .server("db3")
-            .conn()
-            .await
-            .query_first("SELECT COUNT(*) FROM information_schema.processlist WHERE command = 'Slave_SQL' AND state LIKE '%backup lock%'")
-            .await
-            .unwrap();
-        if waiting == Some(1) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "db3's SQL thread never waited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    harness::rig::wait_applier_held_by_backup(rig.server("db3")).await;
     let t = Instant::now();
     let answer =
         tokio::time::timeout(Duration::from_secs(30), rig.fleet.nodes[0].admin_query(cmd)).await;
@@ -1124,7 +1110,7 @@ async fn failover_beside_a_delayed_replica(
                     let st: Option<mysql_async::Row> =
                         c.query_first("SHOW SLAVE STATUS").await.ok()?;
                     let io: String = st?.get("Gtid_IO_Pos")?;
-                    covers(&io, &pos).then_some(())
+                    concord_health::gtid::covers(&io, &pos).then_some(())
                 },
             )
             .await
@@ -1191,22 +1177,4 @@ async fn a_delayed_replica_that_alone_has_the_last_writes_is_promoted_without_it
     assert!(err.ends_with("resumed: db2 with 0 rows"), "{err}");
     let (answer, primary) = failover_beside_a_delayed_replica("", true).await;
     assert_eq!((answer, primary.as_str()), (Ok(()), "db3"));
-}
-
-/// Whether GTID set `a` (MariaDB `d-s-n,...`) has every domain of `b` at
-/// least as far.
-fn covers(a: &str, b: &str) -> bool {
-    let seq = |g: &str| -> Option<(String, u64)> {
-        let mut p = g.trim().split('-');
-        let d = p.next()?.to_string();
-        let _server = p.next()?;
-        Some((d, p.next()?.parse().ok()?))
-    };
-    let want: Vec<_> = b.split(',').filter_map(seq).collect();
-    !want.is_empty()
-        && want.into_iter().all(|(d, n)| {
-            a.split(',')
-                .filter_map(seq)
-                .any(|(d2, n2)| d2 == d && n2 >= n)
-        })
 }

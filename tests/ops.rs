@@ -778,16 +778,7 @@ async fn switchover_to_a_replica_that_cannot_catch_up(backup: bool) {
             .exec("CREATE TABLE test.behind (id INT PRIMARY KEY)")
             .await;
         if backup {
-            harness::wait_for("db2's applier waiting", Duration::from_secs(10), || async {
-                let n: Option<i64> = topo.replicas[0]
-                    .conn()
-                    .await
-                    .query_first("SELECT COUNT(*) FROM information_schema.processlist WHERE state = 'Waiting for backup lock'")
-                    .await
-                    .ok()?;
-                (n == Some(1)).then_some(())
-            })
-            .await;
+            harness::rig::wait_applier_held_by_backup(&topo.replicas[0]).await;
         } else {
             db2_readable(&node, "no").await;
         }

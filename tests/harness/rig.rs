@@ -596,6 +596,25 @@ pub async fn hold_write_lock(db: &MariaDb) -> mysql_async::Conn {
     holder
 }
 
+/// Waits until `db`'s replication applier waits for a backup's lock
+/// (a FLUSH TABLES WITH READ LOCK held there, and an event to apply).
+pub async fn wait_applier_held_by_backup(db: &MariaDb) {
+    crate::wait_for(
+        "the applier to wait for the backup's lock",
+        Duration::from_secs(10),
+        || async {
+            let n: Option<i64> = db
+                .conn()
+                .await
+                .query_first("SELECT COUNT(*) FROM information_schema.processlist WHERE command = 'Slave_SQL' AND state = 'Waiting for backup lock'")
+                .await
+                .ok()?;
+            (n == Some(1)).then_some(())
+        },
+    )
+    .await;
+}
+
 pub async fn query_one<T: FromValue + Send + 'static>(db: &MariaDb, sql: &str) -> T {
     let mut c = db.conn().await;
     c.query_first(sql).await.unwrap().unwrap()
